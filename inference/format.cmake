@@ -3,6 +3,16 @@
 # and threads so it builds with COMMONS_INFERENCE_ONLY on a bare GPU box.
 add_library(commons_format STATIC
   ${CMAKE_CURRENT_LIST_DIR}/gguf_types.c
+  ${CMAKE_CURRENT_LIST_DIR}/gguf.c
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_get.c
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_index.c
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_writer.c
 )
 target_include_directories(commons_format PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(commons_format PUBLIC Threads::Threads m)
+
+if(CHECK_FOUND)
+  add_executable(test_gguf ${CMAKE_CURRENT_LIST_DIR}/tests/test_gguf.c)
+  target_link_libraries(test_gguf PRIVATE commons_format PkgConfig::CHECK)
+  add_test(NAME inference.gguf COMMAND test_gguf ${COMMONS_SHARED_DATA}/vocab)
+endif()
