@@ -1,0 +1,4 @@
+#!/bin/sh
+#COMMONS --job-name=ok
+#COMMONS --time=never
+echo x

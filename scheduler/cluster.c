@@ -1,0 +1,955 @@
+/* cluster.c: jobs, nodes, users and accounts in memory, mirrored to the store
+ * (see cluster.h for the invariants). */
+#include "cluster.h"
+
+#include "cm_crypto.h"
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOST_GRACE_MS 2000   /* a launched job may be briefly missing from a poll */
+#define RELAUNCH_MS 5000     /* resend an unacknowledged launch after this long */
+
+struct job *cluster_job(struct cluster *c, int64_t id)
+{
+    return id > 0 && id < c->next_id ? c->jobs[id] : NULL;
+}
+
+struct user *cluster_user(struct cluster *c, const char *name)
+{
+    int i = strmap_get(&c->user_by_name, name);
+    return i < 0 ? NULL : &c->users[i];
+}
+
+struct user *cluster_user_by_token(struct cluster *c, const char *token)
+{
+    char hash[65];
+    cm_sha256_hex(token, strlen(token), hash);
+    int i = strmap_get(&c->user_by_token, hash);
+    return i < 0 ? NULL : &c->users[i];
+}
+
+int cluster_account_exists(struct cluster *c, const char *name)
+{
+    return strmap_get(&c->account_by_name, name) >= 0;
+}
+
+struct node *cluster_node(struct cluster *c, const char *name)
+{
+    int i = strmap_get(&c->node_by_name, name);
+    return i < 0 ? NULL : &c->nodes[i];
+}
+
+int cluster_node_index(struct cluster *c, const struct node *n) { return (int)(n - c->nodes); }
+
+const char *node_state_name(const struct node *n)
+{
+    switch (n->state) {
+    case NODE_UNKNOWN: return "UNKNOWN";
+    case NODE_DOWN: return "DOWN";
+    case NODE_DRAIN: return "DRAIN";
+    case NODE_UP: break;
+    }
+    if (n->used_cpus == 0 && n->used_gpus == 0) return "IDLE";
+    return n->used_cpus >= n->cpus ? "ALLOCATED" : "MIXED";
+}
+
+static const char *node_state_store_name(enum node_state s)
+{
+    return s == NODE_DRAIN ? "DRAIN" : s == NODE_DOWN ? "DOWN" : s == NODE_UP ? "UP" : "UNKNOWN";
+}
+
+/* ---- loading ---------------------------------------------------------- */
+
+static int ensure_job_slot(struct cluster *c, int64_t id)
+{
+    if (id < c->jobs_cap) return 0;
+    int64_t cap = c->jobs_cap ? c->jobs_cap : 1024;
+    while (cap <= id) cap *= 2;
+    struct job **nj = realloc(c->jobs, sizeof *nj * (size_t)cap);
+    if (!nj) return -1;
+    memset(nj + c->jobs_cap, 0, sizeof *nj * (size_t)(cap - c->jobs_cap));
+    c->jobs = nj;
+    c->jobs_cap = cap;
+    return 0;
+}
+
+static void pending_push(struct cluster *c, int64_t id)
+{
+    if (c->npending == c->pending_cap) {
+        c->pending_cap = c->pending_cap ? c->pending_cap * 2 : 1024;
+        c->pending = realloc(c->pending, sizeof *c->pending * c->pending_cap);
+    }
+    c->pending[c->npending++] = id;
+}
+
+/* Keeps pending[] in id order, which is submission order. */
+static void pending_insert_sorted(struct cluster *c, int64_t id)
+{
+    pending_push(c, id);
+    size_t i = c->npending - 1;
+    while (i > 0 && c->pending[i - 1] > id) {
+        c->pending[i] = c->pending[i - 1];
+        i--;
+    }
+    c->pending[i] = id;
+}
+
+static char *dup_col(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return strdup(t ? (const char *)t : "");
+}
+
+static int load_account(void *ctx, sqlite3_stmt *st)
+{
+    struct cluster *c = ctx;
+    c->accounts = realloc(c->accounts, sizeof *c->accounts * (size_t)(c->naccounts + 1));
+    struct account *a = &c->accounts[c->naccounts];
+    a->name = dup_col(st, 0);
+    a->parent = dup_col(st, 1);
+    strmap_put(&c->account_by_name, a->name, c->naccounts++);
+    return 0;
+}
+
+static int load_user(void *ctx, sqlite3_stmt *st)
+{
+    struct cluster *c = ctx;
+    c->users = realloc(c->users, sizeof *c->users * (size_t)(c->nusers + 1));
+    struct user *u = &c->users[c->nusers];
+    u->name = dup_col(st, 0);
+    u->account = dup_col(st, 1);
+    u->accounts = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
+    if (!json_is_array(u->accounts)) {
+        json_decref(u->accounts);
+        u->accounts = json_array();
+    }
+    u->admin = sqlite3_column_int(st, 3);
+    u->unix_user = dup_col(st, 4);
+    strmap_put(&c->user_by_name, u->name, c->nusers++);
+    return 0;
+}
+
+static int load_token(void *ctx, sqlite3_stmt *st)
+{
+    struct cluster *c = ctx;
+    int u = strmap_get(&c->user_by_name, (const char *)sqlite3_column_text(st, 1));
+    if (u >= 0) strmap_put(&c->user_by_token, (const char *)sqlite3_column_text(st, 0), u);
+    return 0;
+}
+
+static int load_node(void *ctx, sqlite3_stmt *st)
+{
+    struct cluster *c = ctx;
+    c->nodes = realloc(c->nodes, sizeof *c->nodes * (size_t)(c->nnodes + 1));
+    struct node *n = &c->nodes[c->nnodes];
+    memset(n, 0, sizeof *n);
+    n->name = dup_col(st, 0);
+    n->hostname = dup_col(st, 1);
+    n->cpus = sqlite3_column_int(st, 2);
+    n->memory_mb = sqlite3_column_int64(st, 3);
+    n->gpus = sqlite3_column_int(st, 4);
+    const char *state = (const char *)sqlite3_column_text(st, 5);
+    /* After a restart, a node is UNKNOWN until its agent is heard from again;
+     * a drained node stays drained. */
+    n->state = state && strcmp(state, "DRAIN") == 0 ? NODE_DRAIN : NODE_UNKNOWN;
+    snprintf(n->reason, sizeof n->reason, "%s", sqlite3_column_text(st, 6) ? (const char *)sqlite3_column_text(st, 6) : "");
+    n->last_heard_ms = cm_mono_ms(); /* the timeout counts from our start */
+    strmap_put(&c->node_by_name, n->name, c->nnodes++);
+    return 0;
+}
+
+static void job_use(struct cluster *c, struct job *j, int sign)
+{
+    for (int i = 0; i < j->nalloc; i++) {
+        struct node *n = &c->nodes[j->alloc[i]];
+        n->used_cpus += sign * job_cpus_per_node(j);
+        n->used_gpus += sign * j->gpus;
+        n->used_mem += sign * j->mem_mb;
+    }
+}
+
+static void job_fill_from_spec(struct job *j)
+{
+    json_t *s = j->spec;
+    j->name = strdup(json_string_value(json_object_get(s, "name")));
+    j->qos = strdup(json_string_value(json_object_get(s, "qos")));
+    j->nodes = (int)json_integer_value(json_object_get(s, "nodes"));
+    if (j->nodes < 1) j->nodes = 1;
+    j->tasks = json_object_get(s, "tasks") ? (int)json_integer_value(json_object_get(s, "tasks")) : j->nodes;
+    j->cpus_per_task = json_object_get(s, "cpus_per_task") ? (int)json_integer_value(json_object_get(s, "cpus_per_task")) : 1;
+    j->gpus = (int)json_integer_value(json_object_get(s, "gpus"));
+    j->mem_mb = json_integer_value(json_object_get(s, "mem_mb"));
+    j->time_limit_s = json_integer_value(json_object_get(s, "time_limit_s"));
+    j->hold = json_is_true(json_object_get(s, "hold"));
+    j->requeue = json_is_true(json_object_get(s, "requeue"));
+    const char *dep = json_string_value(json_object_get(s, "dependency"));
+    if (dep && *dep) {
+        struct job_dep deps[JOB_MAX_DEPS];
+        char err[256];
+        int n = job_deps_parse(dep, deps, JOB_MAX_DEPS, err, sizeof err);
+        if (n > 0) {
+            j->deps = malloc(sizeof *j->deps * (size_t)n);
+            memcpy(j->deps, deps, sizeof *deps * (size_t)n);
+            j->ndeps = n;
+        }
+    }
+}
+
+static int load_job(void *ctx, sqlite3_stmt *st)
+{
+    struct cluster *c = ctx;
+    int64_t id = sqlite3_column_int64(st, 0);
+    if (ensure_job_slot(c, id) != 0) return -1;
+    struct job *j = calloc(1, sizeof *j);
+    j->id = id;
+    j->array_job_id = sqlite3_column_int64(st, 1);
+    j->array_task_id = sqlite3_column_int(st, 2);
+    j->array_throttle = sqlite3_column_int(st, 3);
+    j->user = dup_col(st, 4);
+    j->account = dup_col(st, 5);
+    j->spec = json_loads((const char *)sqlite3_column_text(st, 6), 0, NULL);
+    if (!j->spec) {
+        cm_error("job %lld: stored spec is not JSON; skipping it", (long long)id);
+        free(j);
+        return 0;
+    }
+    job_fill_from_spec(j);
+    j->state = (enum job_state)sqlite3_column_int(st, 7);
+    snprintf(j->reason, sizeof j->reason, "%s", sqlite3_column_text(st, 8) ? (const char *)sqlite3_column_text(st, 8) : "");
+    j->submit_time = sqlite3_column_int64(st, 9);
+    j->start_time = sqlite3_column_int64(st, 10);
+    j->end_time = sqlite3_column_int64(st, 11);
+    j->exit_code = sqlite3_column_int(st, 12);
+    j->signal = sqlite3_column_int(st, 13);
+    if (sqlite3_column_text(st, 14)) j->error = dup_col(st, 14);
+    const char *alloc = (const char *)sqlite3_column_text(st, 15);
+    if (alloc && *alloc) {
+        j->alloc = malloc(sizeof *j->alloc * JOB_MAX_ALLOC_NODES);
+        for (const char *p = alloc; *p && j->nalloc < JOB_MAX_ALLOC_NODES;) {
+            j->alloc[j->nalloc++] = atoi(p);
+            p += strcspn(p, ",");
+            if (*p == ',') p++;
+        }
+    }
+    j->released = sqlite3_column_int(st, 16);
+    j->launched = sqlite3_column_int(st, 17);
+    j->kill_pending = sqlite3_column_int(st, 18);
+    j->hold = sqlite3_column_int(st, 19);
+    j->requeues = sqlite3_column_int(st, 20);
+    for (int i = 0; i < j->nalloc; i++)
+        if (j->alloc[i] < 0 || j->alloc[i] >= c->nnodes) j->nalloc = 0; /* corrupt: drop */
+    c->jobs[id] = j;
+    if (id >= c->next_id) c->next_id = id + 1;
+    if (j->nalloc && !j->released) job_use(c, j, +1);
+    if (j->state == JOB_PENDING) pending_push(c, id);
+    return 0;
+}
+
+int cluster_load(struct cluster *c, char *err, size_t errlen)
+{
+    strmap_init(&c->node_by_name);
+    strmap_init(&c->user_by_name);
+    strmap_init(&c->user_by_token);
+    strmap_init(&c->account_by_name);
+    if (!c->order) c->order = sched_order_fifo;
+    int64_t next = 1;
+    struct store *s = &c->store;
+    if (store_each(s, "SELECT name, parent FROM accounts", load_account, c) ||
+        store_each(s, "SELECT name, account, accounts, admin, unix_user FROM users", load_user, c) ||
+        store_each(s, "SELECT hash, user FROM tokens WHERE revoked=0", load_token, c) ||
+        store_each(s, "SELECT name, hostname, cpus, memory_mb, gpus, state, reason FROM nodes ORDER BY rowid",
+                   load_node, c) ||
+        store_each(s,
+                   "SELECT id, array_job_id, array_task_id, array_throttle, user, account, spec, state,"
+                   " reason, submit_time, start_time, end_time, exit_code, signal, error, alloc,"
+                   " released, launched, kill_pending, hold, requeues FROM jobs ORDER BY id",
+                   load_job, c) ||
+        store_meta_get_int(s, "next_job_id", &next)) {
+        snprintf(err, errlen, "%s", s->err);
+        return -1;
+    }
+    if (next > c->next_id) c->next_id = next;
+    if (c->next_id < 1) c->next_id = 1;
+    ensure_job_slot(c, c->next_id);
+    c->dirty = 1;
+    return 0;
+}
+
+static void job_free(struct job *j)
+{
+    free(j->user);
+    free(j->account);
+    free(j->name);
+    free(j->qos);
+    free(j->deps);
+    free(j->alloc);
+    free(j->error);
+    json_decref(j->spec);
+    free(j);
+}
+
+void cluster_free(struct cluster *c)
+{
+    for (int64_t i = 0; i < c->jobs_cap; i++)
+        if (c->jobs[i]) job_free(c->jobs[i]);
+    free(c->jobs);
+    for (int i = 0; i < c->nnodes; i++) {
+        free(c->nodes[i].name);
+        free(c->nodes[i].hostname);
+    }
+    free(c->nodes);
+    for (int i = 0; i < c->nusers; i++) {
+        free(c->users[i].name);
+        free(c->users[i].account);
+        free(c->users[i].unix_user);
+        json_decref(c->users[i].accounts);
+    }
+    free(c->users);
+    for (int i = 0; i < c->naccounts; i++) {
+        free(c->accounts[i].name);
+        free(c->accounts[i].parent);
+    }
+    free(c->accounts);
+    free(c->pending);
+    strmap_free(&c->node_by_name);
+    strmap_free(&c->user_by_name);
+    strmap_free(&c->user_by_token);
+    strmap_free(&c->account_by_name);
+    store_close(&c->store);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- users and accounts ----------------------------------------------- */
+
+int cluster_account_add(struct cluster *c, const char *name, const char *parent, char *err, size_t errlen)
+{
+    if (parent && *parent && !cluster_account_exists(c, parent)) {
+        snprintf(err, errlen, "parent account '%s' does not exist", parent);
+        return -1;
+    }
+    if (store_account_put(&c->store, name, parent ? parent : "")) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
+    if (!cluster_account_exists(c, name)) {
+        c->accounts = realloc(c->accounts, sizeof *c->accounts * (size_t)(c->naccounts + 1));
+        c->accounts[c->naccounts].name = strdup(name);
+        c->accounts[c->naccounts].parent = strdup(parent ? parent : "");
+        strmap_put(&c->account_by_name, name, c->naccounts++);
+    }
+    return 0;
+}
+
+static int new_token(struct cluster *c, int user_index, char *token_out, char *err, size_t errlen)
+{
+    char rnd[65], hash[65];
+    if (cm_random_hex(32, rnd) != 0) {
+        snprintf(err, errlen, "no randomness available for a token");
+        return -1;
+    }
+    snprintf(token_out, 72, "cm_%s", rnd);
+    cm_sha256_hex(token_out, strlen(token_out), hash);
+    if (store_token_put(&c->store, hash, c->users[user_index].name)) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
+    strmap_put(&c->user_by_token, hash, user_index);
+    return 0;
+}
+
+int cluster_user_add(struct cluster *c, const char *name, const char *account, json_t *accounts,
+                     int admin, const char *unix_user, char *token_out, char *err, size_t errlen)
+{
+    if (cluster_user(c, name)) {
+        snprintf(err, errlen, "user '%s' already exists", name);
+        return -1;
+    }
+    if (!cluster_account_exists(c, account)) {
+        snprintf(err, errlen, "account '%s' does not exist (add it with: commons admin account add %s)", account, account);
+        return -1;
+    }
+    json_t *all = json_array();
+    json_array_append_new(all, json_string(account));
+    size_t i;
+    json_t *a;
+    json_array_foreach(accounts, i, a) {
+        if (!json_is_string(a) || !cluster_account_exists(c, json_string_value(a))) {
+            snprintf(err, errlen, "accounts[%zu]: expected the name of an existing account", i);
+            json_decref(all);
+            return -1;
+        }
+        if (strcmp(json_string_value(a), account) != 0) json_array_append(all, a);
+    }
+    char *text = json_dumps(all, JSON_COMPACT);
+    int rc = store_user_put(&c->store, name, account, text, admin, unix_user);
+    free(text);
+    if (rc) {
+        snprintf(err, errlen, "%s", c->store.err);
+        json_decref(all);
+        return -1;
+    }
+    c->users = realloc(c->users, sizeof *c->users * (size_t)(c->nusers + 1));
+    struct user *u = &c->users[c->nusers];
+    u->name = strdup(name);
+    u->account = strdup(account);
+    u->accounts = all;
+    u->admin = admin;
+    u->unix_user = strdup(unix_user);
+    strmap_put(&c->user_by_name, name, c->nusers++);
+    return new_token(c, c->nusers - 1, token_out, err, errlen);
+}
+
+int cluster_token_create(struct cluster *c, const char *user, char *token_out, char *err, size_t errlen)
+{
+    int i = strmap_get(&c->user_by_name, user);
+    if (i < 0) {
+        snprintf(err, errlen, "no user '%s'", user);
+        return -1;
+    }
+    return new_token(c, i, token_out, err, errlen);
+}
+
+int cluster_token_revoke(struct cluster *c, const char *user, int *count, char *err, size_t errlen)
+{
+    if (store_token_revoke_user(&c->store, user, count) != 0) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
+    /* The map holds hashes only, so rebuild it from the live tokens. */
+    strmap_free(&c->user_by_token);
+    strmap_init(&c->user_by_token);
+    if (store_each(&c->store, "SELECT hash, user FROM tokens WHERE revoked=0", load_token, c) != 0) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- jobs ------------------------------------------------------------- */
+
+static int user_may_use(const struct user *u, const char *account)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(u->accounts, i, a)
+        if (strcmp(json_string_value(a), account) == 0) return 1;
+    return 0;
+}
+
+/* Could any registered node ever run j (ignoring what is in use now)? */
+static int satisfiable(struct cluster *c, const struct job_spec *s, char *err, size_t errlen)
+{
+    int tasks_per_node = (s->tasks + s->nodes - 1) / s->nodes;
+    int cpus = tasks_per_node * s->cpus_per_task, fit = 0;
+    int max_cpus = 0, max_gpus = 0;
+    int64_t max_mem = 0;
+    for (int i = 0; i < c->nnodes; i++) {
+        struct node *n = &c->nodes[i];
+        if (n->cpus > max_cpus) max_cpus = n->cpus;
+        if (n->gpus > max_gpus) max_gpus = n->gpus;
+        if (n->memory_mb > max_mem) max_mem = n->memory_mb;
+        if (n->cpus >= cpus && n->gpus >= s->gpus && n->memory_mb >= s->mem_mb) fit++;
+    }
+    if (c->nnodes == 0) {
+        snprintf(err, errlen, "no nodes are registered yet, so no job can be placed; start a commons-agent first");
+        return 0;
+    }
+    if (fit >= s->nodes) return 1;
+    snprintf(err, errlen,
+             "no %d node(s) could ever run this job: it needs %d CPUs, %d GPUs and %lld MB per node; "
+             "the largest node has %d CPUs, %d GPUs, %lld MB and %d node(s) fit",
+             s->nodes, cpus, s->gpus, (long long)s->mem_mb, max_cpus, max_gpus, (long long)max_mem, fit);
+    return 0;
+}
+
+int64_t cluster_submit(struct cluster *c, const struct user *u, struct job_spec *spec,
+                       const char **code, char *err, size_t errlen)
+{
+    const char *account = spec->account ? spec->account : u->account;
+    if (!cluster_account_exists(c, account)) {
+        *code = "invalid_job";
+        snprintf(err, errlen, "field 'account': account '%s' does not exist", account);
+        return -1;
+    }
+    if (!user_may_use(u, account)) {
+        *code = "forbidden";
+        snprintf(err, errlen, "field 'account': user '%s' may not charge account '%s'", u->name, account);
+        return -1;
+    }
+    for (int i = 0; i < spec->ndeps; i++)
+        if (!cluster_job(c, spec->deps[i].id)) {
+            *code = "invalid_job";
+            snprintf(err, errlen, "field 'dependency': job %lld does not exist", (long long)spec->deps[i].id);
+            return -1;
+        }
+    if (!satisfiable(c, spec, err, errlen)) {
+        *code = "unsatisfiable";
+        return -1;
+    }
+    int count = spec->narray ? spec->narray : 1;
+    int64_t first = c->next_id;
+    if (ensure_job_slot(c, first + count) != 0) {
+        *code = "internal";
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    json_object_set_new(spec->json, "account", json_string(account));
+    int64_t now = cm_now_ms() / 1000;
+    for (int k = 0; k < count; k++) {
+        struct job *j = calloc(1, sizeof *j);
+        j->id = first + k;
+        j->array_job_id = spec->narray ? first : 0;
+        j->array_task_id = spec->narray ? spec->array_idx[k] : -1;
+        j->array_throttle = spec->array_throttle;
+        j->user = strdup(u->name);
+        j->account = strdup(account);
+        j->spec = json_incref(spec->json);
+        job_fill_from_spec(j);
+        j->state = JOB_PENDING;
+        snprintf(j->reason, sizeof j->reason, "%s", j->hold ? "Held" : "Priority");
+        j->submit_time = now;
+        if (store_job_insert(&c->store, j) != 0) {
+            *code = "unavailable";
+            snprintf(err, errlen, "cannot store the job: %s", c->store.err);
+            job_free(j);
+            return -1; /* the caller rolls back the batch and reloads */
+        }
+        c->jobs[j->id] = j;
+        pending_push(c, j->id);
+    }
+    c->next_id = first + count;
+    if (store_meta_set_int(&c->store, "next_job_id", c->next_id) != 0) {
+        *code = "unavailable";
+        snprintf(err, errlen, "cannot store the job: %s", c->store.err);
+        return -1;
+    }
+    c->stats.submitted += (uint64_t)count;
+    c->dirty = 1;
+    return first;
+}
+
+static void pending_remove(struct cluster *c, int64_t id)
+{
+    for (size_t i = 0; i < c->npending; i++)
+        if (c->pending[i] == id) {
+            memmove(&c->pending[i], &c->pending[i + 1], sizeof *c->pending * (c->npending - i - 1));
+            c->npending--;
+            return;
+        }
+}
+
+static int job_save(struct cluster *c, struct job *j)
+{
+    if (store_job_update(&c->store, j) != 0) {
+        cm_error("job %lld: %s", (long long)j->id, c->store.err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Ends a job in a final state; its resources stay in use until the agent
+ * confirms the processes are gone (released), unless the node is gone. */
+static void job_finish(struct cluster *c, struct job *j, enum job_state st, int release_now)
+{
+    if (j->state == JOB_PENDING) pending_remove(c, j->id);
+    j->state = st;
+    j->reason[0] = '\0';
+    j->end_time = cm_now_ms() / 1000;
+    if (release_now && j->nalloc && !j->released) {
+        job_use(c, j, -1);
+        j->released = 1;
+    }
+    c->stats.ended++;
+    c->dirty = 1;
+}
+
+int cluster_cancel(struct cluster *c, struct job *j, char *err, size_t errlen)
+{
+    if (job_state_is_final(j->state)) {
+        snprintf(err, errlen, "job %lld already ended (%s)", (long long)j->id, job_state_name(j->state));
+        return -1;
+    }
+    if (j->state == JOB_RUNNING) j->kill_pending = 1;
+    job_finish(c, j, JOB_CANCELLED, 0);
+    return job_save(c, j) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
+}
+
+int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t errlen)
+{
+    if (j->state != JOB_PENDING) {
+        snprintf(err, errlen, "job %lld is %s; only pending jobs can be %s", (long long)j->id,
+                 job_state_name(j->state), hold ? "held" : "released");
+        return -1;
+    }
+    j->hold = hold;
+    snprintf(j->reason, sizeof j->reason, "%s", hold ? "Held" : "Priority");
+    c->dirty = 1;
+    return job_save(c, j) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
+}
+
+/* ---- agents ----------------------------------------------------------- */
+
+struct node *cluster_node_register(struct cluster *c, const char *name, const char *hostname,
+                                   int cpus, int64_t memory_mb, int gpus, char *err, size_t errlen)
+{
+    struct node *n = cluster_node(c, name);
+    if (!n) {
+        c->nodes = realloc(c->nodes, sizeof *c->nodes * (size_t)(c->nnodes + 1));
+        n = &c->nodes[c->nnodes];
+        memset(n, 0, sizeof *n);
+        n->name = strdup(name);
+        n->hostname = strdup(hostname);
+        strmap_put(&c->node_by_name, name, c->nnodes++);
+        /* Parked polls point into nodes[]; realloc may have moved it, but the
+         * server holds node names, not pointers (see api.c). */
+    } else {
+        free(n->hostname);
+        n->hostname = strdup(hostname);
+    }
+    n->cpus = cpus;
+    n->memory_mb = memory_mb;
+    n->gpus = gpus;
+    if (n->state != NODE_DRAIN) {
+        n->state = NODE_UP;
+        n->reason[0] = '\0';
+    }
+    n->last_heard_ms = cm_mono_ms();
+    if (store_node_put(&c->store, n->name, n->hostname, cpus, memory_mb, gpus,
+                       node_state_store_name(n->state), n->reason, cm_now_ms() / 1000)) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return NULL;
+    }
+    c->dirty = 1;
+    return n;
+}
+
+void cluster_node_heard(struct cluster *c, struct node *n)
+{
+    n->last_heard_ms = cm_mono_ms();
+    if (n->state == NODE_UNKNOWN || n->state == NODE_DOWN) {
+        n->state = NODE_UP;
+        n->reason[0] = '\0';
+        store_node_put(&c->store, n->name, n->hostname, n->cpus, n->memory_mb, n->gpus, "UP", "",
+                       cm_now_ms() / 1000);
+        cm_info("node %s is up", n->name);
+        c->dirty = 1;
+    }
+}
+
+static int on_node(struct cluster *c, const struct job *j, const struct node *n)
+{
+    return j->nalloc > 0 && j->alloc[0] == cluster_node_index(c, n);
+}
+
+int cluster_job_event(struct cluster *c, struct node *n, json_t *ev)
+{
+    struct job *j = cluster_job(c, json_integer_value(json_object_get(ev, "id")));
+    const char *what = json_string_value(json_object_get(ev, "event"));
+    int attempt = (int)json_integer_value(json_object_get(ev, "attempt"));
+    if (!j || !what || !on_node(c, j, n) || attempt != j->requeues || j->released) return 0;
+    if (strcmp(what, "started") == 0) {
+        if (!j->launched) {
+            j->launched = 1;
+            job_save(c, j);
+        }
+        return 0;
+    }
+    if (strcmp(what, "ended") != 0) return 0;
+    j->launched = 1;
+    j->exit_code = (int)json_integer_value(json_object_get(ev, "exit_code"));
+    j->signal = (int)json_integer_value(json_object_get(ev, "signal"));
+    const char *error = json_string_value(json_object_get(ev, "error"));
+    if (error && *error) {
+        free(j->error);
+        j->error = strndup(error, 1024);
+    }
+    if (j->state == JOB_RUNNING) {
+        enum job_state st = JOB_COMPLETED;
+        if (json_is_true(json_object_get(ev, "timed_out"))) st = JOB_TIMEOUT;
+        else if (json_is_true(json_object_get(ev, "cancelled"))) st = JOB_CANCELLED;
+        else if (j->exit_code != 0 || j->signal != 0 || (error && *error)) st = JOB_FAILED;
+        job_finish(c, j, st, 1);
+    } else {
+        job_use(c, j, -1); /* cancelled earlier: the processes are gone now */
+        j->released = 1;
+        c->dirty = 1;
+    }
+    j->kill_pending = 0;
+    return job_save(c, j);
+}
+
+static json_t *launch_command(struct cluster *c, struct job *j)
+{
+    struct user *u = cluster_user(c, j->user);
+    json_t *spec = j->spec;
+    char idbuf[32], arr[32], ai[32];
+    snprintf(idbuf, sizeof idbuf, "%lld", (long long)j->id);
+    snprintf(arr, sizeof arr, "%lld", (long long)(j->array_job_id ? j->array_job_id : j->id));
+    snprintf(ai, sizeof ai, "%d", j->array_task_id);
+    const char *workdir = json_string_value(json_object_get(spec, "workdir"));
+    /* Expand %j, %A, %a and make relative paths relative to workdir. */
+    json_t *paths[2] = {json_object_get(spec, "stdout"), json_object_get(spec, "stderr")};
+    char expanded[2][4096];
+    for (int k = 0; k < 2; k++) {
+        const char *p = json_string_value(paths[k]);
+        expanded[k][0] = '\0';
+        if (!p) continue;
+        size_t n = 0;
+        if (p[0] != '/') n = (size_t)snprintf(expanded[k], sizeof expanded[k], "%s/", workdir);
+        for (; *p && n + 32 < sizeof expanded[k]; p++) {
+            if (p[0] == '%' && (p[1] == 'j' || p[1] == 'A' || p[1] == 'a')) {
+                const char *v = p[1] == 'j' ? idbuf : p[1] == 'A' ? arr : ai;
+                n += (size_t)snprintf(expanded[k] + n, sizeof expanded[k] - n, "%s", v);
+                p++;
+            } else {
+                expanded[k][n++] = *p;
+                expanded[k][n] = '\0';
+            }
+        }
+    }
+    char nodelist[8192];
+    size_t nl = 0;
+    nodelist[0] = '\0';
+    for (int i = 0; i < j->nalloc && nl + 256 < sizeof nodelist; i++)
+        nl += (size_t)snprintf(nodelist + nl, sizeof nodelist - nl, i ? ",%s" : "%s", c->nodes[j->alloc[i]].name);
+    json_t *l = json_pack("{s:I, s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:I, s:i, s:i, s:i, s:s, s:s, s:s}",
+                          "id", (json_int_t)j->id, "attempt", j->requeues, "user", j->user,
+                          "unix_user", u ? u->unix_user : j->user, "workdir", workdir,
+                          "stdout", expanded[0], "time_limit_s", (json_int_t)j->time_limit_s,
+                          "cpus", job_cpus_per_node(j), "mem_mb", (json_int_t)j->mem_mb,
+                          "gpus", j->gpus, "tasks", j->tasks, "array_task_id", j->array_task_id,
+                          "nodelist", nodelist, "name", j->name, "account", j->account);
+    if (expanded[1][0]) json_object_set_new(l, "stderr", json_string(expanded[1]));
+    json_t *env = json_object_get(spec, "env");
+    json_object_set(l, "env", env ? env : json_object());
+    if (!env) json_decref(json_object_get(l, "env")); /* balance the fresh object */
+    if (json_object_get(spec, "script")) json_object_set(l, "script", json_object_get(spec, "script"));
+    else json_object_set(l, "command", json_object_get(spec, "command"));
+    return json_pack("{s:s, s:o}", "op", "launch", "job", l);
+}
+
+static json_t *kill_command(const struct job *j, const char *reason)
+{
+    return json_pack("{s:s, s:I, s:i, s:s}", "op", "kill", "id", (json_int_t)j->id, "attempt",
+                     j->requeues, "reason", reason);
+}
+
+static void lost_job(struct cluster *c, struct job *j, const char *why)
+{
+    cm_warn("job %lld: %s", (long long)j->id, why);
+    free(j->error);
+    j->error = strdup(why);
+    if (j->requeue) {
+        job_use(c, j, -1);
+        j->nalloc = 0;
+        j->released = 0;
+        j->launched = 0;
+        j->kill_pending = 0;
+        j->requeues++;
+        j->state = JOB_PENDING;
+        j->start_time = 0;
+        snprintf(j->reason, sizeof j->reason, "Requeued");
+        pending_insert_sorted(c, j->id);
+        c->dirty = 1;
+    } else {
+        job_finish(c, j, JOB_NODE_FAIL, 1);
+    }
+    job_save(c, j);
+}
+
+json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running)
+{
+    json_t *cmds = json_array();
+    int64_t now = cm_mono_ms();
+    int idx = cluster_node_index(c, n);
+    /* What the agent runs that is not (or no longer) ours gets a kill. */
+    size_t i;
+    json_t *r;
+    json_array_foreach(running, i, r) {
+        int64_t id = json_integer_value(json_array_get(r, 0));
+        int attempt = (int)json_integer_value(json_array_get(r, 1));
+        struct job *j = cluster_job(c, id);
+        if (j && on_node(c, j, n) && attempt == j->requeues && !j->released) {
+            j->missing_since_ms = 0;
+            if (!j->launched) {
+                j->launched = 1;
+                job_save(c, j);
+            }
+            continue;
+        }
+        json_array_append_new(cmds, json_pack("{s:s, s:I, s:i, s:s}", "op", "kill", "id", (json_int_t)id,
+                                              "attempt", attempt, "reason", "not_yours"));
+    }
+    /* Our jobs on this node: launch, resend, kill, or declare lost.
+     * A scan over running jobs; the pending queue is never touched here. */
+    for (int64_t id = 1; id < c->next_id; id++) {
+        struct job *j = c->jobs[id];
+        if (!j || j->released || j->nalloc == 0 || j->alloc[0] != idx) continue;
+        int listed = 0;
+        json_array_foreach(running, i, r)
+            if (json_integer_value(json_array_get(r, 0)) == id &&
+                json_integer_value(json_array_get(r, 1)) == j->requeues) listed = 1;
+        if (j->kill_pending) {
+            if (listed) json_array_append_new(cmds, kill_command(j, "cancel"));
+            else if (j->launched) { /* already gone and we missed its end */
+                job_use(c, j, -1);
+                j->released = 1;
+                j->kill_pending = 0;
+                job_save(c, j);
+                c->dirty = 1;
+            } else json_array_append_new(cmds, kill_command(j, "cancel"));
+            continue;
+        }
+        if (listed) continue;
+        if (!j->launched) {
+            if (now - j->launch_sent_ms >= RELAUNCH_MS || j->launch_sent_ms == 0) {
+                json_array_append_new(cmds, launch_command(c, j));
+                j->launch_sent_ms = now;
+            }
+        } else if (!j->missing_since_ms) {
+            j->missing_since_ms = now;
+        } else if (now - j->missing_since_ms >= LOST_GRACE_MS) {
+            lost_job(c, j, "the node's agent no longer runs this job and reported no end");
+        }
+    }
+    if (json_array_size(cmds) == 0) {
+        json_decref(cmds);
+        return NULL;
+    }
+    return cmds;
+}
+
+void cluster_check_nodes(struct cluster *c)
+{
+    int64_t now = cm_mono_ms();
+    for (int i = 0; i < c->nnodes; i++) {
+        struct node *n = &c->nodes[i];
+        if (n->state == NODE_DOWN || now - n->last_heard_ms < c->node_timeout_ms) continue;
+        if (n->state == NODE_DRAIN && n->used_cpus == 0) continue;
+        cm_warn("node %s: no heartbeat for %lld ms; marking it DOWN", n->name, (long long)(now - n->last_heard_ms));
+        if (n->state != NODE_DRAIN) {
+            n->state = NODE_DOWN;
+            snprintf(n->reason, sizeof n->reason, "Not responding");
+            store_node_put(&c->store, n->name, n->hostname, n->cpus, n->memory_mb, n->gpus, "DOWN",
+                           n->reason, cm_now_ms() / 1000);
+        }
+        for (int64_t id = 1; id < c->next_id; id++) {
+            struct job *j = c->jobs[id];
+            if (!j || j->released || j->nalloc == 0) continue;
+            int uses = 0;
+            for (int k = 0; k < j->nalloc; k++) uses |= j->alloc[k] == i;
+            if (!uses) continue;
+            if (j->state == JOB_RUNNING) lost_job(c, j, "its node stopped responding");
+            else {
+                job_use(c, j, -1);
+                j->released = 1;
+                job_save(c, j);
+            }
+        }
+        c->dirty = 1;
+    }
+}
+
+/* ---- scheduling ------------------------------------------------------- */
+
+void sched_order_fifo(struct cluster *c, int64_t *ids, size_t n)
+{
+    (void)c;
+    (void)ids;
+    (void)n; /* pending[] is already in submission order */
+}
+
+/* Returns 1 when all dependencies are met, 0 when some may still be, and -1
+ * when one can never be (an afterok on a job that did not complete). */
+static int deps_state(struct cluster *c, const struct job *j)
+{
+    int ready = 1;
+    for (int i = 0; i < j->ndeps; i++) {
+        struct job *d = cluster_job(c, j->deps[i].id);
+        if (!d) continue;
+        if (!job_state_is_final(d->state)) ready = 0;
+        else if (j->deps[i].kind == DEP_AFTEROK && d->state != JOB_COMPLETED) return -1;
+    }
+    return ready;
+}
+
+static int array_running(struct cluster *c, int64_t array_id)
+{
+    int n = 0;
+    for (int64_t id = array_id; id < c->next_id; id++) {
+        struct job *j = c->jobs[id];
+        if (!j || j->array_job_id != array_id) break; /* array tasks have consecutive ids */
+        n += j->state == JOB_RUNNING;
+    }
+    return n;
+}
+
+static int node_fits(const struct node *n, int cpus, int gpus, int64_t mem)
+{
+    return n->state == NODE_UP && n->cpus - n->used_cpus >= cpus && n->gpus - n->used_gpus >= gpus &&
+           (mem == 0 || n->memory_mb - n->used_mem >= mem);
+}
+
+/* First fit over nodes in registration order. */
+static int try_place(struct cluster *c, struct job *j)
+{
+    int cpus = job_cpus_per_node(j), got = 0;
+    int *alloc = malloc(sizeof *alloc * (size_t)j->nodes);
+    for (int i = 0; i < c->nnodes && got < j->nodes; i++)
+        if (node_fits(&c->nodes[i], cpus, j->gpus, j->mem_mb)) alloc[got++] = i;
+    if (got < j->nodes) {
+        free(alloc);
+        return 0;
+    }
+    free(j->alloc);
+    j->alloc = alloc;
+    j->nalloc = got;
+    j->released = 0;
+    j->launched = 0;
+    j->launch_sent_ms = 0;
+    j->missing_since_ms = 0;
+    job_use(c, j, +1);
+    return 1;
+}
+
+int cluster_schedule(struct cluster *c)
+{
+    c->dirty = 0;
+    c->order(c, c->pending, c->npending);
+    int started = 0, blocked = 0;
+    size_t keep = 0;
+    int64_t now = cm_now_ms() / 1000;
+    for (size_t i = 0; i < c->npending; i++) {
+        struct job *j = c->jobs[c->pending[i]];
+        const char *reason = NULL;
+        if (j->hold) reason = "Held";
+        else {
+            int d = deps_state(c, j);
+            if (d < 0) reason = "DependencyNeverSatisfied";
+            else if (d == 0) reason = "Dependency";
+            else if (j->array_throttle && array_running(c, j->array_job_id) >= j->array_throttle)
+                reason = "ArrayTaskLimit";
+            else if (blocked) reason = "Priority"; /* strict order: wait behind the blocked job */
+            else if (try_place(c, j)) {
+                j->state = JOB_RUNNING;
+                j->reason[0] = '\0';
+                j->start_time = now;
+                job_save(c, j);
+                started++;
+                continue;
+            } else {
+                reason = "Resources";
+                blocked = 1;
+            }
+        }
+        snprintf(j->reason, sizeof j->reason, "%s", reason);
+        c->pending[keep++] = c->pending[i];
+    }
+    c->npending = keep;
+    c->stats.started += (uint64_t)started;
+    return started;
+}

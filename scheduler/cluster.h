@@ -1,0 +1,118 @@
+/* cluster.h: commonsd's in-memory view of the cluster, kept in step with the store.
+ *
+ * Every change to a job, node, user or account is made through these functions,
+ * which update memory and write the store inside the caller's open transaction.
+ * Invariants:
+ *   - jobs[id] is the job with that id (ids start at 1, are never reused);
+ *   - a node's used_* are the sums over jobs allocated to it and not released;
+ *   - pending[] holds exactly the PENDING jobs, in submission order.
+ * Single-threaded: only commonsd's main loop calls in here.
+ */
+#ifndef SCHED_CLUSTER_H
+#define SCHED_CLUSTER_H
+
+#include "job.h"
+#include "store.h"
+#include "strmap.h"
+
+struct cluster;
+
+enum node_state { NODE_UNKNOWN, NODE_UP, NODE_DOWN, NODE_DRAIN };
+
+struct node {
+    char *name, *hostname;
+    int cpus, gpus;
+    int64_t memory_mb;
+    int used_cpus, used_gpus;
+    int64_t used_mem;
+    enum node_state state;
+    char reason[128];
+    int64_t last_heard_ms; /* monotonic */
+    int64_t last_ts;       /* last accepted agent timestamp (replay guard) */
+    void *parked;          /* server handle of a held agent.poll, or NULL */
+    int64_t parked_deadline_ms;
+};
+
+struct user {
+    char *name, *account, *unix_user;
+    json_t *accounts; /* array of allowed account names */
+    int admin;
+};
+
+struct account {
+    char *name, *parent;
+};
+
+/* Decides the order in which pending jobs are considered: the replaceable
+ * piece (FIFO now; fair-share multifactor later). Sorts ids in place. */
+typedef void (*sched_order_fn)(struct cluster *c, int64_t *ids, size_t n);
+
+struct cluster_stats {
+    uint64_t submitted, started, ended, batches, batch_requests, rejected;
+    uint64_t commit_us_total;
+};
+
+struct cluster {
+    struct store store;
+    struct job **jobs;
+    int64_t jobs_cap, next_id;
+    struct node *nodes;
+    int nnodes;
+    struct strmap node_by_name;
+    struct user *users;
+    int nusers;
+    struct strmap user_by_name, user_by_token; /* token hash -> user index */
+    struct account *accounts;
+    int naccounts;
+    struct strmap account_by_name;
+    int64_t *pending;
+    size_t npending, pending_cap;
+    sched_order_fn order;
+    int64_t node_timeout_ms;
+    int dirty; /* something changed that a scheduling pass should see */
+    struct cluster_stats stats;
+};
+
+int cluster_load(struct cluster *c, char *err, size_t errlen);
+void cluster_free(struct cluster *c);
+
+struct job *cluster_job(struct cluster *c, int64_t id);
+struct user *cluster_user_by_token(struct cluster *c, const char *token);
+struct user *cluster_user(struct cluster *c, const char *name);
+int cluster_account_exists(struct cluster *c, const char *name);
+struct node *cluster_node(struct cluster *c, const char *name);
+
+/* Submits a validated spec for user (its account filled or checked).
+ * Returns the first job id, or -1 with err and *code set. */
+int64_t cluster_submit(struct cluster *c, const struct user *u, struct job_spec *spec,
+                       const char **code, char *err, size_t errlen);
+int cluster_cancel(struct cluster *c, struct job *j, char *err, size_t errlen);
+int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t errlen);
+
+int cluster_user_add(struct cluster *c, const char *name, const char *account, json_t *accounts,
+                     int admin, const char *unix_user, char *token_out, char *err, size_t errlen);
+int cluster_token_create(struct cluster *c, const char *user, char *token_out, char *err, size_t errlen);
+/* Revokes every token of user; *count says how many were live. */
+int cluster_token_revoke(struct cluster *c, const char *user, int *count, char *err, size_t errlen);
+int cluster_account_add(struct cluster *c, const char *name, const char *parent, char *err, size_t errlen);
+
+/* Agents. */
+struct node *cluster_node_register(struct cluster *c, const char *name, const char *hostname,
+                                   int cpus, int64_t memory_mb, int gpus, char *err, size_t errlen);
+void cluster_node_heard(struct cluster *c, struct node *n);
+/* Applies one agent event; returns 0 (also for a stale or repeated event). */
+int cluster_job_event(struct cluster *c, struct node *n, json_t *ev);
+/* Builds the commands for node n given its running list; NULL means none. */
+json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running);
+/* Marks nodes not heard from within the timeout DOWN and ends their jobs. */
+void cluster_check_nodes(struct cluster *c);
+
+/* One scheduling pass: starts what can start, sets every pending job's reason.
+ * Returns the number of jobs started. */
+int cluster_schedule(struct cluster *c);
+void sched_order_fifo(struct cluster *c, int64_t *ids, size_t n);
+
+const char *node_state_name(const struct node *n);
+int cluster_node_index(struct cluster *c, const struct node *n);
+
+#endif

@@ -1,0 +1,284 @@
+/* commonsd: the Commons scheduler daemon.
+ *
+ * One main loop owns all state. Each turn it takes every request that arrived,
+ * handles them inside one SQLite transaction, runs node checks and a
+ * scheduling pass in the same transaction, commits, and only then sends the
+ * replies and agent commands: nothing is acknowledged or launched before it is
+ * durable (group commit: one fsync per turn, however many requests).
+ */
+#include "api.h"
+#include "cm_crypto.h"
+#include "cm_log.h"
+#include "cm_rpc.h"
+#include "cm_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BATCH_MAX SERVER_CONTEXTS
+#define TICK_MS 100
+#define NODE_CHECK_MS 500
+#define WRITABLE_RETRY_MS 5000
+
+static volatile sig_atomic_t got_term, got_hup;
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP) got_hup = 1;
+    else got_term = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: commonsd --state DIR [--listen URL] [--foreground] [--node-timeout SECONDS]\n"
+            "                [--sync full|normal] [--log-level debug|info|warn|error]\n"
+            "  --state DIR          state directory (SQLite database, keys); created if missing\n"
+            "  --listen URL         where clients and agents connect (default %s)\n"
+            "  --foreground         stay in the foreground and log to stderr\n"
+            "  --node-timeout S     a node unheard for S seconds goes DOWN (default 30)\n"
+            "  --sync full|normal   SQLite synchronous mode (default full: survives power loss;\n"
+            "                       normal survives a crash of commonsd but not of the machine)\n",
+            CM_RPC_DEFAULT_ADDR);
+}
+
+/* First start: the cluster key for agents, and an admin user with a token. */
+static int bootstrap(struct daemon *d, const char *state_dir, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/cluster.key", state_dir);
+    if (access(path, R_OK) != 0) {
+        char key[65];
+        if (cm_random_hex(32, key) != 0 || cm_write_file_atomic(path, key, 64, 0600, err, errlen) != 0) return -1;
+        cm_info("created cluster key %s (give it to agents with --key-file)", path);
+    }
+    if (!(d->cluster_key = cm_read_secret(path, err, errlen))) return -1;
+    if (d->c.nusers > 0) return 0;
+    struct passwd *pw = getpwuid(getuid());
+    char token[80];
+    if (store_begin(&d->c.store) || cluster_account_add(&d->c, "root", "", err, errlen) ||
+        cluster_user_add(&d->c, "admin", "root", NULL, 1, pw ? pw->pw_name : "root", token, err, errlen)) {
+        store_rollback(&d->c.store);
+        if (!err[0]) snprintf(err, errlen, "%s", d->c.store.err);
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/admin.token", state_dir);
+    char line[100];
+    int n = snprintf(line, sizeof line, "%s\n", token);
+    if (cm_write_file_atomic(path, line, (size_t)n, 0600, err, errlen) != 0 || store_commit(&d->c.store) != 0) {
+        store_rollback(&d->c.store);
+        return -1;
+    }
+    cm_info("created user admin; its token is in %s", path);
+    return 0;
+}
+
+static void send_all(struct daemon *d, int failed)
+{
+    for (int i = 0; i < d->nout; i++) {
+        json_t *reply = d->out[i].reply;
+        if (failed) {
+            json_decref(reply);
+            reply = cm_reply_err("unavailable", "commonsd could not store this change (%s); nothing was changed",
+                                 d->c.store.err);
+        }
+        server_reply(d->out[i].req, reply);
+    }
+    d->nout = 0;
+}
+
+static int reload(struct daemon *d, const char *state_dir, enum store_sync sync)
+{
+    char err[1024];
+    int64_t timeout = d->c.node_timeout_ms;
+    api_flush_parked(d, 1);
+    cluster_free(&d->c);
+    d->c.node_timeout_ms = timeout;
+    if (store_open(&d->c.store, state_dir, sync, err, sizeof err) != 0 || cluster_load(&d->c, err, sizeof err) != 0) {
+        cm_error("cannot reload state: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *state_dir = NULL, *listen = CM_RPC_DEFAULT_ADDR;
+    int foreground = 0, level = CM_LOG_INFO;
+    double node_timeout = 30;
+    enum store_sync sync = STORE_SYNC_FULL;
+    static const struct option opts[] = {
+        {"state", required_argument, 0, 's'}, {"listen", required_argument, 0, 'l'},
+        {"foreground", no_argument, 0, 'f'}, {"node-timeout", required_argument, 0, 't'},
+        {"sync", required_argument, 0, 'y'}, {"log-level", required_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': state_dir = optarg; break;
+        case 'l': listen = optarg; break;
+        case 'f': foreground = 1; break;
+        case 't': {
+            char *end;
+            node_timeout = strtod(optarg, &end);
+            if (*end || node_timeout <= 0 || node_timeout > 86400) {
+                fprintf(stderr, "commonsd: --node-timeout: expected seconds from 0 to 86400, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'y':
+            if (strcmp(optarg, "full") == 0) sync = STORE_SYNC_FULL;
+            else if (strcmp(optarg, "normal") == 0) sync = STORE_SYNC_NORMAL;
+            else {
+                fprintf(stderr, "commonsd: --sync: expected full or normal, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'v':
+            if ((level = cm_log_level_parse(optarg)) < 0) {
+                fprintf(stderr, "commonsd: --log-level: expected debug, info, warn or error\n");
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!state_dir || optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    cm_log_init("commonsd", level);
+    static struct daemon d;
+    char err[6000] = "";
+    if (store_open(&d.c.store, state_dir, sync, err, sizeof err) != 0) {
+        cm_error("%s", err);
+        return 1;
+    }
+    d.c.node_timeout_ms = (int64_t)(node_timeout * 1000);
+    if (cluster_load(&d.c, err, sizeof err) != 0 || bootstrap(&d, state_dir, err, sizeof err) != 0) {
+        cm_error("%s", err);
+        return 1;
+    }
+    if (server_open(&d.srv, listen, err, sizeof err) != 0) {
+        cm_error("%s", err);
+        return 1;
+    }
+    if (!foreground) {
+        char logpath[4200];
+        snprintf(logpath, sizeof logpath, "%s/commonsd.log", state_dir);
+        if (daemon(1, 1) != 0) {
+            cm_error("cannot daemonize: %s", strerror(errno));
+            return 1;
+        }
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            close(nul);
+        }
+    }
+    char pidpath[4200], pidtext[32];
+    snprintf(pidpath, sizeof pidpath, "%s/commonsd.pid", state_dir);
+    int pn = snprintf(pidtext, sizeof pidtext, "%d\n", (int)getpid());
+    cm_write_file_atomic(pidpath, pidtext, (size_t)pn, 0644, err, sizeof err);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    cm_info("listening on %s, state in %s (%lld jobs, %d nodes, %d users)", listen, state_dir,
+            (long long)(d.c.next_id - 1), d.c.nnodes, d.c.nusers);
+
+    static struct srv_req *batch[BATCH_MAX];
+    int64_t last_check = 0, last_write_try = 0;
+    while (!got_term) {
+        if (got_hup) {
+            got_hup = 0;
+            cm_info("SIGHUP: nothing to reload yet (policy reload arrives with quotas)");
+        }
+        size_t n = server_take(d.srv, batch, BATCH_MAX, TICK_MS);
+        int64_t now = cm_mono_ms();
+        if (d.read_only && now - last_write_try >= WRITABLE_RETRY_MS) {
+            last_write_try = now;
+            if (store_begin(&d.c.store) == 0 && store_meta_set_int(&d.c.store, "writable_probe", now) == 0 &&
+                store_commit(&d.c.store) == 0) {
+                cm_info("state directory is writable again; accepting new work");
+                d.read_only = 0;
+            } else {
+                store_rollback(&d.c.store);
+            }
+        }
+        int in_tx = 0;
+        if (!d.read_only) {
+            if (store_begin(&d.c.store) == 0) in_tx = 1;
+            else {
+                cm_error("cannot start a transaction: %s; refusing new work", d.c.store.err);
+                d.read_only = 1;
+                last_write_try = now;
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *body = server_req_body(batch[i], &len);
+            json_error_t jerr;
+            json_t *req = json_loadb(body, len, 0, &jerr);
+            json_t *reply;
+            if (!req || !json_is_object(req))
+                reply = cm_reply_err("bad_request", "request is not a JSON object%s%s", req ? "" : ": ", req ? "" : jerr.text);
+            else
+                reply = api_handle(&d, batch[i], req);
+            json_decref(req);
+            if (reply) api_queue_reply(&d, batch[i], reply);
+        }
+        if (in_tx) {
+            if (now - last_check >= NODE_CHECK_MS) {
+                cluster_check_nodes(&d.c);
+                last_check = now;
+            }
+            if (d.c.dirty) cluster_schedule(&d.c);
+            api_flush_parked(&d, 0);
+            int64_t t0 = cm_mono_ms();
+            if (store_commit(&d.c.store) != 0) {
+                cm_error("commit failed: %s; refusing new work until the state directory is writable", d.c.store.err);
+                store_rollback(&d.c.store);
+                send_all(&d, 1);
+                d.read_only = 1;
+                last_write_try = now;
+                if (reload(&d, state_dir, sync) != 0) return 1;
+                continue;
+            }
+            d.c.stats.commit_us_total += (uint64_t)(cm_mono_ms() - t0) * 1000;
+            if (n) {
+                d.c.stats.batches++;
+                d.c.stats.batch_requests += n;
+            }
+        } else {
+            api_flush_parked(&d, 0);
+        }
+        send_all(&d, 0);
+    }
+    cm_info("SIGTERM: draining");
+    api_flush_parked(&d, 1);
+    send_all(&d, 0);
+    usleep(100 * 1000); /* let the last replies leave */
+    server_close(d.srv);
+    cluster_free(&d.c);
+    free(d.cluster_key);
+    unlink(pidpath);
+    cm_info("stopped");
+    return 0;
+}

@@ -1,0 +1,202 @@
+/* Unit tests for the scheduler core: job specs, arrays, dependencies, the
+ * store round trip, and FIFO placement. */
+#include "cluster.h"
+#include "job.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static json_t *spec(const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}
+
+static int validate(const char *text, char *err, size_t len)
+{
+    struct job_spec s;
+    json_t *j = spec(text);
+    int rc = job_spec_validate(j, &s, err, len);
+    if (rc == 0) job_spec_free(&s);
+    json_decref(j);
+    return rc;
+}
+
+START_TEST(spec_defaults)
+{
+    struct job_spec s;
+    char err[512];
+    json_t *j = spec("{\"command\":[\"/bin/true\"],\"workdir\":\"/tmp\"}");
+    ck_assert_int_eq(job_spec_validate(j, &s, err, sizeof err), 0);
+    ck_assert_int_eq(s.nodes, 1);
+    ck_assert_int_eq(s.tasks, 1);
+    ck_assert_int_eq(s.time_limit_s, 3600);
+    ck_assert_str_eq(s.name, "/bin/true");
+    ck_assert_str_eq(s.qos, "normal");
+    job_spec_free(&s);
+    json_decref(j);
+    j = spec("{\"script\":\"#!/bin/sh\\n\",\"workdir\":\"/tmp\",\"time_limit_s\":\"1:30:00\",\"array\":\"1-10%2\"}");
+    ck_assert_int_eq(job_spec_validate(j, &s, err, sizeof err), 0);
+    ck_assert_int_eq(s.time_limit_s, 5400);
+    ck_assert_int_eq(s.narray, 10);
+    ck_assert_int_eq(s.array_throttle, 2);
+    job_spec_free(&s);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(spec_errors)
+{
+    struct { const char *json, *needle; } cases[] = {
+        {"{\"workdir\":\"/tmp\"}", "exactly one of 'command'"},
+        {"{\"command\":[\"x\"],\"script\":\"y\",\"workdir\":\"/tmp\"}", "exactly one of"},
+        {"{\"command\":[\"x\"],\"workdir\":\"rel\"}", "'workdir'"},
+        {"{\"command\":[],\"workdir\":\"/tmp\"}", "'command'"},
+        {"{\"command\":[1],\"workdir\":\"/tmp\"}", "command[0]"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"cpus_per_task\":0}", "'cpus_per_task'"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"nodes\":2,\"tasks\":1}", "'tasks'"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"time_limit_s\":\"soon\"}", "'time_limit_s'"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"colour\":\"red\"}", "unknown job field 'colour'"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"env\":{\"1X\":\"a\"}}", "env.1X"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"hold\":\"yes\"}", "'hold'"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"dependency\":\"after:1\"}", "afterok"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"array\":\"5-1\"}", "array '5-1'"},
+        {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"array\":\"1-3%0\"}", "throttle"},
+        {"[1,2]", "JSON object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[512] = "";
+        ck_assert_msg(validate(cases[i].json, err, sizeof err) == -1, "accepted %s", cases[i].json);
+        ck_assert_msg(strstr(err, cases[i].needle) != NULL, "case %zu: '%s' lacks '%s'", i, err, cases[i].needle);
+    }
+}
+END_TEST
+
+START_TEST(arrays_and_deps)
+{
+    int *idx, thr;
+    char err[256];
+    ck_assert_int_eq(job_array_parse("0-15:4", &idx, &thr, err, sizeof err), 4);
+    ck_assert_int_eq(idx[3], 12);
+    free(idx);
+    ck_assert_int_eq(job_array_parse("1,3,5", &idx, &thr, err, sizeof err), 3);
+    ck_assert_int_eq(idx[2], 5);
+    free(idx);
+    ck_assert_int_eq(job_array_parse("1-100001", &idx, &thr, err, sizeof err), -1);
+    ck_assert_int_eq(job_array_parse("1,", &idx, &thr, err, sizeof err), -1);
+    ck_assert_int_eq(job_array_parse("a-b", &idx, &thr, err, sizeof err), -1);
+    struct job_dep d[8];
+    ck_assert_int_eq(job_deps_parse("afterok:1:2,afterany:3", d, 8, err, sizeof err), 3);
+    ck_assert_int_eq(d[1].id, 2);
+    ck_assert_int_eq(d[2].kind, DEP_AFTERANY);
+    ck_assert_int_eq(job_deps_parse("afterok:", d, 8, err, sizeof err), -1);
+    ck_assert_int_eq(job_deps_parse("afterok:0", d, 8, err, sizeof err), -1);
+}
+END_TEST
+
+static char tmpdir[64];
+
+static void open_cluster(struct cluster *c)
+{
+    char err[512];
+    memset(c, 0, sizeof *c);
+    c->node_timeout_ms = 30000;
+    ck_assert_msg(store_open(&c->store, tmpdir, STORE_SYNC_NORMAL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(cluster_load(c, err, sizeof err) == 0, "%s", err);
+}
+
+static int64_t submit(struct cluster *c, struct user *u, const char *text)
+{
+    struct job_spec s;
+    char err[512];
+    const char *code;
+    json_t *j = spec(text);
+    ck_assert_msg(job_spec_validate(j, &s, err, sizeof err) == 0, "%s", err);
+    int64_t id = cluster_submit(c, u, &s, &code, err, sizeof err);
+    job_spec_free(&s);
+    json_decref(j);
+    return id;
+}
+
+START_TEST(fifo_and_persistence)
+{
+    strcpy(tmpdir, "/tmp/commons-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    struct cluster c;
+    char err[512], token[80];
+    open_cluster(&c);
+    ck_assert_int_eq(store_begin(&c.store), 0);
+    ck_assert_int_eq(cluster_account_add(&c, "phys", "", err, sizeof err), 0);
+    ck_assert_int_eq(cluster_user_add(&c, "alice", "phys", NULL, 0, "alice", token, err, sizeof err), 0);
+    ck_assert_int_eq(cluster_user_add(&c, "alice", "phys", NULL, 0, "alice", token, err, sizeof err), -1);
+    struct user *u = cluster_user(&c, "alice");
+    /* No node yet: rejected with the reason. */
+    const char *job = "{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"cpus_per_task\":2}";
+    ck_assert_int_eq(submit(&c, u, job), -1);
+    ck_assert_ptr_nonnull(cluster_node_register(&c, "n1", "n1", 4, 1000, 0, err, sizeof err));
+    ck_assert_int_eq(submit(&c, u, "{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"cpus_per_task\":8}"), -1);
+    int64_t a = submit(&c, u, job), b = submit(&c, u, job), x = submit(&c, u, job);
+    int64_t held = submit(&c, u, "{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"hold\":true}");
+    ck_assert_int_eq(a, 1);
+    ck_assert_int_eq(held, 4);
+    ck_assert_int_eq(cluster_schedule(&c), 2);
+    ck_assert_int_eq(cluster_job(&c, a)->state, JOB_RUNNING);
+    ck_assert_int_eq(cluster_job(&c, b)->state, JOB_RUNNING);
+    ck_assert_str_eq(cluster_job(&c, x)->reason, "Resources");
+    ck_assert_str_eq(cluster_job(&c, held)->reason, "Held");
+    ck_assert_int_eq(cluster_node(&c, "n1")->used_cpus, 4);
+    ck_assert_int_eq(store_commit(&c.store), 0);
+    cluster_free(&c);
+
+    /* Restart: the same jobs, states, allocation and token. */
+    open_cluster(&c);
+    ck_assert_ptr_nonnull(cluster_user_by_token(&c, token));
+    ck_assert_ptr_null(cluster_user_by_token(&c, "cm_wrong"));
+    ck_assert_int_eq(cluster_job(&c, a)->state, JOB_RUNNING);
+    ck_assert_int_eq(cluster_node(&c, "n1")->used_cpus, 4);
+    ck_assert_int_eq(c.npending, 2);
+    ck_assert_int_eq(c.next_id, 5);
+    /* A job ends: its CPUs free up and the next pending job starts. */
+    ck_assert_int_eq(store_begin(&c.store), 0);
+    struct node *n = cluster_node(&c, "n1");
+    /* After a restart a node is UNKNOWN: nothing starts there until its agent is heard. */
+    ck_assert_int_eq(cluster_schedule(&c), 0);
+    cluster_node_heard(&c, n);
+    json_t *ev = json_pack("{s:I, s:i, s:s, s:i, s:i}", "id", (json_int_t)a, "attempt", 0, "event", "ended",
+                           "exit_code", 3, "signal", 0);
+    cluster_job_event(&c, n, ev);
+    json_decref(ev);
+    ck_assert_int_eq(cluster_job(&c, a)->state, JOB_FAILED);
+    ck_assert_int_eq(cluster_schedule(&c), 1);
+    ck_assert_int_eq(cluster_job(&c, x)->state, JOB_RUNNING);
+    /* Cancel of a running job keeps its CPUs until the agent confirms. */
+    ck_assert_int_eq(cluster_cancel(&c, cluster_job(&c, b), err, sizeof err), 0);
+    ck_assert_int_eq(cluster_job(&c, b)->state, JOB_CANCELLED);
+    ck_assert_int_eq(n->used_cpus, 4);
+    ck_assert_int_eq(cluster_cancel(&c, cluster_job(&c, b), err, sizeof err), -1);
+    ck_assert_int_eq(store_commit(&c.store), 0);
+    cluster_free(&c);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sched");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, spec_defaults);
+    tcase_add_test(tc, spec_errors);
+    tcase_add_test(tc, arrays_and_deps);
+    tcase_add_test(tc, fifo_and_persistence);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
