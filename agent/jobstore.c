@@ -1,0 +1,176 @@
+/* jobstore.c: the durable record of each job instance this agent has seen,
+ * one JSON file per instance (STATE/jobs/<id>-<attempt>.json), written atomically before the agent
+ * acts on a change, so a restarted agent knows every job id it ever started
+ * and every event it still owes the scheduler. */
+#include "agent_internal.h"
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *phase_names[] = {"launching", "running", "draining", "ended"};
+
+const char *agent_phase_name(enum agent_phase p)
+{
+    return p <= AJ_ENDED ? phase_names[p] : "?";
+}
+
+static void record_path(const char *state_dir, int64_t id, int attempt, char *out, size_t len)
+{
+    snprintf(out, len, "%s/jobs/%lld-%d.json", state_dir, (long long)id, attempt);
+}
+
+static json_t *to_json(const struct agent_job *j)
+{
+    return json_pack("{sI si ss sI sI sI sI ss ss ss sb sb ss si si ss sI sb sb}",
+                     "id", (json_int_t)j->id, "attempt", j->attempt, "phase", agent_phase_name(j->phase),
+                     "pid", (json_int_t)j->pid, "proc_start", (json_int_t)j->proc_start,
+                     "start_ms", (json_int_t)j->start_ms, "time_limit_s",
+                     (json_int_t)j->time_limit_s, "unix_user", j->unix_user, "cgroup",
+                     j->cgroup, "script", j->script, "timed_out", j->timed_out, "cancelled",
+                     j->cancelled, "kill_reason", j->kill_reason, "exit_code", j->exit_code,
+                     "signal", j->signal, "error", j->error, "ended_ms",
+                     (json_int_t)j->ended_ms, "started_pending", j->started_pending,
+                     "ended_pending", j->ended_pending);
+}
+
+int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen)
+{
+    json_t *o = to_json(j);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) {
+        snprintf(err, errlen, "job %lld: cannot encode record", (long long)j->id);
+        return -1;
+    }
+    char path[PATH_MAX];
+    record_path(state_dir, j->id, j->attempt, path, sizeof path);
+    int rc = cm_write_file_atomic(path, text, strlen(text), 0600, err, errlen);
+    free(text);
+    return rc;
+}
+
+void agent_store_remove(const char *state_dir, int64_t id, int attempt)
+{
+    char path[PATH_MAX];
+    record_path(state_dir, id, attempt, path, sizeof path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        cm_warn("cannot remove %s: %s", path, strerror(errno));
+}
+
+static void copy_str(char *dst, size_t len, json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    snprintf(dst, len, "%s", s ? s : "");
+}
+
+static int from_json(json_t *o, struct agent_job *j, char *err, size_t errlen)
+{
+    json_t *id = json_object_get(o, "id"), *pid = json_object_get(o, "pid");
+    json_t *att = json_object_get(o, "attempt");
+    const char *phase = json_string_value(json_object_get(o, "phase"));
+    if (!json_is_integer(id) || json_integer_value(id) < 0 || !json_is_integer(att) ||
+        json_integer_value(att) < 0 || !json_is_integer(pid) || !phase) {
+        snprintf(err, errlen, "missing or malformed id, attempt, pid or phase");
+        return -1;
+    }
+    memset(j, 0, sizeof *j);
+    j->id = json_integer_value(id);
+    j->attempt = (int)json_integer_value(att);
+    j->pid = (pid_t)json_integer_value(pid);
+    int p = -1;
+    for (int i = 0; i <= AJ_ENDED; i++)
+        if (strcmp(phase, phase_names[i]) == 0) p = i;
+    if (p < 0) {
+        snprintf(err, errlen, "unknown phase \"%s\"", phase);
+        return -1;
+    }
+    j->phase = (enum agent_phase)p;
+    j->proc_start = (unsigned long long)json_integer_value(json_object_get(o, "proc_start"));
+    j->start_ms = json_integer_value(json_object_get(o, "start_ms"));
+    j->time_limit_s = json_integer_value(json_object_get(o, "time_limit_s"));
+    copy_str(j->unix_user, sizeof j->unix_user, o, "unix_user");
+    copy_str(j->cgroup, sizeof j->cgroup, o, "cgroup");
+    copy_str(j->script, sizeof j->script, o, "script");
+    copy_str(j->kill_reason, sizeof j->kill_reason, o, "kill_reason");
+    copy_str(j->error, sizeof j->error, o, "error");
+    j->timed_out = json_is_true(json_object_get(o, "timed_out"));
+    j->cancelled = json_is_true(json_object_get(o, "cancelled"));
+    j->exit_code = (int)json_integer_value(json_object_get(o, "exit_code"));
+    j->signal = (int)json_integer_value(json_object_get(o, "signal"));
+    j->ended_ms = json_integer_value(json_object_get(o, "ended_ms"));
+    j->started_pending = json_is_true(json_object_get(o, "started_pending"));
+    j->ended_pending = json_is_true(json_object_get(o, "ended_pending"));
+    return 0;
+}
+
+/* Record files are "<id>-<attempt>.json"; temp files of interrupted writes
+ * and set aside ".bad" files are not. */
+static bool is_record_name(const char *n)
+{
+    size_t d = strspn(n, "0123456789");
+    if (d == 0 || n[d] != '-') return false;
+    size_t a = strspn(n + d + 1, "0123456789");
+    return a > 0 && strcmp(n + d + 1 + a, ".json") == 0;
+}
+
+int agent_store_load(const char *state_dir, struct agent_job **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/jobs", state_dir);
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (strstr(e->d_name, ".tmp.")) {
+            unlink(path); /* an atomic write that never completed */
+            continue;
+        }
+        if (!is_record_name(e->d_name)) continue;
+        json_error_t jerr;
+        json_t *o = json_load_file(path, 0, &jerr);
+        struct agent_job *j = calloc(1, sizeof *j);
+        char why[256];
+        if (!j) {
+            json_decref(o);
+            closedir(d);
+            snprintf(err, errlen, "out of memory loading %s", dir);
+            return -1;
+        }
+        int rc = -1;
+        if (!o)
+            snprintf(why, sizeof why, "line %d: %s", jerr.line, jerr.text);
+        else
+            rc = from_json(o, j, why, sizeof why);
+        json_decref(o);
+        char want[64];
+        snprintf(want, sizeof want, "%lld-%d.json", (long long)j->id, j->attempt);
+        if (rc == 0 && strcmp(e->d_name, want) != 0) {
+            snprintf(why, sizeof why, "id and attempt do not match the file name");
+            rc = -1;
+        }
+        if (rc != 0) {
+            char bad[PATH_MAX + 310];
+            snprintf(bad, sizeof bad, "%s.bad", path);
+            cm_error("job record %s is unreadable (%s); moved to %s", path, why, bad);
+            rename(path, bad);
+            free(j);
+            continue;
+        }
+        j->next = *out;
+        *out = j;
+    }
+    closedir(d);
+    return 0;
+}

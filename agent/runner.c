@@ -1,0 +1,550 @@
+/* runner.c: the job table of one node agent: launch, kill, time limits,
+ * reaping, draining of process trees, recovery after a restart, and the
+ * events owed to the scheduler (contract in agent.h).
+ *
+ * Invariants: a job id has at most one record and is forked at most once
+ * (a record exists before the fork and is never removed while the id could
+ * still be launched again, see PRUNE_AFTER_MS); every change of phase or of
+ * the flags reported in the ended event is saved before the agent acts on
+ * it; a job is ENDED only when its whole process tree is gone (or DRAIN_MAX_MS
+ * passed). */
+#include "agent_internal.h"
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DRAIN_MAX_MS 10000                          /* give up on unkillable remnants */
+#define PRUNE_AFTER_MS (7LL * 24 * 3600 * 1000)     /* keep acked tombstones a week */
+#define SWEEP_EVERY_MS 500
+
+struct agent_runner {
+    char state_dir[PATH_MAX - 128]; /* room for "/scripts/<id>.sh" within PATH_MAX */
+    char node[128];
+    int kill_grace_ms;
+    struct agent_contain contain;
+    int lock_fd;
+    struct agent_job *jobs;
+    int64_t last_prune_ms, last_sweep_ms;
+};
+
+static struct agent_job *find(agent_runner *r, int64_t id, int attempt)
+{
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->id == id && j->attempt == attempt) return j;
+    return NULL;
+}
+
+static int save(agent_runner *r, struct agent_job *j)
+{
+    char err[512];
+    if (agent_store_save(r->state_dir, j, err, sizeof err) == 0) return 0;
+    cm_error("job %lld: cannot save its record: %s", (long long)j->id, err);
+    return -1;
+}
+
+static void cleanup(agent_runner *r, struct agent_job *j)
+{
+    agent_contain_cleanup(&r->contain, j);
+    if (j->script[0] && unlink(j->script) != 0 && errno != ENOENT)
+        cm_warn("job %lld: cannot remove %s: %s", (long long)j->id, j->script, strerror(errno));
+}
+
+/* The tree is gone: the ended event becomes final and owed. */
+static void finish(agent_runner *r, struct agent_job *j)
+{
+    j->phase = AJ_ENDED;
+    j->ended_ms = cm_now_ms();
+    j->ended_pending = true;
+    save(r, j);
+    cleanup(r, j);
+    cm_info("job %lld.%d ended: exit %d signal %d%s%s%s%s", (long long)j->id, j->attempt,
+            j->exit_code,
+            j->signal, j->timed_out ? " (timed out)" : "", j->cancelled ? " (cancelled)" : "",
+            j->error[0] ? ": " : "", j->error);
+}
+
+/* Main process gone: record its status, then end what is left of the tree. */
+static void main_gone(agent_runner *r, struct agent_job *j, int status, const char *error)
+{
+    if (error) {
+        j->exit_code = -1;
+        j->signal = 0;
+        snprintf(j->error, sizeof j->error, "%s", error);
+    } else if (WIFSIGNALED(status)) {
+        j->signal = WTERMSIG(status);
+        j->exit_code = 128 + j->signal;
+    } else {
+        j->exit_code = WEXITSTATUS(status);
+        j->signal = 0;
+    }
+    j->phase = AJ_DRAINING;
+    j->drain_ms = cm_now_ms();
+    save(r, j);
+    agent_contain_signal(&r->contain, j, SIGKILL);
+    if (!agent_contain_alive(&r->contain, j)) finish(r, j);
+}
+
+/* A job that failed before it ran anything (bad launch, account, files). */
+static void fail(agent_runner *r, struct agent_job *j, const char *why)
+{
+    cm_warn("job %lld not started: %s", (long long)j->id, why);
+    j->phase = AJ_DRAINING;
+    j->exit_code = -1;
+    j->signal = 0;
+    j->started_pending = false;
+    snprintf(j->error, sizeof j->error, "%s", why);
+    finish(r, j);
+}
+
+static void term(agent_runner *r, struct agent_job *j)
+{
+    j->term_ms = cm_now_ms();
+    agent_contain_signal(&r->contain, j, SIGTERM);
+    agent_contain_signal(&r->contain, j, SIGCONT); /* a stopped job must see its SIGTERM */
+}
+
+static struct agent_job *new_job(agent_runner *r, int64_t id, int attempt)
+{
+    struct agent_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->id = id;
+    j->attempt = attempt;
+    j->exit_code = -1;
+    j->next = r->jobs;
+    r->jobs = j;
+    return j;
+}
+
+/* Decides, after a restart, what each recorded job has become. */
+static void recover(agent_runner *r, struct agent_job *j)
+{
+    switch (j->phase) {
+    case AJ_LAUNCHING:
+        /* Never released by its parent: the child (if any) exited unrun. */
+        agent_contain_signal(&r->contain, j, SIGKILL);
+        j->phase = AJ_DRAINING;
+        j->drain_ms = cm_now_ms();
+        j->exit_code = -1;
+        snprintf(j->error, sizeof j->error, "agent restarted before the job started");
+        save(r, j);
+        break;
+    case AJ_RUNNING:
+        if (agent_proc_same(j->pid, j->proc_start)) {
+            j->adopted = true;
+            cm_info("job %lld (pid %d) still running: re-attached", (long long)j->id,
+                    (int)j->pid);
+        } else {
+            main_gone(r, j, 0, "agent restarted; exit status lost");
+        }
+        break;
+    case AJ_DRAINING:
+        j->drain_ms = cm_now_ms();
+        break;
+    case AJ_ENDED:
+        break;
+    }
+}
+
+static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
+{
+    if (mkdir(path, mode) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    if (!o->state_dir || !o->node || !o->node[0] || strchr(o->node, '/') ||
+        strlen(o->node) > 100) {
+        snprintf(err, errlen, "runner: a state dir and a node name (at most 100 characters, "
+                 "no '/') are required");
+        return -1;
+    }
+    if (strlen(o->state_dir) >= PATH_MAX - 128) {
+        snprintf(err, errlen, "state dir path too long: %s", o->state_dir);
+        return -1;
+    }
+    agent_runner *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    r->lock_fd = -1;
+    snprintf(r->state_dir, sizeof r->state_dir, "%s", o->state_dir);
+    snprintf(r->node, sizeof r->node, "%s", o->node);
+    r->kill_grace_ms = o->kill_grace_ms > 0 ? o->kill_grace_ms : 10000;
+    char path[PATH_MAX + 32];
+    /* 0711: job accounts must reach scripts/<id>.sh, but not list anything. */
+    if (make_dir(r->state_dir, 0711, err, errlen)) goto fail;
+    snprintf(path, sizeof path, "%s/jobs", r->state_dir);
+    if (make_dir(path, 0700, err, errlen)) goto fail;
+    snprintf(path, sizeof path, "%s/scripts", r->state_dir);
+    if (make_dir(path, 0711, err, errlen)) goto fail;
+    snprintf(path, sizeof path, "%s/agent.lock", r->state_dir);
+    r->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (r->lock_fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "state dir %s is in use by another agent (lock %s held)",
+                 r->state_dir, path);
+        goto fail;
+    }
+    /* Orphans of job processes come back to us instead of init. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        snprintf(err, errlen, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
+        goto fail;
+    }
+    if (agent_contain_init(&r->contain, o->containment, r->node, o->cgroup_base, err, errlen))
+        goto fail;
+    if (agent_store_load(r->state_dir, &r->jobs, err, errlen)) goto fail;
+    for (struct agent_job *j = r->jobs; j; j = j->next) recover(r, j);
+    *out = r;
+    return 0;
+fail:
+    agent_runner_close(r);
+    return -1;
+}
+
+void agent_runner_close(agent_runner *r)
+{
+    if (!r) return;
+    while (r->jobs) {
+        struct agent_job *n = r->jobs->next;
+        free(r->jobs);
+        r->jobs = n;
+    }
+    if (r->lock_fd >= 0) close(r->lock_fd);
+    if (r->contain.kind == AGENT_CONTAIN_CGROUP) rmdir(r->contain.base); /* only if empty */
+    free(r);
+}
+
+const char *agent_runner_containment(const agent_runner *r)
+{
+    return r->contain.kind == AGENT_CONTAIN_CGROUP ? "cgroup" : "subreaper";
+}
+
+struct forked_arg {
+    agent_runner *r;
+    struct agent_job *j;
+};
+
+static int on_forked(void *arg, pid_t pid)
+{
+    struct forked_arg *f = arg;
+    struct agent_procstat st;
+    if (agent_proc_stat(pid, &st) != 0) return -1;
+    f->j->pid = pid;
+    f->j->proc_start = st.starttime;
+    f->j->start_ms = cm_now_ms();
+    f->j->phase = AJ_RUNNING;
+    f->j->started_pending = true;
+    return save(f->r, f->j);
+}
+
+/* A launch for an id already known: report what it is, start nothing. */
+static void relaunch(agent_runner *r, struct agent_job *j)
+{
+    cm_info("job %lld launched again; it is %s here, not starting it twice", (long long)j->id,
+            agent_phase_name(j->phase));
+    if (j->phase == AJ_ENDED)
+        j->ended_pending = true;
+    else if (j->phase == AJ_RUNNING)
+        j->started_pending = true;
+    else
+        return;
+    save(r, j);
+}
+
+int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errlen)
+{
+    struct agent_launch l;
+    char why[1024];
+    int prc = agent_launch_parse(launch, &l, why, sizeof why);
+    if (l.id < 0) {
+        snprintf(err, errlen, "launch rejected: %s", why);
+        return -1;
+    }
+    struct agent_job *j = find(r, l.id, l.attempt);
+    if (j) {
+        relaunch(r, j);
+        return 0;
+    }
+    if (!(j = new_job(r, l.id, l.attempt))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    j->start_ms = cm_now_ms();
+    if (prc != 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "launch rejected: %s", why);
+        fail(r, j, msg);
+        return 0;
+    }
+    j->time_limit_s = l.time_limit_s;
+    snprintf(j->unix_user, sizeof j->unix_user, "%s", l.unix_user);
+    struct agent_account acct;
+    if (agent_account_resolve(l.unix_user, &acct, why, sizeof why) != 0 ||
+        agent_contain_job_create(&r->contain, l.id, l.attempt, j->cgroup, sizeof j->cgroup,
+                                 why, sizeof why) != 0) {
+        fail(r, j, why);
+        return 0;
+    }
+    if (l.script)
+        snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
+                 (long long)l.id, l.attempt);
+    j->phase = AJ_LAUNCHING;
+    if (save(r, j) != 0) {
+        fail(r, j, "cannot write the job's record in the agent's state dir");
+        return 0;
+    }
+    if (l.script && agent_script_write(j->script, l.script, &acct, why, sizeof why) != 0) {
+        fail(r, j, why);
+        return 0;
+    }
+    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup};
+    struct forked_arg fa = {r, j};
+    pid_t pid;
+    if (agent_spawn(&l, &acct, &ctx, j->script, on_forked, &fa, &pid, why, sizeof why) != 0) {
+        fail(r, j, why);
+        return 0;
+    }
+    cm_info("job %lld.%d started: pid %d as %s (%s)", (long long)l.id, l.attempt, (int)pid,
+            acct.name,
+            agent_runner_containment(r));
+    return 0;
+}
+
+static int kill_one(agent_runner *r, struct agent_job *j, const char *reason)
+{
+    if (j->phase == AJ_ENDED) {
+        j->ended_pending = true; /* the scheduler has not seen the end yet: say it again */
+        return save(r, j);
+    }
+    if (j->phase != AJ_RUNNING || j->cancelled || j->timed_out) return 0;
+    j->cancelled = true;
+    snprintf(j->kill_reason, sizeof j->kill_reason, "%s", reason ? reason : "cancel");
+    cm_info("job %lld.%d: kill (%s)", (long long)j->id, j->attempt, j->kill_reason);
+    int rc = save(r, j);
+    term(r, j);
+    return rc;
+}
+
+int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reason)
+{
+    int rc = 0, found = 0;
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->id == id && (attempt < 0 ? j->phase != AJ_ENDED : j->attempt == attempt)) {
+            found = 1;
+            rc |= kill_one(r, j, reason);
+        }
+    if (found || attempt < 0) return rc;
+    /* Remember the instance so a launch that arrives late is never started. */
+    struct agent_job *j = new_job(r, id, attempt);
+    if (!j) return -1;
+    j->cancelled = true;
+    snprintf(j->kill_reason, sizeof j->kill_reason, "%s", reason ? reason : "cancel");
+    j->phase = AJ_DRAINING;
+    snprintf(j->error, sizeof j->error, "killed (%s) before it was launched here",
+             j->kill_reason);
+    finish(r, j);
+    return 0;
+}
+
+static bool is_running_cb(void *arg, int64_t id, int attempt)
+{
+    struct agent_job *j = find(arg, id, attempt);
+    return j && j->phase != AJ_ENDED;
+}
+
+static bool is_main_cb(void *arg, pid_t pid)
+{
+    for (struct agent_job *j = ((agent_runner *)arg)->jobs; j; j = j->next)
+        if (j->pid == pid && j->phase != AJ_ENDED) return true;
+    return false;
+}
+
+static void reap(agent_runner *r)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (struct agent_job *j = r->jobs; j; j = j->next)
+            if (j->pid == pid && j->phase == AJ_RUNNING) {
+                main_gone(r, j, status, NULL);
+                break;
+            }
+        /* Other pids: orphans of job trees, re-parented to us. */
+    }
+}
+
+static void prune(agent_runner *r, int64_t now)
+{
+    struct agent_job **pp = &r->jobs;
+    while (*pp) {
+        struct agent_job *j = *pp;
+        if (j->phase == AJ_ENDED && !j->ended_pending && now - j->ended_ms > PRUNE_AFTER_MS) {
+            agent_store_remove(r->state_dir, j->id, j->attempt);
+            *pp = j->next;
+            free(j);
+        } else {
+            pp = &j->next;
+        }
+    }
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+int agent_runner_tick(agent_runner *r)
+{
+    reap(r);
+    int64_t now = cm_now_ms(), next = 1000;
+    for (struct agent_job *j = r->jobs; j; j = j->next) {
+        if (j->phase == AJ_RUNNING) {
+            if (j->adopted && !agent_proc_same(j->pid, j->proc_start)) {
+                main_gone(r, j, 0, "agent restarted; exit status lost");
+                continue;
+            }
+            int64_t limit_at = j->start_ms + j->time_limit_s * 1000;
+            if (j->time_limit_s > 0 && !j->timed_out && !j->cancelled && now >= limit_at) {
+                cm_info("job %lld reached its time limit (%llds)", (long long)j->id,
+                        (long long)j->time_limit_s);
+                j->timed_out = true;
+                save(r, j);
+            }
+            if ((j->timed_out || j->cancelled) && !j->term_ms) term(r, j);
+            if (j->term_ms) {
+                int64_t kill_at = j->term_ms + r->kill_grace_ms;
+                if (now >= kill_at) {
+                    agent_contain_signal(&r->contain, j, SIGKILL);
+                    next = min64(next, 100);
+                } else {
+                    next = min64(next, kill_at - now);
+                }
+            } else if (j->time_limit_s > 0) {
+                next = min64(next, limit_at - now);
+            }
+        } else if (j->phase == AJ_DRAINING) {
+            if (!agent_contain_alive(&r->contain, j)) {
+                finish(r, j);
+            } else if (now - j->drain_ms > DRAIN_MAX_MS) {
+                cm_warn("job %lld: processes of its tree survive SIGKILL; reporting it ended",
+                        (long long)j->id);
+                finish(r, j);
+            } else {
+                agent_contain_signal(&r->contain, j, SIGKILL);
+                next = min64(next, 50);
+            }
+        }
+    }
+    if (now - r->last_sweep_ms >= SWEEP_EVERY_MS) {
+        r->last_sweep_ms = now;
+        agent_contain_sweep_orphans(&r->contain, is_running_cb, is_main_cb, r);
+    }
+    if (now - r->last_prune_ms >= 3600 * 1000) {
+        r->last_prune_ms = now;
+        prune(r, now);
+    }
+    return (int)(next < 1 ? 1 : next);
+}
+
+json_t *agent_runner_running(agent_runner *r)
+{
+    json_t *a = json_array();
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->phase != AJ_ENDED || j->ended_pending)
+            json_array_append_new(a, json_pack("[I i]", (json_int_t)j->id, j->attempt));
+    return a;
+}
+
+static int by_id(const void *a, const void *b)
+{
+    const struct agent_job *x = *(struct agent_job *const *)a, *y = *(struct agent_job *const *)b;
+    if (x->id != y->id) return x->id < y->id ? -1 : 1;
+    return x->attempt < y->attempt ? -1 : x->attempt > y->attempt;
+}
+
+json_t *agent_runner_events(agent_runner *r)
+{
+    size_t n = 0;
+    for (struct agent_job *j = r->jobs; j; j = j->next) n++;
+    struct agent_job **v = calloc(n ? n : 1, sizeof *v);
+    json_t *a = json_array();
+    if (!v) return a;
+    n = 0;
+    for (struct agent_job *j = r->jobs; j; j = j->next) v[n++] = j;
+    qsort(v, n, sizeof *v, by_id);
+    for (size_t i = 0; i < n; i++) {
+        struct agent_job *j = v[i];
+        if (j->started_pending && j->pid > 0)
+            json_array_append_new(a, json_pack("{sI si ss si}", "id", (json_int_t)j->id,
+                                               "attempt", j->attempt, "event", "started",
+                                               "pid", (int)j->pid));
+        if (j->ended_pending) {
+            json_t *e = json_pack("{sI si ss si si sb sb}", "id", (json_int_t)j->id, "attempt",
+                                  j->attempt, "event", "ended", "exit_code", j->exit_code, "signal", j->signal,
+                                  "timed_out", j->timed_out, "cancelled", j->cancelled);
+            if (j->error[0]) json_object_set_new(e, "error", json_string(j->error));
+            json_array_append_new(a, e);
+        }
+    }
+    free(v);
+    return a;
+}
+
+void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked)
+{
+    size_t i, k;
+    json_t *e, *id;
+    json_array_foreach(sent, i, e) {
+        int64_t eid = json_integer_value(json_object_get(e, "id"));
+        int att = (int)json_integer_value(json_object_get(e, "attempt"));
+        bool ok = false;
+        json_array_foreach(acked, k, id)
+            if (json_is_integer(id) && json_integer_value(id) == eid) ok = true;
+        struct agent_job *j = ok ? find(r, eid, att) : NULL;
+        if (!j) continue;
+        const char *kind = json_string_value(json_object_get(e, "event"));
+        if (kind && strcmp(kind, "started") == 0 && j->started_pending) {
+            j->started_pending = false;
+            save(r, j);
+        } else if (kind && strcmp(kind, "ended") == 0 && j->ended_pending) {
+            j->ended_pending = false;
+            j->started_pending = false;
+            save(r, j);
+        }
+    }
+}
+
+void agent_runner_status(agent_runner *r, int64_t id, int attempt, struct agent_job_status *st)
+{
+    memset(st, 0, sizeof *st);
+    struct agent_job *j = find(r, id, attempt);
+    if (!j) return;
+    st->phase = j->phase == AJ_ENDED ? AGENT_JOB_ENDED : AGENT_JOB_RUNNING;
+    st->pid = j->pid;
+    st->exit_code = j->exit_code;
+    st->signal = j->signal;
+    st->timed_out = j->timed_out;
+    st->cancelled = j->cancelled;
+    snprintf(st->error, sizeof st->error, "%s", j->error);
+}

@@ -1,0 +1,317 @@
+/* spawn.c: starting one job's main process.
+ *
+ * Everything that may allocate or consult NSS (argv, environment, groups)
+ * is prepared before fork; the child only makes system calls, because the
+ * agent has nng threads and a forked child of a threaded process may only
+ * call async-signal-safe functions. The child leads a new session (so the
+ * job's tree can be signalled as a process group), waits for the parent to
+ * record it, drops to the job's account, enters workdir, opens its output
+ * files as that account (so they are created with its ownership and its
+ * permissions apply) and execs. Failures come back to the parent as
+ * (stage, errno) through a close-on-exec pipe. */
+#include "agent_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+enum stage { ST_SETGROUPS = 1, ST_SETGID, ST_SETUID, ST_CHDIR, ST_STDIN, ST_STDOUT, ST_STDERR,
+             ST_EXEC };
+
+struct child_report {
+    int stage, err;
+};
+
+/* A NULL-terminated vector of strings built before fork. */
+struct strvec {
+    char **v;
+    size_t n, cap;
+};
+
+static int sv_add(struct strvec *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sv_add(struct strvec *s, const char *fmt, ...)
+{
+    if (s->n + 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        char **v = realloc(s->v, cap * sizeof *v);
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(&s->v[s->n], fmt, ap);
+    va_end(ap);
+    if (rc < 0) return -1;
+    s->v[++s->n] = NULL;
+    return 0;
+}
+
+static void sv_free(struct strvec *s)
+{
+    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+}
+
+static bool sv_has(const struct strvec *s, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < s->n; i++)
+        if (strncmp(s->v[i], name, len) == 0 && s->v[i][len] == '=') return true;
+    return false;
+}
+
+/* Job env first (minus COMMONS_* names, which are the agent's to set), then
+ * the COMMONS_* variables, then login defaults the job env did not give. */
+static int build_env(const struct agent_launch *l, const struct agent_account *a,
+                     const char *node, struct strvec *env)
+{
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    if (l->env)
+        json_object_foreach(l->env, k, v) {
+            if (strncmp(k, "COMMONS_", 8) == 0) continue;
+            rc |= sv_add(env, "%s=%s", k, json_string_value(v));
+        }
+    rc |= sv_add(env, "COMMONS_JOB_ID=%lld", (long long)l->id);
+    rc |= sv_add(env, "COMMONS_JOB_ATTEMPT=%d", l->attempt);
+    if (l->name) rc |= sv_add(env, "COMMONS_JOB_NAME=%s", l->name);
+    if (l->array_task_id >= 0)
+        rc |= sv_add(env, "COMMONS_ARRAY_TASK_ID=%lld", (long long)l->array_task_id);
+    rc |= sv_add(env, "COMMONS_CPUS=%lld", (long long)l->cpus);
+    rc |= sv_add(env, "COMMONS_TASKS=%lld", (long long)l->tasks);
+    rc |= sv_add(env, "COMMONS_GPUS=%lld", (long long)l->gpus);
+    rc |= sv_add(env, "COMMONS_MEM_MB=%lld", (long long)l->mem_mb);
+    rc |= sv_add(env, "COMMONS_NODE=%s", node);
+    rc |= sv_add(env, "COMMONS_NODELIST=%s", l->nodelist && l->nodelist[0] ? l->nodelist : node);
+    rc |= sv_add(env, "COMMONS_SUBMIT_DIR=%s", l->submit_dir ? l->submit_dir : l->workdir);
+    if (!sv_has(env, "PATH")) rc |= sv_add(env, "PATH=/usr/local/bin:/usr/bin:/bin");
+    if (!sv_has(env, "HOME")) rc |= sv_add(env, "HOME=%s", a->home);
+    if (!sv_has(env, "USER")) rc |= sv_add(env, "USER=%s", a->name);
+    if (!sv_has(env, "LOGNAME")) rc |= sv_add(env, "LOGNAME=%s", a->name);
+    if (!sv_has(env, "SHELL")) rc |= sv_add(env, "SHELL=%s", a->shell);
+    return rc ? -1 : 0;
+}
+
+static int build_argv(const struct agent_launch *l, const char *script_path,
+                      struct strvec *argv)
+{
+    int rc = 0;
+    if (l->command) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(l->command, i, s) rc |= sv_add(argv, "%s", json_string_value(s));
+    } else if (strncmp(l->script, "#!", 2) == 0) {
+        rc |= sv_add(argv, "%s", script_path);
+    } else {
+        rc |= sv_add(argv, "/bin/sh");
+        rc |= sv_add(argv, "%s", script_path);
+    }
+    return rc ? -1 : 0;
+}
+
+int agent_script_write(const char *path, const char *text, const struct agent_account *a,
+                       char *err, size_t errlen)
+{
+    unlink(path); /* a leftover of an earlier attempt must not be followed or reused */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write job script %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+            snprintf(err, errlen, "cannot write job script %s: %s", path, strerror(errno));
+            close(fd);
+            unlink(path);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if ((a->switch_user && fchown(fd, a->uid, a->gid) != 0) || fchmod(fd, 0700) != 0 ||
+        close(fd) != 0) {
+        snprintf(err, errlen, "cannot set owner/mode of job script %s: %s", path,
+                 strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
+static void report(int fd, int stage)
+{
+    struct child_report r = {stage, errno};
+    ssize_t w = write(fd, &r, sizeof r);
+    (void)w;
+    _exit(127);
+}
+
+static int open_onto(const char *path, int flags, int target)
+{
+    int fd = open(path, flags, 0644);
+    if (fd < 0) return -1;
+    if (fd != target) {
+        if (dup2(fd, target) < 0) return -1;
+        close(fd);
+    }
+    return 0;
+}
+
+/* Runs in the forked child: async-signal-safe calls only. */
+static void child_main(const struct agent_launch *l, const struct agent_account *a,
+                       char **argv, char **envp, int go_fd, int rep_fd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    setsid();
+    char b;
+    ssize_t r;
+    do r = read(go_fd, &b, 1); while (r < 0 && errno == EINTR);
+    if (r != 1) _exit(127); /* the parent could not record us: run nothing */
+    close(go_fd);
+    if (a->switch_user) {
+        if (setgroups((size_t)a->ngroups, a->groups) != 0) report(rep_fd, ST_SETGROUPS);
+        if (setgid(a->gid) != 0) report(rep_fd, ST_SETGID);
+        if (setuid(a->uid) != 0) report(rep_fd, ST_SETUID);
+    }
+    umask(022);
+    if (chdir(l->workdir) != 0) report(rep_fd, ST_CHDIR);
+    if (open_onto("/dev/null", O_RDONLY, 0) != 0) report(rep_fd, ST_STDIN);
+    int wflags = O_WRONLY | O_CREAT | O_APPEND;
+    if (open_onto(l->stdout_path, wflags, 1) != 0) report(rep_fd, ST_STDOUT);
+    if (strcmp(l->stderr_path, l->stdout_path) == 0) {
+        if (dup2(1, 2) < 0) report(rep_fd, ST_STDERR);
+    } else if (open_onto(l->stderr_path, wflags, 2) != 0) {
+        report(rep_fd, ST_STDERR);
+    }
+    /* Nothing of the agent (sockets, lock, signalfd) may leak into the job. */
+    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    environ = envp;
+    execvp(argv[0], argv);
+    report(rep_fd, ST_EXEC);
+}
+
+static void describe(const struct child_report *r, const struct agent_launch *l,
+                     const struct agent_account *a, const char *argv0, char *err,
+                     size_t errlen)
+{
+    const char *e = strerror(r->err);
+    switch (r->stage) {
+    case ST_SETGROUPS: case ST_SETGID: case ST_SETUID:
+        snprintf(err, errlen, "cannot switch to Unix account %s (uid %d): %s", a->name,
+                 (int)a->uid, e);
+        break;
+    case ST_CHDIR:
+        snprintf(err, errlen, "cannot enter workdir %s as %s: %s", l->workdir, a->name, e);
+        break;
+    case ST_STDIN:
+        snprintf(err, errlen, "cannot open /dev/null: %s", e);
+        break;
+    case ST_STDOUT:
+        snprintf(err, errlen, "cannot open stdout file %s as %s: %s", l->stdout_path, a->name, e);
+        break;
+    case ST_STDERR:
+        snprintf(err, errlen, "cannot open stderr file %s as %s: %s", l->stderr_path, a->name, e);
+        break;
+    default:
+        snprintf(err, errlen, "cannot execute %s as %s: %s%s", argv0, a->name, e,
+                 r->err == EACCES && !l->command
+                     ? " (the agent's state dir must be searchable by job accounts)" : "");
+    }
+}
+
+int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
+                const struct agent_spawn_ctx *ctx, const char *script_path,
+                agent_forked_fn on_forked, void *arg, pid_t *pid_out, char *err, size_t errlen)
+{
+    *pid_out = 0;
+    struct strvec argv = {0}, env = {0};
+    int go[2] = {-1, -1}, rep[2] = {-1, -1};
+    int rc = -1;
+    if (build_argv(l, script_path, &argv) || build_env(l, a, ctx->node, &env)) {
+        snprintf(err, errlen, "out of memory preparing the job");
+        goto out;
+    }
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(rep, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0) {
+        close(go[1]);
+        close(rep[0]);
+        child_main(l, a, argv.v, env.v, go[0], rep[1]);
+    }
+    close(go[0]);
+    close(rep[1]);
+    go[0] = rep[1] = -1;
+    /* Record first (durability), then contain, then let the child run. */
+    if (on_forked(arg, pid) != 0) {
+        snprintf(err, errlen, "cannot record the started job");
+    } else if (ctx->cgroup[0]) {
+        char p[PATH_MAX + 32], num[32];
+        snprintf(p, sizeof p, "%s/cgroup.procs", ctx->cgroup);
+        int n = snprintf(num, sizeof num, "%d", (int)pid);
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, num, (size_t)n) != n) {
+            snprintf(err, errlen, "cannot move the job into cgroup %s: %s", ctx->cgroup,
+                     strerror(errno));
+            if (fd >= 0) close(fd);
+        } else {
+            close(fd);
+            rc = 0;
+        }
+    } else {
+        rc = 0;
+    }
+    if (rc == 0 && write(go[1], "g", 1) != 1) {
+        snprintf(err, errlen, "cannot release the job's process: %s", strerror(errno));
+        rc = -1;
+    }
+    close(go[1]);
+    go[1] = -1;
+    if (rc == 0) {
+        struct child_report r;
+        ssize_t n;
+        do n = read(rep[0], &r, sizeof r); while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)sizeof r) {
+            describe(&r, l, a, argv.v[0], err, errlen);
+            rc = -1;
+        }
+    }
+    if (rc != 0) {
+        /* The child exits by itself (no go byte, or after its report). */
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    } else {
+        *pid_out = pid;
+    }
+out:
+    for (int i = 0; i < 2; i++) {
+        if (go[i] >= 0) close(go[i]);
+        if (rep[i] >= 0) close(rep[i]);
+    }
+    sv_free(&argv);
+    sv_free(&env);
+    return rc;
+}

@@ -1,0 +1,799 @@
+/* test_runner.c: the agent's process runner alone, no scheduler: exit codes,
+ * scripts, output files, environment, time limits, cancel of a whole tree,
+ * Unix accounts, bad launches and recovery from the state dir.
+ *
+ * Usage: test_agent_runner subreaper|cgroup. The whole suite runs with the
+ * given containment; "cgroup" exits 77 (skipped) where this machine has no
+ * writable cgroup v2 with cgroup.kill. */
+#include "agent.h"
+#include "agent_internal.h"
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include <check.h>
+#include <errno.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static enum agent_containment g_contain = AGENT_CONTAIN_SUBREAPER;
+static char g_dir[256], g_state[300], g_work[300], g_node[64];
+static char g_user[64];
+
+static void setup(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/agent-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    chmod(g_dir, 0711);
+    snprintf(g_state, sizeof g_state, "%s/state", g_dir);
+    snprintf(g_work, sizeof g_work, "%s/work", g_dir);
+    ck_assert_int_eq(mkdir(g_work, 0777), 0);
+    chmod(g_work, 01777); /* jobs of other accounts write their output here */
+    snprintf(g_node, sizeof g_node, "t%d", (int)getpid());
+    struct passwd *pw = getpwuid(geteuid());
+    ck_assert_ptr_nonnull(pw);
+    snprintf(g_user, sizeof g_user, "%s", pw->pw_name);
+}
+
+static void teardown(void)
+{
+    char cmd[PATH_MAX + 32];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", g_dir);
+}
+
+static agent_runner *open_runner_grace(int grace_ms)
+{
+    struct agent_runner_opts o = {.state_dir = g_state, .node = g_node,
+                                  .kill_grace_ms = grace_ms, .containment = g_contain};
+    agent_runner *r = NULL;
+    char err[512] = "";
+    int rc = agent_runner_open(&o, &r, err, sizeof err);
+    ck_assert_msg(rc == 0, "open: %s", err);
+    const char *want = g_contain == AGENT_CONTAIN_CGROUP ? "cgroup" : "subreaper";
+    ck_assert_str_eq(agent_runner_containment(r), want);
+    return r;
+}
+
+static agent_runner *open_runner(void)
+{
+    return open_runner_grace(500);
+}
+
+static void out_path(int64_t id, const char *what, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s-%lld", g_work, what, (long long)id);
+}
+
+/* A LAUNCH for the current account running `sh -c CMD` in the work dir. */
+static json_t *launch_sh(int64_t id, const char *cmd)
+{
+    char out[PATH_MAX + 64], err[PATH_MAX + 64];
+    out_path(id, "out", out, sizeof out);
+    out_path(id, "err", err, sizeof err);
+    return json_pack("{sI ss ss ss ss s[sss] sI}", "id", (json_int_t)id, "unix_user", g_user,
+                     "workdir", g_work, "stdout", out, "stderr", err, "command", "/bin/sh", "-c",
+                     cmd, "time_limit_s", (json_int_t)0);
+}
+
+static void launch(agent_runner *r, json_t *l)
+{
+    char err[512] = "";
+    int rc = agent_runner_launch(r, l, err, sizeof err);
+    json_decref(l);
+    ck_assert_msg(rc == 0, "launch: %s", err);
+}
+
+static struct agent_job_status wait_end(agent_runner *r, int64_t id, int timeout_ms)
+{
+    struct agent_job_status st;
+    int64_t until = cm_mono_ms() + timeout_ms;
+    for (;;) {
+        int next = agent_runner_tick(r);
+        agent_runner_status(r, id, 0, &st);
+        if (st.phase == AGENT_JOB_ENDED) return st;
+        ck_assert_msg(cm_mono_ms() < until, "job %lld did not end in %d ms", (long long)id,
+                      timeout_ms);
+        usleep((useconds_t)(next < 20 ? next : 20) * 1000);
+    }
+}
+
+static char *slurp(const char *path)
+{
+    char err[256];
+    char *s = cm_read_file(path, NULL, err, sizeof err);
+    ck_assert_msg(s != NULL, "%s", err);
+    return s;
+}
+
+static char *job_out(int64_t id, const char *what)
+{
+    char p[PATH_MAX + 64];
+    out_path(id, what, p, sizeof p);
+    return slurp(p);
+}
+
+/* Waits until path exists and holds a number; returns it. */
+static long wait_number_file(agent_runner *r, const char *path, int timeout_ms)
+{
+    int64_t until = cm_mono_ms() + timeout_ms;
+    for (;;) {
+        agent_runner_tick(r);
+        FILE *f = fopen(path, "r");
+        long v = -1;
+        if (f) {
+            if (fscanf(f, "%ld", &v) != 1) v = -1;
+            fclose(f);
+        }
+        if (v > 0) return v;
+        ck_assert_msg(cm_mono_ms() < until, "%s never appeared", path);
+        usleep(20 * 1000);
+    }
+}
+
+static bool proc_gone(pid_t pid)
+{
+    struct agent_procstat st;
+    return agent_proc_stat(pid, &st) != 0 || st.state == 'Z';
+}
+
+/* Finds the event of kind for id in an events array; NULL if none. */
+static json_t *find_event(json_t *events, int64_t id, const char *kind)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e) {
+        if (json_integer_value(json_object_get(e, "id")) == id &&
+            strcmp(json_string_value(json_object_get(e, "event")), kind) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+START_TEST(test_exit_code)
+{
+    agent_runner *r = open_runner();
+    launch(r, launch_sh(1, "exit 3"));
+    launch(r, launch_sh(2, "true"));
+    struct agent_job_status st = wait_end(r, 1, 5000);
+    ck_assert_int_eq(st.exit_code, 3);
+    ck_assert_int_eq(st.signal, 0);
+    ck_assert(!st.timed_out && !st.cancelled);
+    ck_assert_str_eq(st.error, "");
+    st = wait_end(r, 2, 5000);
+    ck_assert_int_eq(st.exit_code, 0);
+    json_t *ev = agent_runner_events(r);
+    json_t *started = find_event(ev, 1, "started"), *ended = find_event(ev, 1, "ended");
+    ck_assert_ptr_nonnull(started);
+    ck_assert_int_gt(json_integer_value(json_object_get(started, "pid")), 0);
+    ck_assert_ptr_nonnull(ended);
+    ck_assert_int_eq(json_integer_value(json_object_get(ended, "exit_code")), 3);
+    ck_assert(json_is_false(json_object_get(ended, "timed_out")));
+    ck_assert_ptr_null(json_object_get(ended, "error"));
+    /* Ended but not acknowledged: still listed as running. */
+    json_t *running = agent_runner_running(r);
+    ck_assert_int_eq(json_array_size(running), 2);
+    json_decref(running);
+    json_t *acked = json_pack("[I I]", (json_int_t)1, (json_int_t)2);
+    agent_runner_ack(r, ev, acked);
+    json_decref(acked);
+    json_decref(ev);
+    running = agent_runner_running(r);
+    ck_assert_int_eq(json_array_size(running), 0);
+    json_decref(running);
+    ev = agent_runner_events(r);
+    ck_assert_int_eq(json_array_size(ev), 0);
+    json_decref(ev);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_signal_reported)
+{
+    agent_runner *r = open_runner();
+    launch(r, launch_sh(3, "kill -KILL $$"));
+    struct agent_job_status st = wait_end(r, 3, 5000);
+    ck_assert_int_eq(st.signal, SIGKILL);
+    ck_assert_int_eq(st.exit_code, 128 + SIGKILL);
+    ck_assert(!st.timed_out && !st.cancelled);
+    agent_runner_close(r);
+}
+END_TEST
+
+static json_t *launch_script(int64_t id, const char *text)
+{
+    json_t *l = launch_sh(id, "unused");
+    json_object_del(l, "command");
+    json_object_set_new(l, "script", json_string(text));
+    return l;
+}
+
+START_TEST(test_script_shebang)
+{
+    agent_runner *r = open_runner();
+    /* bash sets BASH_VERSION; sh (dash) does not: proves the #! line was used. */
+    launch(r, launch_script(4, "#!/bin/bash\necho \"bash=${BASH_VERSION:+yes}\"\n"
+                               "stat -c %a \"$0\"\n"));
+    launch(r, launch_script(5, "echo \"plain ${BASH_VERSION:-sh}\"\n"));
+    ck_assert_int_eq(wait_end(r, 4, 5000).exit_code, 0);
+    ck_assert_int_eq(wait_end(r, 5, 5000).exit_code, 0);
+    char *o4 = job_out(4, "out"), *o5 = job_out(5, "out");
+    ck_assert_str_eq(o4, "bash=yes\n700\n");
+    ck_assert_str_eq(o5, "plain sh\n");
+    free(o4);
+    free(o5);
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/scripts/4-0.sh", g_state);
+    ck_assert_msg(access(p, F_OK) != 0, "script file %s left behind", p);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_output_files)
+{
+    agent_runner *r = open_runner();
+    launch(r, launch_sh(6, "echo out; echo err >&2; pwd"));
+    ck_assert_int_eq(wait_end(r, 6, 5000).exit_code, 0);
+    char *o = job_out(6, "out"), *e = job_out(6, "err");
+    char want[PATH_MAX + 16];
+    snprintf(want, sizeof want, "out\n%s\n", g_work);
+    ck_assert_str_eq(o, want);
+    ck_assert_str_eq(e, "err\n");
+    free(o);
+    free(e);
+    /* Appends, and one file for both streams when the paths are equal. */
+    char shared[PATH_MAX + 64];
+    out_path(7, "both", shared, sizeof shared);
+    for (int id = 7; id <= 8; id++) {
+        json_t *l = launch_sh(id, "echo o$COMMONS_JOB_ID; echo e$COMMONS_JOB_ID >&2");
+        json_object_set_new(l, "stdout", json_string(shared));
+        json_object_set_new(l, "stderr", json_string(shared));
+        launch(r, l);
+        ck_assert_int_eq(wait_end(r, id, 5000).exit_code, 0);
+    }
+    char *b = slurp(shared);
+    ck_assert_str_eq(b, "o7\ne7\no8\ne8\n");
+    free(b);
+    /* Without stdout/stderr: WORKDIR/commons-<id>.out. */
+    json_t *l = launch_sh(9, "echo default");
+    json_object_del(l, "stdout");
+    json_object_del(l, "stderr");
+    launch(r, l);
+    ck_assert_int_eq(wait_end(r, 9, 5000).exit_code, 0);
+    char dp[PATH_MAX + 32];
+    snprintf(dp, sizeof dp, "%s/commons-9.out", g_work);
+    char *d = slurp(dp);
+    ck_assert_str_eq(d, "default\n");
+    free(d);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_environment)
+{
+    agent_runner *r = open_runner();
+    json_t *l = launch_sh(10, "echo \"$FOO|$COMMONS_JOB_ID|$COMMONS_JOB_NAME|"
+                              "$COMMONS_ARRAY_TASK_ID|$COMMONS_CPUS|$COMMONS_NODE|"
+                              "$COMMONS_SUBMIT_DIR|${HOME:+home}|${PATH:+path}\"");
+    json_object_set_new(l, "env", json_pack("{ss ss}", "FOO", "bar baz", "COMMONS_JOB_ID",
+                                            "999"));
+    json_object_set_new(l, "name", json_string("myjob"));
+    json_object_set_new(l, "array_task_id", json_integer(7));
+    json_object_set_new(l, "cpus", json_integer(3));
+    launch(r, l);
+    launch(r, launch_sh(11, "echo \"${COMMONS_ARRAY_TASK_ID-unset} ${COMMONS_JOB_NAME-unset}\""));
+    ck_assert_int_eq(wait_end(r, 10, 5000).exit_code, 0);
+    ck_assert_int_eq(wait_end(r, 11, 5000).exit_code, 0);
+    char want[PATH_MAX * 2];
+    snprintf(want, sizeof want, "bar baz|10|myjob|7|3|%s|%s|home|path\n", g_node, g_work);
+    char *o = job_out(10, "out");
+    ck_assert_str_eq(o, want);
+    free(o);
+    o = job_out(11, "out");
+    ck_assert_str_eq(o, "unset unset\n");
+    free(o);
+    agent_runner_close(r);
+}
+END_TEST
+
+/* Runs `sh -c cmd` with a 1 s time limit; returns its end and how long it took. */
+static struct agent_job_status run_limited(agent_runner *r, int64_t id, const char *cmd,
+                                           int64_t *took)
+{
+    json_t *l = launch_sh(id, cmd);
+    json_object_set_new(l, "time_limit_s", json_integer(1));
+    launch(r, l);
+    int64_t t0 = cm_mono_ms();
+    struct agent_job_status st = wait_end(r, id, 10000);
+    *took = cm_mono_ms() - t0;
+    ck_assert(st.timed_out);
+    ck_assert(!st.cancelled);
+    return st;
+}
+
+START_TEST(test_time_limit_term_then_kill)
+{
+    agent_runner *r = open_runner_grace(500);
+    int64_t took;
+    /* Ignores SIGTERM (inherited by sleep): only SIGKILL ends it. */
+    struct agent_job_status st = run_limited(r, 12, "trap '' TERM; sleep 30; echo survived",
+                                             &took);
+    ck_assert_int_eq(st.signal, SIGKILL);
+    ck_assert_msg(took >= 1400, "ended after %lld ms, before limit + grace", (long long)took);
+    char *o = job_out(12, "out");
+    ck_assert_str_eq(o, "");
+    free(o);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_time_limit_term_honoured)
+{
+    agent_runner *r = open_runner_grace(5000);
+    int64_t took;
+    struct agent_job_status st = run_limited(r, 13, "sleep 30", &took);
+    ck_assert_int_eq(st.signal, SIGTERM);
+    ck_assert_msg(took < 4500, "SIGTERM should have ended it before the grace");
+    agent_runner_close(r);
+}
+END_TEST
+
+/* Launches `sh -c fmt` where fmt's %s is a file the job writes the pid of
+ * an escaping process to; returns that pid once it is written. */
+static pid_t launch_escapee(agent_runner *r, int64_t id, const char *fmt)
+{
+    char pidfile[PATH_MAX + 32], cmd[PATH_MAX * 2];
+    snprintf(pidfile, sizeof pidfile, "%s/escapee-%lld.pid", g_work, (long long)id);
+    snprintf(cmd, sizeof cmd, fmt, pidfile);
+    launch(r, launch_sh(id, cmd));
+    return (pid_t)wait_number_file(r, pidfile, 5000);
+}
+
+START_TEST(test_cancel_kills_double_forked_tree)
+{
+    agent_runner *r = open_runner();
+    /* The grandchild leaves the job's session and process group (setsid
+     * after a double fork) and ignores SIGTERM. */
+    pid_t grandchild = launch_escapee(
+        r, 14, "(setsid sh -c 'trap \"\" TERM; sleep 60 & echo $! > %s; wait' &); sleep 60");
+    struct agent_procstat ps;
+    ck_assert_int_eq(agent_proc_stat(grandchild, &ps), 0);
+    struct agent_job_status st;
+    agent_runner_status(r, 14, 0, &st);
+    ck_assert_int_ne(ps.pgrp, st.pid); /* really out of the job's group */
+    ck_assert_int_eq(agent_runner_kill(r, 14, 0, "cancel"), 0);
+    st = wait_end(r, 14, 10000);
+    ck_assert(st.cancelled);
+    ck_assert(!st.timed_out);
+    ck_assert_msg(proc_gone(grandchild), "grandchild %d survived the cancel", (int)grandchild);
+    json_t *ev = agent_runner_events(r);
+    json_t *e = find_event(ev, 14, "ended");
+    ck_assert(json_is_true(json_object_get(e, "cancelled")));
+    json_decref(ev);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_tree_ends_with_main)
+{
+    agent_runner *r = open_runner();
+    /* The main process exits at once, leaving a double-forked daemon. */
+    pid_t bg = launch_escapee(r, 15, "(setsid sleep 60 & echo $! > %s) ; sleep 0.3");
+    struct agent_job_status st = wait_end(r, 15, 10000);
+    ck_assert_int_eq(st.exit_code, 0);
+    ck_assert_msg(proc_gone(bg), "background process %d outlived its job", (int)bg);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_unknown_user)
+{
+    agent_runner *r = open_runner();
+    json_t *l = launch_sh(16, "true");
+    json_object_set_new(l, "unix_user", json_string("no-such-user-commons"));
+    launch(r, l);
+    struct agent_job_status st = wait_end(r, 16, 1000);
+    ck_assert_int_eq(st.exit_code, -1);
+    ck_assert_msg(strstr(st.error, "no-such-user-commons") &&
+                      strstr(st.error, "no such Unix account"),
+                  "error: %s", st.error);
+    json_t *ev = agent_runner_events(r);
+    ck_assert_ptr_null(find_event(ev, 16, "started"));
+    json_t *e = find_event(ev, 16, "ended");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "error")),
+                                 "no such Unix account"));
+    json_decref(ev);
+    agent_runner_close(r);
+}
+END_TEST
+
+/* Root agent: a job of "nobody" runs as nobody and its output file is
+ * nobody's. Other agent: that job is refused with a clear error. */
+START_TEST(test_runs_as_job_account)
+{
+    agent_runner *r = open_runner();
+    struct passwd *nb = getpwnam("nobody");
+    ck_assert_ptr_nonnull(nb);
+    json_t *l = launch_sh(17, "id -u");
+    json_object_set_new(l, "unix_user", json_string("nobody"));
+    launch(r, l);
+    struct agent_job_status st = wait_end(r, 17, 5000);
+    if (geteuid() == 0) {
+        ck_assert_msg(st.exit_code == 0, "error: %s", st.error);
+        char *o = job_out(17, "out");
+        char want[32];
+        snprintf(want, sizeof want, "%d\n", (int)nb->pw_uid);
+        ck_assert_str_eq(o, want);
+        free(o);
+        char p[PATH_MAX + 64];
+        out_path(17, "out", p, sizeof p);
+        struct stat sb;
+        ck_assert_int_eq(stat(p, &sb), 0);
+        ck_assert_int_eq(sb.st_uid, nb->pw_uid);
+    } else {
+        ck_assert_int_eq(st.exit_code, -1);
+        ck_assert_ptr_nonnull(strstr(st.error, "can only run jobs of that account"));
+    }
+    agent_runner_close(r);
+}
+END_TEST
+
+/* An agent that is not root refuses jobs of other accounts (here: root). */
+START_TEST(test_non_root_agent_refuses_others)
+{
+    if (geteuid() == 0) {
+        struct passwd *nb = getpwnam("nobody");
+        ck_assert_ptr_nonnull(nb);
+        ck_assert_int_eq(chown(g_dir, nb->pw_uid, nb->pw_gid), 0);
+        ck_assert_int_eq(setgid(nb->pw_gid), 0);
+        ck_assert_int_eq(setuid(nb->pw_uid), 0);
+        snprintf(g_user, sizeof g_user, "nobody");
+        g_contain = AGENT_CONTAIN_SUBREAPER; /* cgroups are root's to create here */
+    }
+    agent_runner *r = open_runner();
+    json_t *l = launch_sh(18, "true");
+    json_object_set_new(l, "unix_user", json_string("root"));
+    launch(r, l);
+    struct agent_job_status st = wait_end(r, 18, 1000);
+    ck_assert_int_eq(st.exit_code, -1);
+    ck_assert_msg(strstr(st.error, "can only run jobs of that account"), "error: %s", st.error);
+    launch(r, launch_sh(19, "echo mine"));
+    st = wait_end(r, 19, 5000);
+    ck_assert_msg(st.exit_code == 0, "own account job failed: %s", st.error);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_bad_launches)
+{
+    agent_runner *r = open_runner();
+    char err[512];
+    /* No usable id: nothing to report to, so the call itself fails. */
+    json_t *l = json_pack("{ss}", "unix_user", g_user);
+    ck_assert_int_eq(agent_runner_launch(r, l, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "\"id\""));
+    json_decref(l);
+    l = json_string("not an object");
+    ck_assert_int_eq(agent_runner_launch(r, l, err, sizeof err), -1);
+    json_decref(l);
+    struct {
+        int64_t id;
+        const char *field, *want;
+    } cases[] = {
+        {20, "workdir", "\"workdir\""},
+        {21, "command", "exactly one"},
+        {22, "unix_user", "unix_user"},
+        {23, "badcommand", "\"command\"[1]"},
+        {24, "both", "exactly one"},
+        {25, "missingdir", "cannot enter workdir"},
+        {26, "noexec", "cannot execute"},
+        {27, "stdout", "cannot open stdout"},
+        {28, "env", "\"env\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        l = launch_sh(cases[i].id, "true");
+        const char *f = cases[i].field;
+        if (!strcmp(f, "workdir")) json_object_set_new(l, "workdir", json_string("relative"));
+        if (!strcmp(f, "command")) json_object_del(l, "command");
+        if (!strcmp(f, "unix_user")) json_object_del(l, "unix_user");
+        if (!strcmp(f, "badcommand"))
+            json_object_set_new(l, "command", json_pack("[si]", "/bin/echo", 5));
+        if (!strcmp(f, "both")) json_object_set_new(l, "script", json_string("true"));
+        if (!strcmp(f, "missingdir"))
+            json_object_set_new(l, "workdir", json_string("/nonexistent/commons"));
+        if (!strcmp(f, "noexec"))
+            json_object_set_new(l, "command", json_pack("[s]", "/nonexistent/prog"));
+        if (!strcmp(f, "stdout"))
+            json_object_set_new(l, "stdout", json_string("/nonexistent/dir/out"));
+        if (!strcmp(f, "env")) json_object_set_new(l, "env", json_pack("{si}", "X", 1));
+        launch(r, l);
+        struct agent_job_status st = wait_end(r, cases[i].id, 5000);
+        ck_assert_int_eq(st.exit_code, -1);
+        ck_assert_msg(strstr(st.error, cases[i].want), "case %s: error \"%s\" lacks \"%s\"", f,
+                      st.error, cases[i].want);
+    }
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_recovery_reattach)
+{
+    agent_runner *a = open_runner();
+    char marker[PATH_MAX + 32], cmd[PATH_MAX * 2];
+    snprintf(marker, sizeof marker, "%s/starts", g_work);
+    snprintf(cmd, sizeof cmd, "echo x >> %s; sleep 60", marker);
+    launch(a, launch_sh(30, cmd));
+    launch(a, launch_sh(31, "exit 4"));
+    struct agent_job_status st;
+    agent_runner_status(a, 30, 0, &st);
+    pid_t pid = st.pid;
+    wait_end(a, 31, 5000);
+    /* The agent goes away without touching its jobs (as after kill -9). */
+    agent_runner_close(a);
+    agent_runner *b = open_runner();
+    agent_runner_status(b, 30, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_RUNNING);
+    ck_assert_int_eq(st.pid, pid);
+    json_t *running = agent_runner_running(b);
+    ck_assert_int_eq(json_array_size(running), 2); /* 30 runs; 31's end is not acked */
+    json_t *want = json_pack("[[I i] [I i]]", (json_int_t)30, 0, (json_int_t)31, 0);
+    json_t *got = json_pack("[[I i] [I i]]", (json_int_t)-1, 0, (json_int_t)-1, 0);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *p = json_array_get(running, i);
+        size_t k = json_integer_value(json_array_get(p, 0)) == 30 ? 0 : 1;
+        json_array_set(got, k, p);
+    }
+    ck_assert(json_equal(want, got));
+    json_decref(want);
+    json_decref(got);
+    json_decref(running);
+    /* Un-acked events survive: job 31's end is still owed. */
+    json_t *ev = agent_runner_events(b);
+    json_t *e31 = find_event(ev, 31, "ended");
+    ck_assert_ptr_nonnull(e31);
+    ck_assert_int_eq(json_integer_value(json_object_get(e31, "exit_code")), 4);
+    json_decref(ev);
+    /* A repeated launch is answered with the status, never a second start. */
+    launch(b, launch_sh(30, cmd));
+    launch(b, launch_sh(31, "exit 0"));
+    for (int i = 0; i < 10; i++) {
+        agent_runner_tick(b);
+        usleep(20 * 1000);
+    }
+    agent_runner_status(b, 30, 0, &st);
+    ck_assert_int_eq(st.pid, pid);
+    agent_runner_status(b, 31, 0, &st);
+    ck_assert_int_eq(st.exit_code, 4);
+    char *m = slurp(marker);
+    ck_assert_str_eq(m, "x\n");
+    free(m);
+    ev = agent_runner_events(b);
+    json_t *s30 = find_event(ev, 30, "started");
+    ck_assert_ptr_nonnull(s30);
+    ck_assert_int_eq(json_integer_value(json_object_get(s30, "pid")), pid);
+    json_decref(ev);
+    ck_assert_int_eq(agent_runner_kill(b, 30, 0, "cancel"), 0);
+    st = wait_end(b, 30, 10000);
+    ck_assert(st.cancelled);
+    ck_assert(proc_gone(pid));
+    agent_runner_close(b);
+}
+END_TEST
+
+START_TEST(test_recovery_dead_job)
+{
+    agent_runner *a = open_runner();
+    launch(a, launch_sh(32, "sleep 60"));
+    struct agent_job_status st;
+    agent_runner_status(a, 32, 0, &st);
+    agent_runner_close(a);
+    /* The job dies while no agent watches it. */
+    kill(-st.pid, SIGKILL);
+    ck_assert_int_eq(waitpid(st.pid, NULL, 0), st.pid);
+    agent_runner *b = open_runner();
+    st = wait_end(b, 32, 5000);
+    ck_assert_int_eq(st.exit_code, -1);
+    ck_assert_str_eq(st.error, "agent restarted; exit status lost");
+    /* Still never started again. */
+    launch(b, launch_sh(32, "sleep 60"));
+    agent_runner_status(b, 32, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    agent_runner_close(b);
+}
+END_TEST
+
+START_TEST(test_recovery_launching_record)
+{
+    /* A record left in "launching": the agent died before releasing it. */
+    agent_runner *a = open_runner();
+    agent_runner_close(a);
+    struct agent_job j = {.id = 33, .attempt = 0, .phase = AJ_LAUNCHING, .exit_code = -1};
+    char err[256];
+    ck_assert_int_eq(agent_store_save(g_state, &j, err, sizeof err), 0);
+    agent_runner *b = open_runner();
+    struct agent_job_status st = wait_end(b, 33, 5000);
+    ck_assert_str_eq(st.error, "agent restarted before the job started");
+    launch(b, launch_sh(33, "true"));
+    char p[PATH_MAX + 64];
+    out_path(33, "out", p, sizeof p);
+    ck_assert_msg(access(p, F_OK) != 0, "job 33 was started after all");
+    agent_runner_close(b);
+}
+END_TEST
+
+START_TEST(test_events_ack)
+{
+    agent_runner *r = open_runner();
+    launch(r, launch_sh(40, "true"));
+    launch(r, launch_sh(41, "true"));
+    wait_end(r, 40, 5000);
+    wait_end(r, 41, 5000);
+    json_t *sent = agent_runner_events(r);
+    ck_assert_int_eq(json_array_size(sent), 4); /* started+ended for each, by id */
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(sent, 0), "id")), 40);
+    json_t *acked = json_pack("[I I]", (json_int_t)40, (json_int_t)999);
+    agent_runner_ack(r, sent, acked);
+    json_decref(acked);
+    json_decref(sent);
+    agent_runner_close(r);
+    r = open_runner();
+    json_t *left = agent_runner_events(r);
+    ck_assert_int_eq(json_array_size(left), 2);
+    ck_assert_ptr_null(find_event(left, 40, "ended"));
+    ck_assert_ptr_nonnull(find_event(left, 41, "ended"));
+    json_decref(left);
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_kill_before_launch)
+{
+    agent_runner *r = open_runner();
+    ck_assert_int_eq(agent_runner_kill(r, 50, 0, "cancel"), 0);
+    struct agent_job_status st;
+    agent_runner_status(r, 50, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    ck_assert(st.cancelled);
+    launch(r, launch_sh(50, "echo ran"));
+    for (int i = 0; i < 5; i++) {
+        agent_runner_tick(r);
+        usleep(20 * 1000);
+    }
+    char p[PATH_MAX + 64];
+    out_path(50, "out", p, sizeof p);
+    ck_assert_msg(access(p, F_OK) != 0, "a killed job id was started");
+    agent_runner_close(r);
+}
+END_TEST
+
+START_TEST(test_state_dir_guarded)
+{
+    agent_runner *r = open_runner();
+    struct agent_runner_opts o = {.state_dir = g_state, .node = g_node,
+                                  .containment = g_contain};
+    agent_runner *second = NULL;
+    char err[512];
+    ck_assert_int_eq(agent_runner_open(&o, &second, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "in use by another agent"));
+    agent_runner_close(r);
+    /* A corrupt record is set aside, not fatal. */
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/jobs/60-0.json", g_state);
+    ck_assert_int_eq(cm_write_file_atomic(p, "{broken", 7, 0600, err, sizeof err), 0);
+    r = open_runner();
+    char bad[PATH_MAX + 80];
+    snprintf(bad, sizeof bad, "%s.bad", p);
+    ck_assert_int_eq(access(bad, F_OK), 0);
+    agent_runner_close(r);
+    /* A node name that would escape the cgroup folder is refused. */
+    o.node = "../x";
+    ck_assert_int_eq(agent_runner_open(&o, &second, err, sizeof err), -1);
+}
+END_TEST
+
+/* A requeued job's new attempt is a new instance; old ones stay refused. */
+START_TEST(test_attempts_are_instances)
+{
+    agent_runner *r = open_runner();
+    char marker[PATH_MAX + 32], cmd[PATH_MAX * 2];
+    snprintf(marker, sizeof marker, "%s/attempts", g_work);
+    snprintf(cmd, sizeof cmd, "echo $COMMONS_JOB_ATTEMPT >> %s", marker);
+    launch(r, launch_sh(70, cmd));
+    wait_end(r, 70, 5000);
+    json_t *l = launch_sh(70, cmd);
+    json_object_set_new(l, "attempt", json_integer(1));
+    launch(r, l);
+    struct agent_job_status st;
+    int64_t until = cm_mono_ms() + 5000;
+    do {
+        agent_runner_tick(r);
+        agent_runner_status(r, 70, 1, &st);
+        usleep(20 * 1000);
+    } while (st.phase != AGENT_JOB_ENDED && cm_mono_ms() < until);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    ck_assert_int_eq(st.exit_code, 0);
+    launch(r, launch_sh(70, cmd)); /* attempt 0 again: refused */
+    l = launch_sh(70, cmd);
+    json_object_set_new(l, "attempt", json_integer(-2));
+    char err[256];
+    ck_assert_int_eq(agent_runner_launch(r, l, err, sizeof err), -1); /* bad attempt, no instance */
+    json_decref(l);
+    for (int i = 0; i < 5; i++) {
+        agent_runner_tick(r);
+        usleep(20 * 1000);
+    }
+    char *m = slurp(marker);
+    ck_assert_str_eq(m, "0\n1\n");
+    free(m);
+    json_t *ev = agent_runner_events(r);
+    size_t i;
+    json_t *e;
+    int ended[2] = {0, 0};
+    json_array_foreach(ev, i, e)
+        if (!strcmp(json_string_value(json_object_get(e, "event")), "ended"))
+            ended[json_integer_value(json_object_get(e, "attempt"))]++;
+    ck_assert_int_eq(ended[0], 1);
+    ck_assert_int_eq(ended[1], 1);
+    json_decref(ev);
+    agent_runner_close(r);
+}
+END_TEST
+
+static Suite *runner_suite(void)
+{
+    Suite *s = suite_create("agent_runner");
+    TCase *tc = tcase_create("runner");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_exit_code);
+    tcase_add_test(tc, test_signal_reported);
+    tcase_add_test(tc, test_script_shebang);
+    tcase_add_test(tc, test_output_files);
+    tcase_add_test(tc, test_environment);
+    tcase_add_test(tc, test_time_limit_term_then_kill);
+    tcase_add_test(tc, test_time_limit_term_honoured);
+    tcase_add_test(tc, test_cancel_kills_double_forked_tree);
+    tcase_add_test(tc, test_tree_ends_with_main);
+    tcase_add_test(tc, test_unknown_user);
+    tcase_add_test(tc, test_runs_as_job_account);
+    tcase_add_test(tc, test_non_root_agent_refuses_others);
+    tcase_add_test(tc, test_bad_launches);
+    tcase_add_test(tc, test_recovery_reattach);
+    tcase_add_test(tc, test_recovery_dead_job);
+    tcase_add_test(tc, test_recovery_launching_record);
+    tcase_add_test(tc, test_events_ack);
+    tcase_add_test(tc, test_kill_before_launch);
+    tcase_add_test(tc, test_state_dir_guarded);
+    tcase_add_test(tc, test_attempts_are_instances);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[1], "subreaper") && strcmp(argv[1], "cgroup"))) {
+        fprintf(stderr, "usage: %s subreaper|cgroup\n", argv[0]);
+        return 2;
+    }
+    cm_log_init("test_agent", CM_LOG_ERROR);
+    if (strcmp(argv[1], "cgroup") == 0) {
+        char node[64];
+        snprintf(node, sizeof node, "probe%d", (int)getpid());
+        if (!agent_contain_cgroup_available(node)) {
+            fprintf(stderr, "no writable cgroup v2 with cgroup.kill here: skipped\n");
+            return 77;
+        }
+        g_contain = AGENT_CONTAIN_CGROUP;
+    }
+    SRunner *sr = srunner_create(runner_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
