@@ -7,6 +7,14 @@ add_library(commons_format STATIC
   ${CMAKE_CURRENT_LIST_DIR}/gguf_get.c
   ${CMAKE_CURRENT_LIST_DIR}/gguf_index.c
   ${CMAKE_CURRENT_LIST_DIR}/gguf_writer.c
+  ${CMAKE_CURRENT_LIST_DIR}/unicode.c
+  ${CMAKE_CURRENT_LIST_DIR}/unicode_data.c
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer.c
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer_load.c
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer_spm.c
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer_bpe.c
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer_pre.c
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer_heap.c
 )
 target_include_directories(commons_format PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(commons_format PUBLIC Threads::Threads m)
@@ -15,4 +23,9 @@ if(CHECK_FOUND)
   add_executable(test_gguf ${CMAKE_CURRENT_LIST_DIR}/tests/test_gguf.c)
   target_link_libraries(test_gguf PRIVATE commons_format PkgConfig::CHECK)
   add_test(NAME inference.gguf COMMAND test_gguf ${COMMONS_SHARED_DATA}/vocab)
+endif()
+if(CHECK_FOUND)
+  add_executable(test_tokenizer ${CMAKE_CURRENT_LIST_DIR}/tests/test_tokenizer.c)
+  target_link_libraries(test_tokenizer PRIVATE commons_format PkgConfig::CHECK)
+  add_test(NAME inference.tokenizer COMMAND test_tokenizer ${COMMONS_SHARED_DATA}/vocab)
 endif()
