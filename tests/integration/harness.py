@@ -1,0 +1,158 @@
+"""Integration-test harness: real commonsd and commons-agent processes on
+127.0.0.1 with temporary state directories, driven through the real `commons`
+CLI, and stopped by PID. Standard library only."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+BUILD = os.environ.get("COMMONS_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+
+
+def binary(rel):
+    path = os.path.join(BUILD, rel)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: build the project first (COMMONS_BUILD={BUILD})")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, step=0.05, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Cluster:
+    """A scheduler and any number of agents in one temporary directory."""
+
+    def __init__(self, node_timeout=30, sync="full"):
+        self.dir = tempfile.mkdtemp(prefix="commons-it-")
+        self.state = os.path.join(self.dir, "state")
+        self.port = free_port()
+        self.addr = f"tcp://127.0.0.1:{self.port}"
+        self.node_timeout = node_timeout
+        self.sync = sync
+        self.sched = None
+        self.agents = {}
+        self.logs = []
+
+    # -- processes -----------------------------------------------------------
+    def start_scheduler(self, extra=()):
+        log = open(os.path.join(self.dir, "commonsd.log"), "ab")
+        self.logs.append(log)
+        self.sched = subprocess.Popen(
+            [binary("scheduler/commonsd"), "--state", self.state, "--listen", self.addr, "--foreground",
+             "--node-timeout", str(self.node_timeout), "--sync", self.sync, *extra],
+            stdout=log, stderr=log)
+        wait_until(lambda: os.path.exists(os.path.join(self.state, "admin.token")), what="commonsd start")
+        wait_until(lambda: self.cli("whoami", check=False).returncode == 0, what="commonsd to answer")
+        return self.sched
+
+    def kill_scheduler(self, sig=signal.SIGKILL):
+        self.sched.send_signal(sig)
+        self.sched.wait(timeout=10)
+
+    def start_agent(self, name, cpus=4, memory_mb=4096, gpus=0, extra=()):
+        state = os.path.join(self.dir, f"agent-{name}")
+        log = open(os.path.join(self.dir, f"agent-{name}.log"), "ab")
+        self.logs.append(log)
+        p = subprocess.Popen(
+            [binary("agent/commons-agent"), "--server", self.addr, "--name", name, "--key-file",
+             os.path.join(self.state, "cluster.key"), "--state", state, "--cpus", str(cpus),
+             "--memory-mb", str(memory_mb), "--gpus", str(gpus), "--foreground", "--kill-grace", "1", *extra],
+            stdout=log, stderr=log)
+        self.agents[name] = p
+        wait_until(lambda: any(n["name"] == name and n["state"] in ("IDLE", "MIXED", "ALLOCATED")
+                               for n in self.json("nodes")), what=f"agent {name} to register")
+        return p
+
+    def stop(self):
+        for p in list(self.agents.values()) + ([self.sched] if self.sched else []):
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait(timeout=10)
+        for log in self.logs:
+            log.close()
+
+    def cleanup(self):
+        self.stop()
+        if os.environ.get("COMMONS_KEEP_TEST_DIRS"):
+            print("kept", self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self, name="commonsd.log"):
+        with open(os.path.join(self.dir, name), errors="replace") as f:
+            return f.read()
+
+    # -- CLI -----------------------------------------------------------------
+    def env(self, token=None, token_file=None):
+        env = dict(os.environ)
+        env.pop("COMMONS_TOKEN", None)
+        env["COMMONS_ADDR"] = self.addr
+        if token is not None:
+            env["COMMONS_TOKEN"] = token
+        else:
+            env["COMMONS_TOKEN_FILE"] = token_file or os.path.join(self.state, "admin.token")
+        return env
+
+    def cli(self, *args, token=None, check=True, cwd=None, input=None):
+        p = subprocess.run([binary("cli/commons"), *args], env=self.env(token), capture_output=True,
+                           text=True, cwd=cwd or self.dir, input=input, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"commons {' '.join(args)} exited {p.returncode}: {p.stderr}{p.stdout}")
+        return p
+
+    def json(self, *args, token=None):
+        return json.loads(self.cli("--json", *args, token=token).stdout)
+
+    def add_user(self, name, account, unix_user=None, admin=False):
+        if not any(a["name"] == account for a in self.json("admin", "account", "list")):
+            self.cli("admin", "account", "add", account)
+        args = ["admin", "user", "add", name, "--account", account]
+        if unix_user:
+            args += ["--unix-user", unix_user]
+        if admin:
+            args.append("--admin")
+        return self.cli(*args).stdout.strip()
+
+    def job(self, job_id, token=None):
+        return self.json("show", str(job_id), token=token)
+
+    def wait_state(self, job_id, states, timeout=20, token=None):
+        states = (states,) if isinstance(states, str) else states
+        return wait_until(lambda: (j := self.job(job_id, token)) and j["state"] in states and j,
+                          timeout=timeout, what=f"job {job_id} to reach {states}")
+
+
+class ClusterTest(unittest.TestCase):
+    node_timeout = 30
+
+    def setUp(self):
+        self.c = Cluster(node_timeout=self.node_timeout)
+        self.addCleanup(self.c.cleanup)
+        self.addCleanup(self._dump_logs_on_failure)
+
+    def _dump_logs_on_failure(self):
+        outcome = getattr(self, "_outcome", None)
+        errors = getattr(getattr(outcome, "result", None), "errors", []) + \
+            getattr(getattr(outcome, "result", None), "failures", [])
+        if any(t is self for t, _ in errors):
+            for name in sorted(os.listdir(self.c.dir)):
+                if name.endswith(".log"):
+                    print(f"---- {name} ----\n{self.c.log(name)[-4000:]}")
