@@ -50,6 +50,14 @@ static int add_decl(qp *q, decls *ds, yaml_node_t *k, yaml_node_t *v, const char
     if (!qp_check_name(q, k, base, "an account"))
         return 0;
     qp_join(path, base, qp_text(k));
+    /* The same key node twice means a YAML alias pulled a mapping into
+     * itself; following it again would never end. */
+    for (int i = 0; i < ds->n; i++)
+        if (ds->v[i].key == k) {
+            qp_error(q, k, path, "account '%s' is reached again through a YAML alias "
+                                 "that contains itself", qp_text(k));
+            return 0;
+        }
     if (ds->n == ds->cap) {
         int cap = ds->cap ? ds->cap * 2 : 32;
         decl *nv = realloc(ds->v, (size_t)cap * sizeof *nv);

@@ -118,7 +118,11 @@ int quota_parse_duration(const char *text, bool allow_unlimited, int64_t *second
                      text, text);
             return -1;
         default:
-            snprintf(err, errlen, "unknown unit '%c' in '%s'; units are s, m, h, d, w", *e, text);
+            if (isalpha((unsigned char)*e))
+                snprintf(err, errlen, "unknown unit '%c' in '%s'; units are s, m, h, d, w", *e,
+                         text);
+            else
+                snprintf(err, errlen, "malformed duration '%s'; %s", text, expect);
             return -1;
         }
         if (v > (INT64_MAX / 2 - total) / mul) {

@@ -248,7 +248,9 @@ bool qp_int(qp *q, const yaml_node_t *map, const char *path, const char *key, in
     }
     if (x < min) {
         qp_error(q, v, p, "expected %s, got %lld%s", expect, x,
-                 x < 0 ? " (limits and counts cannot be negative)" : "");
+                 x >= 0             ? ""
+                 : allow_unlimited ? " (limits cannot be negative; write 'unlimited' for none)"
+                                   : " (this cannot be negative)");
         return false;
     }
     *out = x;
@@ -367,8 +369,8 @@ bool qp_check_name(qp *q, const yaml_node_t *n, const char *path, const char *wh
         ok = isalnum((unsigned char)t[i]) || t[i] == '.' || t[i] == '_' || t[i] == '-';
     if (!ok)
         qp_error(q, n, path,
-                 "invalid %s name '%s'; expected 1-64 letters, digits, '.', '_' or '-', "
-                 "starting with a letter or digit",
-                 what, t);
+                 "'%s' is not a valid name for %s; expected 1-64 letters, digits, '.', '_' "
+                 "or '-', starting with a letter or digit",
+                 t, what);
     return ok;
 }
