@@ -49,6 +49,21 @@ static void tree_free(tree *t)
     free(t->rows);
 }
 
+typedef struct want_rank {
+    const char *account;
+    int rank;
+} want_rank;
+
+static void expect_ranks(tree *t, const want_rank *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const quota_share_row *r = row(t, w[i].account);
+        ck_assert_msg(r->rank == w[i].rank, "%s: rank %d, expected %d", w[i].account, r->rank,
+                      w[i].rank);
+        ck_assert_double_eq_tol(r->fs_factor, (double)w[i].rank / t->p->nleaves, 1e-12);
+    }
+}
+
 #define EPS 1e-12
 
 /* Three siblings. A: S=1/4, U=10/40 -> LF 1. B: S=1/4, U=30/40 -> LF 1/3.
@@ -67,9 +82,8 @@ START_TEST(flat_siblings)
     ck_assert_double_eq_tol(row(&t, "A")->level_fs, 1.0, EPS);
     ck_assert_double_eq_tol(row(&t, "B")->level_fs, 1.0 / 3.0, 1e-9);
     ck_assert(isinf(row(&t, "C")->level_fs));
-    ck_assert_int_eq(row(&t, "C")->rank, 3);
-    ck_assert_int_eq(row(&t, "A")->rank, 2);
-    ck_assert_int_eq(row(&t, "B")->rank, 1);
+    static const want_rank want[] = {{"C", 3}, {"A", 2}, {"B", 1}};
+    expect_ranks(&t, want, sizeof want / sizeof want[0]);
     ck_assert_double_eq_tol(row(&t, "C")->fs_factor, 1.0, EPS);
     ck_assert_double_eq_tol(row(&t, "A")->fs_factor, 2.0 / 3.0, EPS);
     ck_assert_double_eq_tol(row(&t, "B")->fs_factor, 1.0 / 3.0, EPS);
@@ -99,10 +113,8 @@ START_TEST(depth_first)
     ck_assert_double_eq_tol(row(&t, "B")->level_fs, 0.75, 1e-9);
     ck_assert_double_eq_tol(row(&t, "a1")->effective_usage, 0.9, EPS);
     ck_assert_double_eq_tol(row(&t, "b2")->norm_usage, 50.0 / 300.0, EPS);
-    ck_assert_int_eq(row(&t, "a2")->rank, 4);
-    ck_assert_int_eq(row(&t, "a1")->rank, 3);
-    ck_assert_int_eq(row(&t, "b2")->rank, 2);
-    ck_assert_int_eq(row(&t, "b1")->rank, 1);
+    static const want_rank want[] = {{"a2", 4}, {"a1", 3}, {"b2", 2}, {"b1", 1}};
+    expect_ranks(&t, want, sizeof want / sizeof want[0]);
     ck_assert_double_eq_tol(row(&t, "a1")->fs_factor, 0.75, EPS);
     /* Inner accounts are not ranked. */
     ck_assert_int_eq(row(&t, "A")->rank, 0);
@@ -127,10 +139,8 @@ START_TEST(tied_accounts_merge)
     use(&t, "y1", 20);
     use(&t, "y2", 20);
     run(&t);
-    ck_assert_int_eq(row(&t, "x1")->rank, 4);
-    ck_assert_int_eq(row(&t, "y1")->rank, 3);
-    ck_assert_int_eq(row(&t, "y2")->rank, 3);
-    ck_assert_int_eq(row(&t, "x2")->rank, 1);
+    static const want_rank want[] = {{"x1", 4}, {"y1", 3}, {"y2", 3}, {"x2", 1}};
+    expect_ranks(&t, want, sizeof want / sizeof want[0]);
     ck_assert_double_eq_tol(row(&t, "y2")->fs_factor, 0.75, EPS);
     ck_assert_double_eq_tol(row(&t, "x2")->fs_factor, 0.25, EPS);
     tree_free(&t);
@@ -151,9 +161,8 @@ START_TEST(leaf_tied_with_account)
     use(&t, "m1", 2);
     use(&t, "m2", 8);
     run(&t);
-    ck_assert_int_eq(row(&t, "L")->rank, 3);
-    ck_assert_int_eq(row(&t, "m1")->rank, 3);
-    ck_assert_int_eq(row(&t, "m2")->rank, 1);
+    static const want_rank want[] = {{"L", 3}, {"m1", 3}, {"m2", 1}};
+    expect_ranks(&t, want, sizeof want / sizeof want[0]);
     tree_free(&t);
 }
 END_TEST
@@ -177,12 +186,8 @@ START_TEST(float_ties)
     use(&t, "z1", 5);
     use(&t, "z2", 15);
     run(&t);
-    ck_assert_int_eq(row(&t, "x1")->rank, 6);
-    ck_assert_int_eq(row(&t, "y1")->rank, 6);
-    ck_assert_int_eq(row(&t, "z1")->rank, 6);
-    ck_assert_int_eq(row(&t, "x2")->rank, 3);
-    ck_assert_int_eq(row(&t, "y2")->rank, 2);
-    ck_assert_int_eq(row(&t, "z2")->rank, 1);
+    static const want_rank want[] = {{"x1", 6}, {"y1", 6}, {"z1", 6}, {"x2", 3}, {"y2", 2}, {"z2", 1}};
+    expect_ranks(&t, want, sizeof want / sizeof want[0]);
     tree_free(&t);
 }
 END_TEST

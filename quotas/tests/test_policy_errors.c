@@ -5,6 +5,18 @@
 #define E QUOTA_DIAG_ERROR
 #define W QUOTA_DIAG_WARNING
 
+typedef struct want_diag {
+    quota_diag_level level;
+    int line, column;
+    const char *path, *needle;
+} want_diag;
+
+static void expect_diags(const quota_diags *d, const want_diag *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        QT_DIAG(d, w[i].level, w[i].line, w[i].column, w[i].path, w[i].needle);
+}
+
 /* Loads a bad file and checks it is rejected with exactly `errors` errors. */
 static void load_bad(const char *file, quota_diags *d, size_t errors)
 {
@@ -20,27 +32,23 @@ START_TEST(bad_values_all_reported)
 {
     quota_diags d;
     load_bad("bad_values.yaml", &d, 13);
-    QT_DIAG(&d, E, 4, 3, "usage.decay_half_lfe", "did you mean 'decay_half_life'");
-    QT_DIAG(&d, E, 7, 16, "priority.weights.fairshare", "quoted string \"10000\"");
-    QT_DIAG(&d, E, 8, 10, "priority.weights.age", "expected a number >= 0, got -5");
-    QT_DIAG(&d, E, 9, 12, "priority.max_age", "'90' has no unit");
-    QT_DIAG(&d, E, 12, 15, "qos.normal.max_wall", "malformed duration '2 days'");
-    QT_DIAG(&d, E, 13, 19, "qos.normal.usage_factor", "got 'lots'");
-    QT_DIAG(&d, E, 19, 17, "accounts.nation.children.uni-a.shares",
-            "expected a positive integer, got -3");
-    QT_DIAG(&d, E, 21, 29, "accounts.nation.children.uni-a.limits.max_running_cpus",
-            "write 'unlimited'");
-    QT_DIAG(&d, E, 22, 31, "accounts.nation.children.uni-a.limits.max_running_memory",
-            "unknown unit in '64Q'");
-    QT_DIAG(&d, E, 24, 21, "accounts.nation.children.uni-a.limits.budget.period",
-            "expected day, week or month, got 'fortnight'");
-    QT_DIAG(&d, W, 24, 13, "accounts.nation.children.uni-a.limits.budget",
-            "neither cpu_hours nor gpu_hours");
-    QT_DIAG(&d, E, 26, 17, "accounts.nation.children.uni-b.shares",
-            "expected a positive integer, got 0");
-    QT_DIAG(&d, E, 27, 19, "accounts.nation.children.uni-b.children",
-            "expected a mapping (sub-accounts by name), got a list");
-    QT_DIAG(&d, E, 29, 10, "users.alice", "got a string");
+    static const want_diag want[] = {
+        {E, 4, 3, "usage.decay_half_lfe", "did you mean 'decay_half_life'"},
+        {E, 7, 16, "priority.weights.fairshare", "quoted string \"10000\""},
+        {E, 8, 10, "priority.weights.age", "expected a number >= 0, got -5"},
+        {E, 9, 12, "priority.max_age", "'90' has no unit"},
+        {E, 12, 15, "qos.normal.max_wall", "malformed duration '2 days'"},
+        {E, 13, 19, "qos.normal.usage_factor", "got 'lots'"},
+        {E, 19, 17, "accounts.nation.children.uni-a.shares", "expected a positive integer, got -3"},
+        {E, 21, 29, "accounts.nation.children.uni-a.limits.max_running_cpus", "write 'unlimited'"},
+        {E, 22, 31, "accounts.nation.children.uni-a.limits.max_running_memory", "unknown unit in '64Q'"},
+        {E, 24, 21, "accounts.nation.children.uni-a.limits.budget.period", "expected day, week or month, got 'fortnight'"},
+        {W, 24, 13, "accounts.nation.children.uni-a.limits.budget", "neither cpu_hours nor gpu_hours"},
+        {E, 26, 17, "accounts.nation.children.uni-b.shares", "expected a positive integer, got 0"},
+        {E, 27, 19, "accounts.nation.children.uni-b.children", "expected a mapping (sub-accounts by name), got a list"},
+        {E, 29, 10, "users.alice", "got a string"},
+    };
+    expect_diags(&d, want, sizeof want / sizeof want[0]);
     quota_diags_free(&d);
 }
 END_TEST
@@ -49,16 +57,17 @@ START_TEST(bad_references_all_reported)
 {
     quota_diags d;
     load_bad("bad_refs.yaml", &d, 8);
-    QT_DIAG(&d, E, 4, 15, "qos.normal.preempt[0]", "QOS 'scavenger' is referenced but not defined");
-    QT_DIAG(&d, E, 7, 14, "default_qos", "QOS 'express' is referenced but not defined");
-    QT_DIAG(&d, E, 15, 13, "accounts.chemistry.parent",
-            "account 'uni-z' is referenced but not defined");
-    QT_DIAG(&d, E, 18, 22, "users.alice.default_account", "'uni-a' has sub-accounts");
-    QT_DIAG(&d, E, 19, 25, "users.alice.accounts[1]",
-            "account 'biology' is referenced but not defined");
-    QT_DIAG(&d, E, 21, 5, "users.bob", "missing required key 'default_account'");
-    QT_DIAG(&d, E, 25, 7, "citizens.tiers.free", "missing required key 'concurrent_requests'");
-    QT_DIAG(&d, E, 28, 19, "citizens.anonymous_tier", "tier 'guest' is referenced but not defined");
+    static const want_diag want[] = {
+        {E, 4, 15, "qos.normal.preempt[0]", "QOS 'scavenger' is referenced but not defined"},
+        {E, 7, 14, "default_qos", "QOS 'express' is referenced but not defined"},
+        {E, 15, 13, "accounts.chemistry.parent", "account 'uni-z' is referenced but not defined"},
+        {E, 18, 22, "users.alice.default_account", "'uni-a' has sub-accounts"},
+        {E, 19, 25, "users.alice.accounts[1]", "account 'biology' is referenced but not defined"},
+        {E, 21, 5, "users.bob", "missing required key 'default_account'"},
+        {E, 25, 7, "citizens.tiers.free", "missing required key 'concurrent_requests'"},
+        {E, 28, 19, "citizens.anonymous_tier", "tier 'guest' is referenced but not defined"},
+    };
+    expect_diags(&d, want, sizeof want / sizeof want[0]);
     quota_diags_free(&d);
 }
 END_TEST
@@ -67,9 +76,12 @@ START_TEST(cycle_and_duplicates)
 {
     quota_diags d;
     load_bad("bad_cycle.yaml", &d, 3);
-    QT_DIAG(&d, E, 8, 13, "accounts.loop-a.parent", "cycle in the account tree: loop-a -> loop-b -> loop-a");
-    QT_DIAG(&d, E, 11, 3, "accounts.physics", "duplicate account 'physics' (first defined at line 6:7");
-    QT_DIAG(&d, E, 16, 3, "users.alice", "duplicate user 'alice' (first defined at line 14:3)");
+    static const want_diag want[] = {
+        {E, 8, 13, "accounts.loop-a.parent", "cycle in the account tree: loop-a -> loop-b -> loop-a"},
+        {E, 11, 3, "accounts.physics", "duplicate account 'physics' (first defined at line 6:7"},
+        {E, 16, 3, "users.alice", "duplicate user 'alice' (first defined at line 14:3)"},
+    };
+    expect_diags(&d, want, sizeof want / sizeof want[0]);
     quota_diags_free(&d);
 }
 END_TEST
@@ -114,18 +126,20 @@ START_TEST(structural_errors)
     quota_policy *p;
     ck_assert_int_eq(qt_load(text, &p, &d), QUOTA_EINVALID);
     ck_assert_ptr_null(p);
-    QT_DIAG(&d, E, 1, 1, "polcy", "unknown key 'polcy'; expected one of: version, cluster");
-    QT_DIAG(&d, E, 2, 10, "version", "unsupported policy version 2");
-    QT_DIAG(&d, E, 4, 3, "accounts.root", "'root' is reserved");
-    QT_DIAG(&d, E, 7, 5, "accounts.lab.shares", "duplicate key 'shares' (first defined at line 6:5)");
-    QT_DIAG(&d, E, 9, 21, "accounts.lab.children.sub.parent",
-            "only top-level accounts may name a parent");
-    QT_DIAG(&d, E, 9, 34, "accounts.lab.children.sub.shares", "expected a positive integer, got a mapping");
-    QT_DIAG(&d, E, 10, 3, "accounts", "'bad name!' is not a valid name for an account");
-    QT_DIAG(&d, E, 12, 22, "qos.normal.preempt[0]", "cannot preempt itself");
-    QT_DIAG(&d, E, 12, 44, "qos.normal.preemptible", "expected true or false, got 'yes'");
-    QT_DIAG(&d, E, 14, 38, "users.Zed.admin", "expected true or false, got '1'");
-    QT_DIAG(&d, E, 14, 3, "users.Zed", "not a valid local user name");
+    static const want_diag want[] = {
+        {E, 1, 1, "polcy", "unknown key 'polcy'; expected one of: version, cluster"},
+        {E, 2, 10, "version", "unsupported policy version 2"},
+        {E, 4, 3, "accounts.root", "'root' is reserved"},
+        {E, 7, 5, "accounts.lab.shares", "duplicate key 'shares' (first defined at line 6:5)"},
+        {E, 9, 21, "accounts.lab.children.sub.parent", "only top-level accounts may name a parent"},
+        {E, 9, 34, "accounts.lab.children.sub.shares", "expected a positive integer, got a mapping"},
+        {E, 10, 3, "accounts", "'bad name!' is not a valid name for an account"},
+        {E, 12, 22, "qos.normal.preempt[0]", "cannot preempt itself"},
+        {E, 12, 44, "qos.normal.preemptible", "expected true or false, got 'yes'"},
+        {E, 14, 38, "users.Zed.admin", "expected true or false, got '1'"},
+        {E, 14, 3, "users.Zed", "not a valid local user name"},
+    };
+    expect_diags(&d, want, sizeof want / sizeof want[0]);
     quota_diags_free(&d);
 }
 END_TEST
@@ -179,12 +193,15 @@ START_TEST(warnings_do_not_reject)
     ck_assert_ptr_nonnull(p);
     ck_assert_uint_eq(d.errors, 0);
     ck_assert_uint_eq(d.warnings, 6);
-    QT_DIAG(&d, W, 2, 10, "billing", "all billing weights are zero");
-    QT_DIAG(&d, W, 4, 20, "usage.decay_half_life", "half-life of 0");
-    QT_DIAG(&d, W, 6, 12, "priority.weights", "all priority weights are zero");
-    QT_DIAG(&d, W, 8, 26, "qos.normal.preempt_mode", "not preemptible");
-    QT_DIAG(&d, W, 14, 7, "accounts.nation.children.idle", "no users and no sub-accounts");
-    QT_DIAG(&d, W, 13, 7, "accounts.nation.children.tiny", "5000 times fewer than its sibling 'big'");
+    static const want_diag want[] = {
+        {W, 2, 10, "billing", "all billing weights are zero"},
+        {W, 4, 20, "usage.decay_half_life", "half-life of 0"},
+        {W, 6, 12, "priority.weights", "all priority weights are zero"},
+        {W, 8, 26, "qos.normal.preempt_mode", "not preemptible"},
+        {W, 14, 7, "accounts.nation.children.idle", "no users and no sub-accounts"},
+        {W, 13, 7, "accounts.nation.children.tiny", "5000 times fewer than its sibling 'big'"},
+    };
+    expect_diags(&d, want, sizeof want / sizeof want[0]);
     ck_assert_int_eq(p->decay_half_life, 0);
     quota_policy_free(p);
     quota_diags_free(&d);
