@@ -1,0 +1,272 @@
+/* loop.c: commons-agent's conversation with commonsd (docs/protocol.md,
+ * "Agents"): register, then a long-poll loop that sends owed events first,
+ * polls with the running list, and hands the commands to the runner.
+ *
+ * Single-threaded: signals (SIGCHLD, SIGTERM, SIGINT, SIGHUP) are blocked in
+ * every thread (the mask is set before nng starts its threads) and read
+ * from a signalfd, so reaping is never racy; the runner reaps with
+ * waitpid(WNOHANG) on every tick. When commonsd is unreachable the agent
+ * keeps supervising its jobs and retries with a capped backoff, logging the
+ * outage once and the recovery once. SIGTERM stops polling and exits,
+ * leaving the jobs running: a restarted agent re-attaches to them. */
+#include "agent.h"
+#include "cm_log.h"
+#include "cm_rpc.h"
+#include "cm_util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define POLL_WAIT_MS 1000
+#define CALL_TIMEOUT_MS 5000
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 10000
+
+struct loop {
+    const struct agent_config *cfg;
+    agent_runner *r;
+    cm_rpc_client *rpc;
+    char *key;
+    int sfd;
+    int64_t last_ts;
+    bool stop, registered, down;
+    int backoff_ms;
+    int poll_wait_ms;
+    char hostname[256];
+    char last_refusal[512];
+};
+
+static void read_signals(struct loop *L)
+{
+    struct signalfd_siginfo si;
+    while (read(L->sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            if (!L->stop)
+                cm_info("signal %d: stopping; jobs keep running and are re-attached on restart",
+                        (int)si.ssi_signo);
+            L->stop = true;
+        } else if (si.ssi_signo == SIGHUP) {
+            cm_info("SIGHUP: the agent has no configuration file to reload");
+        }
+        /* SIGCHLD only wakes us: the runner's tick reaps. */
+    }
+}
+
+/* Supervises jobs for ms milliseconds (or until a stop signal). */
+static void idle(struct loop *L, int ms)
+{
+    int64_t until = cm_mono_ms() + ms;
+    while (!L->stop) {
+        int next = agent_runner_tick(L->r);
+        int64_t left = until - cm_mono_ms();
+        if (left <= 0) break;
+        struct pollfd p = {.fd = L->sfd, .events = POLLIN};
+        poll(&p, 1, (int)(left < next ? left : next));
+        read_signals(L);
+    }
+}
+
+/* Sends one signed payload; 0 with *reply ({"ok": true}), 1 with *reply
+ * for {"ok": false}, -1 when commonsd could not be reached. */
+static int call(struct loop *L, const char *type, json_t *payload, int timeout_ms, json_t **reply)
+{
+    int64_t ts = cm_now_ms();
+    if (ts <= L->last_ts) ts = L->last_ts + 1; /* commonsd rejects a ts that does not grow */
+    L->last_ts = ts;
+    json_object_set_new(payload, "type", json_string(type));
+    json_object_set_new(payload, "node", json_string(L->cfg->name));
+    json_object_set_new(payload, "ts", json_integer(ts));
+    json_t *frame = cm_rpc_sign(L->key, payload);
+    json_decref(payload);
+    char err[512];
+    *reply = NULL;
+    int rc = frame ? cm_rpc_call(L->rpc, frame, reply, timeout_ms, err, sizeof err) : -1;
+    json_decref(frame);
+    if (rc != 0) {
+        if (!L->down)
+            cm_warn("commonsd at %s unreachable (%s); retrying with backoff up to %d s",
+                    L->cfg->server, frame ? err : "cannot sign message", BACKOFF_MAX_MS / 1000);
+        L->down = true;
+        L->registered = false; /* register again: commonsd may have restarted */
+        return -1;
+    }
+    if (L->down) cm_info("commonsd at %s reachable again", L->cfg->server);
+    L->down = false;
+    return json_is_true(json_object_get(*reply, "ok")) ? 0 : 1;
+}
+
+/* Logs a refused request; a node commonsd does not know registers again. */
+static void refused(struct loop *L, const char *type, json_t *reply)
+{
+    char buf[512];
+    const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+    cm_reply_error_text(reply, buf, sizeof buf);
+    /* The same refusal repeats every backoff period: say it once. */
+    if (strcmp(buf, L->last_refusal) != 0) cm_warn("%s refused by commonsd: %s", type, buf);
+    snprintf(L->last_refusal, sizeof L->last_refusal, "%s", buf);
+    if (code && strcmp(code, "not_found") == 0) L->registered = false;
+}
+
+static void run_commands(struct loop *L, json_t *cmds)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(cmds, i, c) {
+        const char *op = json_string_value(json_object_get(c, "op"));
+        char err[1024];
+        if (op && strcmp(op, "launch") == 0) {
+            if (agent_runner_launch(L->r, json_object_get(c, "job"), err, sizeof err) != 0)
+                cm_warn("ignoring a launch command: %s", err);
+        } else if (op && strcmp(op, "kill") == 0) {
+            json_t *id = json_object_get(c, "id"), *att = json_object_get(c, "attempt");
+            const char *reason = json_string_value(json_object_get(c, "reason"));
+            if (!json_is_integer(id) || (att && !json_is_integer(att))) {
+                cm_warn("ignoring a kill command without an integer id/attempt");
+                continue;
+            }
+            agent_runner_kill(L->r, json_integer_value(id),
+                              att ? (int)json_integer_value(att) : -1, reason ? reason : "cancel");
+        } else {
+            cm_warn("ignoring unknown command op \"%s\"", op ? op : "(none)");
+        }
+    }
+}
+
+static int do_register(struct loop *L)
+{
+    json_t *p = json_pack("{si sI si ss so ss}", "cpus", L->cfg->cpus, "memory_mb",
+                          (json_int_t)L->cfg->memory_mb, "gpus", L->cfg->gpus, "hostname",
+                          L->hostname, "running", agent_runner_running(L->r), "containment",
+                          agent_runner_containment(L->r));
+    json_t *reply;
+    int rc = call(L, "agent.register", p, CALL_TIMEOUT_MS, &reply);
+    if (rc == 0) {
+        json_int_t hb = json_integer_value(json_object_get(reply, "heartbeat_ms"));
+        /* Poll at least twice per heartbeat period so the node never looks silent. */
+        L->poll_wait_ms = hb > 0 && hb / 2 < POLL_WAIT_MS ? (int)(hb / 2) : POLL_WAIT_MS;
+        cm_info("registered as %s with %s: %d CPUs, %lld MB, %d GPUs, containment %s",
+                L->cfg->name, L->cfg->server, L->cfg->cpus, (long long)L->cfg->memory_mb,
+                L->cfg->gpus, agent_runner_containment(L->r));
+        L->registered = true;
+        run_commands(L, json_object_get(reply, "commands"));
+    } else if (rc == 1) {
+        refused(L, "agent.register", reply);
+    }
+    json_decref(reply);
+    return rc;
+}
+
+static int send_events(struct loop *L)
+{
+    json_t *events = agent_runner_events(L->r);
+    if (json_array_size(events) == 0) {
+        json_decref(events);
+        return 0;
+    }
+    json_t *reply;
+    int rc = call(L, "agent.event", json_pack("{sO}", "events", events), CALL_TIMEOUT_MS, &reply);
+    if (rc == 0)
+        agent_runner_ack(L->r, events, json_object_get(reply, "acked"));
+    else if (rc == 1)
+        refused(L, "agent.event", reply);
+    json_decref(reply);
+    json_decref(events);
+    return rc;
+}
+
+static int do_poll(struct loop *L)
+{
+    int next = agent_runner_tick(L->r);
+    int wait = next < L->poll_wait_ms ? next : L->poll_wait_ms;
+    json_t *reply;
+    json_t *p = json_pack("{so si}", "running", agent_runner_running(L->r), "wait_ms", wait);
+    int rc = call(L, "agent.poll", p, wait + CALL_TIMEOUT_MS, &reply);
+    if (rc == 0)
+        run_commands(L, json_object_get(reply, "commands"));
+    else if (rc == 1)
+        refused(L, "agent.poll", reply);
+    json_decref(reply);
+    return rc;
+}
+
+static int setup(struct loop *L)
+{
+    char err[512];
+    L->key = cm_read_secret(L->cfg->key_file, err, sizeof err);
+    if (!L->key) {
+        cm_error("cluster key: %s", err);
+        return -1;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    /* Before any thread exists, so nng's threads inherit the mask. */
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    L->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (L->sfd < 0) {
+        cm_error("signalfd: %s", strerror(errno));
+        return -1;
+    }
+    struct agent_runner_opts o = {.state_dir = L->cfg->state_dir, .node = L->cfg->name,
+                                  .kill_grace_ms = L->cfg->kill_grace_ms,
+                                  .containment = L->cfg->containment};
+    if (agent_runner_open(&o, &L->r, err, sizeof err) != 0) {
+        cm_error("%s", err);
+        return -1;
+    }
+    if (cm_rpc_client_open(L->cfg->server, &L->rpc, err, sizeof err) != 0) {
+        cm_error("--server %s: %s", L->cfg->server, err);
+        return -1;
+    }
+    if (gethostname(L->hostname, sizeof L->hostname - 1) != 0)
+        snprintf(L->hostname, sizeof L->hostname, "%s", L->cfg->name);
+    L->poll_wait_ms = POLL_WAIT_MS;
+    L->backoff_ms = BACKOFF_MIN_MS;
+    return 0;
+}
+
+int agent_loop_run(const struct agent_config *cfg)
+{
+    struct loop L = {.cfg = cfg, .sfd = -1};
+    int status = 0;
+    if (setup(&L) != 0) {
+        status = 1;
+        goto out;
+    }
+    cm_info("agent %s: state %s, containment %s, server %s", cfg->name, cfg->state_dir,
+            agent_runner_containment(L.r), cfg->server);
+    while (!L.stop) {
+        read_signals(&L);
+        agent_runner_tick(L.r);
+        int rc = L.registered ? 0 : do_register(&L);
+        if (rc == 0) rc = send_events(&L);
+        if (rc == 0 && L.registered) rc = do_poll(&L);
+        if (rc == 0) {
+            L.backoff_ms = BACKOFF_MIN_MS;
+            L.last_refusal[0] = '\0';
+        } else {
+            idle(&L, L.backoff_ms);
+            L.backoff_ms = L.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : L.backoff_ms * 2;
+        }
+    }
+    json_t *running = L.r ? agent_runner_running(L.r) : NULL;
+    cm_info("agent %s stopped; %zu job(s) left to a restarted agent", cfg->name,
+            json_array_size(running));
+    json_decref(running);
+out:
+    if (L.rpc) cm_rpc_client_close(L.rpc);
+    agent_runner_close(L.r);
+    if (L.sfd >= 0) close(L.sfd);
+    free(L.key);
+    return status;
+}

@@ -1,0 +1,172 @@
+/* main.c: commons-agent, the node agent: options, daemonizing, then the
+ * protocol loop (loop.c). See docs/agent.md. */
+#include "agent.h"
+#include "cm_log.h"
+#include "cm_rpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: commons-agent --name NODE --key-file FILE --state DIR [options]\n"
+            "  --server URL          commonsd address (default %s)\n"
+            "  --name NODE           this node's name (letters, digits, '.', '_', '-')\n"
+            "  --key-file FILE       the cluster key (commonsd's STATE/cluster.key)\n"
+            "  --state DIR           the agent's state dir (job records, scripts)\n"
+            "  --cpus N              CPUs to offer (default: online CPUs)\n"
+            "  --memory-mb M         memory to offer in MB (default: MemTotal)\n"
+            "  --gpus G              GPUs to offer (default 0)\n"
+            "  --kill-grace S        seconds between SIGTERM and SIGKILL (default 10)\n"
+            "  --containment KIND    auto|cgroup|subreaper (default auto)\n"
+            "  --log-level LEVEL     debug|info|warn|error (default info)\n"
+            "  --foreground          do not detach from the terminal\n",
+            CM_RPC_DEFAULT_ADDR);
+}
+
+static int parse_int(const char *opt, const char *s, long long min, long long max,
+                     long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "commons-agent: %s: expected an integer from %lld to %lld, got \"%s\"\n",
+                opt, min, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* An absolute form of path, so the daemon can chdir("/"). */
+static char *absolute(const char *path)
+{
+    if (path[0] == '/') return strdup(path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
+    char *out;
+    return asprintf(&out, "%s/%s", cwd, path) < 0 ? NULL : out;
+}
+
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid > 0) _exit(0);
+    if (setsid() < 0) return -1;
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        close(fd);
+    }
+    return chdir("/");
+}
+
+int main(int argc, char **argv)
+{
+    struct agent_config cfg = {.server = CM_RPC_DEFAULT_ADDR, .kill_grace_ms = 10000,
+                               .containment = AGENT_CONTAIN_AUTO};
+    const char *state = NULL, *key = NULL;
+    int foreground = 0, level = CM_LOG_INFO;
+    static const struct option opts[] = {
+        {"server", required_argument, 0, 's'},    {"name", required_argument, 0, 'n'},
+        {"key-file", required_argument, 0, 'k'},  {"state", required_argument, 0, 'd'},
+        {"cpus", required_argument, 0, 'c'},      {"memory-mb", required_argument, 0, 'm'},
+        {"gpus", required_argument, 0, 'g'},      {"kill-grace", required_argument, 0, 'K'},
+        {"containment", required_argument, 0, 'C'}, {"log-level", required_argument, 0, 'l'},
+        {"foreground", no_argument, 0, 'f'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    long long v;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': cfg.server = optarg; break;
+        case 'n': cfg.name = optarg; break;
+        case 'k': key = optarg; break;
+        case 'd': state = optarg; break;
+        case 'c':
+            if (parse_int("--cpus", optarg, 1, 1000000, &v)) return 2;
+            cfg.cpus = (int)v;
+            break;
+        case 'm':
+            if (parse_int("--memory-mb", optarg, 1, (long long)1 << 40, &v)) return 2;
+            cfg.memory_mb = v;
+            break;
+        case 'g':
+            if (parse_int("--gpus", optarg, 0, 1024, &v)) return 2;
+            cfg.gpus = (int)v;
+            break;
+        case 'K': {
+            char *end;
+            double s = strtod(optarg, &end);
+            if (end == optarg || *end || !(s > 0 && s <= 3600)) {
+                fprintf(stderr, "commons-agent: --kill-grace: expected seconds in (0, 3600], "
+                        "got \"%s\"\n", optarg);
+                return 2;
+            }
+            cfg.kill_grace_ms = (int)(s * 1000 + 0.5);
+            if (cfg.kill_grace_ms < 1) cfg.kill_grace_ms = 1;
+            break;
+        }
+        case 'C':
+            if (!strcmp(optarg, "auto")) cfg.containment = AGENT_CONTAIN_AUTO;
+            else if (!strcmp(optarg, "cgroup")) cfg.containment = AGENT_CONTAIN_CGROUP;
+            else if (!strcmp(optarg, "subreaper")) cfg.containment = AGENT_CONTAIN_SUBREAPER;
+            else {
+                fprintf(stderr, "commons-agent: --containment: expected auto, cgroup or "
+                        "subreaper, got \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'l':
+            if ((level = cm_log_level_parse(optarg)) < 0) {
+                fprintf(stderr, "commons-agent: --log-level: expected debug, info, warn or "
+                        "error, got \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'f': foreground = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || !cfg.name || !key || !state) {
+        fprintf(stderr, "commons-agent: %s\n", optind < argc ? "unexpected argument"
+                : "--name, --key-file and --state are required");
+        usage(stderr);
+        return 2;
+    }
+    if (!cfg.name[0] || strlen(cfg.name) > 100 ||
+        strspn(cfg.name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+            strlen(cfg.name)) {
+        fprintf(stderr, "commons-agent: --name: expected 1-100 letters, digits, '.', '_' or "
+                "'-', got \"%s\"\n", cfg.name);
+        return 2;
+    }
+    char *state_abs = absolute(state), *key_abs = absolute(key);
+    if (!state_abs || !key_abs) {
+        fprintf(stderr, "commons-agent: cannot resolve --state/--key-file: %s\n", strerror(errno));
+        return 1;
+    }
+    cfg.state_dir = state_abs;
+    cfg.key_file = key_abs;
+    if (cfg.cpus <= 0) cfg.cpus = agent_detect_cpus();
+    if (cfg.memory_mb <= 0) cfg.memory_mb = agent_detect_memory_mb();
+    cm_log_init("commons-agent", (enum cm_log_level)level);
+    if (!foreground && daemonize() != 0) {
+        fprintf(stderr, "commons-agent: cannot detach: %s\n", strerror(errno));
+        return 1;
+    }
+    int rc = agent_loop_run(&cfg);
+    free(state_abs);
+    free(key_abs);
+    return rc;
+}
