@@ -1,0 +1,241 @@
+/* api.c: the backend-independent half of kernels.h. Creates contexts,
+ * validates every argument once (so no backend has to) and dispatches to
+ * the context's backend table. */
+#include "kern_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int kern_fail(kern_ctx *ctx, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int kern_ctx_create(const kern_config *cfg, kern_ctx **out, char *err, size_t errlen)
+{
+    if (out) *out = NULL;
+    if (!cfg || !out) {
+        if (err) snprintf(err, errlen, "kern_ctx_create: NULL config or output pointer");
+        return KERN_EINVAL;
+    }
+    if (cfg->backend != KERN_BACKEND_CPU) {
+        if (err)
+            snprintf(err, errlen, "kern_ctx_create: backend %d is not built in (only the CPU backend exists)",
+                     (int)cfg->backend);
+        return KERN_ENOTSUP;
+    }
+    kern_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        if (err) snprintf(err, errlen, "kern_ctx_create: out of memory");
+        return KERN_ENOMEM;
+    }
+    ctx->backend = cfg->backend;
+    ctx->n_threads = cfg->n_threads > 0 ? cfg->n_threads : 1;
+    int rc = kern_cpu_init(ctx);
+    if (rc) {
+        if (err) snprintf(err, errlen, "%s", ctx->err);
+        free(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return KERN_OK;
+}
+
+void kern_ctx_destroy(kern_ctx *ctx)
+{
+    if (!ctx) return;
+    ctx->ops->destroy(ctx);
+    free(ctx);
+}
+
+const char *kern_ctx_error(const kern_ctx *ctx) { return ctx ? ctx->err : "NULL kern_ctx"; }
+kern_backend kern_ctx_backend(const kern_ctx *ctx) { return ctx->backend; }
+int kern_ctx_threads(const kern_ctx *ctx) { return ctx->n_threads; }
+int kern_ctx_host_memory(const kern_ctx *ctx) { return ctx->backend == KERN_BACKEND_CPU; }
+
+#define NEED(cond, ...) \
+    do { if (!(cond)) return kern_fail(ctx, KERN_EINVAL, __VA_ARGS__); } while (0)
+#define CTX() \
+    do { if (!ctx) return KERN_EINVAL; ctx->err[0] = 0; } while (0)
+
+int kern_sync(kern_ctx *ctx) { CTX(); return ctx->ops->sync(ctx); }
+
+void *kern_alloc(kern_ctx *ctx, size_t bytes)
+{
+    if (!ctx) return NULL;
+    if (bytes == 0) { kern_fail(ctx, KERN_EINVAL, "kern_alloc: 0 bytes requested"); return NULL; }
+    return ctx->ops->alloc(ctx, bytes);
+}
+
+void kern_free(kern_ctx *ctx, void *p)
+{
+    if (ctx && p) ctx->ops->free(ctx, p);
+}
+
+int kern_upload(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    CTX();
+    NEED(dst && src, "kern_upload: NULL pointer");
+    return ctx->ops->upload(ctx, dst, src, bytes);
+}
+
+int kern_download(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    CTX();
+    NEED(dst && src, "kern_download: NULL pointer");
+    return ctx->ops->download(ctx, dst, src, bytes);
+}
+
+static int check_type_k(kern_ctx *ctx, const char *fn, int t, int64_t k)
+{
+    NEED(kern_type_supported(t), "%s: unsupported tensor type id %d (supported: f32 f16 bf16 q4_0 q8_0 q4_K q5_K q6_K)", fn, t);
+    NEED(k > 0 && k % (int64_t)kern_type_block_elems(t) == 0,
+         "%s: row length %lld is not a positive multiple of %s's block of %zu elements", fn,
+         (long long)k, kern_type_name(t), kern_type_block_elems(t));
+    return KERN_OK;
+}
+
+int kern_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt, int n, int m, int k)
+{
+    CTX();
+    NEED(y && x && w, "kern_matmul: NULL pointer (y=%p x=%p w=%p)", (void *)y, (const void *)x, w);
+    NEED(n > 0 && m > 0, "kern_matmul: n=%d m=%d must be positive", n, m);
+    int rc = check_type_k(ctx, "kern_matmul", wt, k);
+    return rc ? rc : ctx->ops->matmul(ctx, y, x, w, wt, n, m, k);
+}
+
+int kern_get_rows(kern_ctx *ctx, float *dst, const void *table, int t, int n_rows, int dim,
+                  const int32_t *ids, int n_ids)
+{
+    CTX();
+    NEED(dst && table && ids, "kern_get_rows: NULL pointer");
+    NEED(n_rows > 0 && n_ids > 0, "kern_get_rows: n_rows=%d n_ids=%d must be positive", n_rows, n_ids);
+    int rc = check_type_k(ctx, "kern_get_rows", t, dim);
+    if (rc) return rc;
+    for (int i = 0; i < n_ids; i++)
+        NEED(ids[i] >= 0 && ids[i] < n_rows, "kern_get_rows: id %d (index %d) is outside the table's %d rows",
+             ids[i], i, n_rows);
+    return ctx->ops->get_rows(ctx, dst, table, t, dim, ids, n_ids);
+}
+
+int kern_rmsnorm(kern_ctx *ctx, float *y, const float *x, const float *w, int n, int dim, float eps)
+{
+    CTX();
+    NEED(y && x, "kern_rmsnorm: NULL pointer");
+    NEED(n > 0 && dim > 0, "kern_rmsnorm: n=%d dim=%d must be positive", n, dim);
+    NEED(eps >= 0, "kern_rmsnorm: eps %g is negative", (double)eps);
+    return ctx->ops->rmsnorm(ctx, y, x, w, n, dim, eps);
+}
+
+int kern_rope(kern_ctx *ctx, float *x, int n_tok, int n_head, int head_dim, const int32_t *pos,
+              const kern_rope_params *p)
+{
+    CTX();
+    NEED(x && pos && p, "kern_rope: NULL pointer");
+    NEED(n_tok > 0 && n_head > 0 && head_dim > 0, "kern_rope: n_tok=%d n_head=%d head_dim=%d must be positive",
+         n_tok, n_head, head_dim);
+    NEED(p->mode == KERN_ROPE_NORMAL || p->mode == KERN_ROPE_NEOX, "kern_rope: unknown mode %d", (int)p->mode);
+    NEED(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim,
+         "kern_rope: n_rot %d must be even, positive and <= head_dim %d", p->n_rot, head_dim);
+    NEED(p->freq_base > 0 && p->freq_scale > 0, "kern_rope: freq_base %g and freq_scale %g must be positive",
+         (double)p->freq_base, (double)p->freq_scale);
+    return ctx->ops->rope(ctx, x, n_tok, n_head, head_dim, pos, p);
+}
+
+int kern_softmax(kern_ctx *ctx, float *x, int n, int dim)
+{
+    CTX();
+    NEED(x, "kern_softmax: NULL pointer");
+    NEED(n > 0 && dim > 0, "kern_softmax: n=%d dim=%d must be positive", n, dim);
+    return ctx->ops->softmax(ctx, x, n, dim);
+}
+
+int kern_act_apply(kern_ctx *ctx, float *y, const float *x, size_t n, kern_act act)
+{
+    CTX();
+    NEED(y && x, "kern_act_apply: NULL pointer");
+    NEED(act == KERN_ACT_SILU || act == KERN_ACT_GELU, "kern_act_apply: unknown activation %d", (int)act);
+    return n ? ctx->ops->act(ctx, y, x, n, act) : KERN_OK;
+}
+
+int kern_gated(kern_ctx *ctx, float *y, const float *g, const float *u, size_t n, kern_act act)
+{
+    CTX();
+    NEED(y && g && u, "kern_gated: NULL pointer");
+    NEED(act == KERN_ACT_SILU || act == KERN_ACT_GELU, "kern_gated: unknown activation %d", (int)act);
+    return n ? ctx->ops->gated(ctx, y, g, u, n, act) : KERN_OK;
+}
+
+int kern_add(kern_ctx *ctx, float *y, const float *a, const float *b, size_t n)
+{
+    CTX();
+    NEED(y && a && b, "kern_add: NULL pointer");
+    return n ? ctx->ops->binary(ctx, y, a, b, n, KERN_BIN_ADD) : KERN_OK;
+}
+
+int kern_mul(kern_ctx *ctx, float *y, const float *a, const float *b, size_t n)
+{
+    CTX();
+    NEED(y && a && b, "kern_mul: NULL pointer");
+    return n ? ctx->ops->binary(ctx, y, a, b, n, KERN_BIN_MUL) : KERN_OK;
+}
+
+int kern_scale(kern_ctx *ctx, float *y, const float *x, float s, size_t n)
+{
+    CTX();
+    NEED(y && x, "kern_scale: NULL pointer");
+    return n ? ctx->ops->scale(ctx, y, x, s, n) : KERN_OK;
+}
+
+static int check_kv(kern_ctx *ctx, const char *fn, const kern_kv_layout *l)
+{
+    NEED(l, "%s: NULL KV layout", fn);
+    NEED(l->type == KERN_TYPE_F32 || l->type == KERN_TYPE_F16, "%s: KV cache type %s (%d) must be f32 or f16",
+         fn, kern_type_name(l->type), l->type);
+    NEED(l->n_head_kv > 0 && l->head_dim > 0 && l->capacity > 0,
+         "%s: KV layout n_head_kv=%d head_dim=%d capacity=%d must be positive", fn, l->n_head_kv,
+         l->head_dim, l->capacity);
+    return KERN_OK;
+}
+
+size_t kern_kv_bytes(const kern_kv_layout *l)
+{
+    if (!l || (l->type != KERN_TYPE_F32 && l->type != KERN_TYPE_F16) || l->n_head_kv <= 0 ||
+        l->head_dim <= 0 || l->capacity <= 0)
+        return 0;
+    return (size_t)l->n_head_kv * (size_t)l->capacity * (size_t)l->head_dim * (l->type == KERN_TYPE_F32 ? 4 : 2);
+}
+
+int kern_kv_store(kern_ctx *ctx, void *cache, const kern_kv_layout *l, int pos0, int n, const float *src)
+{
+    CTX();
+    int rc = check_kv(ctx, "kern_kv_store", l);
+    if (rc) return rc;
+    NEED(cache && src, "kern_kv_store: NULL pointer");
+    NEED(pos0 >= 0 && n > 0 && (int64_t)pos0 + n <= l->capacity,
+         "kern_kv_store: positions %d..%lld do not fit the cache capacity %d", pos0, (long long)pos0 + n - 1,
+         l->capacity);
+    return ctx->ops->kv_store(ctx, cache, l, pos0, n, src);
+}
+
+int kern_attention(kern_ctx *ctx, float *out, const float *q, const void *k_cache, const void *v_cache,
+                   const kern_kv_layout *l, const kern_attn_params *p)
+{
+    CTX();
+    int rc = check_kv(ctx, "kern_attention", l);
+    if (rc) return rc;
+    NEED(out && q && k_cache && v_cache && p, "kern_attention: NULL pointer");
+    NEED(p->n_q > 0 && p->n_head > 0, "kern_attention: n_q=%d n_head=%d must be positive", p->n_q, p->n_head);
+    NEED(p->n_head % l->n_head_kv == 0, "kern_attention: n_head %d is not a multiple of n_head_kv %d",
+         p->n_head, l->n_head_kv);
+    NEED(p->q_pos0 >= 0 && p->window >= 0, "kern_attention: q_pos0=%d window=%d must be >= 0", p->q_pos0,
+         p->window);
+    NEED(p->n_kv <= l->capacity && (int64_t)p->q_pos0 + p->n_q <= p->n_kv,
+         "kern_attention: queries at %d..%lld need n_kv >= %lld (got %d, capacity %d)", p->q_pos0,
+         (long long)p->q_pos0 + p->n_q - 1, (long long)p->q_pos0 + p->n_q, p->n_kv, l->capacity);
+    return ctx->ops->attention(ctx, out, q, k_cache, v_cache, l, p);
+}
