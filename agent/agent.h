@@ -86,7 +86,8 @@ void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked);
 enum agent_job_phase { AGENT_JOB_UNKNOWN, AGENT_JOB_RUNNING, AGENT_JOB_ENDED };
 struct agent_job_status {
     enum agent_job_phase phase;
-    pid_t pid;
+    pid_t pid;               /* the job's main process */
+    pid_t keeper;            /* the process that waits for it (docs/agent.md) */
     int exit_code;           /* exit status; 128+signal when killed; -1 when unknown */
     int signal;              /* terminating signal or 0 */
     bool timed_out, cancelled;

@@ -2,7 +2,7 @@
  * agent's own files and its tests; not a public contract.
  *
  *  jobstore.c  one durable record per job instance (STATE/jobs/<id>-<attempt>.json)
- *  spawn.c     fork/exec of a job under its Unix account
+ *  spawn.c     fork/exec of a job under its Unix account, via its keeper
  *  contain.c   finding and ending a job's whole process tree
  *  procinfo.c  /proc readers (start time, state, parent, environment)
  */
@@ -31,6 +31,8 @@ struct agent_job {
     enum agent_phase phase;
     pid_t pid;                    /* main process; also its pgid and sid */
     unsigned long long proc_start; /* /proc/PID/stat starttime: guards pid reuse */
+    pid_t keeper;                 /* waits for pid and writes its status (spawn.c) */
+    unsigned long long keeper_start;
     int64_t start_ms;             /* wall clock when forked */
     int64_t time_limit_s;         /* <= 0: none */
     char unix_user[64];
@@ -96,16 +98,24 @@ struct agent_spawn_ctx {
     const char *node;
     const char *state_dir;
     const char *cgroup;      /* job cgroup to join, or "" */
+    const char *exit_path;   /* where the keeper writes the job's wait status */
 };
-/* Forks the job's main process in its own session. Between fork and exec the
- * child waits until the parent has recorded it (on_forked returns 0); a
- * child that never hears from its parent exits without running anything.
- * Returns 0 with *pid set when exec succeeded, or -1 with err describing
- * the failure (the child, if any, has been reaped; *pid is then 0). */
-typedef int (*agent_forked_fn)(void *arg, pid_t pid);
+/* Starts a job: the agent forks a keeper, the keeper forks the job's main
+ * process (a new session, the job's cgroup) and waits for it, then writes
+ * its wait status to exit_path. The keeper stays outside the job's session
+ * and cgroup and ignores terminal signals, so the status survives a restart
+ * of the agent. Between fork and exec the job waits until the parent has
+ * recorded it (on_forked returns 0); a job that never hears from the agent
+ * exits without running anything. Returns 0 with *keeper and *pid set when
+ * exec succeeded, or -1 with err describing the failure (the keeper has
+ * then been reaped). */
+typedef int (*agent_forked_fn)(void *arg, pid_t keeper, pid_t pid);
 int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
                 const struct agent_spawn_ctx *ctx, const char *script_path,
-                agent_forked_fn on_forked, void *arg, pid_t *pid, char *err, size_t errlen);
+                agent_forked_fn on_forked, void *arg, pid_t *keeper, pid_t *pid, char *err,
+                size_t errlen);
+/* Reads the wait status a keeper wrote; 0, or -1 when there is none. */
+int agent_exit_read(const char *path, int *status);
 /* Writes a job script to path (0700, owned by the account). */
 int agent_script_write(const char *path, const char *text, const struct agent_account *a,
                        char *err, size_t errlen);

@@ -27,9 +27,11 @@ static void record_path(const char *state_dir, int64_t id, int attempt, char *ou
 
 static json_t *to_json(const struct agent_job *j)
 {
-    return json_pack("{sI si ss sI sI sI sI ss ss ss sb sb ss si si ss sI sb sb}",
+    return json_pack("{sI si ss sI sI sI sI sI sI ss ss ss sb sb ss si si ss sI sb sb}",
                      "id", (json_int_t)j->id, "attempt", j->attempt, "phase", agent_phase_name(j->phase),
                      "pid", (json_int_t)j->pid, "proc_start", (json_int_t)j->proc_start,
+                     "keeper", (json_int_t)j->keeper, "keeper_start",
+                     (json_int_t)j->keeper_start,
                      "start_ms", (json_int_t)j->start_ms, "time_limit_s",
                      (json_int_t)j->time_limit_s, "unix_user", j->unix_user, "cgroup",
                      j->cgroup, "script", j->script, "timed_out", j->timed_out, "cancelled",
@@ -92,6 +94,8 @@ static int from_json(json_t *o, struct agent_job *j, char *err, size_t errlen)
     }
     j->phase = (enum agent_phase)p;
     j->proc_start = (unsigned long long)json_integer_value(json_object_get(o, "proc_start"));
+    j->keeper = (pid_t)json_integer_value(json_object_get(o, "keeper"));
+    j->keeper_start = (unsigned long long)json_integer_value(json_object_get(o, "keeper_start"));
     j->start_ms = json_integer_value(json_object_get(o, "start_ms"));
     j->time_limit_s = json_integer_value(json_object_get(o, "time_limit_s"));
     copy_str(j->unix_user, sizeof j->unix_user, o, "unix_user");

@@ -53,8 +53,16 @@ static int save(agent_runner *r, struct agent_job *j)
     return -1;
 }
 
+static void exit_path(agent_runner *r, const struct agent_job *j, char *out, size_t len)
+{
+    snprintf(out, len, "%s/jobs/%lld-%d.exit", r->state_dir, (long long)j->id, j->attempt);
+}
+
 static void cleanup(agent_runner *r, struct agent_job *j)
 {
+    char ep[PATH_MAX];
+    exit_path(r, j, ep, sizeof ep);
+    unlink(ep);
     agent_contain_cleanup(&r->contain, j);
     if (j->script[0] && unlink(j->script) != 0 && errno != ENOENT)
         cm_warn("job %lld: cannot remove %s: %s", (long long)j->id, j->script, strerror(errno));
@@ -107,6 +115,31 @@ static void fail(agent_runner *r, struct agent_job *j, const char *why)
     finish(r, j);
 }
 
+/* The keeper has exited: the job's status is in its file, unless the keeper
+ * itself was killed before the job ended. */
+static void keeper_gone(agent_runner *r, struct agent_job *j)
+{
+    char ep[PATH_MAX];
+    int status;
+    exit_path(r, j, ep, sizeof ep);
+    if (agent_exit_read(ep, &status) == 0)
+        main_gone(r, j, status, NULL);
+    else
+        main_gone(r, j, 0, j->adopted ? "agent restarted; exit status lost"
+                                      : "the job's keeper process died; exit status lost");
+}
+
+/* A job that is not our keeper's child (re-attached after a restart) ends
+ * when both its main process and its keeper are gone. Returns true then. */
+static bool keeper_check(agent_runner *r, struct agent_job *j)
+{
+    if (agent_proc_same(j->pid, j->proc_start) ||
+        (j->keeper > 0 && agent_proc_same(j->keeper, j->keeper_start)))
+        return false;
+    keeper_gone(r, j);
+    return true;
+}
+
 static void term(agent_runner *r, struct agent_job *j)
 {
     j->term_ms = cm_now_ms();
@@ -140,13 +173,12 @@ static void recover(agent_runner *r, struct agent_job *j)
         save(r, j);
         break;
     case AJ_RUNNING:
-        if (agent_proc_same(j->pid, j->proc_start)) {
-            j->adopted = true;
-            cm_info("job %lld (pid %d) still running: re-attached", (long long)j->id,
-                    (int)j->pid);
-        } else {
-            main_gone(r, j, 0, "agent restarted; exit status lost");
-        }
+        j->adopted = true;
+        if (agent_proc_same(j->pid, j->proc_start))
+            cm_info("job %lld.%d (pid %d) still running: re-attached", (long long)j->id,
+                    j->attempt, (int)j->pid);
+        else
+            keeper_check(r, j);
         break;
     case AJ_DRAINING:
         j->drain_ms = cm_now_ms();
@@ -245,13 +277,15 @@ struct forked_arg {
     struct agent_job *j;
 };
 
-static int on_forked(void *arg, pid_t pid)
+static int on_forked(void *arg, pid_t keeper, pid_t pid)
 {
     struct forked_arg *f = arg;
-    struct agent_procstat st;
-    if (agent_proc_stat(pid, &st) != 0) return -1;
+    struct agent_procstat st, kst;
+    if (agent_proc_stat(pid, &st) != 0 || agent_proc_stat(keeper, &kst) != 0) return -1;
     f->j->pid = pid;
     f->j->proc_start = st.starttime;
+    f->j->keeper = keeper;
+    f->j->keeper_start = kst.starttime;
     f->j->start_ms = cm_now_ms();
     f->j->phase = AJ_RUNNING;
     f->j->started_pending = true;
@@ -318,10 +352,13 @@ int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errle
         fail(r, j, why);
         return 0;
     }
-    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup};
+    char ep[PATH_MAX];
+    exit_path(r, j, ep, sizeof ep);
+    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup, ep};
     struct forked_arg fa = {r, j};
-    pid_t pid;
-    if (agent_spawn(&l, &acct, &ctx, j->script, on_forked, &fa, &pid, why, sizeof why) != 0) {
+    pid_t pid, keeper;
+    if (agent_spawn(&l, &acct, &ctx, j->script, on_forked, &fa, &keeper, &pid, why,
+                    sizeof why) != 0) {
         fail(r, j, why);
         return 0;
     }
@@ -376,7 +413,7 @@ static bool is_running_cb(void *arg, int64_t id, int attempt)
 static bool is_main_cb(void *arg, pid_t pid)
 {
     for (struct agent_job *j = ((agent_runner *)arg)->jobs; j; j = j->next)
-        if (j->pid == pid && j->phase != AJ_ENDED) return true;
+        if ((j->pid == pid || j->keeper == pid) && j->phase != AJ_ENDED) return true;
     return false;
 }
 
@@ -385,9 +422,10 @@ static void reap(agent_runner *r)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        (void)status; /* a keeper's own status says nothing: its file does */
         for (struct agent_job *j = r->jobs; j; j = j->next)
-            if (j->pid == pid && j->phase == AJ_RUNNING) {
-                main_gone(r, j, status, NULL);
+            if (j->keeper == pid && j->phase == AJ_RUNNING) {
+                keeper_gone(r, j);
                 break;
             }
         /* Other pids: orphans of job trees, re-parented to us. */
@@ -420,10 +458,7 @@ int agent_runner_tick(agent_runner *r)
     int64_t now = cm_now_ms(), next = 1000;
     for (struct agent_job *j = r->jobs; j; j = j->next) {
         if (j->phase == AJ_RUNNING) {
-            if (j->adopted && !agent_proc_same(j->pid, j->proc_start)) {
-                main_gone(r, j, 0, "agent restarted; exit status lost");
-                continue;
-            }
+            if (j->adopted && keeper_check(r, j)) continue;
             int64_t limit_at = j->start_ms + j->time_limit_s * 1000;
             if (j->time_limit_s > 0 && !j->timed_out && !j->cancelled && now >= limit_at) {
                 cm_info("job %lld reached its time limit (%llds)", (long long)j->id,
@@ -542,6 +577,7 @@ void agent_runner_status(agent_runner *r, int64_t id, int attempt, struct agent_
     if (!j) return;
     st->phase = j->phase == AJ_ENDED ? AGENT_JOB_ENDED : AGENT_JOB_RUNNING;
     st->pid = j->pid;
+    st->keeper = j->keeper;
     st->exit_code = j->exit_code;
     st->signal = j->signal;
     st->timed_out = j->timed_out;

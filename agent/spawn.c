@@ -1,4 +1,5 @@
-/* spawn.c: starting one job's main process.
+/* spawn.c: starting one job's main process, under a keeper process that
+ * records its exit status (see agent_spawn in agent_internal.h).
  *
  * Everything that may allocate or consult NSS (argv, environment, groups)
  * is prepared before fork; the child only makes system calls, because the
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -236,52 +238,149 @@ static void describe(const struct child_report *r, const struct agent_launch *l,
     }
 }
 
+/* The keeper's status file: "<wait status>\n", written with system calls
+ * only (temp file, fsync, rename) since the keeper is a forked child of a
+ * threaded process. */
+static void keeper_write_exit(const char *path, int status)
+{
+    char tmp[PATH_MAX + 8], num[16];
+    size_t n = strlen(path);
+    if (n + 5 > sizeof tmp) return;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    int len = 0;
+    unsigned v = (unsigned)status;
+    char rev[16];
+    do rev[len++] = (char)('0' + v % 10); while ((v /= 10) && len < 15);
+    for (int i = 0; i < len; i++) num[i] = rev[len - 1 - i];
+    num[len++] = '\n';
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    bool ok = write(fd, num, (size_t)len) == len && fsync(fd) == 0;
+    close(fd);
+    if (ok) rename(tmp, path);
+    else unlink(tmp);
+}
+
+int agent_exit_read(const char *path, int *status)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    int rc = fscanf(f, "%d", status) == 1 ? 0 : -1;
+    fclose(f);
+    return rc;
+}
+
+/* Runs in the forked keeper: async-signal-safe calls only. */
+static void keeper_main(const struct agent_launch *l, const struct agent_account *a,
+                        const struct agent_spawn_ctx *ctx, char **argv, char **envp, int go[2],
+                        int rep[2], int pidp[2])
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    /* Out of the agent's group and immune to terminal signals: only the
+     * job's end (or SIGKILL aimed at the keeper itself) ends it. */
+    setsid();
+    prctl(PR_SET_NAME, "commons-keeper"); /* tells it apart from the agent in ps */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    /* Keep nothing of the agent: its lock, sockets and terminal would
+     * otherwise stay open for as long as the job runs. */
+    int keep[3] = {go[0], rep[1], pidp[1]};
+    for (int i = 0; i < 3; i++)
+        for (int k = i + 1; k < 3; k++)
+            if (keep[k] < keep[i]) {
+                int t = keep[i];
+                keep[i] = keep[k];
+                keep[k] = t;
+            }
+    unsigned lo = 3;
+    for (int i = 0; i < 3; i++) {
+        if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
+        lo = (unsigned)keep[i] + 1;
+    }
+    close_range(lo, ~0U, 0);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2) close(null);
+    }
+    pid_t job = fork();
+    if (job == 0) {
+        close(pidp[1]);
+        child_main(l, a, argv, envp, go[0], rep[1]);
+    }
+    close(go[0]);
+    close(rep[1]);
+    ssize_t w = write(pidp[1], &job, sizeof job);
+    close(pidp[1]);
+    if (job < 0 || w != (ssize_t)sizeof job) _exit(127);
+    int status;
+    while (waitpid(job, &status, 0) < 0)
+        if (errno != EINTR) _exit(127);
+    keeper_write_exit(ctx->exit_path, status);
+    _exit(0);
+}
+
+/* Moves pid into the job's cgroup. */
+static int join_cgroup(const char *cgroup, pid_t pid, char *err, size_t errlen)
+{
+    char p[PATH_MAX + 32], num[32];
+    snprintf(p, sizeof p, "%s/cgroup.procs", cgroup);
+    int n = snprintf(num, sizeof num, "%d", (int)pid);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, num, (size_t)n) != n) {
+        snprintf(err, errlen, "cannot move the job into cgroup %s: %s", cgroup, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
                 const struct agent_spawn_ctx *ctx, const char *script_path,
-                agent_forked_fn on_forked, void *arg, pid_t *pid_out, char *err, size_t errlen)
+                agent_forked_fn on_forked, void *arg, pid_t *keeper_out, pid_t *pid_out,
+                char *err, size_t errlen)
 {
-    *pid_out = 0;
+    *pid_out = *keeper_out = 0;
     struct strvec argv = {0}, env = {0};
-    int go[2] = {-1, -1}, rep[2] = {-1, -1};
+    int go[2] = {-1, -1}, rep[2] = {-1, -1}, pidp[2] = {-1, -1};
     int rc = -1;
+    pid_t keeper = -1, pid = -1;
     if (build_argv(l, script_path, &argv) || build_env(l, a, ctx->node, &env)) {
         snprintf(err, errlen, "out of memory preparing the job");
         goto out;
     }
-    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(rep, O_CLOEXEC) != 0) {
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(rep, O_CLOEXEC) != 0 || pipe2(pidp, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto out;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
+    unlink(ctx->exit_path); /* only this attempt's keeper may write it */
+    keeper = fork();
+    if (keeper < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         goto out;
     }
-    if (pid == 0) {
-        close(go[1]);
-        close(rep[0]);
-        child_main(l, a, argv.v, env.v, go[0], rep[1]);
-    }
+    if (keeper == 0) keeper_main(l, a, ctx, argv.v, env.v, go, rep, pidp);
     close(go[0]);
     close(rep[1]);
-    go[0] = rep[1] = -1;
-    /* Record first (durability), then contain, then let the child run. */
-    if (on_forked(arg, pid) != 0) {
+    close(pidp[1]);
+    go[0] = rep[1] = pidp[1] = -1;
+    ssize_t n;
+    do n = read(pidp[0], &pid, sizeof pid); while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof pid || pid <= 0) {
+        snprintf(err, errlen, "the job's keeper could not fork the job");
+    } else if (on_forked(arg, keeper, pid) != 0) {
+        /* Record first (durability), then contain, then let the job run. */
         snprintf(err, errlen, "cannot record the started job");
-    } else if (ctx->cgroup[0]) {
-        char p[PATH_MAX + 32], num[32];
-        snprintf(p, sizeof p, "%s/cgroup.procs", ctx->cgroup);
-        int n = snprintf(num, sizeof num, "%d", (int)pid);
-        int fd = open(p, O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, num, (size_t)n) != n) {
-            snprintf(err, errlen, "cannot move the job into cgroup %s: %s", ctx->cgroup,
-                     strerror(errno));
-            if (fd >= 0) close(fd);
-        } else {
-            close(fd);
-            rc = 0;
-        }
-    } else {
+    } else if (!ctx->cgroup[0] || join_cgroup(ctx->cgroup, pid, err, errlen) == 0) {
         rc = 0;
     }
     if (rc == 0 && write(go[1], "g", 1) != 1) {
@@ -292,7 +391,6 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
     go[1] = -1;
     if (rc == 0) {
         struct child_report r;
-        ssize_t n;
         do n = read(rep[0], &r, sizeof r); while (n < 0 && errno == EINTR);
         if (n == (ssize_t)sizeof r) {
             describe(&r, l, a, argv.v[0], err, errlen);
@@ -300,16 +398,20 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
         }
     }
     if (rc != 0) {
-        /* The child exits by itself (no go byte, or after its report). */
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+        /* The job exits by itself (no go byte, or after its report); its
+         * keeper follows it. */
+        if (pid > 0) kill(pid, SIGKILL);
+        while (waitpid(keeper, NULL, 0) < 0 && errno == EINTR) {}
+        unlink(ctx->exit_path);
     } else {
+        *keeper_out = keeper;
         *pid_out = pid;
     }
 out:
     for (int i = 0; i < 2; i++) {
         if (go[i] >= 0) close(go[i]);
         if (rep[i] >= 0) close(rep[i]);
+        if (pidp[i] >= 0) close(pidp[i]);
     }
     sv_free(&argv);
     sv_free(&env);

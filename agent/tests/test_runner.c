@@ -589,20 +589,38 @@ END_TEST
 START_TEST(test_recovery_dead_job)
 {
     agent_runner *a = open_runner();
-    launch(a, launch_sh(32, "sleep 60"));
-    struct agent_job_status st;
-    agent_runner_status(a, 32, 0, &st);
+    launch(a, launch_sh(32, "exit 5"));
+    launch(a, launch_sh(34, "sleep 60"));
+    launch(a, launch_sh(35, "sleep 60"));
+    struct agent_job_status s32, s34, s35;
+    agent_runner_status(a, 32, 0, &s32);
+    agent_runner_status(a, 34, 0, &s34);
+    agent_runner_status(a, 35, 0, &s35);
+    ck_assert_int_gt(s32.keeper, 0);
+    ck_assert_int_ne(s32.keeper, s32.pid);
     agent_runner_close(a);
-    /* The job dies while no agent watches it. */
-    kill(-st.pid, SIGKILL);
-    ck_assert_int_eq(waitpid(st.pid, NULL, 0), st.pid);
+    /* While no agent watches: 32 exits by itself, 34 is killed; their
+     * keepers record that. 35 dies with its keeper: its status is lost. */
+    kill(-s34.pid, SIGKILL);
+    kill(s35.keeper, SIGKILL);
+    kill(-s35.pid, SIGKILL);
+    ck_assert_int_eq(waitpid(s32.keeper, NULL, 0), s32.keeper);
+    ck_assert_int_eq(waitpid(s34.keeper, NULL, 0), s34.keeper);
+    ck_assert_int_eq(waitpid(s35.keeper, NULL, 0), s35.keeper);
+    while (!proc_gone(s35.pid)) usleep(10 * 1000);
     agent_runner *b = open_runner();
-    st = wait_end(b, 32, 5000);
+    struct agent_job_status st = wait_end(b, 32, 5000);
+    ck_assert_int_eq(st.exit_code, 5);
+    ck_assert_str_eq(st.error, "");
+    st = wait_end(b, 34, 5000);
+    ck_assert_int_eq(st.signal, SIGKILL);
+    ck_assert_str_eq(st.error, "");
+    st = wait_end(b, 35, 5000);
     ck_assert_int_eq(st.exit_code, -1);
     ck_assert_str_eq(st.error, "agent restarted; exit status lost");
     /* Still never started again. */
-    launch(b, launch_sh(32, "sleep 60"));
-    agent_runner_status(b, 32, 0, &st);
+    launch(b, launch_sh(34, "sleep 60"));
+    agent_runner_status(b, 34, 0, &st);
     ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
     agent_runner_close(b);
 }
