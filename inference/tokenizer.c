@@ -7,23 +7,47 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Leftmost-longest match of a special token at the start of s. */
+static bool usable(const infer_tokenizer *t, int32_t id, bool parse_special)
+{
+    if (id < 0)
+        return false;
+    int kind = tok_special_kind(t, id);
+    return kind == TOK_ALWAYS || (kind == TOK_IF_PARSE_SPECIAL && parse_special);
+}
+
+static bool bit(const uint8_t *bits, uint8_t b) { return bits[b >> 3] & (1u << (b & 7)); }
+
+/* Leftmost-longest match of a special token at the start of s. Two bitmaps
+ * reject almost every position at once; survivors hash their prefixes in
+ * one pass and probe only the lengths some special token has. */
 static int32_t match_special(const infer_tokenizer *t, const char *s, size_t n,
                              bool parse_special, size_t *mlen)
 {
-    uint8_t b = (uint8_t)s[0];
-    if (!(t->special_first[b >> 3] & (1u << (b & 7))))
-        return -1;
-    for (size_t i = 0; i < t->n_special_lens; i++) {
-        size_t l = t->special_lens[i];
-        if (l > n)
-            continue;
-        int32_t id = tok_lookup(t, s, l);
-        if (id < 0)
-            continue;
-        int kind = tok_special_kind(t, id);
-        if (kind == TOK_ALWAYS || (kind == TOK_IF_PARSE_SPECIAL && parse_special)) {
-            *mlen = l;
+    const uint8_t *u = (const uint8_t *)s;
+    if (n >= 2 && bit(t->special_pair + u[0] * 32, u[1])) {
+        enum { MAXH = 256 };
+        uint64_t hs[MAXH + 1];
+        size_t top = t->special_lens[0] < n ? t->special_lens[0] : n;
+        if (top > MAXH)
+            top = MAXH;
+        hs[0] = TOK_HASH_INIT;
+        for (size_t k = 0; k < top; k++)
+            hs[k + 1] = TOK_HASH_STEP(hs[k], s[k]);
+        for (size_t i = 0; i < t->n_special_lens && t->special_lens[i] >= 2; i++) {
+            size_t l = t->special_lens[i];
+            if (l > n)
+                continue;
+            int32_t id = tok_lookup_h(t, s, l, l <= MAXH ? hs[l] : tok_hash(s, l));
+            if (usable(t, id, parse_special)) {
+                *mlen = l;
+                return id;
+            }
+        }
+    }
+    if (bit(t->special_one, u[0])) {
+        int32_t id = tok_lookup(t, s, 1);
+        if (usable(t, id, parse_special)) {
+            *mlen = 1;
             return id;
         }
     }

@@ -45,7 +45,8 @@ struct infer_tokenizer {
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
 
     /* Tokens matched as whole strings in text (see tok_special_kind). */
-    uint8_t special_first[32];  /* bitmap of their first bytes */
+    uint8_t special_one[32];    /* bitmap: bytes that alone spell one */
+    uint8_t *special_pair;      /* 65536-bit map of the first two bytes of longer ones */
     uint32_t *special_lens;     /* distinct text lengths, longest first */
     size_t n_special_lens;
 
@@ -68,6 +69,12 @@ static inline void tok_push(struct tok_out *o, int32_t id)
 }
 
 int32_t tok_lookup(const infer_tokenizer *t, const char *s, size_t len);
+/* The same with h = tok_hash(s, len) already known. The hash is FNV-1a, so
+ * the hashes of all prefixes of s come out of one pass. */
+int32_t tok_lookup_h(const infer_tokenizer *t, const char *s, size_t len, uint64_t h);
+uint64_t tok_hash(const char *s, size_t n);
+#define TOK_HASH_INIT 1469598103934665603ull
+#define TOK_HASH_STEP(h, byte) (((h) ^ (uint8_t)(byte)) * 1099511628211ull)
 
 /* How text spelling a token is treated: user-defined tokens always match as
  * a whole, control/unknown tokens and the named ids (BOS, EOS, EOT, UNK,

@@ -25,17 +25,22 @@ static int lerr(char *err, size_t errlen, int rc, const char *fmt, ...)
     return rc;
 }
 
-static uint64_t hash_bytes(const char *s, size_t n)
+uint64_t tok_hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = TOK_HASH_INIT;
     for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+        h = TOK_HASH_STEP(h, s[i]);
     return h;
 }
 
 int32_t tok_lookup(const infer_tokenizer *t, const char *s, size_t len)
 {
-    for (size_t i = hash_bytes(s, len) & t->map_mask;; i = (i + 1) & t->map_mask) {
+    return tok_lookup_h(t, s, len, tok_hash(s, len));
+}
+
+int32_t tok_lookup_h(const infer_tokenizer *t, const char *s, size_t len, uint64_t h)
+{
+    for (size_t i = h & t->map_mask;; i = (i + 1) & t->map_mask) {
         int32_t id = t->map[i];
         if (id < 0)
             return -1;
@@ -64,7 +69,7 @@ static int build_map(infer_tokenizer *t)
     t->map_mask = cap - 1;
     for (int32_t id = 0; id < t->n_vocab; id++) {
         const struct tok_token *k = &t->tokens[id];
-        size_t i = hash_bytes(t->arena + k->off, k->len) & t->map_mask;
+        size_t i = tok_hash(t->arena + k->off, k->len) & t->map_mask;
         for (;; i = (i + 1) & t->map_mask) {
             int32_t o = t->map[i];
             if (o < 0 || (t->tokens[o].len == k->len &&
@@ -280,14 +285,19 @@ static int build_special_tables(infer_tokenizer *t)
 {
     size_t nl = 0;
     t->special_lens = malloc((size_t)t->n_vocab * sizeof *t->special_lens);
+    t->special_pair = calloc(65536 / 8, 1);
     t->eog = malloc((3 + sizeof EOT_TEXTS / sizeof EOT_TEXTS[0]) * sizeof *t->eog);
-    if (!t->special_lens || !t->eog)
+    if (!t->special_lens || !t->special_pair || !t->eog)
         return INFER_ENOMEM;
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        if (tok_special_kind(t, id) != TOK_PLAIN) {
-            set_bit(t->special_first, (uint8_t)t->arena[t->tokens[id].off]);
-            t->special_lens[nl++] = t->tokens[id].len;
-        }
+        if (tok_special_kind(t, id) == TOK_PLAIN)
+            continue;
+        const uint8_t *s = (const uint8_t *)t->arena + t->tokens[id].off;
+        if (t->tokens[id].len == 1)
+            set_bit(t->special_one, s[0]);
+        else
+            set_bit(t->special_pair + s[0] * 32, s[1]);
+        t->special_lens[nl++] = t->tokens[id].len;
     }
     /* distinct lengths, longest first, for leftmost-longest matching */
     qsort(t->special_lens, nl, sizeof *t->special_lens, cmp_u32_desc);
@@ -376,6 +386,7 @@ void infer_tokenizer_free(infer_tokenizer *t)
     free(t->merge_rank);
     free(t->merge_result);
     free(t->special_lens);
+    free(t->special_pair);
     free(t->eog);
     free(t);
 }
