@@ -1,5 +1,5 @@
 # quotas/tests: Check unit tests, one executable per area, each registered with ctest.
-foreach(t policy_load policy_errors policy_fuzz fairshare priority_limits)
+foreach(t policy_load policy_errors policy_fuzz fairshare priority_limits plan)
   add_executable(test_quota_${t} ${CMAKE_CURRENT_LIST_DIR}/test_${t}.c)
   target_link_libraries(test_quota_${t} PRIVATE commons_quotas PkgConfig::CHECK)
   target_compile_definitions(test_quota_${t} PRIVATE

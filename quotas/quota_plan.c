@@ -1,0 +1,215 @@
+/* quota_plan.c: the EASY backfill planner (quota_plan.h).
+ *
+ * Per pass the planner holds: free[] (now), the releases of running jobs, and
+ * once a job is blocked, the reservation: shadow time and left[] = what each
+ * node will have free at the shadow time after the reserved job takes its
+ * share. A backfilled job that may still run at the shadow time is charged to
+ * left[] too, which is what keeps the reservation intact. */
+#include "quota_plan.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct release {
+    int64_t end;
+    int node;
+    quota_res res;
+} release;
+
+struct quota_plan {
+    int nnodes;
+    int64_t now;
+    quota_backfill mode;
+    quota_res *free, *left, *work;
+    quota_res total;     /* sum of free[] */
+    release *rel;
+    size_t nrel, caprel;
+    bool reserved, blocked; /* a reservation exists / a job could not start */
+    int64_t shadow;
+};
+
+quota_plan *quota_plan_new(int nnodes)
+{
+    if (nnodes < 0)
+        return NULL;
+    quota_plan *pl = calloc(1, sizeof *pl);
+    size_t n = (size_t)(nnodes ? nnodes : 1);
+    if (!pl)
+        return NULL;
+    pl->nnodes = nnodes;
+    pl->free = calloc(n, sizeof *pl->free);
+    pl->left = calloc(n, sizeof *pl->left);
+    pl->work = calloc(n, sizeof *pl->work);
+    if (!pl->free || !pl->left || !pl->work) {
+        quota_plan_free(pl);
+        return NULL;
+    }
+    return pl;
+}
+
+void quota_plan_free(quota_plan *pl)
+{
+    if (!pl)
+        return;
+    free(pl->free);
+    free(pl->left);
+    free(pl->work);
+    free(pl->rel);
+    free(pl);
+}
+
+static void add(quota_res *a, const quota_res *b, int sign)
+{
+    a->cpus += sign * b->cpus;
+    a->gpus += sign * b->gpus;
+    a->mem += sign * b->mem;
+}
+
+static bool fits(const quota_res *have, const quota_res *need)
+{
+    return have->cpus >= need->cpus && have->gpus >= need->gpus && have->mem >= need->mem;
+}
+
+int quota_plan_begin(quota_plan *pl, int64_t now, quota_backfill mode, const quota_res *free_now)
+{
+    if (!pl || !free_now)
+        return QUOTA_EARG;
+    pl->now = now;
+    pl->mode = mode;
+    pl->nrel = 0;
+    pl->reserved = pl->blocked = false;
+    pl->shadow = -1;
+    memset(&pl->total, 0, sizeof pl->total);
+    for (int i = 0; i < pl->nnodes; i++) {
+        pl->free[i] = free_now[i];
+        add(&pl->total, &free_now[i], 1);
+    }
+    return QUOTA_OK;
+}
+
+int quota_plan_release(quota_plan *pl, int node, const quota_res *res, int64_t end)
+{
+    if (!pl || !res || node < 0 || node >= pl->nnodes)
+        return QUOTA_EARG;
+    if (pl->nrel == pl->caprel) {
+        size_t cap = pl->caprel ? pl->caprel * 2 : 256;
+        release *r = realloc(pl->rel, cap * sizeof *r);
+        if (!r)
+            return QUOTA_ENOMEM;
+        pl->rel = r;
+        pl->caprel = cap;
+    }
+    pl->rel[pl->nrel++] = (release){end > pl->now ? end : pl->now, node, *res};
+    return QUOTA_OK;
+}
+
+static int cmp_release(const void *a, const void *b)
+{
+    int64_t x = ((const release *)a)->end, y = ((const release *)b)->end;
+    return (x > y) - (x < y);
+}
+
+/* First `count` nodes where `need` fits in have[] (and in also[], if given). */
+static bool pick(const quota_plan *pl, const quota_res *have, const quota_res *also,
+                 const quota_plan_job *job, int *out)
+{
+    int64_t got = 0;
+    for (int i = 0; i < pl->nnodes && got < job->nodes; i++)
+        if (fits(&have[i], &job->per_node) && (!also || fits(&also[i], &job->per_node)))
+            out[got++] = i;
+    return got == job->nodes;
+}
+
+static bool enough_in_total(const quota_plan *pl, const quota_plan_job *job)
+{
+    return pl->total.cpus >= job->nodes * job->per_node.cpus &&
+           pl->total.gpus >= job->nodes * job->per_node.gpus &&
+           pl->total.mem >= job->nodes * job->per_node.mem;
+}
+
+/* Starts a job: its resources leave free[] (and left[] when it may still run
+ * at the shadow time) and come back at its time limit for later reservations. */
+static int take(quota_plan *pl, const quota_plan_job *job, const int *nodes, bool from_left)
+{
+    for (int64_t k = 0; k < job->nodes; k++) {
+        add(&pl->free[nodes[k]], &job->per_node, -1);
+        add(&pl->total, &job->per_node, -1);
+        if (from_left)
+            add(&pl->left[nodes[k]], &job->per_node, -1);
+        if (job->time_limit > 0) {
+            int rc = quota_plan_release(pl, nodes[k], &job->per_node, pl->now + job->time_limit);
+            if (rc)
+                return rc;
+        }
+    }
+    return QUOTA_PLAN_START;
+}
+
+/* Earliest time the job fits as running jobs release their resources; sets
+ * shadow and left[]. Nodes only gain resources as time passes, so a node
+ * that fits keeps fitting and a count of fitting nodes suffices. */
+static bool reserve(quota_plan *pl, const quota_plan_job *job, int *scratch)
+{
+    qsort(pl->rel, pl->nrel, sizeof *pl->rel, cmp_release);
+    memcpy(pl->work, pl->free, (size_t)pl->nnodes * sizeof *pl->work);
+    int64_t fitting = 0;
+    for (int i = 0; i < pl->nnodes; i++)
+        fitting += fits(&pl->work[i], &job->per_node);
+    size_t r = 0;
+    int64_t at = pl->now;
+    while (fitting < job->nodes && r < pl->nrel) {
+        at = pl->rel[r].end;
+        for (; r < pl->nrel && pl->rel[r].end == at; r++) {
+            quota_res *w = &pl->work[pl->rel[r].node];
+            bool before = fits(w, &job->per_node);
+            add(w, &pl->rel[r].res, 1);
+            fitting += !before && fits(w, &job->per_node);
+        }
+    }
+    if (fitting < job->nodes)
+        return false;
+    pick(pl, pl->work, NULL, job, scratch);
+    memcpy(pl->left, pl->work, (size_t)pl->nnodes * sizeof *pl->left);
+    for (int64_t k = 0; k < job->nodes; k++)
+        add(&pl->left[scratch[k]], &job->per_node, -1);
+    pl->shadow = at;
+    pl->reserved = true;
+    return true;
+}
+
+int quota_plan_try(quota_plan *pl, const quota_plan_job *job, int *nodes_out)
+{
+    if (!pl || !job || !nodes_out || job->nodes < 1 || job->per_node.cpus < 0 ||
+        job->per_node.gpus < 0 || job->per_node.mem < 0)
+        return QUOTA_EARG;
+    if (job->nodes > pl->nnodes)
+        return QUOTA_PLAN_NEVER;
+    bool fit_now = enough_in_total(pl, job);
+    if (!pl->blocked) {
+        if (fit_now && pick(pl, pl->free, NULL, job, nodes_out))
+            return take(pl, job, nodes_out, false);
+        if (!reserve(pl, job, nodes_out))
+            return QUOTA_PLAN_NEVER; /* does not block the jobs behind it */
+        pl->blocked = true;
+        return QUOTA_PLAN_RESERVED;
+    }
+    if (pl->mode != QUOTA_BACKFILL_EASY || !fit_now)
+        return QUOTA_PLAN_WAIT;
+    bool ends_before = job->time_limit > 0 && pl->now + job->time_limit <= pl->shadow;
+    if (ends_before && pick(pl, pl->free, NULL, job, nodes_out))
+        return take(pl, job, nodes_out, false);
+    if (pick(pl, pl->free, pl->left, job, nodes_out))
+        return take(pl, job, nodes_out, true);
+    return QUOTA_PLAN_WAIT;
+}
+
+int64_t quota_plan_shadow(const quota_plan *pl)
+{
+    return pl && pl->reserved ? pl->shadow : -1;
+}
+
+int quota_plan_full(const quota_plan *pl)
+{
+    return !pl || pl->total.cpus <= 0;
+}
