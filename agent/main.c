@@ -3,6 +3,7 @@
 #include "agent.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
+#include "cm_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -161,6 +162,14 @@ int main(int argc, char **argv)
     if (cfg.cpus <= 0) cfg.cpus = agent_detect_cpus();
     if (cfg.memory_mb <= 0) cfg.memory_mb = agent_detect_memory_mb();
     cm_log_init("commons-agent", (enum cm_log_level)level);
+    /* Say what is wrong while the terminal is still attached. */
+    char err[512];
+    char *probe = cm_read_secret(cfg.key_file, err, sizeof err);
+    if (!probe) {
+        fprintf(stderr, "commons-agent: --key-file: %s\n", err);
+        return 1;
+    }
+    free(probe);
     if (!foreground && daemonize() != 0) {
         fprintf(stderr, "commons-agent: cannot detach: %s\n", strerror(errno));
         return 1;
