@@ -1,0 +1,99 @@
+/* bench_kernels.c: matvec (decode) and prompt matmul throughput of the CPU
+ * kernels per weight type. Prints GB/s of weight bytes streamed for n=1 at
+ * 1 and 2 threads (decode is memory-bound: this is the number to compare
+ * with the machine's bandwidth) and GFLOP/s for a 64-row prompt matmul.
+ * Not run by ctest. Usage: bench_kernels [MiB per matrix (default 128)] */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+static float rndf(void) { return (float)rnd() / 4294967296.0f - 0.5f; }
+
+/* Random weights without quantizing: random bytes, then the float fields
+ * (block scales, or the elements of float types) set to sane values. */
+static void fill_weights(int t, uint8_t *w, size_t bytes)
+{
+    size_t bb = kern_type_block_bytes(t), nb = bytes / bb;
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)rnd();
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *p = w + b * bb;
+        uint16_t d = kern_f32_to_f16(rndf() * 0.01f);
+        switch (t) {
+        case KERN_TYPE_F32: { float f = rndf(); memcpy(p, &f, 4); break; }
+        case KERN_TYPE_F16: { uint16_t h = kern_f32_to_f16(rndf()); memcpy(p, &h, 2); break; }
+        case KERN_TYPE_BF16: { uint16_t h = kern_f32_to_bf16(rndf()); memcpy(p, &h, 2); break; }
+        case KERN_TYPE_Q4_0: case KERN_TYPE_Q8_0: memcpy(p, &d, 2); break;
+        case KERN_TYPE_Q4_K: case KERN_TYPE_Q5_K: memcpy(p, &d, 2); memcpy(p + 2, &d, 2); break;
+        case KERN_TYPE_Q6_K: memcpy(p + 208, &d, 2); break;
+        }
+    }
+}
+
+/* seconds per call of y = x.W^T, repeated for at least min_s */
+static double time_matmul(kern_ctx *c, float *y, const float *x, const void *w, int t, int n, int m, int k, double min_s)
+{
+    kern_matmul(c, y, x, w, t, n, m, k); /* warm: pages, scratch */
+    int reps = 0;
+    double t0 = now(), el;
+    do {
+        if (kern_matmul(c, y, x, w, t, n, m, k)) { fprintf(stderr, "%s\n", kern_ctx_error(c)); exit(1); }
+        reps++;
+        el = now() - t0;
+    } while (el < min_s);
+    return el / reps;
+}
+
+int main(int argc, char **argv)
+{
+    double mib = argc > 1 ? atof(argv[1]) : 128;
+    const int types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q5_K, KERN_TYPE_Q6_K,
+                         KERN_TYPE_F16, KERN_TYPE_BF16, KERN_TYPE_F32};
+    const int k = 4096, np = 64;
+    float *x = malloc(sizeof(float) * np * k), *y = malloc(sizeof(float) * np * 65536);
+    for (int i = 0; i < np * k; i++) x[i] = rndf();
+    kern_ctx *ctx[2];
+    for (int i = 0; i < 2; i++) {
+        kern_config cfg = {KERN_BACKEND_CPU, i + 1, 0};
+        char err[256];
+        if (kern_ctx_create(&cfg, &ctx[i], err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    }
+    printf("isa %s, k=%d, ~%.0f MiB of weights per matrix (bigger than the caches)\n",
+           kern_isa_name(kern_get_isa()), k, mib);
+    printf("| type | matvec 1 thr GB/s | matvec 2 thr GB/s | prompt n=%d 2 thr GFLOP/s |\n", np);
+    printf("|------|------------------:|------------------:|-------------------------:|\n");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        int t = types[ti];
+        size_t rb = kern_row_bytes(t, k);
+        int m = (int)(mib * 1048576 / rb);
+        if (m > 65536) m = 65536;
+        uint8_t *w = malloc(rb * m);
+        fill_weights(t, w, rb * m);
+        double gbs[2];
+        for (int i = 0; i < 2; i++) gbs[i] = (double)rb * m / time_matmul(ctx[i], y, x, w, t, 1, m, k, 0.5) / 1e9;
+        int mp = m < 4096 ? m : 4096; /* prompt: a 4096-row slice is plenty */
+        double tp = time_matmul(ctx[1], y, x, w, t, np, mp, k, 0.5);
+        printf("| %s | %.1f | %.1f | %.1f |\n", kern_type_name(t), gbs[0], gbs[1], 2.0 * np * mp * k / tp / 1e9);
+        fflush(stdout);
+        free(w);
+    }
+    for (int i = 0; i < 2; i++) kern_ctx_destroy(ctx[i]);
+    free(x); free(y);
+    return 0;
+}

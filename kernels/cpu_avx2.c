@@ -1,0 +1,375 @@
+/* cpu_avx2.c: the AVX2 + FMA + F16C function table (kern_cpu_avx2). Every
+ * function carries a target attribute instead of the file being compiled
+ * with -mavx2, so one binary runs on any x86-64; isa.c only hands this
+ * table out after __builtin_cpu_supports said yes.
+ *
+ * Quantized dots work on Q8 activations: 4-bit/5-bit/6-bit weights are
+ * unsigned (0..15/31/63) and multiplied with the signed activations by
+ * vpmaddubsw (pair sums fit int16: 2*63*127 < 32767), then weighted by the
+ * sub-block scales with vpmaddwd. Offsets (Q4_0's 8, Q6_K's 32, K-quant
+ * mins) are folded in with the activations' precomputed sums. */
+#include "kern_internal.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 static inline int hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* sum of products of signed bytes, as 8 int32 (pairs via |x| * sign(y,x)) */
+AVX2 static inline __m256i dot_i8(__m256i x, __m256i y)
+{
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+AVX2 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+/* ------------------------------------------------------- float weights */
+AVX2 static float dot_f32(int k, const void *w, const void *x)
+{
+    const float *a = w, *b = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i < k; i++) s += a[i] * b[i];
+    return s;
+}
+
+AVX2 static float dot_f16(int k, const void *w, const void *x)
+{
+    const uint16_t *a = w;
+    const float *b = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8)));
+        s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i < k; i++) s += f16(a[i]) * b[i];
+    return s;
+}
+
+AVX2 static inline __m256 load_bf16(const uint16_t *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+AVX2 static float dot_bf16(int k, const void *w, const void *x)
+{
+    const uint16_t *a = w;
+    const float *b = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        s0 = _mm256_fmadd_ps(load_bf16(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(load_bf16(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i < k; i++) s += kern_bf16_to_f32(a[i]) * b[i];
+    return s;
+}
+
+/* ------------------------------------------------------ Q4_0 and Q8_0 */
+AVX2 static float dot_q8_0(int k, const void *w, const void *x)
+{
+    const kblock_q8_0 *a = w, *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int nb = k / KQK, i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        __m256i p1 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i + 1].qs),
+                            _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i + 1].d) * f16(b[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
+    }
+    for (; i < nb; i++) {
+        __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* 32 nibbles of a Q4_0 block as bytes 0..15, in element order */
+AVX2 static inline __m256i q4_0_bytes(const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+AVX2 static float dot_q4_0(int k, const void *w, const void *x)
+{
+    const kblock_q4_0 *a = w;
+    const kblock_q8_0 *b = x;
+    const __m256i eight = _mm256_set1_epi8(8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int nb = k / KQK, i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m256i q0 = _mm256_sub_epi8(q4_0_bytes(a[i].qs), eight);
+        __m256i q1 = _mm256_sub_epi8(q4_0_bytes(a[i + 1].qs), eight);
+        __m256i p0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)b[i].qs));
+        __m256i p1 = dot_i8(q1, _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i + 1].d) * f16(b[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
+    }
+    for (; i < nb; i++) {
+        __m256i q0 = _mm256_sub_epi8(q4_0_bytes(a[i].qs), eight);
+        __m256i p0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)b[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* ------------------------------------------------------ Q4_K and Q5_K */
+/* sum_j sc_j*sum(q*y) over one super-block, 8 int32 lanes. qh == NULL for
+ * Q4_K; for Q5_K bit j of qh[l] is the fifth bit of element 32j+l. */
+AVX2 static inline __m256i k45_block(const uint8_t *qs, const uint8_t *qh, const uint8_t *sc, const int8_t *y)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+    __m256i sumi = _mm256_setzero_si256(), hb = _mm256_setzero_si256();
+    if (qh) hb = _mm256_loadu_si256((const __m256i *)qh);
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (qh) {
+            __m256i bl = _mm256_set1_epi8((char)(1 << (2 * c))), bh = _mm256_set1_epi8((char)(2 << (2 * c)));
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bl), bl), b4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bh), bh), b4));
+        }
+        __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
+        __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
+        p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c]));
+        p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1]));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    return sumi;
+}
+
+/* The 8 scales and 8 mins, and sum_j min_j * (sum of y over sub-block j). */
+static inline int k45_scales(const uint8_t *packed, const int16_t *bsums, uint8_t *sc)
+{
+    int summ = 0;
+    for (int j = 0; j < 8; j++) {
+        uint8_t m;
+        kern_k4_scale_min(j, packed, &sc[j], &m);
+        summ += m * (bsums[2 * j] + bsums[2 * j + 1]);
+    }
+    return summ;
+}
+
+AVX2 static float dot_q4_K(int k, const void *w, const void *x)
+{
+    const kblock_q4_K *a = w;
+    const kblock_q8_K *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0;
+    for (int i = 0; i < k / KQK_K; i++) {
+        uint8_t sc[8];
+        int summ = k45_scales(a[i].scales, b[i].bsums, sc);
+        __m256i sumi = k45_block(a[i].qs, NULL, sc, b[i].qs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
+        accm += f16(a[i].dmin) * b[i].d * (float)summ;
+    }
+    return hsum_ps(acc) - accm;
+}
+
+AVX2 static float dot_q5_K(int k, const void *w, const void *x)
+{
+    const kblock_q5_K *a = w;
+    const kblock_q8_K *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0;
+    for (int i = 0; i < k / KQK_K; i++) {
+        uint8_t sc[8];
+        int summ = k45_scales(a[i].scales, b[i].bsums, sc);
+        __m256i sumi = k45_block(a[i].qs, a[i].qh, sc, b[i].qs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
+        accm += f16(a[i].dmin) * b[i].d * (float)summ;
+    }
+    return hsum_ps(acc) - accm;
+}
+
+/* ---------------------------------------------------------------- Q6_K */
+AVX2 static inline __m256i scale_pair(int8_t s0, int8_t s1)
+{
+    return _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+}
+
+AVX2 static float dot_q6_K(int k, const void *w, const void *x)
+{
+    const kblock_q6_K *a = w;
+    const kblock_q8_K *b = x;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C),
+                  m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char)0xC0);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < k / KQK_K; i++) {
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = a[i].ql + 64 * h;
+            const int8_t *sc = a[i].scales + 8 * h, *y = b[i].qs + 128 * h;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hq = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
+            /* 6-bit unsigned values of the four 32-element quarters */
+            __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hq, m03), 4));
+            __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hq, m0c), 2));
+            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hq, m30));
+            __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_srli_epi16(_mm256_and_si256(hq, mc0), 2));
+            __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)y));
+            __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(y + 32)));
+            __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(y + 64)));
+            __m256i p4 = _mm256_maddubs_epi16(q4, _mm256_loadu_si256((const __m256i *)(y + 96)));
+            p1 = _mm256_madd_epi16(p1, scale_pair(sc[0], sc[1]));
+            p2 = _mm256_madd_epi16(p2, scale_pair(sc[2], sc[3]));
+            p3 = _mm256_madd_epi16(p3, scale_pair(sc[4], sc[5]));
+            p4 = _mm256_madd_epi16(p4, scale_pair(sc[6], sc[7]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p1, p2), _mm256_add_epi32(p3, p4)));
+        }
+        /* the -32 offset: subtract 32 * sum_g sc_g * bsum_g */
+        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)b[i].bsums));
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum_ps(acc);
+}
+
+/* ------------------------------------------------ activation quantizers */
+/* 32 floats * id, rounded to nearest even, packed to int8 in order */
+AVX2 static inline __m256i round_pack(const float *x, __m256 id)
+{
+    const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), id), rnd));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), id), rnd));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), id), rnd));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), id), rnd));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    /* the packs work per 128-bit lane; restore element order */
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+AVX2 static inline float absmax(const float *x, int n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Same arithmetic as the portable quantizers (d = amax/127, q = rint(x/d)
+ * via x * (1/d)), so both ISAs produce the same activation bytes. */
+AVX2 static void quant_q8_0(const float *x, void *y, int k)
+{
+    kblock_q8_0 *b = y;
+    for (int i = 0; i < k / KQK; i++, x += KQK) {
+        float d = absmax(x, KQK) / 127.0f, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_si256((__m256i *)b[i].qs, round_pack(x, _mm256_set1_ps(id)));
+    }
+}
+
+AVX2 static void quant_q8_K(const float *x, void *y, int k)
+{
+    kblock_q8_K *b = y;
+    for (int i = 0; i < k / KQK_K; i++, x += KQK_K) {
+        float amax = absmax(x, KQK_K), id = amax > 0 ? 127.0f / amax : 0;
+        b[i].d = amax / 127.0f;
+        for (int j = 0; j < KQK_K; j += 32) {
+            __m256i q = round_pack(x + j, _mm256_set1_ps(id));
+            _mm256_storeu_si256((__m256i *)(b[i].qs + j), q);
+            /* sums of each 16 values */
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+            /* s: lanes 0-3 sum elements 0-15, lanes 4-7 elements 16-31 */
+            __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
+            __m128i t = _mm_hadd_epi32(lo, hi);
+            t = _mm_hadd_epi32(t, t);
+            b[i].bsums[j / 16] = (int16_t)_mm_extract_epi32(t, 0);
+            b[i].bsums[j / 16 + 1] = (int16_t)_mm_extract_epi32(t, 1);
+        }
+    }
+}
+
+/* ------------------------------------------------ conversions, helpers */
+AVX2 static void f16_to_f32(float *dst, const uint16_t *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = kern_f16_to_f32(src[i]);
+}
+
+AVX2 static void f32_to_f16(uint16_t *dst, const float *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = kern_f32_to_f16(src[i]);
+}
+
+AVX2 static void axpy_f32(float *y, float a, const float *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+AVX2 static void axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * kern_f16_to_f32(x[i]);
+}
+
+AVX2 static void scale_f32(float *y, float a, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(av, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] *= a;
+}
+
+const kern_cpu_fns kern_cpu_avx2 = {
+    .dot = {[KERN_TYPE_F32] = dot_f32, [KERN_TYPE_F16] = dot_f16, [KERN_TYPE_BF16] = dot_bf16,
+            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
+            [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
+    .quant_q8_0 = quant_q8_0,
+    .quant_q8_K = quant_q8_K,
+    .f16_to_f32 = f16_to_f32,
+    .f32_to_f16 = f32_to_f16,
+    .axpy_f32 = axpy_f32,
+    .axpy_f16 = axpy_f16,
+    .scale_f32 = scale_f32,
+};
