@@ -145,6 +145,43 @@ AVX2 static float dot_q4_0(int k, const void *w, const void *x)
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
+/* 0xFF in byte j where bit j of the 32-bit mask is set */
+AVX2 static inline __m256i bits_to_bytes(uint32_t m)
+{
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m),
+                                    _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
+                                                       0x0303030303030303LL));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+AVX2 static inline __m256i q5_0_bytes(const kblock_q5_0 *b)
+{
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    __m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+    return _mm256_sub_epi8(_mm256_or_si256(q4_0_bytes(b->qs), hi), _mm256_set1_epi8(16));
+}
+
+AVX2 static float dot_q5_0(int k, const void *w, const void *x)
+{
+    const kblock_q5_0 *a = w;
+    const kblock_q8_0 *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int nb = k / KQK, i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m256i p0 = dot_i8(q5_0_bytes(&a[i]), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        __m256i p1 = dot_i8(q5_0_bytes(&a[i + 1]), _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i + 1].d) * f16(b[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
+    }
+    for (; i < nb; i++) {
+        __m256i p0 = dot_i8(q5_0_bytes(&a[i]), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* sum_j sc_j*sum(q*y) over one super-block, 8 int32 lanes. qh == NULL for
  * Q4_K; for Q5_K bit j of qh[l] is the fifth bit of element 32j+l. */
@@ -363,7 +400,7 @@ AVX2 static void scale_f32(float *y, float a, int n)
 
 const kern_cpu_fns kern_cpu_avx2 = {
     .dot = {[KERN_TYPE_F32] = dot_f32, [KERN_TYPE_F16] = dot_f16, [KERN_TYPE_BF16] = dot_bf16,
-            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
+            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
     .quant_q8_0 = quant_q8_0,
     .quant_q8_K = quant_q8_K,

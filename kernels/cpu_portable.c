@@ -43,6 +43,25 @@ static float dot_q4_0(int k, const void *w, const void *x)
     return s;
 }
 
+static float dot_q5_0(int k, const void *w, const void *x)
+{
+    const kblock_q5_0 *a = w;
+    const kblock_q8_0 *b = x;
+    float s = 0;
+    for (int i = 0; i < k / KQK; i++) {
+        uint32_t qh = (uint32_t)a[i].qh[0] | (uint32_t)a[i].qh[1] << 8 | (uint32_t)a[i].qh[2] << 16 |
+                      (uint32_t)a[i].qh[3] << 24;
+        int sum = 0;
+        for (int j = 0; j < KQK / 2; j++) {
+            int lo = ((a[i].qs[j] & 0xF) | (int)((qh >> j) & 1) << 4) - 16;
+            int hi = ((a[i].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
+            sum += lo * b[i].qs[j] + hi * b[i].qs[j + KQK / 2];
+        }
+        s += kern_f16_to_f32(a[i].d) * kern_f16_to_f32(b[i].d) * (float)sum;
+    }
+    return s;
+}
+
 static float dot_q8_0(int k, const void *w, const void *x)
 {
     const kblock_q8_0 *a = w, *b = x;
@@ -153,7 +172,7 @@ static void scale_f32(float *y, float a, int n)
 
 const kern_cpu_fns kern_cpu_portable = {
     .dot = {[KERN_TYPE_F32] = dot_f32, [KERN_TYPE_F16] = dot_f16, [KERN_TYPE_BF16] = dot_bf16,
-            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
+            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
     .quant_q8_0 = kern_quant_q8_0_portable,
     .quant_q8_K = kern_quant_q8_K_portable,

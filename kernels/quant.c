@@ -25,6 +25,22 @@ static void deq_q4_0(const kblock_q4_0 *b, float *y, int64_t nb)
     }
 }
 
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+static void deq_q5_0(const kblock_q5_0 *b, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, b++, y += KQK) {
+        float d = kern_f16_to_f32(b->d);
+        uint32_t qh = rd32(b->qh);
+        for (int j = 0; j < KQK / 2; j++) {
+            int lo = (b->qs[j] & 0xF) | (int)((qh >> j) & 1) << 4;
+            int hi = (b->qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            y[j] = d * (float)(lo - 16);
+            y[j + KQK / 2] = d * (float)(hi - 16);
+        }
+    }
+}
+
 static void deq_q8_0(const kblock_q8_0 *b, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, b++, y += KQK) {
@@ -89,6 +105,7 @@ void kern_dequant_row(int t, const void *src, float *dst, int64_t n)
     case KERN_TYPE_F16: kern_cpu()->f16_to_f32(dst, src, (size_t)n); break;
     case KERN_TYPE_BF16: kern_bf16_to_f32_row(dst, src, (size_t)n); break;
     case KERN_TYPE_Q4_0: deq_q4_0(src, dst, n / KQK); break;
+    case KERN_TYPE_Q5_0: deq_q5_0(src, dst, n / KQK); break;
     case KERN_TYPE_Q8_0: deq_q8_0(src, dst, n / KQK); break;
     case KERN_TYPE_Q4_K:
         for (int64_t i = 0; i < n / KQK_K; i++) {
@@ -124,6 +141,23 @@ static void q_q4_0(const float *x, kblock_q4_0 *b)
         int hi = clampi(nearest(x[j + KQK / 2] * id) + 8, 0, 15);
         b->qs[j] = (uint8_t)(lo | hi << 4);
     }
+}
+
+static void q_q5_0(const float *x, kblock_q5_0 *b)
+{
+    float amax = 0, max = 0; /* as Q4_0: the largest magnitude maps to -16 */
+    for (int j = 0; j < KQK; j++)
+        if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+    float d = max / -16.0f, id = d != 0 ? 1.0f / d : 0;
+    b->d = kern_f32_to_f16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < KQK / 2; j++) {
+        int lo = clampi(nearest(x[j] * id) + 16, 0, 31);
+        int hi = clampi(nearest(x[j + KQK / 2] * id) + 16, 0, 31);
+        b->qs[j] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+        qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
+    }
+    for (int j = 0; j < 4; j++) b->qh[j] = (uint8_t)(qh >> (8 * j));
 }
 
 static void q_q8_0(const float *x, kblock_q8_0 *b)
@@ -250,6 +284,9 @@ static void quant_row(int t, const float *x, void *dst, int64_t k)
     case KERN_TYPE_BF16: kern_f32_to_bf16_row(dst, x, (size_t)k); break;
     case KERN_TYPE_Q4_0:
         for (int64_t i = 0; i < k / KQK; i++) q_q4_0(x + i * KQK, (kblock_q4_0 *)o + i);
+        break;
+    case KERN_TYPE_Q5_0:
+        for (int64_t i = 0; i < k / KQK; i++) q_q5_0(x + i * KQK, (kblock_q5_0 *)o + i);
         break;
     case KERN_TYPE_Q8_0:
         for (int64_t i = 0; i < k / KQK; i++) q_q8_0(x + i * KQK, (kblock_q8_0 *)o + i);

@@ -39,7 +39,7 @@ static void fill_weights(int t, uint8_t *w, size_t bytes)
         case KERN_TYPE_F32: { float f = rndf(); memcpy(p, &f, 4); break; }
         case KERN_TYPE_F16: { uint16_t h = kern_f32_to_f16(rndf()); memcpy(p, &h, 2); break; }
         case KERN_TYPE_BF16: { uint16_t h = kern_f32_to_bf16(rndf()); memcpy(p, &h, 2); break; }
-        case KERN_TYPE_Q4_0: case KERN_TYPE_Q8_0: memcpy(p, &d, 2); break;
+        case KERN_TYPE_Q4_0: case KERN_TYPE_Q5_0: case KERN_TYPE_Q8_0: memcpy(p, &d, 2); break;
         case KERN_TYPE_Q4_K: case KERN_TYPE_Q5_K: memcpy(p, &d, 2); memcpy(p + 2, &d, 2); break;
         case KERN_TYPE_Q6_K: memcpy(p + 208, &d, 2); break;
         }
@@ -63,7 +63,7 @@ static double time_matmul(kern_ctx *c, float *y, const float *x, const void *w, 
 int main(int argc, char **argv)
 {
     double mib = argc > 1 ? atof(argv[1]) : 128;
-    const int types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q5_K, KERN_TYPE_Q6_K,
+    const int types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q5_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q5_K, KERN_TYPE_Q6_K,
                          KERN_TYPE_F16, KERN_TYPE_BF16, KERN_TYPE_F32};
     const int k = 4096, np = 64;
     float *x = malloc(sizeof(float) * np * k), *y = malloc(sizeof(float) * np * 65536);

@@ -63,6 +63,13 @@ void ref_dequant(int t, const void *src, double *dst, int64_t n)
             dst[i] = ref_f16(rd16(blk)) * (((e < 16) ? byte & 15 : byte >> 4) - 8);
             break;
         }
+        case KERN_TYPE_Q5_0: {
+            const uint8_t *blk = b + (i / 32) * 22;
+            int e = (int)(i % 32), byte = blk[6 + e % 16];
+            int low = e < 16 ? byte & 15 : byte >> 4, high = (blk[2 + e / 8] >> (e % 8)) & 1;
+            dst[i] = ref_f16(rd16(blk)) * ((low | high << 4) - 16);
+            break;
+        }
         case KERN_TYPE_Q8_0: {
             const uint8_t *blk = b + (i / 32) * 34;
             dst[i] = ref_f16(rd16(blk)) * (int8_t)blk[2 + i % 32];
