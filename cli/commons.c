@@ -474,7 +474,9 @@ static int simple(const char *type, json_t *req_extra, const char *print_key)
     int rc;
     json_t *reply = call(req, &rc);
     if (!reply) return rc;
-    if (g.json) print_json(reply);
+    if (g.json && print_key && json_is_array(json_object_get(reply, print_key)))
+        print_json(json_object_get(reply, print_key)); /* lists print as lists, like queue */
+    else if (g.json) print_json(reply);
     else if (print_key && json_is_string(json_object_get(reply, print_key))) printf("%s\n", str(reply, print_key));
     else if (print_key) print_json(json_object_get(reply, print_key));
     json_decref(reply);

@@ -132,8 +132,11 @@ class ControlPlane(ClusterTest):
         marker = os.path.join(self.work, "tree.pid")
         jid = self.submit("--", "sh", "-c", f"(sleep 300 & echo $! > {marker}; wait) ; sleep 300")
         self.c.wait_state(jid, "RUNNING")
-        wait_until(lambda: os.path.exists(marker) and open(marker).read().strip(), what="grandchild pid")
-        child = int(open(marker).read())
+        def read_marker():
+            if os.path.exists(marker):
+                with open(marker) as f:
+                    return f.read().strip()
+        child = int(wait_until(read_marker, what="grandchild pid"))
         self.c.cli("cancel", str(jid), token=self.alice)
         self.assertEqual(self.c.job(jid)["state"], "CANCELLED")
 
@@ -191,6 +194,7 @@ class ControlPlane(ClusterTest):
     def test_runs_as_mapped_unix_user(self):
         nobody = pwd.getpwnam("nobody")
         token = self.c.add_user("carol", "chem", unix_user="nobody")
+        os.chmod(self.c.dir, 0o755)  # mkdtemp makes it 0700: nobody could not reach the workdir
         os.chmod(self.work, 0o777)
         jid = self.submit("--output", "ids-%j.out", "--", "id", "-u", token=token)
         self.c.wait_state(jid, "COMPLETED")

@@ -79,7 +79,8 @@ class AgentCrash(ClusterTest):
         self.assertLess(time.time() - t0, 6)
         self.assertEqual(c.job(failing)["state"], "NODE_FAIL")
         job = c.job(requeue)
-        self.assertEqual((job["state"], job["reason"]), ("PENDING", "Requeued"))
+        self.assertEqual((job["state"], job["requeues"]), ("PENDING", 1))
+        self.assertIn("stopped responding", job["error"])
         # The restarted agent rejoins, kills the orphaned old instances, and the requeued job runs again.
         c.start_agent("n1", cpus=2)
         job = c.wait_state(requeue, "RUNNING")
