@@ -71,8 +71,8 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
  * it next needs to run (at most 1000). */
 int agent_runner_tick(agent_runner *r);
 
-/* New reference: JSON array of [id, attempt] pairs: every instance started
- * here whose ended event is not yet acknowledged. */
+/* New reference: JSON array of [id, attempt] pairs: every instance running
+ * here, or started here with its ended event not yet acknowledged. */
 json_t *agent_runner_running(agent_runner *r);
 /* New reference: JSON array of the events not yet acknowledged, by id
  * ({"id", "attempt", "event": "started", "pid"} / {..., "event": "ended",

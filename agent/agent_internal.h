@@ -58,9 +58,14 @@ struct agent_job {
 int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen);
 /* Removes a record (pruning of old tombstones). */
 void agent_store_remove(const char *state_dir, int64_t id, int attempt);
-/* Loads every record of STATE/jobs into a list (order unspecified). A record
- * that cannot be parsed is renamed to <name>.bad and logged. */
-int agent_store_load(const char *state_dir, struct agent_job **out, char *err, size_t errlen);
+/* Hands every record of STATE/jobs to take (which owns it; order
+ * unspecified; a nonzero return stops the load with an out-of-memory error).
+ * A record that cannot be parsed is renamed to <name>.bad and logged. */
+int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job *), void *arg,
+                     char *err, size_t errlen);
+/* Reads the record of one job instance into *j. */
+int agent_store_load_one(const char *state_dir, int64_t id, int attempt, struct agent_job *j,
+                         char *err, size_t errlen);
 const char *agent_phase_name(enum agent_phase p);
 
 /* ---- spawn.c ---- */

@@ -123,9 +123,43 @@ static bool is_record_name(const char *n)
     return a > 0 && strcmp(n + d + 1 + a, ".json") == 0;
 }
 
-int agent_store_load(const char *state_dir, struct agent_job **out, char *err, size_t errlen)
+/* Reads one record file; name is its file name, checked against the record. */
+static int load_path(const char *path, const char *name, struct agent_job *j, char *why,
+                     size_t len)
 {
-    *out = NULL;
+    json_error_t jerr;
+    json_t *o = json_load_file(path, 0, &jerr);
+    if (!o) {
+        snprintf(why, len, "line %d: %s", jerr.line, jerr.text);
+        return -1;
+    }
+    int rc = from_json(o, j, why, len);
+    json_decref(o);
+    char want[64];
+    snprintf(want, sizeof want, "%lld-%d.json", (long long)j->id, j->attempt);
+    if (rc == 0 && strcmp(name, want) != 0) {
+        snprintf(why, len, "id and attempt do not match the file name");
+        rc = -1;
+    }
+    return rc;
+}
+
+int agent_store_load_one(const char *state_dir, int64_t id, int attempt, struct agent_job *j,
+                         char *err, size_t errlen)
+{
+    char path[PATH_MAX], name[64], why[256];
+    record_path(state_dir, id, attempt, path, sizeof path);
+    snprintf(name, sizeof name, "%lld-%d.json", (long long)id, attempt);
+    if (load_path(path, name, j, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        return -1;
+    }
+    return 0;
+}
+
+int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job *), void *arg,
+                     char *err, size_t errlen)
+{
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/jobs", state_dir);
     DIR *d = opendir(dir);
@@ -134,7 +168,8 @@ int agent_store_load(const char *state_dir, struct agent_job **out, char *err, s
         return -1;
     }
     struct dirent *e;
-    while ((e = readdir(d))) {
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
         char path[PATH_MAX + 300];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         if (strstr(e->d_name, ".tmp.")) {
@@ -142,29 +177,14 @@ int agent_store_load(const char *state_dir, struct agent_job **out, char *err, s
             continue;
         }
         if (!is_record_name(e->d_name)) continue;
-        json_error_t jerr;
-        json_t *o = json_load_file(path, 0, &jerr);
         struct agent_job *j = calloc(1, sizeof *j);
-        char why[256];
         if (!j) {
-            json_decref(o);
-            closedir(d);
             snprintf(err, errlen, "out of memory loading %s", dir);
-            return -1;
-        }
-        int rc = -1;
-        if (!o)
-            snprintf(why, sizeof why, "line %d: %s", jerr.line, jerr.text);
-        else
-            rc = from_json(o, j, why, sizeof why);
-        json_decref(o);
-        char want[64];
-        snprintf(want, sizeof want, "%lld-%d.json", (long long)j->id, j->attempt);
-        if (rc == 0 && strcmp(e->d_name, want) != 0) {
-            snprintf(why, sizeof why, "id and attempt do not match the file name");
             rc = -1;
+            break;
         }
-        if (rc != 0) {
+        char why[256];
+        if (load_path(path, e->d_name, j, why, sizeof why) != 0) {
             char bad[PATH_MAX + 310];
             snprintf(bad, sizeof bad, "%s.bad", path);
             cm_error("job record %s is unreadable (%s); moved to %s", path, why, bad);
@@ -172,9 +192,8 @@ int agent_store_load(const char *state_dir, struct agent_job **out, char *err, s
             free(j);
             continue;
         }
-        j->next = *out;
-        *out = j;
+        if ((rc = take(arg, j)) != 0) snprintf(err, errlen, "out of memory loading %s", dir);
     }
     closedir(d);
-    return 0;
+    return rc;
 }

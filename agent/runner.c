@@ -2,12 +2,13 @@
  * reaping, draining of process trees, recovery after a restart, and the
  * events owed to the scheduler (contract in agent.h).
  *
- * Invariants: a job id has at most one record and is forked at most once
- * (a record exists before the fork and is never removed while the id could
- * still be launched again, see PRUNE_AFTER_MS); every change of phase or of
- * the flags reported in the ended event is saved before the agent acts on
- * it; a job is ENDED only when its whole process tree is gone (or DRAIN_MAX_MS
- * passed). */
+ * Invariants: a job instance (id, attempt) has at most one record and is
+ * forked at most once (a record exists before the fork and is kept for
+ * PRUNE_AFTER_MS after its end was acknowledged); every change of phase or
+ * of the flags reported in the ended event is saved before the agent acts
+ * on it; an instance is ENDED only when its whole process tree is gone (or
+ * DRAIN_MAX_MS passed).
+ */
 #include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_util.h"
@@ -28,13 +29,24 @@
 #define PRUNE_AFTER_MS (7LL * 24 * 3600 * 1000)     /* keep acked tombstones a week */
 #define SWEEP_EVERY_MS 500
 
+/* An instance whose ended event was acknowledged: only its identity stays
+ * in memory (a week of small jobs would otherwise hold every full record);
+ * its record stays on disk until pruned and is read back if the instance
+ * is ever named again. */
+struct agent_done {
+    int64_t id, ended_ms;
+    int attempt;
+};
+
 struct agent_runner {
     char state_dir[PATH_MAX - 128]; /* room for "/scripts/<id>.sh" within PATH_MAX */
     char node[128];
     int kill_grace_ms;
     struct agent_contain contain;
     int lock_fd;
-    struct agent_job *jobs;
+    struct agent_job *jobs;       /* every instance not yet retired */
+    struct agent_done *done;      /* retired instances */
+    size_t ndone, cap_done;
     int64_t last_prune_ms, last_sweep_ms;
 };
 
@@ -51,6 +63,56 @@ static int save(agent_runner *r, struct agent_job *j)
     if (agent_store_save(r->state_dir, j, err, sizeof err) == 0) return 0;
     cm_error("job %lld: cannot save its record: %s", (long long)j->id, err);
     return -1;
+}
+
+static int add_done(agent_runner *r, const struct agent_job *j)
+{
+    if (r->ndone == r->cap_done) {
+        size_t cap = r->cap_done ? r->cap_done * 2 : 256;
+        struct agent_done *d = realloc(r->done, cap * sizeof *d);
+        if (!d) return -1;
+        r->done = d;
+        r->cap_done = cap;
+    }
+    r->done[r->ndone++] = (struct agent_done){j->id, j->ended_ms, j->attempt};
+    return 0;
+}
+
+static struct agent_done *find_done(agent_runner *r, int64_t id, int attempt)
+{
+    for (size_t i = 0; i < r->ndone; i++)
+        if (r->done[i].id == id && r->done[i].attempt == attempt) return &r->done[i];
+    return NULL;
+}
+
+/* Acknowledged and final: keep only its identity in memory. */
+static void retire(agent_runner *r, struct agent_job *j)
+{
+    if (add_done(r, j) != 0) return; /* no memory: simply stay in the full list */
+    for (struct agent_job **pp = &r->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            free(j);
+            return;
+        }
+}
+
+/* Brings a retired instance back (from its record) so its end can be
+ * reported again; NULL if its record is gone. */
+static struct agent_job *revive(agent_runner *r, struct agent_done *d)
+{
+    struct agent_job *j = calloc(1, sizeof *j);
+    char err[512];
+    if (!j) return NULL;
+    if (agent_store_load_one(r->state_dir, d->id, d->attempt, j, err, sizeof err) != 0) {
+        cm_warn("job %lld.%d ended long ago and %s", (long long)d->id, d->attempt, err);
+        free(j);
+        return NULL;
+    }
+    *d = r->done[--r->ndone];
+    j->next = r->jobs;
+    r->jobs = j;
+    return j;
 }
 
 static void exit_path(agent_runner *r, const struct agent_job *j, char *out, size_t len)
@@ -197,6 +259,19 @@ static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
     return 0;
 }
 
+static int take_record(void *arg, struct agent_job *j)
+{
+    agent_runner *r = arg;
+    if (j->phase == AJ_ENDED && !j->ended_pending) {
+        int rc = add_done(r, j);
+        free(j);
+        return rc;
+    }
+    j->next = r->jobs;
+    r->jobs = j;
+    return 0;
+}
+
 int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, char *err,
                       size_t errlen)
 {
@@ -245,7 +320,7 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
     }
     if (agent_contain_init(&r->contain, o->containment, r->node, o->cgroup_base, err, errlen))
         goto fail;
-    if (agent_store_load(r->state_dir, &r->jobs, err, errlen)) goto fail;
+    if (agent_store_load(r->state_dir, take_record, r, err, errlen)) goto fail;
     for (struct agent_job *j = r->jobs; j; j = j->next) recover(r, j);
     *out = r;
     return 0;
@@ -262,6 +337,7 @@ void agent_runner_close(agent_runner *r)
         free(r->jobs);
         r->jobs = n;
     }
+    free(r->done);
     if (r->lock_fd >= 0) close(r->lock_fd);
     if (r->contain.kind == AGENT_CONTAIN_CGROUP) rmdir(r->contain.base); /* only if empty */
     free(r);
@@ -316,6 +392,12 @@ int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errle
         return -1;
     }
     struct agent_job *j = find(r, l.id, l.attempt);
+    struct agent_done *d = j ? NULL : find_done(r, l.id, l.attempt);
+    if (d && !(j = revive(r, d))) {
+        cm_warn("job %lld.%d launched again; it ended here before: not starting it twice",
+                (long long)l.id, l.attempt);
+        return 0;
+    }
     if (j) {
         relaunch(r, j);
         return 0;
@@ -392,8 +474,12 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
             rc |= kill_one(r, j, reason);
         }
     if (found || attempt < 0) return rc;
+    struct agent_done *d = find_done(r, id, attempt);
+    struct agent_job *j = d ? revive(r, d) : NULL;
+    if (j) return kill_one(r, j, reason); /* its end is reported again */
+    if (d) return 0;
     /* Remember the instance so a launch that arrives late is never started. */
-    struct agent_job *j = new_job(r, id, attempt);
+    j = new_job(r, id, attempt);
     if (!j) return -1;
     j->cancelled = true;
     snprintf(j->kill_reason, sizeof j->kill_reason, "%s", reason ? reason : "cancel");
@@ -434,15 +520,12 @@ static void reap(agent_runner *r)
 
 static void prune(agent_runner *r, int64_t now)
 {
-    struct agent_job **pp = &r->jobs;
-    while (*pp) {
-        struct agent_job *j = *pp;
-        if (j->phase == AJ_ENDED && !j->ended_pending && now - j->ended_ms > PRUNE_AFTER_MS) {
-            agent_store_remove(r->state_dir, j->id, j->attempt);
-            *pp = j->next;
-            free(j);
+    for (size_t i = 0; i < r->ndone;) {
+        if (now - r->done[i].ended_ms > PRUNE_AFTER_MS) {
+            agent_store_remove(r->state_dir, r->done[i].id, r->done[i].attempt);
+            r->done[i] = r->done[--r->ndone];
         } else {
-            pp = &j->next;
+            i++;
         }
     }
 }
@@ -506,7 +589,7 @@ json_t *agent_runner_running(agent_runner *r)
 {
     json_t *a = json_array();
     for (struct agent_job *j = r->jobs; j; j = j->next)
-        if (j->phase != AJ_ENDED || j->ended_pending)
+        if (j->phase != AJ_ENDED || (j->ended_pending && j->pid > 0))
             json_array_append_new(a, json_pack("[I i]", (json_int_t)j->id, j->attempt));
     return a;
 }
@@ -526,7 +609,8 @@ json_t *agent_runner_events(agent_runner *r)
     json_t *a = json_array();
     if (!v) return a;
     n = 0;
-    for (struct agent_job *j = r->jobs; j; j = j->next) v[n++] = j;
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->ended_pending || (j->started_pending && j->pid > 0)) v[n++] = j;
     qsort(v, n, sizeof *v, by_id);
     for (size_t i = 0; i < n; i++) {
         struct agent_job *j = v[i];
@@ -565,7 +649,7 @@ void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked)
         } else if (kind && strcmp(kind, "ended") == 0 && j->ended_pending) {
             j->ended_pending = false;
             j->started_pending = false;
-            save(r, j);
+            if (save(r, j) == 0) retire(r, j);
         }
     }
 }
@@ -573,7 +657,11 @@ void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked)
 void agent_runner_status(agent_runner *r, int64_t id, int attempt, struct agent_job_status *st)
 {
     memset(st, 0, sizeof *st);
-    struct agent_job *j = find(r, id, attempt);
+    struct agent_job *j = find(r, id, attempt), old;
+    char err[512];
+    if (!j && find_done(r, id, attempt) &&
+        agent_store_load_one(r->state_dir, id, attempt, &old, err, sizeof err) == 0)
+        j = &old;
     if (!j) return;
     st->phase = j->phase == AJ_ENDED ? AGENT_JOB_ENDED : AGENT_JOB_RUNNING;
     st->pid = j->pid;

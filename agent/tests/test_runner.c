@@ -666,6 +666,22 @@ START_TEST(test_events_ack)
     ck_assert_ptr_null(find_event(left, 40, "ended"));
     ck_assert_ptr_nonnull(find_event(left, 41, "ended"));
     json_decref(left);
+    /* An acknowledged instance is still known: its status, and a repeated
+     * launch re-sends its end instead of running it again. */
+    struct agent_job_status st;
+    agent_runner_status(r, 40, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    ck_assert_int_eq(st.exit_code, 0);
+    launch(r, launch_sh(40, "echo again >> never"));
+    left = agent_runner_events(r);
+    ck_assert_ptr_nonnull(find_event(left, 40, "ended"));
+    json_decref(left);
+    json_t *running = agent_runner_running(r);
+    ck_assert_int_eq(json_array_size(running), 2); /* 40 and 41: ends not acked */
+    json_decref(running);
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/never", g_work);
+    ck_assert_msg(access(p, F_OK) != 0, "an acknowledged instance ran again");
     agent_runner_close(r);
 }
 END_TEST
