@@ -35,4 +35,7 @@ if(CHECK_FOUND)
   add_test(NAME inference.tokenizer_gemma COMMAND test_tokenizer --gemma ${COMMONS_FORMAT_GEMMA}
            ${CMAKE_CURRENT_LIST_DIR}/tests/fixtures)
   set_tests_properties(inference.tokenizer_gemma PROPERTIES SKIP_RETURN_CODE 77)
+  # More vocabularies (Llama 3.2, Qwen) made by scripts/get-extra-vocabs BUILD_DIR; skipped without.
+  add_test(NAME inference.tokenizer_extra COMMAND test_tokenizer --extra ${CMAKE_BINARY_DIR}/vocab-extra)
+  set_tests_properties(inference.tokenizer_extra PROPERTIES SKIP_RETURN_CODE 77)
 endif()

@@ -12,6 +12,7 @@
 #include "tokenizer_internal.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -727,11 +728,58 @@ START_TEST(test_gemma_vocab)
 }
 END_TEST
 
+/* ---- more vocabularies, converted from Hugging Face files by
+ * scripts/get-extra-vocabs (expected ids from the `tokenizers` library) ---- */
+
+static const char *extra_dir;
+
+START_TEST(test_extra_vocabs)
+{
+    DIR *d = opendir(extra_dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    int vocabs = 0, failures = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 5, ".gguf") != 0)
+            continue;
+        char gguf[1024], inp[1100], out[1100];
+        snprintf(gguf, sizeof gguf, "%s/%s", extra_dir, e->d_name);
+        snprintf(inp, sizeof inp, "%s.inp", gguf);
+        snprintf(out, sizeof out, "%s.out", gguf);
+        int cases = 0;
+        int f = run_conformance(gguf, inp, out, true, &cases);
+        fprintf(stderr, "%s: %d cases, %d failed\n", e->d_name, cases, f);
+        failures += f;
+        vocabs++;
+    }
+    closedir(d);
+    ck_assert_int_gt(vocabs, 0);
+    ck_assert_msg(failures == 0, "%d cases failed (listed above)", failures);
+}
+END_TEST
+
+static bool has_gguf(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    struct dirent *e;
+    bool found = false;
+    while (!found && (e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        found = l >= 5 && strcmp(e->d_name + l - 5, ".gguf") == 0;
+    }
+    closedir(d);
+    return found;
+}
+
 int main(int argc, char **argv)
 {
     /* test_tokenizer VOCAB_DIR FIXTURE_DIR            the vocab files and units
-     * test_tokenizer --gemma MODEL.gguf FIXTURE_DIR    the Gemma 3 vocabulary;
-     *                                                  exits 77 (skipped) without the model */
+     * test_tokenizer --gemma MODEL.gguf FIXTURE_DIR    the Gemma 3 vocabulary
+     * test_tokenizer --extra DIR                       every DIR/NAME.gguf with .inp/.out
+     * The last two exit 77 (skipped) when their files are absent. */
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
@@ -745,6 +793,13 @@ int main(int argc, char **argv)
         }
         fclose(f);
         tcase_add_test(tc, test_gemma_vocab);
+    } else if (argc > 2 && strcmp(argv[1], "--extra") == 0) {
+        extra_dir = argv[2];
+        if (!has_gguf(extra_dir)) {
+            printf("skipped: no vocabularies in %s (scripts/get-extra-vocabs makes them)\n", extra_dir);
+            return 77;
+        }
+        tcase_add_test(tc, test_extra_vocabs);
     } else {
         if (argc > 1)
             vocab_dir = argv[1];
