@@ -5,6 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+double quota_billing_rate(const quota_policy *p, int64_t cpus, int64_t gpus, int64_t mem_bytes)
+{
+    if (!p)
+        return 0.0;
+    return p->billing.cpu * (double)(cpus > 0 ? cpus : 0) +
+           p->billing.gpu * (double)(gpus > 0 ? gpus : 0) +
+           p->billing.mem_per_gb * (double)(mem_bytes > 0 ? mem_bytes : 0) /
+               (1024.0 * 1024.0 * 1024.0);
+}
+
 double quota_billed(const quota_policy *p, int64_t cpus, int64_t gpus, int64_t mem_bytes,
                     double seconds, int qos)
 {
@@ -13,11 +23,7 @@ double quota_billed(const quota_policy *p, int64_t cpus, int64_t gpus, int64_t m
     if (qos < 0 || qos >= p->nqos)
         qos = p->default_qos;
     double factor = qos >= 0 ? p->qos[qos].usage_factor : 1.0;
-    double rate = p->billing.cpu * (double)(cpus > 0 ? cpus : 0) +
-                  p->billing.gpu * (double)(gpus > 0 ? gpus : 0) +
-                  p->billing.mem_per_gb * (double)(mem_bytes > 0 ? mem_bytes : 0) /
-                      (1024.0 * 1024.0 * 1024.0);
-    return rate * seconds * factor;
+    return quota_billing_rate(p, cpus, gpus, mem_bytes) * seconds * factor;
 }
 
 double quota_usage_decay(double usage, double dt_seconds, int64_t half_life)

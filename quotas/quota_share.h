@@ -13,6 +13,11 @@
 
 #include "quota_policy.h"
 
+/* Billing units per second of a job, before the QOS usage factor:
+ * billing.cpu*cpus + billing.gpu*gpus + billing.mem_per_gb*mem_bytes/2^30.
+ * Negative inputs count as 0. */
+double quota_billing_rate(const quota_policy *p, int64_t cpus, int64_t gpus, int64_t mem_bytes);
+
 /* Billing units for running a job: seconds * usage_factor(qos) *
  * (billing.cpu*cpus + billing.gpu*gpus + billing.mem_per_gb*mem_bytes/2^30).
  * qos < 0 uses the default QOS. Negative inputs count as 0. */
