@@ -1,0 +1,233 @@
+#!/bin/bash
+# run.sh: the job-submission benchmark of issue 2, end to end (README.md here).
+#
+# Builds commonsd, commons, commons-agent and submit_bench; for each
+# measurement starts a fresh commonsd on 127.0.0.1 (free port, temporary
+# state directory) and stops it by PID; runs slurm.sh for the same
+# measurements against Slurm; prints a table and appends it to
+# bench/RESULTS.md with the machine, the date and the commit.
+#
+#   run.sh [--build DIR] [--jobs N] [--repeat R] [--big N] [--latency-jobs N]
+#          [--no-slurm] [--no-append]
+#
+#   --build DIR        CMake build folder (default $COMMONS_BUILD or build-bench);
+#                      configured and built here when commonsd is missing
+#   --jobs N           jobs per throughput run (default 2000)
+#   --repeat R         runs per throughput setting; the table shows the median (3)
+#   --big N            also one 8-client run of N jobs per sync mode (e.g. 10000)
+#   --latency-jobs N   one-second jobs for submit -> RUNNING (default 1000; 0 skips)
+#   --no-slurm         skip slurm.sh
+#   --no-append        print the table only
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${COMMONS_BUILD:-$root/build-bench}
+jobs=2000 repeat=3 big=0 latency_jobs=1000 slurm=1 append=1
+while (($#)); do
+    case $1 in
+    --build) build=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --big) big=$2; shift 2 ;;
+    --latency-jobs) latency_jobs=$2; shift 2 ;;
+    --no-slurm) slurm=0; shift ;;
+    --no-append) append=0; shift ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+build=$(mkdir -p "$build" && cd "$build" && pwd)
+
+# ---- build
+if [ ! -x "$build/scheduler/commonsd" ] || [ ! -x "$build/agent/commons-agent" ] || [ ! -x "$build/cli/commons" ]; then
+    echo "run.sh: building commonsd, commons and commons-agent in $build"
+    cmake -S "$root" -B "$build" >"$build/bench-configure.log" 2>&1 ||
+        { tail -n 20 "$build/bench-configure.log"; echo "run.sh: cmake configure failed" >&2; exit 1; }
+    cmake --build "$build" -j2 --target commonsd commons commons-agent ||
+        { echo "run.sh: build failed" >&2; exit 1; }
+fi
+bench=$build/bench-submit/submit_bench
+mkdir -p "$build/bench-submit"
+cc -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE -I"$root/common" -o "$bench" \
+    "$here"/submit_bench.c "$here"/throughput.c "$here"/latency.c "$here"/bench_util.c \
+    "$build/common/libcommons_common.a" -lnng -ljansson -lmbedcrypto -lpthread ||
+    { echo "run.sh: cannot build submit_bench" >&2; exit 1; }
+
+# ---- processes: everything started here is stopped by PID on exit
+work=$(mktemp -d /tmp/commons-bench.XXXXXX)
+chmod 711 "$work" # the latency jobs run as nobody and write below it
+results=$work/results # lines: "SYSTEM SETTING RESULT-JSON"
+: >"$results"
+pids=()
+stop_pid() {
+    local p=$1
+    kill -TERM "$p" 2>/dev/null || return 0
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    return 0
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}"; done
+    if [ -n "${KEEP_BENCH_DIR:-}" ]; then echo "run.sh: kept $work"; else rm -rf "$work"; fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_commonsd SYNC NAME: a fresh commonsd; sets addr, state, sched_pid, token.
+start_commonsd() {
+    local sync=$1 name=$2
+    state=$work/$name/state
+    mkdir -p "$work/$name"
+    addr=tcp://127.0.0.1:$(free_port)
+    "$build/scheduler/commonsd" --state "$state" --listen "$addr" --foreground --sync "$sync" \
+        --log-level warn 2>"$work/$name/commonsd.log" &
+    sched_pid=$!
+    pids+=("$sched_pid")
+    for _ in $(seq 100); do [ -s "$state/admin.token" ] && break; sleep 0.1; done
+    [ -s "$state/admin.token" ] || { cat "$work/$name/commonsd.log"; echo "run.sh: commonsd did not start" >&2; exit 1; }
+}
+stop_last() { # stops the most recently started process
+    local last=$((${#pids[@]} - 1))
+    stop_pid "${pids[last]}"
+    unset "pids[last]"
+    pids=("${pids[@]}")
+}
+# keep SYSTEM SETTING: prints a measurement's lines, keeps its RESULT line.
+keep() {
+    local line
+    while IFS= read -r line; do
+        echo "  $line"
+        if [[ $line == RESULT* ]]; then echo "$1 $2 ${line#RESULT }" >>"$results"; fi
+    done
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# What one durable commit costs on this disk: median and p99 of 200 small
+# write+fdatasync pairs in the folder that holds the state directories.
+fsync_ms=$(python3 - "$work" <<'EOF'
+import os, statistics, sys, time
+fd = os.open(os.path.join(sys.argv[1], "fsync-probe"), os.O_WRONLY | os.O_CREAT, 0o600)
+t = []
+for i in range(200):
+    a = time.perf_counter()
+    os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+    os.fdatasync(fd)
+    t.append((time.perf_counter() - a) * 1e3)
+os.close(fd)
+t.sort()
+print(f"{statistics.median(t):.2f} ms median, {t[197]:.2f} ms p99")
+EOF
+)
+echo "run.sh: write + fdatasync on this disk: $fsync_ms"
+
+# ---- Commons throughput through the protocol (C client threads), both sync modes
+for sync in full normal; do
+    for ((r = 1; r <= repeat; r++)); do
+        for clients in 1 8; do
+            start_commonsd "$sync" "tp-$sync-$clients-$r"
+            "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 ||
+                exit 1
+            echo "commons --sync $sync, run $r, $clients client(s):"
+            "$bench" throughput --addr "$addr" --token-file "$work/token" --jobs "$jobs" --clients "$clients" |
+                keep commons "proto-$sync-$clients"
+            stop_last
+        done
+    done
+    if ((big > 0)); then
+        start_commonsd "$sync" "tp-$sync-big"
+        "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 || exit 1
+        echo "commons --sync $sync, $big jobs, 8 clients:"
+        "$bench" throughput --addr "$addr" --token-file "$work/token" --jobs "$big" --clients 8 |
+            keep commons "big-$sync-8"
+        stop_last
+    fi
+done
+
+# ---- Commons throughput through the CLI (one process per submission, like sbatch)
+for ((r = 1; r <= repeat; r++)); do
+    for clients in 1 8; do
+        start_commonsd full "cli-$clients-$r"
+        "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 || exit 1
+        echo "commons CLI, run $r, $clients client(s):"
+        COMMONS_ADDR=$addr COMMONS_TOKEN=$(cat "$work/token") \
+            "$here/loop_submit.sh" "commons submit" "$jobs" "$clients" \
+            "$build/cli/commons" submit --hold -- true | keep commons "cli-full-$clients"
+        stop_last
+    done
+done
+
+# ---- Commons submit -> RUNNING with the real agent
+if ((latency_jobs > 0)); then
+    start_commonsd full latency
+    # Jobs run as "nobody" (the agent runs as root and switches user), so their
+    # output folder must be writable by everyone.
+    "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --unix-user nobody || exit 1
+    out=$work/latency/out
+    mkdir -p "$out" && chmod 711 "$work/latency" && chmod 1777 "$out"
+    "$build/agent/commons-agent" --server "$addr" --name node1 --key-file "$state/cluster.key" \
+        --state "$work/latency/agent" --cpus 1000 --memory-mb 100000 --foreground --kill-grace 1 \
+        --log-level warn 2>"$work/latency/agent.log" &
+    pids+=($!)
+    registered=0
+    for _ in $(seq 100); do
+        if COMMONS_ADDR=$addr COMMONS_TOKEN_FILE=$state/admin.token "$build/cli/commons" --json nodes 2>/dev/null |
+            grep -q '"IDLE"'; then registered=1; break; fi
+        sleep 0.1
+    done
+    ((registered)) || { cat "$work/latency/agent.log"; echo "run.sh: the agent did not register" >&2; exit 1; }
+    echo "commons --sync full, $latency_jobs one-second jobs, 8 clients, real agent (--cpus 1000):"
+    "$bench" latency --addr "$addr" --token-file "$work/token" --jobs "$latency_jobs" --clients 8 --outdir "$out" \
+        --sleep 1 --timeout 600 | keep commons latency
+    stop_last # agent
+    stop_last # commonsd
+fi
+
+# ---- Slurm
+slurm_note=""
+if ((slurm)); then
+    echo "slurm.sh:"
+    "$here/slurm.sh" --jobs "$jobs" --repeat "$repeat" --latency-jobs "$latency_jobs" --results "$work/slurm" |
+        sed 's/^/  /'
+    if [ -f "$work/slurm" ]; then
+        while IFS= read -r line; do
+            case $line in
+            RESULT*) json=${line#RESULT }
+                case $json in
+                *'"latency"'*) echo "slurm latency $json" >>"$results" ;;
+                *) setting=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(r["label"].split()[1] + "-" + str(r["clients"]))' "$json")
+                   echo "slurm $setting $json" >>"$results" ;;
+                esac ;;
+            SLURM_UNAVAILABLE*) slurm_note=${line#SLURM_UNAVAILABLE: } ;;
+            esac
+        done <"$work/slurm"
+    else
+        slurm_note="slurm.sh produced no results"
+    fi
+    slurm_version=$(slurmctld -V 2>/dev/null)
+else
+    slurm_note="skipped (--no-slurm)"
+fi
+
+# ---- table
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null)
+git -C "$root" diff --quiet HEAD -- scheduler common bench/submit 2>/dev/null || commit="$commit (+ uncommitted changes)"
+model=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+table=$(python3 "$here/table.py" "$results" \
+    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --machine "$model, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)" \
+    --load "$load_before" --fsync "$fsync_ms" --commit "$commit" --jobs "$jobs" --repeat "$repeat" --latency-jobs "$latency_jobs" \
+    --slurm "${slurm_version:-}" --slurm-note "$slurm_note")
+echo
+echo "$table"
+if ((append)); then
+    f=$root/bench/RESULTS.md
+    [ -f "$f" ] || printf '# Benchmark results\n\nEach section is appended by a benchmark script in bench/; newest last.\n' >"$f"
+    printf '\n%s\n' "$table" >>"$f"
+    echo
+    echo "run.sh: appended to $f"
+fi
