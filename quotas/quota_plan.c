@@ -27,6 +27,12 @@ struct quota_plan {
     size_t nrel, caprel;
     bool reserved, blocked; /* a reservation exists / a job could not start */
     int64_t shadow;
+    /* Upper bounds on what one node offers, learned from failed scans: [0]
+     * over free[], [1] over min(free, left). Both arrays only shrink during a
+     * pass, so a bound stays valid, and a job that asks more on any resource
+     * fails without a scan (most of a long queue, once the cluster is full). */
+    quota_res bound[2];
+    int first_free;      /* nodes below it have no CPU free now (free[] only shrinks) */
 };
 
 quota_plan *quota_plan_new(int nnodes)
@@ -81,6 +87,8 @@ int quota_plan_begin(quota_plan *pl, int64_t now, quota_backfill mode, const quo
     pl->reserved = pl->blocked = false;
     pl->shadow = -1;
     memset(&pl->total, 0, sizeof pl->total);
+    pl->bound[0] = pl->bound[1] = (quota_res){INT64_MAX, INT64_MAX, INT64_MAX};
+    pl->first_free = 0;
     for (int i = 0; i < pl->nnodes; i++) {
         pl->free[i] = free_now[i];
         add(&pl->total, &free_now[i], 1);
@@ -110,15 +118,53 @@ static int cmp_release(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* First `count` nodes where `need` fits in have[] (and in also[], if given). */
-static bool pick(const quota_plan *pl, const quota_res *have, const quota_res *also,
-                 const quota_plan_job *job, int *out)
+static int64_t min64(int64_t a, int64_t b)
 {
+    return a < b ? a : b;
+}
+
+static void raise_to(quota_res *m, const quota_res *r)
+{
+    if (r->cpus > m->cpus)
+        m->cpus = r->cpus;
+    if (r->gpus > m->gpus)
+        m->gpus = r->gpus;
+    if (r->mem > m->mem)
+        m->mem = r->mem;
+}
+
+/* First job->nodes nodes where the job fits in have[] (and in also[] when
+ * given: free now and at the shadow time); first fit by index. *seen gets
+ * the most any one node offers when the scan went through every node. */
+static bool scan(const quota_plan *pl, const quota_res *have, const quota_res *also,
+                 const quota_plan_job *job, int *out, quota_res *seen)
+{
+    *seen = (quota_res){0, 0, 0};
     int64_t got = 0;
-    for (int i = 0; i < pl->nnodes && got < job->nodes; i++)
-        if (fits(&have[i], &job->per_node) && (!also || fits(&also[i], &job->per_node)))
+    /* Nodes without a free CPU fit no job that needs one; skip them. */
+    int from = have == pl->free && job->per_node.cpus > 0 ? pl->first_free : 0;
+    for (int i = from; i < pl->nnodes && got < job->nodes; i++) {
+        quota_res avail = have[i];
+        if (also)
+            avail = (quota_res){min64(avail.cpus, also[i].cpus), min64(avail.gpus, also[i].gpus),
+                                min64(avail.mem, also[i].mem)};
+        raise_to(seen, &avail);
+        if (fits(&avail, &job->per_node))
             out[got++] = i;
+    }
     return got == job->nodes;
+}
+
+/* scan() over free[] (and left[]), skipped when a bound already rules it out. */
+static bool pick(quota_plan *pl, bool with_left, const quota_plan_job *job, int *out)
+{
+    quota_res *bound = &pl->bound[with_left], seen;
+    if (!fits(bound, &job->per_node))
+        return false;
+    if (scan(pl, pl->free, with_left ? pl->left : NULL, job, out, &seen))
+        return true;
+    *bound = seen;
+    return false;
 }
 
 static bool enough_in_total(const quota_plan *pl, const quota_plan_job *job)
@@ -137,6 +183,8 @@ static int take(quota_plan *pl, const quota_plan_job *job, const int *nodes, boo
         add(&pl->total, &job->per_node, -1);
         if (from_left)
             add(&pl->left[nodes[k]], &job->per_node, -1);
+        while (pl->first_free < pl->nnodes && pl->free[pl->first_free].cpus <= 0)
+            pl->first_free++;
         if (job->time_limit > 0) {
             int rc = quota_plan_release(pl, nodes[k], &job->per_node, pl->now + job->time_limit);
             if (rc)
@@ -169,7 +217,8 @@ static bool reserve(quota_plan *pl, const quota_plan_job *job, int *scratch)
     }
     if (fitting < job->nodes)
         return false;
-    pick(pl, pl->work, NULL, job, scratch);
+    quota_res seen;
+    scan(pl, pl->work, NULL, job, scratch, &seen);
     memcpy(pl->left, pl->work, (size_t)pl->nnodes * sizeof *pl->left);
     for (int64_t k = 0; k < job->nodes; k++)
         add(&pl->left[scratch[k]], &job->per_node, -1);
@@ -187,7 +236,7 @@ int quota_plan_try(quota_plan *pl, const quota_plan_job *job, int *nodes_out)
         return QUOTA_PLAN_NEVER;
     bool fit_now = enough_in_total(pl, job);
     if (!pl->blocked) {
-        if (fit_now && pick(pl, pl->free, NULL, job, nodes_out))
+        if (fit_now && pick(pl, false, job, nodes_out))
             return take(pl, job, nodes_out, false);
         if (!reserve(pl, job, nodes_out))
             return QUOTA_PLAN_NEVER; /* does not block the jobs behind it */
@@ -197,9 +246,9 @@ int quota_plan_try(quota_plan *pl, const quota_plan_job *job, int *nodes_out)
     if (pl->mode != QUOTA_BACKFILL_EASY || !fit_now)
         return QUOTA_PLAN_WAIT;
     bool ends_before = job->time_limit > 0 && pl->now + job->time_limit <= pl->shadow;
-    if (ends_before && pick(pl, pl->free, NULL, job, nodes_out))
+    if (ends_before && pick(pl, false, job, nodes_out))
         return take(pl, job, nodes_out, false);
-    if (pick(pl, pl->free, pl->left, job, nodes_out))
+    if (pick(pl, true, job, nodes_out))
         return take(pl, job, nodes_out, true);
     return QUOTA_PLAN_WAIT;
 }
