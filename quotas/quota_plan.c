@@ -155,11 +155,13 @@ static bool scan(const quota_plan *pl, const quota_res *have, const quota_res *a
     return got == job->nodes;
 }
 
-/* scan() over free[] (and left[]), skipped when a bound already rules it out. */
+/* scan() over free[] (and left[]), skipped when a bound already rules it out.
+ * Scans for jobs that need CPUs skip the leading full nodes, so their bounds
+ * only speak for such jobs. */
 static bool pick(quota_plan *pl, bool with_left, const quota_plan_job *job, int *out)
 {
     quota_res *bound = &pl->bound[with_left], seen;
-    if (!fits(bound, &job->per_node))
+    if (job->per_node.cpus > 0 && !fits(bound, &job->per_node))
         return false;
     if (scan(pl, pl->free, with_left ? pl->left : NULL, job, out, &seen))
         return true;

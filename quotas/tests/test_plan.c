@@ -157,6 +157,34 @@ START_TEST(never_does_not_block)
 }
 END_TEST
 
+/* A failed scan teaches the planner the most one node offers; smaller jobs
+ * must still be placed, bigger ones refused without a scan. */
+START_TEST(bounds_do_not_overprune)
+{
+    quota_plan *pl = quota_plan_new(2);
+    quota_res free_now[2] = {{1, 0, 16 * G}, {3, 1, 16 * G}};
+    ck_assert_int_eq(quota_plan_begin(pl, 0, QUOTA_BACKFILL_EASY, free_now), QUOTA_OK);
+    quota_res busy = {3, 0, 0};
+    ck_assert_int_eq(quota_plan_release(pl, 0, &busy, 100), QUOTA_OK);
+    ck_assert_int_eq(quota_plan_release(pl, 1, &(quota_res){1, 0, 0}, 100), QUOTA_OK);
+    int got[2];
+    quota_plan_job top = job(2, 4, 0, 50);
+    ck_assert_int_eq(quota_plan_try(pl, &top, got), QUOTA_PLAN_RESERVED);
+    quota_plan_job x = job(1, 3, 0, 10), y = job(1, 2, 0, 10), z = job(1, 1, 0, 10);
+    ck_assert_int_eq(quota_plan_try(pl, &x, got), QUOTA_PLAN_START);
+    ck_assert_int_eq(got[0], 1);
+    ck_assert_int_eq(quota_plan_try(pl, &y, got), QUOTA_PLAN_WAIT); /* learns: 1 CPU max */
+    ck_assert_int_eq(quota_plan_try(pl, &y, got), QUOTA_PLAN_WAIT);
+    ck_assert_int_eq(quota_plan_try(pl, &z, got), QUOTA_PLAN_START);
+    ck_assert_int_eq(got[0], 0);
+    /* A GPU-only task (no CPUs) still finds node 1's GPU though every CPU is taken. */
+    quota_plan_job g = job(1, 0, 1, 10);
+    ck_assert_int_eq(quota_plan_try(pl, &g, got), QUOTA_PLAN_START);
+    ck_assert_int_eq(got[0], 1);
+    quota_plan_free(pl);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("quota_plan");
@@ -167,6 +195,7 @@ int main(void)
     tcase_add_test(t, shadow_is_earliest_fit);
     tcase_add_test(t, gpu_and_memory_aware);
     tcase_add_test(t, never_does_not_block);
+    tcase_add_test(t, bounds_do_not_overprune);
     suite_add_tcase(s, t);
     return qt_run(s);
 }
