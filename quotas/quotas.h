@@ -11,8 +11,9 @@
  *   quota_swf.h      Standard Workload Format line parser
  *
  * Pure library: no I/O except reading a policy file (and printing diagnostics
- * to a FILE* the caller passes); traces are read by the caller, line by line. Not thread-safe for a policy being freed;
- * a loaded policy is read-only and may be shared between threads. */
+ * to a FILE* the caller passes); traces are read by the caller, line by line.
+ * A loaded policy is read-only and may be shared between threads until it is
+ * freed; planners and simulations are single-threaded objects. */
 #ifndef COMMONS_QUOTAS_H
 #define COMMONS_QUOTAS_H
 
