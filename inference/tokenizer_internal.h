@@ -17,7 +17,9 @@ enum tok_pre {
     TOK_PRE_GPT2 = 1,      /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
     TOK_PRE_LLAMA3,        /* case-insensitive contractions, [^\r\n\p{L}\p{N}]?\p{L}+, \p{N}{1,3}, ... */
     TOK_PRE_QWEN2,         /* as LLAMA3 with single digits */
-    TOK_PRE_STARCODER      /* digits split one by one, then GPT2 */
+    TOK_PRE_STARCODER,     /* digits split one by one, then GPT2 */
+    TOK_PRE_DEEPSEEK_CODER,/* [\r\n], \s?\p{L}+, \s?\p{P}+, CJK runs, \p{N} in turn */
+    TOK_PRE_DEEPSEEK3      /* \p{N}{1,3}, CJK/kana runs, then its punctuation-aware pattern */
 };
 
 struct infer_tokenizer {

@@ -194,22 +194,31 @@ static int load_merges(infer_tokenizer *t, const infer_gguf *g, char *err, size_
 
 static int pick_pre(infer_tokenizer *t, const infer_gguf *g, char *err, size_t errlen)
 {
-    static const struct { const char *name; int kind; } names[] = {
-        {"default", TOK_PRE_GPT2}, {"gpt-2", TOK_PRE_GPT2}, {"gpt2", TOK_PRE_GPT2},
-        {"phi-2", TOK_PRE_GPT2}, {"mpt", TOK_PRE_GPT2}, {"olmo", TOK_PRE_GPT2},
-        {"jais", TOK_PRE_GPT2}, {"roberta-bpe", TOK_PRE_GPT2}, {"jina-es", TOK_PRE_GPT2},
-        {"jina-de", TOK_PRE_GPT2}, {"jina-v1-en", TOK_PRE_GPT2}, {"jina-v2-es", TOK_PRE_GPT2},
-        {"jina-v2-de", TOK_PRE_GPT2}, {"jina-v2-code", TOK_PRE_GPT2}, {"gigachat", TOK_PRE_GPT2},
-        {"trillion", TOK_PRE_GPT2},
-        {"llama3", TOK_PRE_LLAMA3}, {"llama-v3", TOK_PRE_LLAMA3}, {"llama-bpe", TOK_PRE_LLAMA3},
-        {"falcon3", TOK_PRE_LLAMA3}, {"falcon-h1", TOK_PRE_LLAMA3}, {"pixtral", TOK_PRE_LLAMA3},
-        {"dbrx", TOK_PRE_LLAMA3}, {"smaug-bpe", TOK_PRE_LLAMA3},
-        {"qwen2", TOK_PRE_QWEN2}, {"deepseek-r1-qwen", TOK_PRE_QWEN2}, {"stablelm2", TOK_PRE_QWEN2},
-        {"megrez", TOK_PRE_QWEN2}, {"hunyuan", TOK_PRE_QWEN2},
-        {"starcoder", TOK_PRE_STARCODER}, {"smollm", TOK_PRE_STARCODER},
-        {"refact", TOK_PRE_STARCODER}, {"command-r", TOK_PRE_STARCODER},
-        {"codeshell", TOK_PRE_STARCODER}, {"exaone", TOK_PRE_STARCODER},
-        {"minerva-7b", TOK_PRE_STARCODER},
+    /* ignore_merges and the BOS default follow llama.cpp per name */
+    static const struct { const char *name; int kind; bool llama3; } names[] = {
+        {"default", TOK_PRE_GPT2, false}, {"gpt-2", TOK_PRE_GPT2, false},
+        {"gpt2", TOK_PRE_GPT2, false}, {"phi-2", TOK_PRE_GPT2, false},
+        {"mpt", TOK_PRE_GPT2, false}, {"olmo", TOK_PRE_GPT2, false},
+        {"jais", TOK_PRE_GPT2, false}, {"roberta-bpe", TOK_PRE_GPT2, false},
+        {"jina-es", TOK_PRE_GPT2, false}, {"jina-de", TOK_PRE_GPT2, false},
+        {"jina-v1-en", TOK_PRE_GPT2, false}, {"jina-v2-es", TOK_PRE_GPT2, false},
+        {"jina-v2-de", TOK_PRE_GPT2, false}, {"jina-v2-code", TOK_PRE_GPT2, false},
+        {"gigachat", TOK_PRE_GPT2, false}, {"trillion", TOK_PRE_GPT2, false},
+        {"llama3", TOK_PRE_LLAMA3, true}, {"llama-v3", TOK_PRE_LLAMA3, true},
+        {"llama-bpe", TOK_PRE_LLAMA3, true}, {"falcon3", TOK_PRE_LLAMA3, true},
+        {"falcon-h1", TOK_PRE_LLAMA3, true}, {"pixtral", TOK_PRE_LLAMA3, true},
+        {"midm-2.0", TOK_PRE_LLAMA3, true}, {"lfm2", TOK_PRE_LLAMA3, true},
+        {"dbrx", TOK_PRE_LLAMA3, false}, {"smaug-bpe", TOK_PRE_LLAMA3, false},
+        {"chatglm-bpe", TOK_PRE_LLAMA3, false},
+        {"qwen2", TOK_PRE_QWEN2, false}, {"deepseek-r1-qwen", TOK_PRE_QWEN2, false},
+        {"stablelm2", TOK_PRE_QWEN2, false}, {"megrez", TOK_PRE_QWEN2, false},
+        {"hunyuan", TOK_PRE_QWEN2, false},
+        {"starcoder", TOK_PRE_STARCODER, false}, {"smollm", TOK_PRE_STARCODER, false},
+        {"refact", TOK_PRE_STARCODER, false}, {"command-r", TOK_PRE_STARCODER, false},
+        {"codeshell", TOK_PRE_STARCODER, false}, {"exaone", TOK_PRE_STARCODER, false},
+        {"minerva-7b", TOK_PRE_STARCODER, false},
+        {"deepseek-coder", TOK_PRE_DEEPSEEK_CODER, false},
+        {"deepseek-v3", TOK_PRE_DEEPSEEK3, false},
     };
     infer_gguf_str pre = {"default", 7};
     if (infer_gguf_find_key(g, "tokenizer.ggml.pre") >= 0 &&
@@ -223,13 +232,14 @@ static int pick_pre(infer_tokenizer *t, const infer_gguf *g, char *err, size_t e
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strlen(names[i].name) == pre.len && memcmp(names[i].name, pre.ptr, pre.len) == 0) {
             t->pre_kind = names[i].kind;
-            t->ignore_merges = t->pre_kind == TOK_PRE_LLAMA3;
+            t->ignore_merges = names[i].llama3;
             return INFER_OK;
         }
     }
     return lerr(err, errlen, INFER_EUNSUPPORTED,
                 "tokenizer.ggml.pre '%.*s' is not a supported BPE pre-tokenizer (supported: "
-                "gpt-2 family, llama3/llama-bpe, qwen2, starcoder/smollm family)",
+                "gpt-2 family, llama3/llama-bpe, qwen2, starcoder/smollm family, "
+                "deepseek-coder, deepseek-v3)",
                 (int)(pre.len > 60 ? 60 : pre.len), pre.ptr);
 }
 
@@ -268,7 +278,7 @@ static void load_specials_ids(infer_tokenizer *t, const infer_gguf *g)
         if (id >= 0 && id != t->eos)
             t->eot = id;
     }
-    t->add_bos = read_flag(g, "tokenizer.ggml.add_bos_token", spm || t->pre_kind == TOK_PRE_LLAMA3);
+    t->add_bos = read_flag(g, "tokenizer.ggml.add_bos_token", spm || t->ignore_merges);
     t->add_eos = read_flag(g, "tokenizer.ggml.add_eos_token", false);
     t->add_space_prefix = read_flag(g, "tokenizer.ggml.add_space_prefix", spm);
 }

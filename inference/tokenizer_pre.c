@@ -115,21 +115,95 @@ static size_t match_llama3(const struct cps *c, size_t p, size_t end, size_t max
     return spaces(c, p, end);
 }
 
-static size_t match_digit(const struct cps *c, size_t p, size_t end)
+static bool is_lm(const struct cps *c, size_t i) { return fl(c, i) & (INFER_UC_LETTER | INFER_UC_MARK); }
+static bool is_ps(const struct cps *c, size_t i) { return fl(c, i) & (INFER_UC_PUNCT | INFER_UC_SYMBOL); }
+static bool is_punct(const struct cps *c, size_t i) { return fl(c, i) & INFER_UC_PUNCT; }
+static bool is_ascii_letter(const struct cps *c, size_t i)
 {
-    (void)end;
-    return is_number(c, p) ? 1 : 0;
+    uint32_t x = c->cp[i] | 0x20;
+    return x >= 'a' && x <= 'z';
+}
+static bool is_ascii_punct(uint32_t x)   /* [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~] */
+{
+    return (x >= 0x21 && x <= 0x2F) || (x >= 0x3A && x <= 0x40) || (x >= 0x5B && x <= 0x60) ||
+           (x >= 0x7B && x <= 0x7E);
+}
+/* [一-龥ࠀ-一가-퟿] of deepseek-coder */
+static bool is_cjk_coder(const struct cps *c, size_t i)
+{
+    uint32_t x = c->cp[i];
+    return (x >= 0x0800 && x <= 0x9FA5) || (x >= 0xAC00 && x <= 0xD7FF);
+}
+/* [一-龥぀-ゟ゠-ヿ] of deepseek-v3: CJK ideographs, hiragana, katakana */
+static bool is_cjk_v3(const struct cps *c, size_t i)
+{
+    uint32_t x = c->cp[i];
+    return (x >= 0x4E00 && x <= 0x9FA5) || (x >= 0x3040 && x <= 0x30FF);
 }
 
-enum stage { ST_GPT2, ST_LLAMA3, ST_QWEN2, ST_DIGIT };
+/* \s?X+ */
+static size_t opt_ws_run(const struct cps *c, size_t p, size_t end,
+                         bool (*pred)(const struct cps *, size_t))
+{
+    if (pred(c, p))
+        return run(c, p, end, pred);
+    if (is_space(c, p) && p + 1 < end && pred(c, p + 1))
+        return 1 + run(c, p + 1, end, pred);
+    return 0;
+}
+
+/* deepseek-v3's last stage:
+ * [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|
+ *  ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t match_deepseek3(const struct cps *c, size_t p, size_t end)
+{
+    size_t m;
+    if (is_ascii_punct(c->cp[p]) && p + 1 < end && is_ascii_letter(c, p + 1))
+        return 1 + run(c, p + 1, end, is_ascii_letter);
+    /* an optional lead that is not CR/LF/L/P/S (a mark may lead or belong) */
+    if (is_lm(c, p))
+        return run(c, p, end, is_lm);
+    if (!is_crlf(c, p) && !(fl(c, p) & (INFER_UC_LETTER | INFER_UC_PUNCT | INFER_UC_SYMBOL)) &&
+        p + 1 < end && is_lm(c, p + 1))
+        return 1 + run(c, p + 1, end, is_lm);
+    if ((m = opt_space_run(c, p, end, is_ps)))
+        return m + run(c, p + m, end, is_crlf);
+    if (!is_space(c, p))
+        return 0;
+    size_t n = run(c, p, end, is_space), last = 0;
+    for (size_t i = 0; i < n; i++)
+        if (is_crlf(c, p + i))
+            last = i + 1;
+    return last ? last : spaces(c, p, end);
+}
+
+enum stage {
+    ST_GPT2, ST_LLAMA3, ST_QWEN2,
+    ST_DIGIT,        /* \p{N} */
+    ST_DIGITS3,      /* \p{N}{1,3} */
+    ST_CRLF,         /* [\r\n] */
+    ST_WS_LETTERS,   /* \s?\p{L}+ */
+    ST_WS_PUNCT,     /* \s?\p{P}+ */
+    ST_CJK_CODER,    /* [一-龥ࠀ-一가-퟿]+ */
+    ST_CJK_V3,       /* [一-龥぀-ゟ゠-ヿ]+ */
+    ST_DEEPSEEK3
+};
 
 static size_t match(enum stage st, const struct cps *c, size_t p, size_t end)
 {
+    size_t m;
     switch (st) {
     case ST_GPT2: return match_gpt2(c, p, end);
     case ST_LLAMA3: return match_llama3(c, p, end, 3);
     case ST_QWEN2: return match_llama3(c, p, end, 1);
-    case ST_DIGIT: return match_digit(c, p, end);
+    case ST_DIGIT: return is_number(c, p) ? 1 : 0;
+    case ST_DIGITS3: m = run(c, p, end, is_number); return m < 3 ? m : 3;
+    case ST_CRLF: return is_crlf(c, p) ? 1 : 0;
+    case ST_WS_LETTERS: return opt_ws_run(c, p, end, is_letter);
+    case ST_WS_PUNCT: return opt_ws_run(c, p, end, is_punct);
+    case ST_CJK_CODER: return run(c, p, end, is_cjk_coder);
+    case ST_CJK_V3: return run(c, p, end, is_cjk_v3);
+    case ST_DEEPSEEK3: return match_deepseek3(c, p, end);
     }
     return 0;
 }
@@ -178,16 +252,21 @@ int tok_pre_split(int pre_kind, const char *text, size_t len, size_t **bounds, s
     }
     c.off[c.n] = len;
 
-    enum stage stages[2];
-    size_t n_stages = 0;
+    /* Each family is a list of regexes applied in turn, each splitting the
+     * pieces the previous one left (llama.cpp's multi-regex families). */
+    static const enum stage gpt2[] = {ST_GPT2}, llama3[] = {ST_LLAMA3}, qwen2[] = {ST_QWEN2},
+        starcoder[] = {ST_DIGIT, ST_GPT2},
+        ds_coder[] = {ST_CRLF, ST_WS_LETTERS, ST_WS_PUNCT, ST_CJK_CODER, ST_DIGIT},
+        ds_v3[] = {ST_DIGITS3, ST_CJK_V3, ST_DEEPSEEK3};
+    const enum stage *stages;
+    size_t n_stages;
     switch (pre_kind) {
-    case TOK_PRE_LLAMA3: stages[n_stages++] = ST_LLAMA3; break;
-    case TOK_PRE_QWEN2: stages[n_stages++] = ST_QWEN2; break;
-    case TOK_PRE_STARCODER:
-        stages[n_stages++] = ST_DIGIT;
-        stages[n_stages++] = ST_GPT2;
-        break;
-    default: stages[n_stages++] = ST_GPT2; break;
+    case TOK_PRE_LLAMA3: stages = llama3, n_stages = 1; break;
+    case TOK_PRE_QWEN2: stages = qwen2, n_stages = 1; break;
+    case TOK_PRE_STARCODER: stages = starcoder, n_stages = 2; break;
+    case TOK_PRE_DEEPSEEK_CODER: stages = ds_coder, n_stages = 5; break;
+    case TOK_PRE_DEEPSEEK3: stages = ds_v3, n_stages = 3; break;
+    default: stages = gpt2, n_stages = 1; break;
     }
     size_t nb = 0;
     b1[0] = 0;

@@ -5,7 +5,7 @@ independent engine), for inference/tests/test_tokenizer.c.
 
 Usage: python3 scripts/gen-pretok-fixtures.py > inference/tests/fixtures/pretok.txt
 Each output line: KIND<TAB>hex(text)<TAB>hex(piece1),hex(piece2),...
-KIND is gpt2, llama3, qwen2 or starcoder. Inputs avoid characters whose
+KIND is gpt2, llama3, qwen2, starcoder, deepseek-coder or deepseek-v3. Inputs avoid characters whose
 treatment depends on the engine's Unicode version or full case folding."""
 import regex
 
@@ -14,6 +14,10 @@ LLAMA3 = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
           r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
 DIGIT = r"\p{N}"
+DEEPSEEK_CODER = [r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[一-龥ࠀ-一가-퟿]+", r"\p{N}"]
+DEEPSEEK3 = [r"\p{N}{1,3}", r"[一-龥぀-ゟ゠-ヿ]+",
+             r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|"""
+             r""" ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""]
 
 TEXTS = [
     "Hello world", " Hello world", "  Hello world", "   leading spaces", "trailing spaces   ",
@@ -29,6 +33,7 @@ TEXTS = [
     "    four spaces then\n        eight", "{\"key\": [1, 2, 3]}", "https://example.org/a?b=1&c=two#d",
     "w048 7tuijk dsdfhu", "\u00a0non\u00a0breaking\u2003em space", "a", " ", "  ", "\n", "",
     "Hello, y'all! How are you 😁 ?我想在apple工作1314151天～",
+    "#include <stdio.h> .NET $x+=1; a->b == c", "カタカナとひらがな、漢字。", "ab\u0301\u0302 \u0301x",
 ]
 
 
@@ -46,6 +51,15 @@ def split(pattern, text):
     return out
 
 
+def stages(patterns, text):
+    """llama.cpp's multi-regex families: each regex splits every piece left
+    by the previous one."""
+    pieces = [text] if text else []
+    for p in patterns:
+        pieces = [w for piece in pieces for w in split(p, piece)]
+    return pieces
+
+
 def hx(s):
     return s.encode("utf-8").hex()
 
@@ -55,7 +69,9 @@ def main():
         ("gpt2", lambda t: split(GPT2, t)),
         ("llama3", lambda t: split(LLAMA3, t)),
         ("qwen2", lambda t: split(QWEN2, t)),
-        ("starcoder", lambda t: [w for p in split(DIGIT, t) for w in split(GPT2, p)]),
+        ("starcoder", lambda t: stages([DIGIT, GPT2], t)),
+        ("deepseek-coder", lambda t: stages(DEEPSEEK_CODER, t)),
+        ("deepseek-v3", lambda t: stages(DEEPSEEK3, t)),
     ]
     for name, fn in kinds:
         for t in TEXTS:
