@@ -182,6 +182,86 @@ AVX2 static float dot_q5_0(int k, const void *w, const void *x)
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
+/* ----------------------------------- 4-row matvec kernels, 32-blocks */
+/* 4 rows' 8-lane int32 partial sums -> the 4 totals */
+AVX2 static inline __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* f16 scale of block i in 4 rows (stride ws) times the activation scale */
+AVX2 static inline __m128 scales4(const uint8_t *blk, size_t ws, float dy)
+{
+    uint16_t h[4];
+    for (int r = 0; r < 4; r++) memcpy(&h[r], blk + r * ws, 2);
+    __m128i v = _mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0);
+    return _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(dy));
+}
+
+/* Q4_0/Q5_0 values are used unsigned (0..15 / 0..31); the offset (8 / 16)
+ * times the activations, computed once per block for the 4 rows, is
+ * subtracted in int16 (|pair sums| <= 2*31*127, no saturation). */
+AVX2 static void dot4_q4_0(int k, const void *w, size_t ws, const void *x, float *out)
+{
+    const uint8_t *w0 = w;
+    const kblock_q8_0 *y = x;
+    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+    __m128 acc = _mm_setzero_ps();
+    for (int i = 0; i < k / KQK; i++) {
+        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        __m256i off = _mm256_maddubs_epi16(eight, yv);
+        __m256i s[4];
+        for (int r = 0; r < 4; r++) {
+            const kblock_q4_0 *b = (const kblock_q4_0 *)(w0 + r * ws) + i;
+            __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_0_bytes(b->qs), yv), off);
+            s[r] = _mm256_madd_epi16(p, ones);
+        }
+        __m128 sc = scales4((const uint8_t *)((const kblock_q4_0 *)w0 + i), ws, f16(y[i].d));
+        acc = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
+AVX2 static void dot4_q5_0(int k, const void *w, size_t ws, const void *x, float *out)
+{
+    const uint8_t *w0 = w;
+    const kblock_q8_0 *y = x;
+    const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(16);
+    __m128 acc = _mm_setzero_ps();
+    for (int i = 0; i < k / KQK; i++) {
+        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        __m256i off = _mm256_maddubs_epi16(sixteen, yv);
+        __m256i s[4];
+        for (int r = 0; r < 4; r++) {
+            const kblock_q5_0 *b = (const kblock_q5_0 *)(w0 + r * ws) + i;
+            uint32_t qh;
+            memcpy(&qh, b->qh, 4);
+            __m256i q = _mm256_or_si256(q4_0_bytes(b->qs), _mm256_and_si256(bits_to_bytes(qh), sixteen));
+            s[r] = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), off), ones);
+        }
+        __m128 sc = scales4((const uint8_t *)((const kblock_q5_0 *)w0 + i), ws, f16(y[i].d));
+        acc = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
+AVX2 static void dot4_q8_0(int k, const void *w, size_t ws, const void *x, float *out)
+{
+    const uint8_t *w0 = w;
+    const kblock_q8_0 *y = x;
+    __m128 acc = _mm_setzero_ps();
+    for (int i = 0; i < k / KQK; i++) {
+        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        __m256i s[4];
+        for (int r = 0; r < 4; r++)
+            s[r] = dot_i8(_mm256_loadu_si256((const __m256i *)((const kblock_q8_0 *)(w0 + r * ws) + i)->qs), yv);
+        __m128 sc = scales4((const uint8_t *)((const kblock_q8_0 *)w0 + i), ws, f16(y[i].d));
+        acc = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* sum_j sc_j*sum(q*y) over one super-block, 8 int32 lanes. qh == NULL for
  * Q4_K; for Q5_K bit j of qh[l] is the fifth bit of element 32j+l. */
@@ -402,6 +482,7 @@ const kern_cpu_fns kern_cpu_avx2 = {
     .dot = {[KERN_TYPE_F32] = dot_f32, [KERN_TYPE_F16] = dot_f16, [KERN_TYPE_BF16] = dot_bf16,
             [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
+    .dot4 = {[KERN_TYPE_Q4_0] = dot4_q4_0, [KERN_TYPE_Q5_0] = dot4_q5_0, [KERN_TYPE_Q8_0] = dot4_q8_0},
     .quant_q8_0 = quant_q8_0,
     .quant_q8_K = quant_q8_K,
     .f16_to_f32 = f16_to_f32,

@@ -96,11 +96,19 @@ static void mm_task(void *a, int64_t r0, int64_t r1, int tid)
     (void)tid;
     mm_job *j = a;
     kern_dot_fn dot = j->f->dot[j->wt];
+    kern_dot4_fn dot4 = j->f->dot4[j->wt];
     kern_dot_nr_fn dot_nr = j->f->dot_nr[j->wt];
     for (int i0 = 0; i0 < j->n; i0 += TILE_X) {
         int nt = j->n - i0 < TILE_X ? j->n - i0 : TILE_X;
         const uint8_t *xt = j->xq + (size_t)i0 * j->xb;
-        for (int64_t r = r0; r < r1; r++) {
+        int64_t r = r0;
+        if (dot4 && !(dot_nr && nt > 1)) {
+            for (; r + 4 <= r1; r += 4)
+                for (int i = 0; i < nt; i++)
+                    dot4(j->k, j->w + (size_t)r * j->wb, j->wb, xt + (size_t)i * j->xb,
+                         j->y + (size_t)(i0 + i) * j->m + r);
+        }
+        for (; r < r1; r++) {
             const uint8_t *wr = j->w + (size_t)r * j->wb;
             float *yr = j->y + (size_t)i0 * j->m + r;
             if (dot_nr && nt > 1) {
@@ -124,7 +132,7 @@ int kern_cpu_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int 
         kern_pool_run(ctx->pool, n, 1, quant_task, &j);
     }
     /* Enough pieces per thread to balance, few enough to keep dispatch cheap. */
-    int64_t grain = m / ((int64_t)ctx->n_threads * 8);
+    int64_t grain = m / ((int64_t)ctx->n_threads * 8) & ~(int64_t)3; /* whole 4-row groups */
     if (grain < 4) grain = 4;
     kern_pool_run(ctx->pool, m, grain, mm_task, &j);
     return KERN_OK;

@@ -53,8 +53,14 @@ typedef float (*kern_dot_fn)(int k, const void *w, const void *x);
 typedef void (*kern_dot_nr_fn)(int k, const void *w, const void *x, size_t xs, int nr,
                                float *out, size_t os);
 
+/* Dots of 4 consecutive weight rows (stride ws bytes) with one activation
+ * row into out[0..3]: decode matvecs reuse each activation block 4 times and
+ * reduce 4 rows' partial sums together. */
+typedef void (*kern_dot4_fn)(int k, const void *w, size_t ws, const void *x, float *out);
+
 typedef struct kern_cpu_fns {
     kern_dot_fn dot[KERN_NTYPES];
+    kern_dot4_fn dot4[KERN_NTYPES];     /* may be NULL: falls back to dot */
     kern_dot_nr_fn dot_nr[KERN_NTYPES]; /* may be NULL: falls back to dot */
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
