@@ -13,6 +13,7 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,6 +446,129 @@ START_TEST(test_long_text)
 }
 END_TEST
 
+/* Random mixtures of ASCII, whitespace runs, multi-byte characters, stray
+ * bytes and (with_specials) special-token text, fixed seed: every
+ * vocabulary must give the text back, with and without special-token
+ * parsing. SentencePiece vocabularies get no special-token text: they put a
+ * space prefix after each special token (as llama.cpp and HF's legacy Llama
+ * tokenizer do), which test_spm_space_after_special checks instead. */
+static size_t random_text(unsigned *seed, bool with_specials, char *buf, size_t cap)
+{
+    static const char *bits[] = {"a", "Z", "7", " ", "  ", "\n", "\t", "\r\n", "'s", "'LL", ".",
+                                 "!!", "\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\xa6\x99", "\x80",
+                                 "\xff", "\xc3", "\x00", "<0x41>", "123456", "Hello", " world", "_",
+                                 /* special-token text last */
+                                 "<|endoftext|>", "<s>", "</s>", "<|end|>"};
+    const size_t n_bits = sizeof bits / sizeof bits[0] - (with_specials ? 0 : 4);
+    size_t n = 0, want = (size_t)(rand_r(seed) % 120);
+    while (n < want) {
+        const char *b = bits[rand_r(seed) % n_bits];
+        size_t l = b[0] ? strlen(b) : 1;   /* "\x00" is one NUL byte */
+        if (n + l > cap)
+            break;
+        memcpy(buf + n, b, l);
+        n += l;
+    }
+    return n;
+}
+
+START_TEST(test_random_roundtrip)
+{
+    static const char *names[] = {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf",
+                                  "ggml-vocab-phi-3.gguf"};
+    for (int v = 0; v < 3; v++) {
+        infer_tokenizer *t = load_vocab(names[v], NULL);
+        bool spm = infer_tokenizer_type(t) == INFER_VOCAB_SPM;
+        unsigned seed = 1234;
+        for (int i = 0; i < 300; i++) {
+            char text[512];
+            size_t len = random_text(&seed, !spm, text, sizeof text);
+            bool parse = i % 2;
+            size_t n;
+            int32_t *ids = tokenize(t, text, len, false, parse, &n);
+            int64_t blen = infer_detokenize(t, ids, n, parse, NULL, 0);
+            char *back = malloc((size_t)blen + 1);
+            ck_assert_int_eq(infer_detokenize(t, ids, n, parse, back, (size_t)blen), blen);
+            if (blen != (int64_t)len || memcmp(back, text, len) != 0) {
+                fprintf(stderr, "%s: round trip %d (parse_special %d) lost text:\n  in : '%.*s'\n  out: '%.*s'\n",
+                        names[v], i, parse, (int)len, text, (int)blen, back);
+                ck_abort_msg("round trip failed");
+            }
+            free(back);
+            free(ids);
+        }
+        infer_tokenizer_free(t);
+    }
+}
+END_TEST
+
+START_TEST(test_spm_space_after_special)
+{
+    infer_tokenizer *t = load_vocab("ggml-vocab-llama-spm.gguf", NULL);
+    size_t n, n2;
+    int32_t *ids = tokenize(t, "</s>x", 5, false, true, &n);
+    int32_t *x = tokenize(t, "x", 1, false, false, &n2);   /* "▁x": prefix at text start */
+    ck_assert_uint_eq(n, 1 + n2);
+    ck_assert_int_eq(ids[0], 2);
+    ck_assert(memcmp(ids + 1, x, n2 * sizeof *x) == 0);
+    char *back = detok(t, ids, n, true);
+    ck_assert_str_eq(back, "</s> x");
+    free(back);
+    free(ids);
+    free(x);
+    infer_tokenizer_free(t);
+}
+END_TEST
+
+/* One tokenizer, several threads: same ids as a single thread. */
+struct thread_job {
+    const infer_tokenizer *t;
+    const char *text;
+    size_t len;
+    int32_t *ids;
+    size_t n;
+};
+
+static void *tokenize_job(void *arg)
+{
+    struct thread_job *j = arg;
+    for (int rep = 0; rep < 20; rep++)
+        if (infer_tokenize(j->t, j->text, j->len, true, true, j->ids, 100000, &j->n) != INFER_OK)
+            j->n = (size_t)-1;
+    return NULL;
+}
+
+START_TEST(test_threads_share_a_tokenizer)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ggml-vocab-gpt-2.gguf.inp", vocab_dir);
+    size_t len;
+    char *text = read_file(path, &len);
+    ck_assert_ptr_nonnull(text);
+    static const char *names[] = {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"};
+    for (int v = 0; v < 2; v++) {
+        infer_tokenizer *t = load_vocab(names[v], NULL);
+        size_t n_ref;
+        int32_t *ref = tokenize(t, text, len, true, true, &n_ref);
+        pthread_t th[4];
+        struct thread_job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (struct thread_job){t, text, len, malloc(100000 * sizeof(int32_t)), 0};
+            ck_assert_int_eq(pthread_create(&th[i], NULL, tokenize_job, &jobs[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            ck_assert_uint_eq(jobs[i].n, n_ref);
+            ck_assert(memcmp(jobs[i].ids, ref, n_ref * sizeof *ref) == 0);
+            free(jobs[i].ids);
+        }
+        free(ref);
+        infer_tokenizer_free(t);
+    }
+    free(text);
+}
+END_TEST
+
 /* ---- synthetic vocabularies built with the GGUF writer ---- */
 
 struct synth {
@@ -813,6 +937,9 @@ int main(int argc, char **argv)
         tcase_add_test(tc, test_bos_eos_and_buffers);
         tcase_add_test(tc, test_arbitrary_bytes_roundtrip);
         tcase_add_test(tc, test_long_text);
+        tcase_add_test(tc, test_random_roundtrip);
+        tcase_add_test(tc, test_spm_space_after_special);
+        tcase_add_test(tc, test_threads_share_a_tokenizer);
         tcase_add_test(tc, test_bpe_merge_order);
         tcase_add_test(tc, test_spm_scores_and_fallback);
         tcase_add_test(tc, test_bad_metadata);
