@@ -906,10 +906,9 @@ int main(int argc, char **argv)
      * test_tokenizer --gemma MODEL.gguf FIXTURE_DIR    the Gemma 3 vocabulary
      * test_tokenizer --extra DIR                       every DIR/NAME.gguf with .inp/.out
      * The last two exit 77 (skipped) when their files are absent. */
-    Suite *s = suite_create("tokenizer");
-    TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 120);
-    if (argc > 3 && strcmp(argv[1], "--gemma") == 0) {
+    bool gemma = argc > 3 && strcmp(argv[1], "--gemma") == 0;
+    bool extra = !gemma && argc > 2 && strcmp(argv[1], "--extra") == 0;
+    if (gemma) {
         gemma_path = argv[2];
         fixture_dir = argv[3];
         FILE *f = fopen(gemma_path, "rb");
@@ -918,13 +917,19 @@ int main(int argc, char **argv)
             return 77;
         }
         fclose(f);
-        tcase_add_test(tc, test_gemma_vocab);
-    } else if (argc > 2 && strcmp(argv[1], "--extra") == 0) {
+    } else if (extra) {
         extra_dir = argv[2];
         if (!has_gguf(extra_dir)) {
             printf("skipped: no vocabularies in %s (scripts/get-extra-vocabs makes them)\n", extra_dir);
             return 77;
         }
+    }
+    Suite *s = suite_create("tokenizer");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    if (gemma) {
+        tcase_add_test(tc, test_gemma_vocab);
+    } else if (extra) {
         tcase_add_test(tc, test_extra_vocabs);
     } else {
         if (argc > 1)
