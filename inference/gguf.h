@@ -5,8 +5,9 @@
  * open every pointer handed out points inside the mapped file and every size
  * is exact, so callers never re-validate. A truncated or corrupt file yields
  * INFER_EFORMAT and a message naming the byte offset and the key or tensor.
- * Multi-byte values are little-endian (the only byte order GGUF v3 files in
+ * Multi-byte values are little-endian (the only byte order GGUF files in
  * the wild use); big-endian files are rejected by the version check.
+ * Version 2 files, laid out identically, are read too. See docs/gguf.md.
  *
  * Strings inside the file are NOT NUL-terminated: they come as infer_gguf_str
  * {ptr,len} views into the mapping. Key and tensor names are copied and

@@ -8,8 +8,9 @@
  *             splits the text, each chunk is mapped through GPT-2's byte→unicode
  *             table and merged by the ranks in tokenizer.ggml.merges.
  * Token types come from tokenizer.ggml.token_type; BOS/EOS/EOT/UNK/PAD ids and
- * add_bos/add_eos from tokenizer.ggml.* keys, with the model-type defaults
- * llama.cpp uses when a key is missing.
+ * add_bos/add_eos from tokenizer.ggml.* keys, with llama.cpp's defaults for
+ * "llama" vocabularies and none for "gpt2" ones when a key is missing
+ * (docs/tokenizer.md lists them, and the supported pre-tokenizers).
  *
  * A loaded tokenizer owns copies of everything it needs: the GGUF may be
  * closed afterwards. It is immutable, so one tokenizer can serve many threads. */
