@@ -108,7 +108,7 @@ enum infer_type {
 /* Type metadata. For an unknown/retired id: name NULL, sizes 0, known false. */
 const char *infer_type_name(int type);     /* "F32", "Q4_K", ... */
 bool infer_type_known(int type);           /* a ggml id with a known layout */
-bool infer_type_supported(int type);       /* F32 F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K */
+bool infer_type_supported(int type);       /* F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q4_K Q5_K Q6_K */
 int64_t infer_type_block_size(int type);   /* elements per block (1 for plain types) */
 size_t infer_type_type_size(int type);     /* bytes per block */
 

@@ -51,7 +51,7 @@ static const struct {
     [INFER_TYPE_F16] = {"F16", 1, 2, true},
     [INFER_TYPE_Q4_0] = {"Q4_0", 32, 18, true},
     [INFER_TYPE_Q4_1] = {"Q4_1", 32, 20, false},
-    [INFER_TYPE_Q5_0] = {"Q5_0", 32, 22, false},
+    [INFER_TYPE_Q5_0] = {"Q5_0", 32, 22, true},   /* the default Gemma 3 Q4_K_M uses it */
     [INFER_TYPE_Q5_1] = {"Q5_1", 32, 24, false},
     [INFER_TYPE_Q8_0] = {"Q8_0", 32, 34, true},
     [INFER_TYPE_Q8_1] = {"Q8_1", 32, 36, false},

@@ -272,6 +272,8 @@ START_TEST(test_type_table)
     ck_assert_uint_eq(infer_type_type_size(INFER_TYPE_Q6_K), 210);
     ck_assert_int_eq(infer_type_block_size(INFER_TYPE_Q6_K), 256);
     ck_assert(infer_type_supported(INFER_TYPE_Q4_K));
+    ck_assert(infer_type_supported(INFER_TYPE_Q5_0));
+    ck_assert(!infer_type_supported(INFER_TYPE_Q4_1));
     ck_assert(!infer_type_supported(INFER_TYPE_IQ2_XXS));
     ck_assert(infer_type_known(INFER_TYPE_IQ2_XXS));
     ck_assert(!infer_type_known(4));
