@@ -105,7 +105,24 @@ int kern_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt, 
     NEED(y && x && w, "kern_matmul: NULL pointer (y=%p x=%p w=%p)", (void *)y, (const void *)x, w);
     NEED(n > 0 && m > 0, "kern_matmul: n=%d m=%d must be positive", n, m);
     int rc = check_type_k(ctx, "kern_matmul", wt, k);
-    return rc ? rc : ctx->ops->matmul(ctx, y, x, w, wt, n, m, k);
+    kern_matmul_op op = {y, w, wt, m};
+    return rc ? rc : ctx->ops->matmul(ctx, x, n, k, &op, 1);
+}
+
+int kern_matmul_multi(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op *ops, int n_ops)
+{
+    CTX();
+    NEED(x && ops, "kern_matmul_multi: NULL pointer");
+    NEED(n_ops >= 1 && n_ops <= KERN_MATMUL_MAX_OPS, "kern_matmul_multi: %d weights, expected 1..%d", n_ops,
+         KERN_MATMUL_MAX_OPS);
+    NEED(n > 0, "kern_matmul_multi: n=%d must be positive", n);
+    for (int o = 0; o < n_ops; o++) {
+        NEED(ops[o].y && ops[o].w, "kern_matmul_multi: weight %d: NULL pointer", o);
+        NEED(ops[o].m > 0, "kern_matmul_multi: weight %d: m=%d must be positive", o, ops[o].m);
+        int rc = check_type_k(ctx, "kern_matmul_multi", ops[o].wt, k);
+        if (rc) return rc;
+    }
+    return ctx->ops->matmul(ctx, x, n, k, ops, n_ops);
 }
 
 int kern_get_rows(kern_ctx *ctx, float *dst, const void *table, int t, int n_rows, int dim,

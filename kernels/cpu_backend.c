@@ -1,8 +1,5 @@
-/* cpu_backend.c: the CPU backend's table, memory (host malloc), scratch,
- * embedding lookup and matmul. Matmul quantizes the activations once per
- * call, then splits the weight rows over the pool; for prompts (n > 1) each
- * task walks tiles of activation rows against a few weight rows so each
- * weight block is decoded once per tile and stays in cache. */
+/* cpu_backend.c: the CPU backend's table, host memory, scratch buffers and
+ * embedding lookup. */
 #include "kern_cpu.h"
 
 #include <stdlib.h>
@@ -68,73 +65,6 @@ static int cpu_get_rows(kern_ctx *ctx, float *dst, const void *table, int t, int
 {
     rows_job j = {dst, table, t, dim, kern_row_bytes(t, dim), ids};
     kern_pool_run(ctx->pool, n_ids, 4, rows_task, &j);
-    return KERN_OK;
-}
-
-/* ---- matmul ---- */
-#define TILE_X 8 /* activation rows per tile (n > 1) */
-
-typedef struct {
-    const kern_cpu_fns *f;
-    float *y;
-    const float *x;
-    const uint8_t *w, *xq;
-    int wt, n, m, k;
-    size_t wb, xb; /* bytes per weight row, per activation row */
-} mm_job;
-
-static void quant_task(void *a, int64_t b, int64_t e, int tid)
-{
-    (void)tid;
-    mm_job *j = a;
-    for (int64_t i = b; i < e; i++)
-        kern_act_quantize(j->f, j->wt, j->x + i * j->k, (uint8_t *)j->xq + i * j->xb, j->k);
-}
-
-static void mm_task(void *a, int64_t r0, int64_t r1, int tid)
-{
-    (void)tid;
-    mm_job *j = a;
-    kern_dot_fn dot = j->f->dot[j->wt];
-    kern_dot4_fn dot4 = j->f->dot4[j->wt];
-    kern_dot_nr_fn dot_nr = j->f->dot_nr[j->wt];
-    for (int i0 = 0; i0 < j->n; i0 += TILE_X) {
-        int nt = j->n - i0 < TILE_X ? j->n - i0 : TILE_X;
-        const uint8_t *xt = j->xq + (size_t)i0 * j->xb;
-        int64_t r = r0;
-        if (dot4 && !(dot_nr && nt > 1)) {
-            for (; r + 4 <= r1; r += 4)
-                for (int i = 0; i < nt; i++)
-                    dot4(j->k, j->w + (size_t)r * j->wb, j->wb, xt + (size_t)i * j->xb,
-                         j->y + (size_t)(i0 + i) * j->m + r);
-        }
-        for (; r < r1; r++) {
-            const uint8_t *wr = j->w + (size_t)r * j->wb;
-            float *yr = j->y + (size_t)i0 * j->m + r;
-            if (dot_nr && nt > 1) {
-                dot_nr(j->k, wr, xt, j->xb, nt, yr, (size_t)j->m);
-            } else {
-                for (int i = 0; i < nt; i++) yr[(size_t)i * j->m] = dot(j->k, wr, xt + (size_t)i * j->xb);
-            }
-        }
-    }
-}
-
-int kern_cpu_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt, int n, int m, int k)
-{
-    mm_job j = {kern_cpu(), y, x, w, NULL, wt, n, m, k, kern_row_bytes(wt, k), kern_act_row_bytes(wt, k)};
-    if (kern_act_type(wt) == KERN_TYPE_F32) {
-        j.xq = (const uint8_t *)x; /* float weights read the activations as they are */
-    } else {
-        void *buf = kern_scratch(ctx, (size_t)n * j.xb);
-        if (!buf) return KERN_ENOMEM;
-        j.xq = buf;
-        kern_pool_run(ctx->pool, n, 1, quant_task, &j);
-    }
-    /* Enough pieces per thread to balance, few enough to keep dispatch cheap. */
-    int64_t grain = m / ((int64_t)ctx->n_threads * 8) & ~(int64_t)3; /* whole 4-row groups */
-    if (grain < 4) grain = 4;
-    kern_pool_run(ctx->pool, m, grain, mm_task, &j);
     return KERN_OK;
 }
 

@@ -64,18 +64,18 @@ int kern_act_type(int wt)
     }
 }
 
-size_t kern_act_row_bytes(int wt, int k)
+size_t kern_act_row_bytes(int fmt, int k)
 {
-    switch (kern_act_type(wt)) {
+    switch (fmt) {
     case KERN_TYPE_Q8_0: return (size_t)(k / KQK) * sizeof(kblock_q8_0);
     case KERN_ACT_Q8_K: return (size_t)(k / KQK_K) * sizeof(kblock_q8_K);
     default: return (size_t)k * sizeof(float);
     }
 }
 
-void kern_act_quantize(const kern_cpu_fns *f, int wt, const float *x, void *dst, int k)
+void kern_act_quantize(const kern_cpu_fns *f, int fmt, const float *x, void *dst, int k)
 {
-    switch (kern_act_type(wt)) {
+    switch (fmt) {
     case KERN_TYPE_Q8_0: f->quant_q8_0(x, dst, k); break;
     case KERN_ACT_Q8_K: f->quant_q8_K(x, dst, k); break;
     default: memcpy(dst, x, (size_t)k * sizeof(float)); break;

@@ -6,7 +6,7 @@
 
 #include "kern_internal.h"
 
-int kern_cpu_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt, int n, int m, int k);
+int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op *ops, int n_ops);
 int kern_cpu_rmsnorm(kern_ctx *ctx, float *y, const float *x, const float *w, int n, int dim, float eps);
 int kern_cpu_rope(kern_ctx *ctx, float *x, int n_tok, int n_head, int head_dim, const int32_t *pos,
                   const kern_rope_params *p);

@@ -48,10 +48,6 @@ static inline void kern_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8
 /* Dot product of one weight row (k elements of the weight type) with one
  * activation row in that type's activation format (see kern_act_type). */
 typedef float (*kern_dot_fn)(int k, const void *w, const void *x);
-/* Dot of nr activation rows (stride xs bytes) with one weight row, written to
- * out[i*os] (floats). Lets prompt matmuls decode each weight block once. */
-typedef void (*kern_dot_nr_fn)(int k, const void *w, const void *x, size_t xs, int nr,
-                               float *out, size_t os);
 
 /* Dots of 4 consecutive weight rows (stride ws bytes) with one activation
  * row into out[0..3]: decode matvecs reuse each activation block 4 times and
@@ -61,7 +57,6 @@ typedef void (*kern_dot4_fn)(int k, const void *w, size_t ws, const void *x, flo
 typedef struct kern_cpu_fns {
     kern_dot_fn dot[KERN_NTYPES];
     kern_dot4_fn dot4[KERN_NTYPES];     /* may be NULL: falls back to dot */
-    kern_dot_nr_fn dot_nr[KERN_NTYPES]; /* may be NULL: falls back to dot */
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
@@ -80,9 +75,10 @@ const kern_cpu_fns *kern_cpu(void);
  * (internal id KERN_ACT_Q8_K) for K-quants, F32 for float weights. */
 #define KERN_ACT_Q8_K 15
 int kern_act_type(int wt);
-size_t kern_act_row_bytes(int wt, int k);
-/* Quantizes one activation row for weight type wt into dst. */
-void kern_act_quantize(const kern_cpu_fns *f, int wt, const float *x, void *dst, int k);
+/* Bytes of a row of k activations in format fmt (a kern_act_type result). */
+size_t kern_act_row_bytes(int fmt, int k);
+/* Quantizes one activation row into format fmt (Q8_0 or Q8_K). */
+void kern_act_quantize(const kern_cpu_fns *f, int fmt, const float *x, void *dst, int k);
 
 /* Portable pieces reused by the AVX2 table and by the host helpers. */
 void kern_dequant_row(int t, const void *src, float *dst, int64_t n);
@@ -108,7 +104,7 @@ typedef struct kern_backend_ops {
     int (*upload)(kern_ctx *ctx, void *dst, const void *src, size_t bytes);
     int (*download)(kern_ctx *ctx, void *dst, const void *src, size_t bytes);
     int (*sync)(kern_ctx *ctx);
-    int (*matmul)(kern_ctx *ctx, float *y, const float *x, const void *w, int wt, int n, int m, int k);
+    int (*matmul)(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op *ops, int n_ops);
     int (*get_rows)(kern_ctx *ctx, float *dst, const void *table, int t, int dim,
                     const int32_t *ids, int n_ids);
     int (*rmsnorm)(kern_ctx *ctx, float *y, const float *x, const float *w, int n, int dim, float eps);

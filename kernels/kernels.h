@@ -154,6 +154,21 @@ int kern_dequantize(int t, float *dst, const void *src, int64_t n, char *msg, si
 int kern_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt,
                 int n, int m, int k);
 
+/* One weight of a kern_matmul_multi: y[n][m] = x . W[m][k]^T, W of type wt. */
+typedef struct kern_matmul_op {
+    float *y;
+    const void *w;
+    int wt;
+    int m;
+} kern_matmul_op;
+
+#define KERN_MATMUL_MAX_OPS 16
+/* Several matmuls sharing the input x[n][k] (Q/K/V, gate/up) in one call:
+ * x is quantized once per activation format and all weights' rows are split
+ * over the threads in one dispatch. Same rules as kern_matmul per weight;
+ * 1 <= n_ops <= KERN_MATMUL_MAX_OPS; outputs must not alias x. */
+int kern_matmul_multi(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op *ops, int n_ops);
+
 /* Embedding lookup: dst[i][0..dim) = row ids[i] of table[n_rows][dim] (type t),
  * dequantized to f32. ids is host memory on every backend; every id must be
  * in [0, n_rows). */

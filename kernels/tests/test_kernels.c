@@ -294,6 +294,49 @@ START_TEST(test_matmul_bad_args)
 }
 END_TEST
 
+START_TEST(test_matmul_multi)
+{
+    /* several weights of different types sharing x in one call give what
+     * separate calls give (same activation quantization, same kernels) */
+    ref_seed(11);
+    kern_ctx *c = mk(3);
+    int n = 3, k = 512;
+    const int types[4] = {KERN_TYPE_Q5_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_F16};
+    const int ms[4] = {37, 8, 21, 5};
+    float *x = rand_vec((size_t)n * k, 1);
+    kern_matmul_op ops[4];
+    float *want[4];
+    for (int a = 0; a < n_isas(); a++) {
+        kern_set_isa(isa_at(a));
+        for (int o = 0; o < 4; o++) {
+            float *wf = rand_vec((size_t)ms[o] * k, 1);
+            void *w = malloc(kern_row_bytes(types[o], k) * ms[o]);
+            kern_quantize(types[o], w, wf, ms[o], k, NULL, 0);
+            ops[o] = (kern_matmul_op){malloc(sizeof(float) * n * ms[o]), w, types[o], ms[o]};
+            want[o] = malloc(sizeof(float) * n * ms[o]);
+            ck_assert_int_eq(kern_matmul(c, want[o], x, w, types[o], n, ms[o], k), KERN_OK);
+            free(wf);
+        }
+        ck_assert_msg(kern_matmul_multi(c, x, n, k, ops, 4) == KERN_OK, "%s", kern_ctx_error(c));
+        for (int o = 0; o < 4; o++)
+            for (int i = 0; i < n * ms[o]; i++)
+                ck_assert_msg(fabsf(ops[o].y[i] - want[o][i]) <= 1e-5f * (fabsf(want[o][i]) + 1),
+                              "%s op %d [%d]: %g vs %g", kern_isa_name(kern_get_isa()), o, i, ops[o].y[i], want[o][i]);
+        ck_assert_int_eq(kern_matmul_multi(c, x, n, k, ops, 0), KERN_EINVAL);
+        ck_assert_int_eq(kern_matmul_multi(c, x, n, k, ops, KERN_MATMUL_MAX_OPS + 1), KERN_EINVAL);
+        ops[2].wt = 3;
+        ck_assert_int_eq(kern_matmul_multi(c, x, n, k, ops, 4), KERN_EINVAL);
+        ck_assert(strstr(kern_ctx_error(c), "unsupported") != NULL);
+        ops[2].wt = KERN_TYPE_Q4_K;
+        ck_assert_int_eq(kern_matmul_multi(c, x, n, 100, ops, 4), KERN_EINVAL); /* 100 % 32 */
+        for (int o = 0; o < 4; o++) { free(ops[o].y); free((void *)ops[o].w); free(want[o]); }
+    }
+    kern_set_isa(kern_isa_best());
+    kern_ctx_destroy(c);
+    free(x);
+}
+END_TEST
+
 /* ---------------------------------------------------- embedding rows */
 START_TEST(test_get_rows)
 {
@@ -583,6 +626,7 @@ int main(void)
     tcase_add_test(tc, test_matmul_all_types);
     tcase_add_test(tc, test_matmul_isas_agree);
     tcase_add_test(tc, test_matmul_bad_args);
+    tcase_add_test(tc, test_matmul_multi);
     tcase_add_test(tc, test_get_rows);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_rope);
