@@ -102,7 +102,9 @@ enum infer_type {
     INFER_TYPE_TQ1_0 = 34,
     INFER_TYPE_TQ2_0 = 35,
     INFER_TYPE_MXFP4 = 39,
-    INFER_TYPE_COUNT = 40   /* one past the largest id; gaps are retired ids */
+    INFER_TYPE_NVFP4 = 40,
+    INFER_TYPE_Q1_0 = 41,
+    INFER_TYPE_COUNT = 42   /* one past the largest id; gaps are retired ids */
 };
 
 /* Type metadata. For an unknown/retired id: name NULL, sizes 0, known false. */

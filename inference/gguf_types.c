@@ -79,6 +79,8 @@ static const struct {
     [INFER_TYPE_TQ1_0] = {"TQ1_0", 256, 54, false},
     [INFER_TYPE_TQ2_0] = {"TQ2_0", 256, 66, false},
     [INFER_TYPE_MXFP4] = {"MXFP4", 32, 17, false},
+    [INFER_TYPE_NVFP4] = {"NVFP4", 64, 36, false},
+    [INFER_TYPE_Q1_0] = {"Q1_0", 128, 18, false},
 };
 
 bool infer_type_known(int type)

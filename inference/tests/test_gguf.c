@@ -278,6 +278,8 @@ START_TEST(test_type_table)
     ck_assert(infer_type_known(INFER_TYPE_IQ2_XXS));
     ck_assert(!infer_type_known(4));
     ck_assert(!infer_type_known(INFER_TYPE_COUNT));
+    ck_assert(!infer_type_known(33));
+    ck_assert_int_eq(infer_type_block_size(INFER_TYPE_Q1_0), 128);
     ck_assert(!infer_type_known(-1));
     ck_assert_str_eq(infer_type_name(INFER_TYPE_Q5_K), "Q5_K");
     size_t n;
