@@ -160,8 +160,21 @@ static int read_value(struct cursor *c, struct gguf_kv *kv)
         return INFER_ENOMEM;
     }
     for (uint64_t i = 0; i < n; i++) {
+        /* inline fast path: vocabularies hold hundreds of thousands of these */
+        size_t at_i = c->off;
+        uint64_t len;
+        if (has(c, 8)) {
+            memcpy(&len, c->base + c->off, 8);
+            if (len <= c->size - c->off - 8) {
+                kv->strs[i].ptr = (const char *)c->base + c->off + 8;
+                kv->strs[i].len = len;
+                c->off += 8 + (size_t)len;
+                continue;
+            }
+        }
         char what[64];
         snprintf(what, sizeof what, "string %llu", (unsigned long long)i);
+        c->off = at_i;
         if ((rc = read_str(c, &kv->strs[i], what, ctx)))
             return rc;
     }
