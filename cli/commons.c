@@ -8,6 +8,7 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 #include "jobfile.h"
+#include "quotas.h"
 #include "table.h"
 
 #include <errno.h>
@@ -38,6 +39,12 @@ static const char usage_text[] =
     "  cancel ID...   hold ID...   release ID...\n"
     "Cluster:\n"
     "  nodes                             nodes and their use\n"
+    "  share                             fair-share tree (like sshare)\n"
+    "  prio                              pending jobs' priority factors (like sprio)\n"
+    "Policy:\n"
+    "  policy check FILE                 validate a policy file (no server needed)\n"
+    "  policy apply FILE                 put a policy in force (admin)\n"
+    "  policy show [--version N] [--history]\n"
     "  whoami   stats\n"
     "Admin:\n"
     "  admin account add NAME [--parent NAME]    admin account list\n"
@@ -314,6 +321,172 @@ out:
     return rc;
 }
 
+/* ---- policy and fair-share ----------------------------------------------------- */
+
+static int cmd_policy(int argc, char **argv)
+{
+    if (argc < 2) return usage_error("policy: expected check, apply or show%s", "");
+    const char *act = argv[1];
+    if (!strcmp(act, "check") || !strcmp(act, "apply")) {
+        if (argc != 3) return usage_error("policy %s: expected one policy file", act);
+        quota_diags d;
+        quota_diags_init(&d);
+        quota_policy *p = NULL;
+        int rc = quota_policy_load_file(argv[2], &p, &d);
+        quota_diags_print(&d, stderr);
+        if (rc != QUOTA_OK) {
+            fprintf(stderr, "commons policy %s: %s: %zu error(s), %zu warning(s); not valid\n", act, argv[2],
+                    d.errors, d.warnings);
+            quota_diags_free(&d);
+            return rc == QUOTA_EIO ? EXIT_USAGE : EXIT_REFUSED;
+        }
+        if (!strcmp(act, "check")) {
+            if (g.json) {
+                char *dump = quota_policy_dump(p);
+                printf("%s\n", dump ? dump : "{}");
+                free(dump);
+            } else {
+                printf("%s: valid: %d accounts (%d leaves), %d users, %d QOS, %d citizen tiers; %zu warning(s)\n",
+                       argv[2], p->naccounts - 1, p->nleaves, p->nusers, p->nqos, p->ntiers, d.warnings);
+            }
+            quota_policy_free(p);
+            quota_diags_free(&d);
+            return 0;
+        }
+        quota_policy_free(p);
+        quota_diags_free(&d);
+        size_t len;
+        char err[1024];
+        char *text = cm_read_file(argv[2], &len, err, sizeof err);
+        if (!text) {
+            fprintf(stderr, "commons policy apply: %s\n", err);
+            return EXIT_USAGE;
+        }
+        json_t *req = json_pack("{s:s, s:s%, s:s}", "type", "policy.apply", "text", text, len, "source", argv[2]);
+        free(text);
+        int code;
+        json_t *reply = call(req, &code);
+        if (!reply) return code;
+        if (g.json) print_json(reply);
+        else printf("Policy version %lld is in force\n", num(reply, "version"));
+        json_decref(reply);
+        return 0;
+    }
+    if (!strcmp(act, "show")) {
+        json_t *req = json_pack("{s:s}", "type", "policy.show");
+        int history = 0;
+        for (int i = 2; i < argc; i++) {
+            char *end;
+            if (!strcmp(argv[i], "--history")) history = 1;
+            else if (!strcmp(argv[i], "--version") && i + 1 < argc) {
+                long long v = strtoll(argv[++i], &end, 10);
+                if (*end) {
+                    json_decref(req);
+                    return usage_error("policy show: --version needs a number, got '%s'", argv[i]);
+                }
+                json_object_set_new(req, "version", json_integer(v));
+            } else {
+                json_decref(req);
+                return usage_error("policy show: unexpected '%s' (expected --version N or --history)", argv[i]);
+            }
+        }
+        int code;
+        json_t *reply = call(req, &code);
+        if (!reply) return code;
+        json_t *pol = json_object_get(reply, "policy");
+        if (g.json) {
+            print_json(reply);
+        } else if (history) {
+            static const char *const h[] = {"VERSION", "APPLIED", "BY", "SOURCE", "SHA256"};
+            struct table *t = table_new(5, h);
+            size_t i;
+            json_t *v;
+            json_array_foreach(json_object_get(reply, "versions"), i, v) {
+                char when[64];
+                fmt_time(num(v, "applied_at"), when, sizeof when);
+                table_addf(t, "%lld%s\t%s\t%s\t%s\t%.16s", num(v, "version"),
+                           num(v, "version") == num(reply, "version") ? "*" : "", when, str(v, "applied_by"),
+                           str(v, "source"), str(v, "sha256"));
+            }
+            table_print(t, stdout);
+            table_free(t);
+        } else if (!json_is_object(pol)) {
+            printf("No quota policy is in force: jobs run in submission order and no limits apply.\n");
+        } else {
+            char when[64];
+            fmt_time(num(pol, "applied_at"), when, sizeof when);
+            printf("# policy version %lld, applied %s by %s from %s, sha256 %s\n%s", num(pol, "version"), when,
+                   str(pol, "applied_by"), str(pol, "source"), str(pol, "sha256"), str(pol, "text"));
+        }
+        json_decref(reply);
+        return 0;
+    }
+    return usage_error("policy: unknown action '%s' (expected check, apply or show)", act);
+}
+
+static int cmd_share(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) return usage_error("share: no arguments expected%s", "");
+    int code;
+    json_t *reply = call(json_pack("{s:s}", "type", "share"), &code);
+    if (!reply) return code;
+    if (g.json) {
+        print_json(json_object_get(reply, "accounts"));
+    } else {
+        static const char *const h[] = {"Account", "RawShares", "NormShares", "RawUsage", "NormUsage", "EffectvUsage",
+                                        "LevelFS", "FairShare"};
+        struct table *t = table_new(8, h);
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(reply, "accounts"), i, a) {
+            char name[300], lfs[32];
+            int depth = (int)num(a, "depth");
+            snprintf(name, sizeof name, "%*s%s", depth, "", str(a, "account"));
+            if (json_is_null(json_object_get(a, "level_fs"))) snprintf(lfs, sizeof lfs, "inf");
+            else snprintf(lfs, sizeof lfs, "%.6f", json_real_value(json_object_get(a, "level_fs")));
+            double fs = json_real_value(json_object_get(a, "fairshare"));
+            char fsbuf[32] = "";
+            if (json_is_true(json_object_get(a, "leaf"))) snprintf(fsbuf, sizeof fsbuf, "%.6f", fs);
+            table_addf(t, "%s\t%lld\t%.6f\t%.0f\t%.6f\t%.6f\t%s\t%s", name, num(a, "raw_shares"),
+                       json_real_value(json_object_get(a, "norm_shares")), json_real_value(json_object_get(a, "raw_usage")),
+                       json_real_value(json_object_get(a, "norm_usage")),
+                       json_real_value(json_object_get(a, "effective_usage")), depth ? lfs : "", fsbuf);
+        }
+        table_print(t, stdout);
+        table_free(t);
+    }
+    json_decref(reply);
+    return 0;
+}
+
+static int cmd_prio(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) return usage_error("prio: no arguments expected%s", "");
+    int code;
+    json_t *reply = call(json_pack("{s:s}", "type", "prio"), &code);
+    if (!reply) return code;
+    if (g.json) {
+        print_json(json_object_get(reply, "jobs"));
+    } else {
+        static const char *const h[] = {"JOBID", "USER", "ACCOUNT", "PRIORITY", "AGE", "FAIRSHARE", "JOBSIZE", "QOS"};
+        struct table *t = table_new(8, h);
+        size_t i;
+        json_t *j;
+        json_array_foreach(json_object_get(reply, "jobs"), i, j) {
+            table_addf(t, "%lld\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f", num(j, "id"), str(j, "user"),
+                       str(j, "account"), json_real_value(json_object_get(j, "priority")),
+                       json_real_value(json_object_get(j, "age")), json_real_value(json_object_get(j, "fairshare")),
+                       json_real_value(json_object_get(j, "size")), json_real_value(json_object_get(j, "qos_weighted")));
+        }
+        table_print(t, stdout);
+        table_free(t);
+    }
+    json_decref(reply);
+    return 0;
+}
+
 /* ---- queries --------------------------------------------------------------- */
 
 static int cmd_queue(int argc, char **argv)
@@ -584,6 +757,9 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "whoami")) rc = simple("whoami", NULL, "user");
     else if (!strcmp(cmd, "stats")) rc = simple("stats", NULL, "text");
     else if (!strcmp(cmd, "admin")) rc = cmd_admin(n, args);
+    else if (!strcmp(cmd, "policy")) rc = cmd_policy(n, args);
+    else if (!strcmp(cmd, "share")) rc = cmd_share(n, args);
+    else if (!strcmp(cmd, "prio")) rc = cmd_prio(n, args);
     else rc = usage_error("unknown command '%s'", cmd);
     free(args);
     cm_rpc_client_close(g.rpc);

@@ -5,6 +5,7 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 
 static const char *const mutating_types[] = {"job.submit", "job.cancel", "job.hold", "job.release",
                                              "user.add", "token.create", "token.revoke",
-                                             "account.add", "agent", NULL};
+                                             "account.add", "policy.apply", "agent", NULL};
 
 int api_is_mutating(const char *type)
 {
@@ -200,6 +201,105 @@ static json_t *handle_user_add(struct cluster *c, json_t *req)
     return reply;
 }
 
+static json_t *handle_share(struct cluster *c)
+{
+    if (!c->policy) return cm_reply_err("not_found", "no quota policy is in force (commons policy apply FILE)");
+    quota_share_row *rows = cluster_fairshare(c);
+    if (!rows) return cm_reply_err("internal", "out of memory");
+    json_t *out = json_array();
+    const quota_policy *p = c->policy;
+    for (int a = 0; a < p->naccounts; a++) {
+        const quota_account *acc = &p->accounts[a];
+        const quota_share_row *r = &rows[a];
+        json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:I, s:f, s:f, s:f, s:f, s:f, s:i}", "account", acc->name,
+                              "parent", acc->parent >= 0 ? p->accounts[acc->parent].name : "", "depth", acc->depth,
+                              "leaf", acc->nchildren == 0, "raw_shares", (json_int_t)r->raw_shares,
+                              "norm_shares", r->norm_shares, "raw_usage", r->raw_usage, "norm_usage", r->norm_usage,
+                              "effective_usage", r->effective_usage, "fairshare", r->fs_factor, "rank", r->rank);
+        /* JSON has no infinity: an account with no usage has an unbounded level fair-share. */
+        json_object_set_new(o, "level_fs", isinf(r->level_fs) ? json_null() : json_real(r->level_fs));
+        json_array_append_new(out, o);
+    }
+    free(rows);
+    json_t *reply = cm_reply_ok();
+    json_object_set_new(reply, "accounts", out);
+    json_object_set_new(reply, "policy_version", json_integer(c->policy_version));
+    return reply;
+}
+
+static json_t *handle_prio(struct cluster *c)
+{
+    if (!c->policy) return cm_reply_err("not_found", "no quota policy is in force: jobs run in submission order");
+    sched_order_multifactor(c, c->pending, c->npending); /* fresh factors; the order is what the next pass uses */
+    json_t *out = json_array();
+    for (size_t i = 0; i < c->npending; i++) {
+        const struct job *j = c->jobs[c->pending[i]];
+        const quota_prio *q = &j->prio;
+        json_array_append_new(out, json_pack("{s:I, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f}}",
+                                             "id", (json_int_t)j->id, "user", j->user, "account", j->account,
+                                             "qos", j->qos, "priority", q->total, "fairshare", q->weighted.fairshare,
+                                             "age", q->weighted.age, "size", q->weighted.size, "qos_weighted",
+                                             q->weighted.qos, "factors", "fairshare", q->factor.fairshare, "age",
+                                             q->factor.age, "size", q->factor.size, "qos", q->factor.qos));
+    }
+    json_t *reply = cm_reply_ok();
+    json_object_set_new(reply, "jobs", out);
+    return reply;
+}
+
+static int load_policy_row(void *ctx, sqlite3_stmt *st)
+{
+    json_array_append_new(ctx, json_pack("{s:I, s:s, s:s, s:s, s:I, s:s}", "version", (json_int_t)sqlite3_column_int64(st, 0),
+                                         "sha256", sqlite3_column_text(st, 1), "source",
+                                         sqlite3_column_text(st, 2) ? (const char *)sqlite3_column_text(st, 2) : "",
+                                         "applied_by", sqlite3_column_text(st, 3), "applied_at",
+                                         (json_int_t)sqlite3_column_int64(st, 4), "text", sqlite3_column_text(st, 5)));
+    return 0;
+}
+
+static json_t *handle_policy_show(struct cluster *c, json_t *req)
+{
+    json_t *versions = json_array();
+    json_t *want = json_object_get(req, "version");
+    if (want && !json_is_integer(want)) return cm_reply_err("bad_request", "field 'version': expected an integer");
+    if (store_each(&c->store, "SELECT version, sha256, source, applied_by, applied_at, text FROM policies ORDER BY version",
+                   load_policy_row, versions) != 0) {
+        json_decref(versions);
+        return cm_reply_err("internal", "%s", c->store.err);
+    }
+    json_int_t v = want ? json_integer_value(want) : c->policy_version;
+    json_t *reply = cm_reply_ok(), *chosen = NULL, *e;
+    size_t i;
+    json_array_foreach(versions, i, e) {
+        if (json_integer_value(json_object_get(e, "version")) == v) chosen = e;
+        else json_object_del(e, "text"); /* the history lists metadata; only one text is sent */
+    }
+    if (want && !chosen) {
+        json_decref(versions);
+        json_decref(reply);
+        return cm_reply_err("not_found", "no policy version %lld", (long long)v);
+    }
+    json_object_set_new(reply, "version", json_integer(chosen ? v : 0));
+    json_object_set(reply, "policy", chosen ? chosen : json_null());
+    json_object_set_new(reply, "versions", versions);
+    return reply;
+}
+
+static json_t *handle_policy_apply(struct cluster *c, const struct user *u, json_t *req)
+{
+    json_t *text = json_object_get(req, "text");
+    const char *source = json_string_value(json_object_get(req, "source"));
+    if (!json_is_string(text)) return cm_reply_err("bad_request", "field 'text': expected the policy's YAML text");
+    char *report = NULL, err[512];
+    int rc = cluster_policy_apply(c, json_string_value(text), json_string_length(text), source ? source : "policy.yaml",
+                                  u->name, &report, err, sizeof err);
+    json_t *reply = rc == 0 ? cm_reply_ok() : cm_reply_err("invalid_policy", "%s", err);
+    json_object_set_new(reply, "diagnostics", json_string(report ? report : ""));
+    if (rc == 0) json_object_set_new(reply, "version", json_integer(c->policy_version));
+    free(report);
+    return reply;
+}
+
 static json_t *handle_user(struct daemon *d, struct user *u, const char *type, json_t *req)
 {
     struct cluster *c = &d->c;
@@ -242,9 +342,19 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
         return r;
     }
     if (strcmp(type, "stats") == 0) return api_stats(d);
+    if (strcmp(type, "share") == 0) return handle_share(c);
+    if (strcmp(type, "prio") == 0) return handle_prio(c);
+    if (strcmp(type, "policy.show") == 0) return handle_policy_show(c, req);
     if ((deny = need_admin(u))) return deny;
+    if (strcmp(type, "policy.apply") == 0) return handle_policy_apply(c, u, req);
     /* Admin-only below. */
-    if (strcmp(type, "user.add") == 0) return handle_user_add(c, req);
+    if (strcmp(type, "user.add") == 0) {
+        if (c->policy)
+            return cm_reply_err("conflict", "users come from the policy (version %lld): add the user under 'users:' in the "
+                                "policy file and apply it, then create a token with: commons admin token create NAME",
+                                (long long)c->policy_version);
+        return handle_user_add(c, req);
+    }
     if (strcmp(type, "user.list") == 0) {
         json_t *a = json_array();
         for (int i = 0; i < c->nusers; i++) {
@@ -278,6 +388,9 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
         }
         return r;
     }
+    if (strcmp(type, "account.add") == 0 && c->policy)
+        return cm_reply_err("conflict", "accounts come from the policy (version %lld): edit the policy file and apply it",
+                            (long long)c->policy_version);
     if (strcmp(type, "account.add") == 0) {
         const char *name = json_string_value(json_object_get(req, "name"));
         const char *parent = json_string_value(json_object_get(req, "parent"));

@@ -34,6 +34,7 @@ struct user *cluster_user_by_token(struct cluster *c, const char *token)
 
 int cluster_account_exists(struct cluster *c, const char *name)
 {
+    if (c->policy) return quota_account_find(c->policy, name) >= 0;
     return strmap_get(&c->account_by_name, name) >= 0;
 }
 
@@ -162,7 +163,7 @@ static int load_node(void *ctx, sqlite3_stmt *st)
     return 0;
 }
 
-static void job_use(struct cluster *c, struct job *j, int sign)
+void cluster_job_use(struct cluster *c, struct job *j, int sign)
 {
     for (int i = 0; i < j->nalloc; i++) {
         struct node *n = &c->nodes[j->alloc[i]];
@@ -244,7 +245,7 @@ static int load_job(void *ctx, sqlite3_stmt *st)
         if (j->alloc[i] < 0 || j->alloc[i] >= c->nnodes) j->nalloc = 0; /* corrupt: drop */
     c->jobs[id] = j;
     if (id >= c->next_id) c->next_id = id + 1;
-    if (j->nalloc && !j->released) job_use(c, j, +1);
+    if (j->nalloc && !j->released) cluster_job_use(c, j, +1);
     if (j->state == JOB_PENDING) pending_push(c, id);
     return 0;
 }
@@ -275,6 +276,7 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
     if (next > c->next_id) c->next_id = next;
     if (c->next_id < 1) c->next_id = 1;
     ensure_job_slot(c, c->next_id);
+    if (cluster_policy_restore(c, err, errlen) != 0) return -1;
     c->dirty = 1;
     return 0;
 }
@@ -315,6 +317,10 @@ void cluster_free(struct cluster *c)
     }
     free(c->accounts);
     free(c->pending);
+    quota_policy_free(c->policy);
+    free(c->usage);
+    free(c->qstate);
+    quota_plan_free(c->plan);
     strmap_free(&c->node_by_name);
     strmap_free(&c->user_by_name);
     strmap_free(&c->user_by_token);
@@ -466,16 +472,46 @@ static int satisfiable(struct cluster *c, const struct job_spec *s, char *err, s
     return 0;
 }
 
+/* With a policy: the user, account, QOS, wall-time and queue limits. */
+static int policy_admits(struct cluster *c, const struct user *u, const struct job_spec *spec, const char *account,
+                         const char **code, char *err, size_t errlen)
+{
+    const quota_policy *p = c->policy;
+    int tasks_per_node = (spec->tasks + spec->nodes - 1) / spec->nodes;
+    quota_request req = {
+        .account = quota_account_find(p, account),
+        .qos = spec->qos ? quota_qos_find(p, spec->qos) : p->default_qos,
+        .cpus = (int64_t)tasks_per_node * spec->cpus_per_task * spec->nodes,
+        .gpus = (int64_t)spec->gpus * spec->nodes,
+        .mem = spec->mem_mb * spec->nodes * 1048576LL,
+        .time_limit = spec->time_limit_s,
+    };
+    if (spec->qos && req.qos < 0) {
+        *code = "invalid_job";
+        snprintf(err, errlen, "field 'qos': the policy has no QOS '%s'", spec->qos);
+        return 0;
+    }
+    quota_verdict v;
+    if (quota_check_submit(p, cluster_qstate(c), quota_user_find(p, u->name), &req, &v) == QUOTA_REASON_NONE)
+        return 1;
+    *code = v.reason == QUOTA_REASON_ACCOUNT_QUEUED ? "limit" : v.reason == QUOTA_REASON_ACCOUNT_DENIED ? "forbidden"
+                                                                                                        : "invalid_job";
+    snprintf(err, errlen, "%s: %s", quota_reason_name(v.reason), v.detail[0] ? v.detail : "rejected by the policy");
+    return 0;
+}
+
 int64_t cluster_submit(struct cluster *c, const struct user *u, struct job_spec *spec,
                        const char **code, char *err, size_t errlen)
 {
     const char *account = spec->account ? spec->account : u->account;
-    if (!cluster_account_exists(c, account)) {
+    if (c->policy) {
+        if (!policy_admits(c, u, spec, account, code, err, errlen)) return -1;
+    } else if (!cluster_account_exists(c, account)) {
         *code = "invalid_job";
         snprintf(err, errlen, "field 'account': account '%s' does not exist", account);
         return -1;
     }
-    if (!user_may_use(u, account)) {
+    if (!c->policy && !user_may_use(u, account)) {
         *code = "forbidden";
         snprintf(err, errlen, "field 'account': user '%s' may not charge account '%s'", u->name, account);
         return -1;
@@ -498,6 +534,10 @@ int64_t cluster_submit(struct cluster *c, const struct user *u, struct job_spec 
         return -1;
     }
     json_object_set_new(spec->json, "account", json_string(account));
+    if (!spec->qos) { /* the policy's default QOS, or "normal" without one */
+        json_object_set_new(spec->json, "qos",
+                            json_string(c->policy ? c->policy->qos[c->policy->default_qos].name : "normal"));
+    }
     int64_t now = cm_now_ms() / 1000;
     for (int k = 0; k < count; k++) {
         struct job *j = calloc(1, sizeof *j);
@@ -522,6 +562,10 @@ int64_t cluster_submit(struct cluster *c, const struct user *u, struct job_spec 
         pending_push(c, j->id);
     }
     c->next_id = first + count;
+    if (c->policy && c->qstate_valid) {
+        quota_state d = {.queued = count};
+        quota_state_add(c->policy, c->qstate, quota_account_find(c->policy, account), &d);
+    }
     if (store_meta_set_int(&c->store, "next_job_id", c->next_id) != 0) {
         *code = "unavailable";
         snprintf(err, errlen, "cannot store the job: %s", c->store.err);
@@ -542,7 +586,7 @@ static void pending_remove(struct cluster *c, int64_t id)
         }
 }
 
-static int job_save(struct cluster *c, struct job *j)
+int cluster_job_save(struct cluster *c, struct job *j)
 {
     if (store_job_update(&c->store, j) != 0) {
         cm_error("job %lld: %s", (long long)j->id, c->store.err);
@@ -556,13 +600,16 @@ static int job_save(struct cluster *c, struct job *j)
 static void job_finish(struct cluster *c, struct job *j, enum job_state st, int release_now)
 {
     if (j->state == JOB_PENDING) pending_remove(c, j->id);
+    int was_running = j->state == JOB_RUNNING;
     j->state = st;
     j->reason[0] = '\0';
     j->end_time = cm_now_ms() / 1000;
     if (release_now && j->nalloc && !j->released) {
-        job_use(c, j, -1);
+        cluster_job_use(c, j, -1);
         j->released = 1;
     }
+    if (was_running) cluster_usage_charge(c, j);
+    c->qstate_valid = 0;
     c->stats.ended++;
     c->dirty = 1;
 }
@@ -575,7 +622,7 @@ int cluster_cancel(struct cluster *c, struct job *j, char *err, size_t errlen)
     }
     if (j->state == JOB_RUNNING) j->kill_pending = 1;
     job_finish(c, j, JOB_CANCELLED, 0);
-    return job_save(c, j) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
+    return cluster_job_save(c, j) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
 }
 
 int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t errlen)
@@ -588,7 +635,7 @@ int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t e
     j->hold = hold;
     snprintf(j->reason, sizeof j->reason, "%s", hold ? "Held" : "Priority");
     c->dirty = 1;
-    return job_save(c, j) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
+    return cluster_job_save(c, j) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
 }
 
 /* ---- agents ----------------------------------------------------------- */
@@ -654,7 +701,7 @@ int cluster_job_event(struct cluster *c, struct node *n, json_t *ev)
     if (strcmp(what, "started") == 0) {
         if (!j->launched) {
             j->launched = 1;
-            job_save(c, j);
+            cluster_job_save(c, j);
         }
         return 0;
     }
@@ -674,12 +721,12 @@ int cluster_job_event(struct cluster *c, struct node *n, json_t *ev)
         else if (j->exit_code != 0 || j->signal != 0 || (error && *error)) st = JOB_FAILED;
         job_finish(c, j, st, 1);
     } else {
-        job_use(c, j, -1); /* cancelled earlier: the processes are gone now */
+        cluster_job_use(c, j, -1); /* cancelled earlier: the processes are gone now */
         j->released = 1;
         c->dirty = 1;
     }
     j->kill_pending = 0;
-    return job_save(c, j);
+    return cluster_job_save(c, j);
 }
 
 static json_t *launch_command(struct cluster *c, struct job *j)
@@ -744,7 +791,7 @@ static void lost_job(struct cluster *c, struct job *j, const char *why)
     free(j->error);
     j->error = strdup(why);
     if (j->requeue) {
-        job_use(c, j, -1);
+        cluster_job_use(c, j, -1);
         j->nalloc = 0;
         j->released = 0;
         j->launched = 0;
@@ -754,11 +801,12 @@ static void lost_job(struct cluster *c, struct job *j, const char *why)
         j->start_time = 0;
         snprintf(j->reason, sizeof j->reason, "Requeued");
         pending_insert_sorted(c, j->id);
+        c->qstate_valid = 0;
         c->dirty = 1;
     } else {
         job_finish(c, j, JOB_NODE_FAIL, 1);
     }
-    job_save(c, j);
+    cluster_job_save(c, j);
 }
 
 json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running)
@@ -777,7 +825,7 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
             j->missing_since_ms = 0;
             if (!j->launched) {
                 j->launched = 1;
-                job_save(c, j);
+                cluster_job_save(c, j);
             }
             continue;
         }
@@ -796,10 +844,10 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
         if (j->kill_pending) {
             if (listed) json_array_append_new(cmds, kill_command(j, "cancel"));
             else if (j->launched) { /* already gone and we missed its end */
-                job_use(c, j, -1);
+                cluster_job_use(c, j, -1);
                 j->released = 1;
                 j->kill_pending = 0;
-                job_save(c, j);
+                cluster_job_save(c, j);
                 c->dirty = 1;
             } else json_array_append_new(cmds, kill_command(j, "cancel"));
             continue;
@@ -845,111 +893,12 @@ void cluster_check_nodes(struct cluster *c)
             if (!uses) continue;
             if (j->state == JOB_RUNNING) lost_job(c, j, "its node stopped responding");
             else {
-                job_use(c, j, -1);
+                cluster_job_use(c, j, -1);
                 j->released = 1;
-                job_save(c, j);
+                cluster_job_save(c, j);
             }
         }
         c->dirty = 1;
     }
 }
 
-/* ---- scheduling ------------------------------------------------------- */
-
-void sched_order_fifo(struct cluster *c, int64_t *ids, size_t n)
-{
-    (void)c;
-    (void)ids;
-    (void)n; /* pending[] is already in submission order */
-}
-
-/* Returns 1 when all dependencies are met, 0 when some may still be, and -1
- * when one can never be (an afterok on a job that did not complete). */
-static int deps_state(struct cluster *c, const struct job *j)
-{
-    int ready = 1;
-    for (int i = 0; i < j->ndeps; i++) {
-        struct job *d = cluster_job(c, j->deps[i].id);
-        if (!d) continue;
-        if (!job_state_is_final(d->state)) ready = 0;
-        else if (j->deps[i].kind == DEP_AFTEROK && d->state != JOB_COMPLETED) return -1;
-    }
-    return ready;
-}
-
-static int array_running(struct cluster *c, int64_t array_id)
-{
-    int n = 0;
-    for (int64_t id = array_id; id < c->next_id; id++) {
-        struct job *j = c->jobs[id];
-        if (!j || j->array_job_id != array_id) break; /* array tasks have consecutive ids */
-        n += j->state == JOB_RUNNING;
-    }
-    return n;
-}
-
-static int node_fits(const struct node *n, int cpus, int gpus, int64_t mem)
-{
-    return n->state == NODE_UP && n->cpus - n->used_cpus >= cpus && n->gpus - n->used_gpus >= gpus &&
-           (mem == 0 || n->memory_mb - n->used_mem >= mem);
-}
-
-/* First fit over nodes in registration order. */
-static int try_place(struct cluster *c, struct job *j)
-{
-    int cpus = job_cpus_per_node(j), got = 0;
-    int *alloc = malloc(sizeof *alloc * (size_t)j->nodes);
-    for (int i = 0; i < c->nnodes && got < j->nodes; i++)
-        if (node_fits(&c->nodes[i], cpus, j->gpus, j->mem_mb)) alloc[got++] = i;
-    if (got < j->nodes) {
-        free(alloc);
-        return 0;
-    }
-    free(j->alloc);
-    j->alloc = alloc;
-    j->nalloc = got;
-    j->released = 0;
-    j->launched = 0;
-    j->launch_sent_ms = 0;
-    j->missing_since_ms = 0;
-    job_use(c, j, +1);
-    return 1;
-}
-
-int cluster_schedule(struct cluster *c)
-{
-    c->dirty = 0;
-    c->order(c, c->pending, c->npending);
-    int started = 0, blocked = 0;
-    size_t keep = 0;
-    int64_t now = cm_now_ms() / 1000;
-    for (size_t i = 0; i < c->npending; i++) {
-        struct job *j = c->jobs[c->pending[i]];
-        const char *reason = NULL;
-        if (j->hold) reason = "Held";
-        else {
-            int d = deps_state(c, j);
-            if (d < 0) reason = "DependencyNeverSatisfied";
-            else if (d == 0) reason = "Dependency";
-            else if (j->array_throttle && array_running(c, j->array_job_id) >= j->array_throttle)
-                reason = "ArrayTaskLimit";
-            else if (blocked) reason = "Priority"; /* strict order: wait behind the blocked job */
-            else if (try_place(c, j)) {
-                j->state = JOB_RUNNING;
-                j->reason[0] = '\0';
-                j->start_time = now;
-                job_save(c, j);
-                started++;
-                continue;
-            } else {
-                reason = "Resources";
-                blocked = 1;
-            }
-        }
-        snprintf(j->reason, sizeof j->reason, "%s", reason);
-        c->pending[keep++] = c->pending[i];
-    }
-    c->npending = keep;
-    c->stats.started += (uint64_t)started;
-    return started;
-}

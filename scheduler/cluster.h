@@ -12,6 +12,8 @@
 #define SCHED_CLUSTER_H
 
 #include "job.h"
+#include "quotas.h"
+#include "quota_plan.h"
 #include "store.h"
 #include "strmap.h"
 
@@ -54,6 +56,18 @@ struct cluster_stats {
 
 struct cluster {
     struct store store;
+    /* The quota policy in force, or NULL: then jobs go in submission order,
+     * no limits apply, and accounts are managed with admin commands. */
+    quota_policy *policy;
+    int64_t policy_version;
+    double *usage;        /* decayed billed usage charged to each policy account */
+    int64_t usage_time;   /* Unix seconds usage was last decayed to */
+    int64_t usage_saved;  /* Unix seconds usage was last written to the store */
+    quota_state *qstate;  /* per-account running/queued totals for limits */
+    int qstate_valid;
+    quota_plan *plan;
+    int plan_nodes;
+    quota_backfill backfill;
     struct job **jobs;
     int64_t jobs_cap, next_id;
     struct node *nodes;
@@ -111,8 +125,31 @@ void cluster_check_nodes(struct cluster *c);
  * Returns the number of jobs started. */
 int cluster_schedule(struct cluster *c);
 void sched_order_fifo(struct cluster *c, int64_t *ids, size_t n);
+/* Computes each job's multifactor priority (j->prio) and sorts by it. */
+void sched_order_multifactor(struct cluster *c, int64_t *ids, size_t n);
 
 const char *node_state_name(const struct node *n);
+
+/* Policy (sched_policy.c). apply validates text and, only if it is valid,
+ * stores it as a new version and puts it in force; otherwise *report gets the
+ * diagnostics (malloc'd) and nothing changes. */
+int cluster_policy_apply(struct cluster *c, const char *text, size_t len, const char *source,
+                         const char *applied_by, char **report, char *err, size_t errlen);
+/* Puts the newest stored version in force (at start). */
+int cluster_policy_restore(struct cluster *c, char *err, size_t errlen);
+/* Charges a job's billed usage when it ends; decays usage to now. */
+void cluster_usage_charge(struct cluster *c, const struct job *j);
+void cluster_usage_decay(struct cluster *c, int64_t now);
+/* Fair-share rows with running jobs' usage so far included; caller frees. */
+quota_share_row *cluster_fairshare(struct cluster *c);
+/* Per-account totals for limits (recomputed when stale). */
+quota_state *cluster_qstate(struct cluster *c);
+/* Policy index of a job's QOS (-1: the default). */
+int cluster_job_qos(struct cluster *c, const struct job *j);
+
+/* Within scheduler/ only. */
+void cluster_job_use(struct cluster *c, struct job *j, int sign);
+int cluster_job_save(struct cluster *c, struct job *j);
 int cluster_node_index(struct cluster *c, const struct node *n);
 
 #endif

@@ -39,11 +39,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: commonsd --state DIR [--listen URL] [--foreground] [--node-timeout SECONDS]\n"
-            "                [--sync full|normal] [--log-level debug|info|warn|error]\n"
+            "                [--policy FILE] [--backfill easy|none] [--sync full|normal]\n"
+            "                [--log-level debug|info|warn|error]\n"
             "  --state DIR          state directory (SQLite database, keys); created if missing\n"
             "  --listen URL         where clients and agents connect (default %s)\n"
             "  --foreground         stay in the foreground and log to stderr\n"
             "  --node-timeout S     a node unheard for S seconds goes DOWN (default 30)\n"
+            "  --policy FILE        quota policy to apply at start and on SIGHUP when it changed\n"
+            "                       (commons policy apply does the same over the wire)\n"
+            "  --backfill MODE      easy (default): EASY backfill; none: strict priority order\n"
             "  --sync full|normal   SQLite synchronous mode (default full: survives power loss;\n"
             "                       normal survives a crash of commonsd but not of the machine)\n",
             CM_RPC_DEFAULT_ADDR);
@@ -80,6 +84,45 @@ static int bootstrap(struct daemon *d, const char *state_dir, char *err, size_t 
     return 0;
 }
 
+static int newest_sha(void *ctx, sqlite3_stmt *st)
+{
+    snprintf(ctx, 65, "%s", (const char *)sqlite3_column_text(st, 0));
+    return 0;
+}
+
+/* Applies the --policy file when its text differs from the policy in force.
+ * Runs in its own transaction. Returns -1 only when nothing valid is in force. */
+static int apply_policy_file(struct daemon *d, const char *path, const char *who)
+{
+    char err[1024], sha[65], current[65] = "";
+    size_t len;
+    char *text = cm_read_file(path, &len, err, sizeof err);
+    if (!text) {
+        cm_error("policy: %s", err);
+        return d->c.policy ? 0 : -1;
+    }
+    cm_sha256_hex(text, len, sha);
+    store_each(&d->c.store, "SELECT sha256 FROM policies ORDER BY version DESC LIMIT 1", newest_sha, current);
+    if (strcmp(sha, current) == 0) {
+        cm_info("policy %s is already in force (version %lld)", path, (long long)d->c.policy_version);
+        free(text);
+        return 0;
+    }
+    char *report = NULL;
+    int rc = store_begin(&d->c.store);
+    if (rc == 0) rc = cluster_policy_apply(&d->c, text, len, path, who, &report, err, sizeof err);
+    if (rc == 0) rc = store_commit(&d->c.store);
+    if (rc != 0) {
+        store_rollback(&d->c.store);
+        cm_error("policy %s not applied: %s\n%s", path, err, report ? report : "");
+    } else if (report && *report) {
+        cm_warn("policy %s applied with warnings:\n%s", path, report);
+    }
+    free(report);
+    free(text);
+    return rc == 0 || d->c.policy ? 0 : -1;
+}
+
 static void send_all(struct daemon *d, int failed)
 {
     for (int i = 0; i < d->nout; i++) {
@@ -93,6 +136,8 @@ static void send_all(struct daemon *d, int failed)
     }
     d->nout = 0;
 }
+
+static quota_backfill backfill_mode;
 
 static int reload(struct daemon *d, const char *state_dir, enum store_sync sync)
 {
@@ -110,7 +155,8 @@ static int reload(struct daemon *d, const char *state_dir, enum store_sync sync)
 
 int main(int argc, char **argv)
 {
-    const char *state_dir = NULL, *listen = CM_RPC_DEFAULT_ADDR;
+    const char *state_dir = NULL, *listen = CM_RPC_DEFAULT_ADDR, *policy_path = NULL;
+    quota_backfill backfill = QUOTA_BACKFILL_EASY;
     int foreground = 0, level = CM_LOG_INFO;
     double node_timeout = 30;
     enum store_sync sync = STORE_SYNC_FULL;
@@ -118,6 +164,7 @@ int main(int argc, char **argv)
         {"state", required_argument, 0, 's'}, {"listen", required_argument, 0, 'l'},
         {"foreground", no_argument, 0, 'f'}, {"node-timeout", required_argument, 0, 't'},
         {"sync", required_argument, 0, 'y'}, {"log-level", required_argument, 0, 'v'},
+        {"policy", required_argument, 0, 'p'}, {"backfill", required_argument, 0, 'b'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -148,6 +195,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'p': policy_path = optarg; break;
+        case 'b':
+            if (strcmp(optarg, "easy") == 0) backfill = QUOTA_BACKFILL_EASY;
+            else if (strcmp(optarg, "none") == 0) backfill = QUOTA_BACKFILL_NONE;
+            else {
+                fprintf(stderr, "commonsd: --backfill: expected easy or none, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -164,10 +220,12 @@ int main(int argc, char **argv)
         return 1;
     }
     d.c.node_timeout_ms = (int64_t)(node_timeout * 1000);
+    d.c.backfill = backfill_mode = backfill;
     if (cluster_load(&d.c, err, sizeof err) != 0 || bootstrap(&d, state_dir, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;
     }
+    if (policy_path && apply_policy_file(&d, policy_path, "commonsd --policy") != 0) return 1;
     if (server_open(&d.srv, listen, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;
@@ -208,7 +266,12 @@ int main(int argc, char **argv)
     while (!got_term) {
         if (got_hup) {
             got_hup = 0;
-            cm_info("SIGHUP: nothing to reload yet (policy reload arrives with quotas)");
+            if (policy_path) {
+                cm_info("SIGHUP: reloading policy %s", policy_path);
+                apply_policy_file(&d, policy_path, "SIGHUP");
+            } else {
+                cm_info("SIGHUP: no --policy file to reload");
+            }
         }
         size_t n = server_take(d.srv, batch, BATCH_MAX, TICK_MS);
         int64_t now = cm_mono_ms();

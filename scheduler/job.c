@@ -308,10 +308,7 @@ int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t e
         json_object_set_new(spec, "name", json_string(script ? "script" : json_string_value(json_array_get(cmd, 0))));
         get_str(spec, "name", 4096, &name, err, errlen);
     }
-    if (!qos) {
-        json_object_set_new(spec, "qos", json_string("normal"));
-        get_str(spec, "qos", 64, &qos, err, errlen);
-    } else if (!*qos || !valid_name_chars(qos)) {
+    if (qos && (!*qos || !valid_name_chars(qos))) {
         snprintf(err, errlen, "field 'qos': expected a name of letters, digits, '_', '-', '.'");
         goto fail;
     }

@@ -7,6 +7,8 @@
 #ifndef SCHED_JOB_H
 #define SCHED_JOB_H
 
+#include "quota_priority.h"
+
 #include <jansson.h>
 #include <stdint.h>
 
@@ -89,6 +91,7 @@ struct job {
     int kill_pending;    /* a kill must reach the agent */
     int64_t launch_sent_ms, missing_since_ms;
     int requeues;
+    quota_prio prio; /* from the last scheduling pass, for `commons prio` */
 };
 
 int job_cpus_per_node(const struct job *j);

@@ -19,7 +19,10 @@ static const char *const schema_v1 =
     "  state INTEGER NOT NULL, reason TEXT, submit_time INTEGER, start_time INTEGER,"
     "  end_time INTEGER, exit_code INTEGER, signal INTEGER, error TEXT, alloc TEXT,"
     "  released INTEGER, launched INTEGER, kill_pending INTEGER, hold INTEGER, requeues INTEGER);"
-    "CREATE INDEX jobs_state ON jobs(state);";
+    "CREATE INDEX jobs_state ON jobs(state);"
+    "CREATE TABLE policies(version INTEGER PRIMARY KEY, text TEXT NOT NULL, sha256 TEXT NOT NULL,"
+    "  source TEXT, applied_by TEXT NOT NULL, applied_at INTEGER NOT NULL);"
+    "CREATE TABLE usage(account TEXT PRIMARY KEY, usage REAL NOT NULL, updated INTEGER NOT NULL);";
 
 static int fail(struct store *s, const char *what)
 {
@@ -273,6 +276,26 @@ int store_node_put(struct store *s, const char *name, const char *hostname, int 
     const char *t[] = {name, hostname, NULL, NULL, NULL, state, reason, NULL};
     int64_t i[] = {0, 0, cpus, memory_mb, gpus, 0, 0, last_seen};
     return exec_bound(s, "INSERT OR REPLACE INTO nodes VALUES(?,?,?,?,?,?,?,?)", 8, t, i, "ttiiitti");
+}
+
+int store_policy_put(struct store *s, int64_t version, const char *text, const char *sha256,
+                     const char *source, const char *applied_by, int64_t applied_at)
+{
+    const char *t[] = {NULL, text, sha256, source, applied_by, NULL};
+    int64_t i[] = {version, 0, 0, 0, 0, applied_at};
+    return exec_bound(s, "INSERT INTO policies VALUES(?,?,?,?,?,?)", 6, t, i, "itttti");
+}
+
+int store_usage_put(struct store *s, const char *account, double usage, int64_t updated)
+{
+    sqlite3_stmt *st;
+    if (prepare(s, "INSERT OR REPLACE INTO usage VALUES(?,?,?)", &st)) return -1;
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, usage);
+    sqlite3_bind_int64(st, 3, updated);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : fail(s, "usage");
 }
 
 int store_each(struct store *s, const char *sql, store_row_fn fn, void *ctx)

@@ -50,6 +50,10 @@ int store_node_put(struct store *s, const char *name, const char *hostname, int 
                    int64_t memory_mb, int gpus, const char *state, const char *reason,
                    int64_t last_seen);
 
+int store_policy_put(struct store *s, int64_t version, const char *text, const char *sha256,
+                     const char *source, const char *applied_by, int64_t applied_at);
+int store_usage_put(struct store *s, const char *account, double usage, int64_t updated);
+
 /* Row iteration: calls fn for each row of a SELECT. */
 typedef int (*store_row_fn)(void *ctx, sqlite3_stmt *row);
 int store_each(struct store *s, const char *sql, store_row_fn fn, void *ctx);
