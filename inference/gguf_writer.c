@@ -277,15 +277,17 @@ int infer_gguf_writer_add_tensor_fn(infer_gguf_writer *w, const char *name, int 
     return add_tensor(w, name, type, n_dims, ne, NULL, fill, ctx);
 }
 
+/* The alignment the file will declare: general.alignment if set (it must be
+ * a u32 power of two, as the reader demands), else 32. 0 when invalid. */
 static size_t writer_alignment(const infer_gguf_writer *w)
 {
     for (size_t i = 0; i < w->n_kv; i++) {
-        if (strcmp(w->kvs[i].key, "general.alignment") == 0 &&
-            w->kvs[i].type == INFER_GGUF_UINT32) {
-            uint32_t a;
+        if (strcmp(w->kvs[i].key, "general.alignment") != 0)
+            continue;
+        uint32_t a = 0;
+        if (w->kvs[i].type == INFER_GGUF_UINT32)
             memcpy(&a, w->kvs[i].val, 4);
-            return a;
-        }
+        return a && (a & (a - 1)) == 0 ? a : 0;
     }
     return INFER_GGUF_DEFAULT_ALIGNMENT;
 }
@@ -330,9 +332,9 @@ static int write_all(infer_gguf_writer *w, struct sink *s, const char *where, ch
                      size_t errlen)
 {
     size_t align = writer_alignment(w);
-    if (align == 0 || (align & (align - 1)))
-        return werr(err, errlen, INFER_EINVAL, "%s: general.alignment %s is not a power of two",
-                    where, "");
+    if (align == 0)
+        return werr(err, errlen, INFER_EINVAL, "%s: %s must be a u32 power of two", where,
+                    "general.alignment");
     struct buf h = {0};
     put(&h, "GGUF", 4);
     put_u32(&h, 3);

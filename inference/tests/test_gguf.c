@@ -245,6 +245,9 @@ START_TEST(test_writer_rejects_bad_input)
     char err[256] = "";
     ck_assert_int_eq(infer_gguf_writer_write_mem(w, &buf, &size, err, sizeof err), INFER_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "alignment"));
+    ck_assert_int_eq(infer_gguf_writer_add_i32(w, "general.alignment", 16), INFER_OK);
+    ck_assert_int_eq(infer_gguf_writer_write_mem(w, &buf, &size, err, sizeof err), INFER_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "u32"));
     ck_assert_int_eq(infer_gguf_writer_add_u32(w, "general.alignment", 16), INFER_OK);
     ck_assert_int_eq(infer_gguf_writer_write_mem(w, &buf, &size, err, sizeof err), INFER_OK);
     infer_gguf *g;
