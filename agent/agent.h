@@ -36,6 +36,7 @@ struct agent_runner_opts {
     int kill_grace_ms;       /* SIGTERM -> SIGKILL delay; <= 0 means 10000 */
     enum agent_containment containment;
     const char *cgroup_base; /* NULL: <cgroup2 mount><own cgroup>/commons-<node> */
+    int lock_wait_ms;        /* how long to wait for the state dir's lock */
 };
 
 typedef struct agent_runner agent_runner;

@@ -19,8 +19,8 @@
 /* A job's life on this node. Every transition is written to its record
  * before the agent acts on it, so a restart can tell what happened. */
 enum agent_phase {
-    AJ_LAUNCHING, /* record written, not forked yet (or fork not recorded) */
-    AJ_RUNNING,   /* main process forked and recorded */
+    AJ_LAUNCHING, /* being set up; not forked, or forked but not recorded */
+    AJ_RUNNING,   /* main process forked and recorded (released once exec'd) */
     AJ_DRAINING,  /* main process gone; killing what is left of its tree */
     AJ_ENDED,     /* tree gone; the ended event is final */
 };
@@ -38,6 +38,7 @@ struct agent_job {
     char unix_user[64];
     char cgroup[PATH_MAX];        /* job cgroup dir, "" when not used */
     char script[PATH_MAX];        /* script file to remove at the end, "" if none */
+    bool released;                /* the go byte was sent: the job may have run */
     bool timed_out, cancelled;
     char kill_reason[32];
     /* ended event */
@@ -119,7 +120,9 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
                 const struct agent_spawn_ctx *ctx, const char *script_path,
                 agent_forked_fn on_forked, void *arg, pid_t *keeper, pid_t *pid, char *err,
                 size_t errlen);
-/* Reads the wait status a keeper wrote; 0, or -1 when there is none. */
+/* Reads the wait status a keeper wrote; 0, or -1 when there is none.
+ * AGENT_EXIT_UNRELEASED: the agent never released the job, which ran nothing. */
+#define AGENT_EXIT_UNRELEASED (-1)
 int agent_exit_read(const char *path, int *status);
 /* Writes a job script to path (0700, owned by the account). */
 int agent_script_write(const char *path, const char *text, const struct agent_account *a,

@@ -27,18 +27,17 @@ static void record_path(const char *state_dir, int64_t id, int attempt, char *ou
 
 static json_t *to_json(const struct agent_job *j)
 {
-    return json_pack("{sI si ss sI sI sI sI sI sI ss ss ss sb sb ss si si ss sI sb sb}",
-                     "id", (json_int_t)j->id, "attempt", j->attempt, "phase", agent_phase_name(j->phase),
-                     "pid", (json_int_t)j->pid, "proc_start", (json_int_t)j->proc_start,
-                     "keeper", (json_int_t)j->keeper, "keeper_start",
-                     (json_int_t)j->keeper_start,
-                     "start_ms", (json_int_t)j->start_ms, "time_limit_s",
-                     (json_int_t)j->time_limit_s, "unix_user", j->unix_user, "cgroup",
-                     j->cgroup, "script", j->script, "timed_out", j->timed_out, "cancelled",
-                     j->cancelled, "kill_reason", j->kill_reason, "exit_code", j->exit_code,
-                     "signal", j->signal, "error", j->error, "ended_ms",
-                     (json_int_t)j->ended_ms, "started_pending", j->started_pending,
-                     "ended_pending", j->ended_pending);
+    return json_pack(
+        "{sI si ss sI sI sI sI sI sI ss ss ss sb sb sb ss si si ss sI sb sb}",
+        "id", (json_int_t)j->id, "attempt", j->attempt, "phase", agent_phase_name(j->phase),
+        "pid", (json_int_t)j->pid, "proc_start", (json_int_t)j->proc_start,
+        "keeper", (json_int_t)j->keeper, "keeper_start", (json_int_t)j->keeper_start,
+        "start_ms", (json_int_t)j->start_ms, "time_limit_s", (json_int_t)j->time_limit_s,
+        "unix_user", j->unix_user, "cgroup", j->cgroup, "script", j->script,
+        "released", j->released, "timed_out", j->timed_out, "cancelled", j->cancelled,
+        "kill_reason", j->kill_reason, "exit_code", j->exit_code, "signal", j->signal,
+        "error", j->error, "ended_ms", (json_int_t)j->ended_ms,
+        "started_pending", j->started_pending, "ended_pending", j->ended_pending);
 }
 
 int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen)
@@ -103,6 +102,7 @@ static int from_json(json_t *o, struct agent_job *j, char *err, size_t errlen)
     copy_str(j->script, sizeof j->script, o, "script");
     copy_str(j->kill_reason, sizeof j->kill_reason, o, "kill_reason");
     copy_str(j->error, sizeof j->error, o, "error");
+    j->released = json_is_true(json_object_get(o, "released"));
     j->timed_out = json_is_true(json_object_get(o, "timed_out"));
     j->cancelled = json_is_true(json_object_get(o, "cancelled"));
     j->exit_code = (int)json_integer_value(json_object_get(o, "exit_code"));

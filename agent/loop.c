@@ -219,7 +219,8 @@ static int setup(struct loop *L)
     }
     struct agent_runner_opts o = {.state_dir = L->cfg->state_dir, .node = L->cfg->name,
                                   .kill_grace_ms = L->cfg->kill_grace_ms,
-                                  .containment = L->cfg->containment};
+                                  .containment = L->cfg->containment,
+                                  .lock_wait_ms = 5000};
     if (agent_runner_open(&o, &L->r, err, sizeof err) != 0) {
         cm_error("%s", err);
         return -1;

@@ -184,7 +184,9 @@ static void keeper_gone(agent_runner *r, struct agent_job *j)
     char ep[PATH_MAX];
     int status;
     exit_path(r, j, ep, sizeof ep);
-    if (agent_exit_read(ep, &status) == 0)
+    if (agent_exit_read(ep, &status) == 0 && status == AGENT_EXIT_UNRELEASED)
+        main_gone(r, j, 0, "agent restarted before the job started");
+    else if (agent_exit_read(ep, &status) == 0)
         main_gone(r, j, status, NULL);
     else
         main_gone(r, j, 0, j->adopted ? "agent restarted; exit status lost"
@@ -221,20 +223,56 @@ static struct agent_job *new_job(agent_runner *r, int64_t id, int attempt)
     return j;
 }
 
+/* Drops an instance that never ran (the agent died before releasing it),
+ * so the launch commonsd sends again starts it. It was never reported:
+ * launches are handled whole between two messages to commonsd. */
+static void forget(agent_runner *r, struct agent_job *j)
+{
+    cm_info("job %lld.%d was never released before the agent stopped; waiting for commonsd "
+            "to launch it again", (long long)j->id, j->attempt);
+    agent_store_remove(r->state_dir, j->id, j->attempt);
+    cleanup(r, j);
+    for (struct agent_job **pp = &r->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            free(j);
+            return;
+        }
+}
+
+/* A record saved at fork but not after release: the agent died in between.
+ * The keeper knows: without the go byte it kills the job at once and
+ * writes AGENT_EXIT_UNRELEASED; a keeper still waiting after KEEPER_DECIDE_MS
+ * is waiting for a job that was released. Returns true if j was forgotten. */
+#define KEEPER_DECIDE_MS 2000
+static bool settle_unreleased(agent_runner *r, struct agent_job *j)
+{
+    char ep[PATH_MAX];
+    exit_path(r, j, ep, sizeof ep);
+    int status;
+    int64_t until = cm_mono_ms() + KEEPER_DECIDE_MS;
+    while (agent_exit_read(ep, &status) != 0 && agent_proc_same(j->keeper, j->keeper_start) &&
+           cm_mono_ms() < until)
+        usleep(20 * 1000);
+    if (agent_exit_read(ep, &status) == 0 && status == AGENT_EXIT_UNRELEASED) {
+        forget(r, j);
+        return true;
+    }
+    j->released = true;
+    j->started_pending = true;
+    save(r, j);
+    return false;
+}
+
 /* Decides, after a restart, what each recorded job has become. */
 static void recover(agent_runner *r, struct agent_job *j)
 {
     switch (j->phase) {
     case AJ_LAUNCHING:
-        /* Never released by its parent: the child (if any) exited unrun. */
-        agent_contain_signal(&r->contain, j, SIGKILL);
-        j->phase = AJ_DRAINING;
-        j->drain_ms = cm_now_ms();
-        j->exit_code = -1;
-        snprintf(j->error, sizeof j->error, "agent restarted before the job started");
-        save(r, j);
+        forget(r, j);
         break;
     case AJ_RUNNING:
+        if (!j->released && settle_unreleased(r, j)) break;
         j->adopted = true;
         if (agent_proc_same(j->pid, j->proc_start))
             cm_info("job %lld.%d (pid %d) still running: re-attached", (long long)j->id,
@@ -308,6 +346,11 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
+    /* A keeper forked just before a previous agent died holds a copy of the
+     * lock until it closes the agent's descriptors: wait a little for it. */
+    int64_t lock_until = cm_mono_ms() + (o->lock_wait_ms > 0 ? o->lock_wait_ms : 0);
+    while (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0 && cm_mono_ms() < lock_until)
+        usleep(50 * 1000);
     if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         snprintf(err, errlen, "state dir %s is in use by another agent (lock %s held)",
                  r->state_dir, path);
@@ -321,7 +364,10 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
     if (agent_contain_init(&r->contain, o->containment, r->node, o->cgroup_base, err, errlen))
         goto fail;
     if (agent_store_load(r->state_dir, take_record, r, err, errlen)) goto fail;
-    for (struct agent_job *j = r->jobs; j; j = j->next) recover(r, j);
+    for (struct agent_job *j = r->jobs, *next; j; j = next) {
+        next = j->next; /* recover may forget (free) j */
+        recover(r, j);
+    }
     *out = r;
     return 0;
 fail:
@@ -364,7 +410,6 @@ static int on_forked(void *arg, pid_t keeper, pid_t pid)
     f->j->keeper_start = kst.starttime;
     f->j->start_ms = cm_now_ms();
     f->j->phase = AJ_RUNNING;
-    f->j->started_pending = true;
     return save(f->r, f->j);
 }
 
@@ -425,11 +470,9 @@ int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errle
     if (l.script)
         snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
                  (long long)l.id, l.attempt);
+    /* No record yet: nothing runs before on_forked has saved one, and a job
+     * the agent never released runs nothing (see recover). */
     j->phase = AJ_LAUNCHING;
-    if (save(r, j) != 0) {
-        fail(r, j, "cannot write the job's record in the agent's state dir");
-        return 0;
-    }
     if (l.script && agent_script_write(j->script, l.script, &acct, why, sizeof why) != 0) {
         fail(r, j, why);
         return 0;
@@ -444,9 +487,11 @@ int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errle
         fail(r, j, why);
         return 0;
     }
+    j->released = true;
+    j->started_pending = true;
+    save(r, j);
     cm_info("job %lld.%d started: pid %d as %s (%s)", (long long)l.id, l.attempt, (int)pid,
-            acct.name,
-            agent_runner_containment(r));
+            acct.name, agent_runner_containment(r));
     return 0;
 }
 

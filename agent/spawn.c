@@ -185,7 +185,7 @@ static void child_main(const struct agent_launch *l, const struct agent_account 
     char b;
     ssize_t r;
     do r = read(go_fd, &b, 1); while (r < 0 && errno == EINTR);
-    if (r != 1) _exit(127); /* the parent could not record us: run nothing */
+    if (r != 1) _exit(127); /* the agent could not record us: run nothing */
     close(go_fd);
     if (a->switch_user) {
         if (setgroups((size_t)a->ngroups, a->groups) != 0) report(rep_fd, ST_SETGROUPS);
@@ -249,10 +249,12 @@ static void keeper_write_exit(const char *path, int status)
     memcpy(tmp, path, n);
     memcpy(tmp + n, ".tmp", 5);
     int len = 0;
-    unsigned v = (unsigned)status;
+    if (status < 0) num[len++] = '-';
+    unsigned v = status < 0 ? (unsigned)-status : (unsigned)status;
     char rev[16];
-    do rev[len++] = (char)('0' + v % 10); while ((v /= 10) && len < 15);
-    for (int i = 0; i < len; i++) num[i] = rev[len - 1 - i];
+    int nd = 0;
+    do rev[nd++] = (char)('0' + v % 10); while ((v /= 10) && nd < 12);
+    while (nd > 0) num[len++] = rev[--nd];
     num[len++] = '\n';
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return;
@@ -311,20 +313,34 @@ static void keeper_main(const struct agent_launch *l, const struct agent_account
         dup2(null, 2);
         if (null > 2) close(null);
     }
+    /* The agent's go byte passes through the keeper, so the keeper knows
+     * whether the job was ever released: a job the agent never released
+     * (it died first) is recorded as such, not as an exit status. */
+    int gj[2];
+    if (pipe2(gj, O_CLOEXEC) != 0) _exit(127);
     pid_t job = fork();
     if (job == 0) {
         close(pidp[1]);
-        child_main(l, a, argv, envp, go[0], rep[1]);
+        close(go[0]);
+        close(gj[1]);
+        child_main(l, a, argv, envp, gj[0], rep[1]);
     }
-    close(go[0]);
+    close(gj[0]);
     close(rep[1]);
     ssize_t w = write(pidp[1], &job, sizeof job);
     close(pidp[1]);
     if (job < 0 || w != (ssize_t)sizeof job) _exit(127);
+    char b;
+    ssize_t r;
+    do r = read(go[0], &b, 1); while (r < 0 && errno == EINTR);
+    bool released = r == 1 && write(gj[1], &b, 1) == 1;
+    close(go[0]);
+    close(gj[1]);
+    if (!released) kill(job, SIGKILL);
     int status;
     while (waitpid(job, &status, 0) < 0)
         if (errno != EINTR) _exit(127);
-    keeper_write_exit(ctx->exit_path, status);
+    keeper_write_exit(ctx->exit_path, released ? status : AGENT_EXIT_UNRELEASED);
     _exit(0);
 }
 

@@ -44,6 +44,17 @@ wait_state() {
     fail "job $1 never reached $2: $(grep '"state"' "$T/show.json")"
 }
 
+# wait_log TEXT: until the agent's log has TEXT (the agent really started a job,
+# which commonsd's RUNNING does not prove: that is placement).
+wait_log() {
+    i=0
+    until grep -q "$1" "$T/agent.log"; do
+        [ $i -lt 100 ] || fail "the agent never logged: $1"
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+
 field() { sed -n "s/^  \"$1\": \(.*\),\$/\1/p" "$T/show.json"; }
 
 submit() { "$CLI" submit --workdir "$T/w" "$@" | sed -n 's/^Submitted job //p'; }
@@ -88,8 +99,8 @@ kill -0 "$GC" 2>/dev/null && fail "grandchild $GC of cancelled job $J survived"
 # kill -9 of the agent alone: jobs keep running, are re-attached, keep their status.
 A=$(submit -- /bin/sh -c 'sleep 2; exit 7')
 B=$(submit -- /bin/sh -c 'sleep 2; echo done')
-wait_state "$A" RUNNING
-wait_state "$B" RUNNING
+wait_log "job $A.0 started"
+wait_log "job $B.0 started"
 kill -9 "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null
 start_agent

@@ -307,8 +307,8 @@ static struct agent_job_status run_limited(agent_runner *r, int64_t id, const ch
 {
     json_t *l = launch_sh(id, cmd);
     json_object_set_new(l, "time_limit_s", json_integer(1));
+    int64_t t0 = cm_mono_ms(); /* the limit counts from a moment inside launch */
     launch(r, l);
-    int64_t t0 = cm_mono_ms();
     struct agent_job_status st = wait_end(r, id, 10000);
     *took = cm_mono_ms() - t0;
     ck_assert(st.timed_out);
@@ -626,21 +626,43 @@ START_TEST(test_recovery_dead_job)
 }
 END_TEST
 
-START_TEST(test_recovery_launching_record)
+START_TEST(test_recovery_unreleased)
 {
-    /* A record left in "launching": the agent died before releasing it. */
+    /* Records of instances the agent died before releasing: one still
+     * "launching", one forked and recorded but whose keeper then reported
+     * that it never released the job. Both ran nothing, so both are
+     * forgotten and a launch sent again starts them. */
     agent_runner *a = open_runner();
     agent_runner_close(a);
     struct agent_job j = {.id = 33, .attempt = 0, .phase = AJ_LAUNCHING, .exit_code = -1};
-    char err[256];
+    char err[256], ep[PATH_MAX + 32];
     ck_assert_int_eq(agent_store_save(g_state, &j, err, sizeof err), 0);
+    j.id = 36;
+    j.phase = AJ_RUNNING;
+    j.pid = 999999999; /* gone */
+    j.keeper = 999999998;
+    ck_assert_int_eq(agent_store_save(g_state, &j, err, sizeof err), 0);
+    snprintf(ep, sizeof ep, "%s/jobs/36-0.exit", g_state);
+    ck_assert_int_eq(cm_write_file_atomic(ep, "-1\n", 3, 0600, err, sizeof err), 0);
     agent_runner *b = open_runner();
-    struct agent_job_status st = wait_end(b, 33, 5000);
-    ck_assert_str_eq(st.error, "agent restarted before the job started");
-    launch(b, launch_sh(33, "true"));
-    char p[PATH_MAX + 64];
-    out_path(33, "out", p, sizeof p);
-    ck_assert_msg(access(p, F_OK) != 0, "job 33 was started after all");
+    struct agent_job_status st;
+    agent_runner_status(b, 33, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_UNKNOWN);
+    agent_runner_status(b, 36, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_UNKNOWN);
+    json_t *running = agent_runner_running(b), *ev = agent_runner_events(b);
+    ck_assert_int_eq(json_array_size(running), 0);
+    ck_assert_int_eq(json_array_size(ev), 0);
+    json_decref(running);
+    json_decref(ev);
+    ck_assert_msg(access(ep, F_OK) != 0, "stale exit file left");
+    launch(b, launch_sh(33, "echo now"));
+    launch(b, launch_sh(36, "echo now"));
+    ck_assert_int_eq(wait_end(b, 33, 5000).exit_code, 0);
+    ck_assert_int_eq(wait_end(b, 36, 5000).exit_code, 0);
+    char *o = job_out(36, "out");
+    ck_assert_str_eq(o, "now\n");
+    free(o);
     agent_runner_close(b);
 }
 END_TEST
@@ -779,6 +801,46 @@ START_TEST(test_attempts_are_instances)
 }
 END_TEST
 
+static int refuse_record(void *arg, pid_t keeper, pid_t pid)
+{
+    pid_t *seen = arg;
+    seen[0] = keeper;
+    seen[1] = pid;
+    return -1;
+}
+
+/* A job the agent could not record is never released and runs nothing. */
+START_TEST(test_unrecorded_job_never_runs)
+{
+    char marker[PATH_MAX + 32], ep[PATH_MAX + 32], err[512];
+    snprintf(marker, sizeof marker, "%s/ran", g_work);
+    snprintf(ep, sizeof ep, "%s/exit", g_work);
+    json_t *lj = launch_sh(80, "touch ran");
+    struct agent_launch l;
+    ck_assert_int_eq(agent_launch_parse(lj, &l, err, sizeof err), 0);
+    struct agent_account acct;
+    ck_assert_int_eq(agent_account_resolve(g_user, &acct, err, sizeof err), 0);
+    struct agent_spawn_ctx ctx = {g_node, g_state, "", ep};
+    pid_t seen[2] = {0, 0}, keeper, pid;
+    ck_assert_int_eq(agent_spawn(&l, &acct, &ctx, "", refuse_record, seen, &keeper, &pid, err,
+                                 sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "cannot record"));
+    ck_assert_int_gt(seen[0], 0);
+    ck_assert_int_gt(seen[1], 0);
+    ck_assert_int_eq(pid, 0);
+    ck_assert(proc_gone(seen[1]));
+    ck_assert_int_eq(waitpid(seen[0], NULL, WNOHANG), -1); /* keeper already reaped */
+    usleep(100 * 1000);
+    ck_assert_msg(access(marker, F_OK) != 0, "an unreleased job ran");
+    json_decref(lj);
+    /* The keeper's marker for such a job reads back as "unreleased". */
+    ck_assert_int_eq(cm_write_file_atomic(ep, "-1\n", 3, 0600, err, sizeof err), 0);
+    int status = 0;
+    ck_assert_int_eq(agent_exit_read(ep, &status), 0);
+    ck_assert_int_eq(status, AGENT_EXIT_UNRELEASED);
+}
+END_TEST
+
 static Suite *runner_suite(void)
 {
     Suite *s = suite_create("agent_runner");
@@ -800,11 +862,12 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_bad_launches);
     tcase_add_test(tc, test_recovery_reattach);
     tcase_add_test(tc, test_recovery_dead_job);
-    tcase_add_test(tc, test_recovery_launching_record);
+    tcase_add_test(tc, test_recovery_unreleased);
     tcase_add_test(tc, test_events_ack);
     tcase_add_test(tc, test_kill_before_launch);
     tcase_add_test(tc, test_state_dir_guarded);
     tcase_add_test(tc, test_attempts_are_instances);
+    tcase_add_test(tc, test_unrecorded_job_never_runs);
     suite_add_tcase(s, tc);
     return s;
 }
