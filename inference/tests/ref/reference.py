@@ -81,6 +81,10 @@ class Model:
         return name in self.t
 
     # --- building blocks ---
+    def mm(self, x, name):
+        """x [n, k] times weight `name` (ggml [k, m], numpy [m, k]) -> [n, m]."""
+        return x @ self.w(name).T
+
     def rms(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
@@ -139,9 +143,9 @@ class Model:
         for il in range(self.n_layer):
             p = f'blk.{il}.'
             h = self.rms(x, self.w(p + 'attn_norm.weight'))
-            q = (h @ self.w(p + 'attn_q.weight').T).reshape(n, self.n_head, self.d_k)
-            k = (h @ self.w(p + 'attn_k.weight').T).reshape(n, self.n_head_kv, self.d_k)
-            v = (h @ self.w(p + 'attn_v.weight').T).reshape(n, self.n_head_kv, self.d_v)
+            q = self.mm(h, p + 'attn_q.weight').reshape(n, self.n_head, self.d_k)
+            k = self.mm(h, p + 'attn_k.weight').reshape(n, self.n_head_kv, self.d_k)
+            v = self.mm(h, p + 'attn_v.weight').reshape(n, self.n_head_kv, self.d_v)
             if gemma:
                 q = self.rms(q, self.w(p + 'attn_q_norm.weight'))
                 k = self.rms(k, self.w(p + 'attn_k_norm.weight'))
@@ -156,26 +160,25 @@ class Model:
                 q = self.rope(q, pos, self.rope_base, self.rope_scale, False, ff)
                 k = self.rope(k, pos, self.rope_base, self.rope_scale, False, ff)
                 a = self.attention(q, k, v, pos, 0)
-            a = a @ self.w(p + 'attn_output.weight').T
+            a = self.mm(a, p + 'attn_output.weight')
             if gemma:
                 a = self.rms(a, self.w(p + 'post_attention_norm.weight'))
             x = x + a
             h = self.rms(x, self.w(p + 'ffn_norm.weight'))
-            g = h @ self.w(p + 'ffn_gate.weight').T
-            u = h @ self.w(p + 'ffn_up.weight').T
+            g = self.mm(h, p + 'ffn_gate.weight')
+            u = self.mm(h, p + 'ffn_up.weight')
             if gemma:   # GELU, tanh approximation
                 g = 0.5 * g * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (g + 0.044715 * g ** 3)))
             else:       # SiLU
                 g = g / (1.0 + np.exp(-g))
-            f = (g * u) @ self.w(p + 'ffn_down.weight').T
+            f = self.mm(g * u, p + 'ffn_down.weight')
             if gemma:
                 f = self.rms(f, self.w(p + 'post_ffw_norm.weight'))
             x = x + f
         if not all_logits:
             x = x[-1:]
         x = self.rms(x, self.w('output_norm.weight'))
-        out = self.w('output.weight') if self.has('output.weight') else emb
-        return x @ out.T
+        return self.mm(x, 'output.weight' if self.has('output.weight') else 'token_embd.weight')
 
 
 def file_fnv1a64(path):

@@ -1,0 +1,396 @@
+/* model_load.c: reading hyper-parameters and validating/preparing weights (model.h).
+ *
+ * Every tensor the forward pass uses is looked up here, its shape checked against
+ * the hyper-parameters and its type against what the kernels compute with, so that
+ * the forward pass never meets a surprise. Weights stay in the file mapping when
+ * the kernels use host memory; a norm vector stored in another type than F32 is
+ * dequantized. Pages are touched while loading so the progress callback reflects
+ * the real cost of bringing a large file in from disk. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+#define FAIL(code, ...) do { snprintf(err, errlen, __VA_ARGS__); return (code); } while (0)
+
+/* ---- metadata ---- */
+
+/* Integer key "<arch>.<suffix>"; dflt < 0 means required. Must be >= 0 (or >= 1 when
+ * positive is set). */
+static int key_int(const infer_model *m, const char *suffix, int64_t dflt, bool positive,
+                   int *out, char *err, size_t errlen)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->hp.arch_name, suffix);
+    int64_t v;
+    int rc = infer_gguf_get_i64(m->gguf, key, &v);
+    if (rc == INFER_ENOTFOUND) {
+        if (dflt < 0)
+            FAIL(INFER_EFORMAT, "%s: metadata key '%s' is missing (required for %s)",
+                 m->path, key, m->hp.arch_name);
+        v = dflt;
+    } else if (rc != INFER_OK) {
+        FAIL(INFER_EFORMAT, "%s: metadata key '%s': %s (expected an integer)", m->path, key,
+             infer_status_str(rc));
+    }
+    if (v < (positive ? 1 : 0) || v > (1 << 30))
+        FAIL(INFER_EFORMAT, "%s: metadata key '%s' = %lld, expected %s and at most 2^30",
+             m->path, key, (long long)v, positive ? "> 0" : ">= 0");
+    *out = (int)v;
+    return INFER_OK;
+}
+
+static int key_float(const infer_model *m, const char *suffix, double dflt, bool required,
+                     float *out, char *err, size_t errlen)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->hp.arch_name, suffix);
+    float v;
+    int rc = infer_gguf_get_f32(m->gguf, key, &v);
+    if (rc == INFER_ENOTFOUND) {
+        if (required)
+            FAIL(INFER_EFORMAT, "%s: metadata key '%s' is missing", m->path, key);
+        v = (float)dflt;
+    } else if (rc != INFER_OK) {
+        FAIL(INFER_EFORMAT, "%s: metadata key '%s': %s (expected a float)", m->path, key,
+             infer_status_str(rc));
+    }
+    if (!isfinite(v) || v <= 0)
+        FAIL(INFER_EFORMAT, "%s: metadata key '%s' = %g, expected a positive number",
+             m->path, key, v);
+    *out = v;
+    return INFER_OK;
+}
+
+static int read_hparams(infer_model *m, char *err, size_t errlen)
+{
+    infer_hparams *hp = &m->hp;
+    char arch[64] = "";
+    int rc = infer_gguf_get_str_copy(m->gguf, "general.architecture", arch, sizeof arch);
+    if (rc == INFER_ENOTFOUND)
+        FAIL(INFER_EFORMAT, "%s: metadata key 'general.architecture' is missing (is this a "
+             "model file and not a vocabulary-only GGUF?)", m->path);
+    if (strcmp(arch, "llama") == 0)
+        hp->arch = INFER_ARCH_LLAMA;
+    else if (strcmp(arch, "gemma3") == 0)
+        hp->arch = INFER_ARCH_GEMMA3;
+    else
+        FAIL(INFER_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama, "
+             "gemma3)", m->path, arch);
+    snprintf(hp->arch_name, sizeof hp->arch_name, "%s", arch);
+    bool gemma = hp->arch == INFER_ARCH_GEMMA3;
+
+    if ((rc = key_int(m, "context_length", -1, true, &hp->n_ctx_train, err, errlen)) ||
+        (rc = key_int(m, "embedding_length", -1, true, &hp->n_embd, err, errlen)) ||
+        (rc = key_int(m, "block_count", -1, true, &hp->n_layer, err, errlen)) ||
+        (rc = key_int(m, "feed_forward_length", -1, true, &hp->n_ff, err, errlen)) ||
+        (rc = key_int(m, "attention.head_count", -1, true, &hp->n_head, err, errlen)) ||
+        (rc = key_int(m, "attention.head_count_kv", hp->n_head, true, &hp->n_head_kv, err,
+                      errlen)))
+        return rc;
+    if (hp->n_head % hp->n_head_kv)
+        FAIL(INFER_EFORMAT, "%s: attention.head_count %d is not a multiple of "
+             "attention.head_count_kv %d", m->path, hp->n_head, hp->n_head_kv);
+    int dk, dv;
+    if ((rc = key_int(m, "attention.key_length", hp->n_embd / hp->n_head, true, &dk, err,
+                      errlen)) ||
+        (rc = key_int(m, "attention.value_length", dk, true, &dv, err, errlen)))
+        return rc;
+    if (dk != dv)
+        FAIL(INFER_EUNSUPPORTED, "%s: attention.key_length %d != value_length %d is not "
+             "supported", m->path, dk, dv);
+    hp->head_dim = dk;
+    if ((rc = key_int(m, "rope.dimension_count", dk, true, &hp->n_rot, err, errlen)))
+        return rc;
+    if (hp->n_rot > dk || hp->n_rot % 2)
+        FAIL(INFER_EFORMAT, "%s: rope.dimension_count %d must be even and <= key_length %d",
+             m->path, hp->n_rot, dk);
+    if ((rc = key_float(m, "attention.layer_norm_rms_epsilon", 0, true, &hp->eps, err,
+                        errlen)) ||
+        (rc = key_float(m, "rope.freq_base", gemma ? 1e6 : 1e4, false, &hp->rope_base, err,
+                        errlen)))
+        return rc;
+    hp->rope_scale = 1.0f;
+    char key[128], stype[32] = "none";
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    infer_gguf_get_str_copy(m->gguf, key, stype, sizeof stype);
+    if (strcmp(stype, "linear") == 0) {
+        float f;
+        if ((rc = key_float(m, "rope.scaling.factor", 1.0, false, &f, err, errlen)))
+            return rc;
+        hp->rope_scale = 1.0f / f;
+    } else if (strcmp(stype, "none") != 0) {
+        FAIL(INFER_EUNSUPPORTED, "%s: %s = '%s' is not supported (none, linear; Llama 3 "
+             "scaling comes as the rope_freqs tensor)", m->path, key, stype);
+    }
+    hp->rope_base_local = 10000.0f;
+    hp->sliding_window = 0;
+    if (gemma && (rc = key_int(m, "attention.sliding_window", 0, false, &hp->sliding_window,
+                               err, errlen)))
+        return rc;
+    hp->attn_scale = 1.0f / sqrtf((float)dk);
+    return INFER_OK;
+}
+
+/* ---- tensors ---- */
+
+static int own(infer_model *m, void *p)
+{
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o)
+            return INFER_ENOMEM;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return INFER_OK;
+}
+
+/* Host bytes -> where the kernels read them. host_copy says the bytes are a
+ * malloc'd buffer this function takes over. */
+static int place(infer_model *m, const void *bytes, size_t n, bool host_copy,
+                 const void **out, char *err, size_t errlen)
+{
+    if (kern_ctx_host_memory(m->kc)) {
+        if (host_copy && own(m, (void *)bytes)) {
+            free((void *)bytes);
+            FAIL(INFER_ENOMEM, "%s: out of memory", m->path);
+        }
+        *out = bytes;
+        return INFER_OK;
+    }
+    void *d = kern_alloc(m->kc, n);
+    if (!d || kern_upload(m->kc, d, bytes, n) != KERN_OK) {
+        if (host_copy)
+            free((void *)bytes);
+        kern_free(m->kc, d);
+        FAIL(INFER_ENOMEM, "%s: cannot place %zu bytes of weights on the device: %s", m->path,
+             n, kern_ctx_error(m->kc));
+    }
+    if (host_copy)
+        free((void *)bytes);
+    if (own(m, d)) {
+        kern_free(m->kc, d);
+        FAIL(INFER_ENOMEM, "%s: out of memory", m->path);
+    }
+    m->owned_on_backend = true;
+    *out = d;
+    return INFER_OK;
+}
+
+enum use { USE_VEC, USE_MAT };
+
+typedef struct loader {
+    infer_model *m;
+    infer_progress_fn progress;
+    void *ud;
+    size_t done, total;
+    volatile unsigned char sink;
+} loader;
+
+static void touch(loader *L, const infer_gguf_tensor *t)
+{
+    const unsigned char *p = t->data;
+    unsigned char s = 0;
+    for (size_t i = 0; i < t->nbytes; i += 4096)
+        s ^= p[i];
+    L->sink ^= s;
+    L->done += t->nbytes;
+    if (L->progress && L->total)
+        L->progress(L->ud, (double)L->done / (double)L->total);
+}
+
+/* Find tensor `name`, check it is [ne0] (vec) or [ne0, ne1] (matrix) and usable,
+ * and produce the pointer the kernels read. *optional_missing (when non-NULL) makes
+ * absence a non-error. what: how the expected shape follows from the metadata. */
+static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, int64_t ne1,
+                      const char *what, const void **ptr, int *type, bool *missing,
+                      char *err, size_t errlen)
+{
+    infer_model *m = L->m;
+    const infer_gguf_tensor *t = infer_gguf_find_tensor(m->gguf, name);
+    if (!t) {
+        if (missing) {
+            *missing = true;
+            return INFER_OK;
+        }
+        FAIL(INFER_EFORMAT, "%s: tensor '%s' is missing (a %s model needs it: %s)", m->path,
+             name, m->hp.arch_name, what);
+    }
+    if (missing)
+        *missing = false;
+    bool shape_ok = t->ne[0] == ne0 && t->ne[2] == 1 && t->ne[3] == 1 &&
+                    (use == USE_VEC ? t->ne[1] == 1 : t->ne[1] == ne1);
+    if (!shape_ok) {
+        if (use == USE_VEC)
+            FAIL(INFER_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected "
+                 "[%lld] (%s)", m->path, name, (long long)t->ne[0], (long long)t->ne[1],
+                 (long long)t->ne[2], (long long)t->ne[3], (long long)ne0, what);
+        FAIL(INFER_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected "
+             "[%lld, %lld] (%s)", m->path, name, (long long)t->ne[0], (long long)t->ne[1],
+             (long long)t->ne[2], (long long)t->ne[3], (long long)ne0, (long long)ne1, what);
+    }
+    touch(L, t);
+    if (use == USE_VEC) {
+        if (t->type == INFER_TYPE_F32) {
+            m->weight_bytes += t->nbytes;
+            return place(m, t->data, t->nbytes, false, ptr, err, errlen);
+        }
+        if (!kern_type_supported(t->type))
+            FAIL(INFER_EUNSUPPORTED, "%s: tensor '%s' has type %s; a norm vector must be F32, "
+                 "F16 or BF16", m->path, name, infer_type_name(t->type) ?
+                 infer_type_name(t->type) : "unknown");
+        float *f = malloc((size_t)ne0 * sizeof *f);
+        char msg[256];
+        if (!f)
+            FAIL(INFER_ENOMEM, "%s: out of memory", m->path);
+        if (kern_dequantize(t->type, f, t->data, ne0, msg, sizeof msg) != KERN_OK) {
+            free(f);
+            FAIL(INFER_EFORMAT, "%s: tensor '%s': %s", m->path, name, msg);
+        }
+        m->weight_bytes += (size_t)ne0 * sizeof *f;
+        return place(m, f, (size_t)ne0 * sizeof *f, true, ptr, err, errlen);
+    }
+    if (kern_type_supported(t->type)) {
+        *type = t->type;
+        m->weight_bytes += t->nbytes;
+        return place(m, t->data, t->nbytes, false, ptr, err, errlen);
+    }
+    FAIL(INFER_EUNSUPPORTED, "%s: tensor '%s' has type %s, which the kernels cannot compute "
+         "with (supported: F32 F16 BF16 Q4_0 Q5_0 Q8_0 Q4_K Q5_K Q6_K)", m->path, name,
+         infer_type_name(t->type) ? infer_type_name(t->type) : "unknown");
+}
+
+static int load_tensors(loader *L, char *err, size_t errlen)
+{
+    infer_model *m = L->m;
+    const infer_hparams *hp = &m->hp;
+    bool gemma = hp->arch == INFER_ARCH_GEMMA3;
+    int64_t E = hp->n_embd, F = hp->n_ff, D = hp->head_dim;
+    int64_t Q = (int64_t)hp->n_head * D, KV = (int64_t)hp->n_head_kv * D;
+    int rc;
+
+    const infer_gguf_tensor *te = infer_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!te)
+        FAIL(INFER_EFORMAT, "%s: tensor 'token_embd.weight' is missing", m->path);
+    if (te->ne[1] < 1 || te->ne[1] > INT32_MAX)
+        FAIL(INFER_EFORMAT, "%s: tensor 'token_embd.weight' has %lld rows", m->path,
+             (long long)te->ne[1]);
+    m->hp.n_vocab = (int)te->ne[1];
+    for (int64_t i = 0; i < infer_gguf_n_tensors(m->gguf); i++)
+        L->total += infer_gguf_tensor_at(m->gguf, i)->nbytes;
+
+    const void *p;
+    if ((rc = get_tensor(L, "token_embd.weight", USE_MAT, E, hp->n_vocab,
+                         "embedding_length x vocabulary", &m->tok_embd, &m->tok_embd_t, NULL,
+                         err, errlen)) ||
+        (rc = get_tensor(L, "output_norm.weight", USE_VEC, E, 0, "embedding_length", &p, NULL,
+                         NULL, err, errlen)))
+        return rc;
+    m->output_norm = p;
+    bool missing;
+    if ((rc = get_tensor(L, "output.weight", USE_MAT, E, hp->n_vocab,
+                         "embedding_length x vocabulary", &m->output, &m->output_t, &missing,
+                         err, errlen)))
+        return rc;
+    m->hp.tied_output = missing;
+    if (missing) {
+        m->output = m->tok_embd;
+        m->output_t = m->tok_embd_t;
+    }
+    if (!gemma) {
+        if ((rc = get_tensor(L, "rope_freqs.weight", USE_VEC, hp->n_rot / 2, 0,
+                             "rope.dimension_count / 2", &p, NULL, &missing, err, errlen)))
+            return rc;
+        m->rope_freqs = missing ? NULL : p;
+    }
+
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        FAIL(INFER_ENOMEM, "%s: out of memory", m->path);
+    for (int il = 0; il < hp->n_layer; il++) {
+        infer_layer *ly = &m->layers[il];
+        char n[96];
+#define VEC(field, suffix, len, what) \
+        do { snprintf(n, sizeof n, "blk.%d.%s.weight", il, suffix); \
+             if ((rc = get_tensor(L, n, USE_VEC, len, 0, what, &p, NULL, NULL, err, errlen))) \
+                 return rc; \
+             ly->field = p; } while (0)
+#define MAT(field, suffix, k, rows, what) \
+        do { snprintf(n, sizeof n, "blk.%d.%s.weight", il, suffix); \
+             if ((rc = get_tensor(L, n, USE_MAT, k, rows, what, &ly->field, &ly->field##_t, \
+                                  NULL, err, errlen))) \
+                 return rc; } while (0)
+        VEC(attn_norm, "attn_norm", E, "embedding_length");
+        MAT(wq, "attn_q", E, Q, "embedding_length x head_count*key_length");
+        MAT(wk, "attn_k", E, KV, "embedding_length x head_count_kv*key_length");
+        MAT(wv, "attn_v", E, KV, "embedding_length x head_count_kv*value_length");
+        MAT(wo, "attn_output", Q, E, "head_count*value_length x embedding_length");
+        VEC(ffn_norm, "ffn_norm", E, "embedding_length");
+        MAT(w_gate, "ffn_gate", E, F, "embedding_length x feed_forward_length");
+        MAT(w_up, "ffn_up", E, F, "embedding_length x feed_forward_length");
+        MAT(w_down, "ffn_down", F, E, "feed_forward_length x embedding_length");
+        if (gemma) {
+            VEC(q_norm, "attn_q_norm", D, "key_length");
+            VEC(k_norm, "attn_k_norm", D, "key_length");
+            VEC(post_attn_norm, "post_attention_norm", E, "embedding_length");
+            VEC(post_ffw_norm, "post_ffw_norm", E, "embedding_length");
+        }
+#undef VEC
+#undef MAT
+    }
+    return INFER_OK;
+}
+
+int infer_model_load(const char *path, kern_ctx *kc, infer_progress_fn progress, void *ud,
+                     infer_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!path || !kc)
+        FAIL(INFER_EINVAL, "infer_model_load: NULL path or kernel context");
+    infer_model *m = calloc(1, sizeof *m);
+    if (!m)
+        FAIL(INFER_ENOMEM, "out of memory");
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->kc = kc;
+    int rc = infer_gguf_open(path, &m->gguf, err, errlen);
+    if (rc == INFER_OK)
+        rc = read_hparams(m, err, errlen);
+    if (rc == INFER_OK) {
+        loader L = { .m = m, .progress = progress, .ud = ud };
+        rc = load_tensors(&L, err, errlen);
+        if (rc == INFER_OK && progress)
+            progress(ud, 1.0);
+    }
+    if (rc != INFER_OK) {
+        infer_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return INFER_OK;
+}
+
+void infer_model_free(infer_model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_owned; i++) {
+        if (m->owned_on_backend)
+            kern_free(m->kc, m->owned[i]);
+        else
+            free(m->owned[i]);
+    }
+    free(m->owned);
+    free(m->layers);
+    infer_gguf_close(m->gguf);
+    free(m);
+}
+
+const infer_hparams *infer_model_hparams(const infer_model *m) { return &m->hp; }
+const infer_gguf *infer_model_gguf(const infer_model *m) { return m->gguf; }
+size_t infer_model_weight_bytes(const infer_model *m) { return m->weight_bytes; }

@@ -1,0 +1,244 @@
+/* sampler.c: token sampling and stop strings (sampler.h). */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+
+typedef struct cand {
+    float logit;
+    int32_t id;
+} cand;
+
+struct infer_sampler {
+    infer_sampler_params p;
+    int n_vocab;
+    uint64_t rng;
+    int32_t *hist;     /* ring of the last repeat_last_n accepted tokens */
+    int n_hist, hist_next;
+    float *work;       /* n_vocab penalized logits */
+    int *count;        /* n_vocab occurrence counts inside the window */
+    cand *cands;       /* n_vocab */
+};
+
+void infer_sampler_defaults(infer_sampler_params *p)
+{
+    *p = (infer_sampler_params){ .temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
+                                 .repeat_penalty = 1.0f, .repeat_last_n = 64 };
+}
+
+int infer_sampler_new(const infer_sampler_params *p, int n_vocab, infer_sampler **out,
+                      char *err, size_t errlen)
+{
+    *out = NULL;
+    const char *bad = NULL;
+    if (n_vocab < 1) bad = "vocabulary size must be positive";
+    else if (!isfinite(p->temp)) bad = "temperature must be a number";
+    else if (!(p->top_p > 0)) bad = "top_p must be in (0, 1]";
+    else if (!(p->min_p >= 0) || p->min_p > 1) bad = "min_p must be in [0, 1]";
+    else if (!(p->repeat_penalty > 0)) bad = "repeat_penalty must be positive";
+    else if (p->repeat_last_n < 0 || p->repeat_last_n > 1 << 20)
+        bad = "repeat_last_n must be in [0, 2^20]";
+    else if (!isfinite(p->freq_penalty) || !isfinite(p->presence_penalty))
+        bad = "penalties must be numbers";
+    if (bad) {
+        snprintf(err, errlen, "sampler: %s", bad);
+        return INFER_EINVAL;
+    }
+    infer_sampler *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "sampler: out of memory");
+        return INFER_ENOMEM;
+    }
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->hist = malloc(((size_t)p->repeat_last_n + 1) * sizeof *s->hist);
+    s->work = malloc((size_t)n_vocab * sizeof *s->work);
+    s->count = calloc((size_t)n_vocab, sizeof *s->count);
+    s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
+    if (!s->hist || !s->work || !s->count || !s->cands) {
+        infer_sampler_free(s);
+        snprintf(err, errlen, "sampler: out of memory");
+        return INFER_ENOMEM;
+    }
+    infer_sampler_reset(s);
+    *out = s;
+    return INFER_OK;
+}
+
+void infer_sampler_free(infer_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->hist);
+    free(s->work);
+    free(s->count);
+    free(s->cands);
+    free(s);
+}
+
+void infer_sampler_reset(infer_sampler *s)
+{
+    for (int i = 0; i < s->n_hist; i++)
+        s->count[s->hist[i]] = 0;
+    s->n_hist = s->hist_next = 0;
+    s->rng = s->p.seed ^ 0x6A09E667F3BCC909ULL;
+}
+
+void infer_sampler_accept(infer_sampler *s, int32_t t)
+{
+    int w = s->p.repeat_last_n;
+    if (w == 0 || t < 0 || t >= s->n_vocab)
+        return;
+    if (s->n_hist == w)   /* window full: the oldest token leaves it */
+        s->count[s->hist[s->hist_next]]--;
+    else
+        s->n_hist++;
+    s->hist[s->hist_next] = t;
+    s->count[t]++;
+    s->hist_next = (s->hist_next + 1) % w;
+}
+
+static double uniform01(infer_sampler *s)
+{
+    uint64_t z = (s->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Descending logit, then ascending id: a total order, so results never depend on
+ * the sort algorithm. */
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->logit != y->logit)
+        return x->logit > y->logit ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Move the k best candidates to the front, sorted (k <= n). */
+static void select_top(cand *c, int n, int k)
+{
+    if (k >= n || k > 256) {   /* full sort: simple, and fine for large k */
+        qsort(c, (size_t)n, sizeof *c, cand_cmp);
+        return;
+    }
+    /* Insertion into a sorted prefix of length k: O(n k) worst, O(n) typical. */
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        cand x = c[i];
+        if (m == k && cand_cmp(&x, &c[k - 1]) >= 0)
+            continue;
+        int j = m < k ? m++ : k - 1;
+        while (j > 0 && cand_cmp(&x, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = x;
+    }
+}
+
+int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
+{
+    const infer_sampler_params *p = &s->p;
+    const int V = s->n_vocab;
+    float *l = s->work;
+    memcpy(l, logits, (size_t)V * sizeof *l);
+    for (int i = 0; i < s->n_hist; i++) {
+        int32_t t = s->hist[i];
+        int c = s->count[t];
+        if (c <= 0)
+            continue;   /* already penalized via an earlier occurrence in the ring */
+        if (p->repeat_penalty != 1.0f)
+            l[t] = l[t] > 0 ? l[t] / p->repeat_penalty : l[t] * p->repeat_penalty;
+        l[t] -= (float)c * p->freq_penalty + p->presence_penalty;
+        s->count[t] = -c;   /* mark as done; restored below */
+    }
+    for (int i = 0; i < s->n_hist; i++)
+        if (s->count[s->hist[i]] < 0)
+            s->count[s->hist[i]] = -s->count[s->hist[i]];
+
+    if (p->temp <= 0) {
+        int b = 0;
+        for (int j = 1; j < V; j++)
+            if (l[j] > l[b])
+                b = j;
+        return b;
+    }
+    cand *c = s->cands;
+    for (int j = 0; j < V; j++)
+        c[j] = (cand){ l[j], j };
+    int n = V;
+    if (p->top_k > 0 && p->top_k < n) {
+        select_top(c, n, p->top_k);
+        n = p->top_k;
+    } else {
+        qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    }
+    /* Probabilities of the untempered logits over the candidates. */
+    double sum = 0, mx = c[0].logit;
+    for (int i = 0; i < n; i++)
+        sum += exp((double)c[i].logit - mx);
+    if (p->top_p < 1) {
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += exp((double)c[i].logit - mx) / sum;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0) {   /* p_i / p_max = exp(l_i - l_max) */
+        double cut = log((double)p->min_p);
+        int keep = 1;
+        while (keep < n && (double)c[keep].logit - mx >= cut)
+            keep++;
+        n = keep;
+    }
+    sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += exp(((double)c[i].logit - mx) / p->temp);
+    double r = uniform01(s) * sum, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - mx) / p->temp);
+        if (r < acc)
+            return c[i].id;
+    }
+    return c[n - 1].id;
+}
+
+long infer_stop_find(const char *text, size_t len, const char *const *stops, int n,
+                     size_t *hold)
+{
+    long first = -1;
+    size_t h = 0;
+    for (int k = 0; k < n; k++) {
+        size_t sl = stops[k] ? strlen(stops[k]) : 0;
+        if (sl == 0)
+            continue;
+        if (len >= sl)
+            for (size_t i = 0; i + sl <= len; i++)
+                if (memcmp(text + i, stops[k], sl) == 0) {
+                    if (first < 0 || (long)i < first)
+                        first = (long)i;
+                    break;
+                }
+        /* Longest proper prefix of the stop that ends the text. */
+        for (size_t m = sl - 1; m > h; m--)
+            if (m <= len && memcmp(text + len - m, stops[k], m) == 0) {
+                h = m;
+                break;
+            }
+    }
+    if (hold)
+        *hold = first >= 0 ? 0 : h;
+    return first;
+}

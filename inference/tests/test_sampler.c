@@ -1,0 +1,275 @@
+/* test_sampler.c: sampler, stop strings and chat templates (sampler.h, chat.h).
+ * Plain C (no Check) so it runs in COMMONS_INFERENCE_ONLY builds. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+#include "gguf.h"
+#include "sampler.h"
+
+static int failures, checks;
+
+#define CHECK(cond, ...) \
+    do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+                                  printf(__VA_ARGS__); printf("\n"); } } while (0)
+
+enum { V = 1000 };
+
+static infer_sampler *mk(infer_sampler_params p)
+{
+    infer_sampler *s;
+    char err[256];
+    int rc = infer_sampler_new(&p, V, &s, err, sizeof err);
+    CHECK(rc == INFER_OK, "sampler_new: %s", err);
+    return rc == INFER_OK ? s : NULL;
+}
+
+/* Logits: a smooth random landscape with one clear best (id 123) and runner-up (77). */
+static void logits(float *l)
+{
+    unsigned x = 12345;
+    for (int i = 0; i < V; i++) {
+        x = x * 1103515245u + 12345u;
+        l[i] = -(float)((x >> 16) % 1000) / 250.0f;   /* -4 .. 0: far below the two */
+    }
+    l[123] = 9.0f;
+    l[77] = 8.5f;
+}
+
+static void test_greedy_and_topk1(void)
+{
+    float l[V];
+    logits(l);
+    infer_sampler_params p = { .temp = 0, .top_p = 1, .repeat_penalty = 1 };
+    infer_sampler *s = mk(p);
+    CHECK(infer_sampler_sample(s, l) == 123, "greedy picks the arg max");
+    infer_sampler_free(s);
+    p = (infer_sampler_params){ .temp = 5, .top_k = 1, .top_p = 1, .repeat_penalty = 1 };
+    s = mk(p);
+    for (int i = 0; i < 50; i++)
+        CHECK(infer_sampler_sample(s, l) == 123, "top_k 1 is greedy at any temperature");
+    infer_sampler_free(s);
+}
+
+static void test_seed_determinism(void)
+{
+    float l[V];
+    logits(l);
+    infer_sampler_params p;
+    infer_sampler_defaults(&p);
+    p.temp = 1.5f;
+    p.top_k = 0;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.seed = 42;
+    infer_sampler *a = mk(p), *b = mk(p);
+    p.seed = 43;
+    infer_sampler *c = mk(p);
+    int same = 1, differs = 0;
+    int32_t first[200];
+    for (int i = 0; i < 200; i++) {
+        int32_t x = infer_sampler_sample(a, l), y = infer_sampler_sample(b, l);
+        int32_t z = infer_sampler_sample(c, l);
+        first[i] = x;
+        same &= x == y;
+        differs |= x != z;
+        CHECK(x >= 0 && x < V, "token in range");
+    }
+    CHECK(same, "same seed, same tokens");
+    CHECK(differs, "another seed gives other tokens (200 draws at temperature 1.5)");
+    infer_sampler_reset(a);
+    int again = 1;
+    for (int i = 0; i < 200; i++)
+        again &= infer_sampler_sample(a, l) == first[i];
+    CHECK(again, "reset restarts the sequence");
+    infer_sampler_free(a);
+    infer_sampler_free(b);
+    infer_sampler_free(c);
+}
+
+static void test_top_p_min_p(void)
+{
+    float l[V];
+    logits(l);
+    /* p(123)/p(77) = e^0.5; the rest is far below: top_p 0.5 keeps only 123. */
+    infer_sampler_params p = { .temp = 1, .top_p = 0.5f, .repeat_penalty = 1, .seed = 1 };
+    infer_sampler *s = mk(p);
+    for (int i = 0; i < 50; i++)
+        CHECK(infer_sampler_sample(s, l) == 123, "top_p 0.5 keeps only the best");
+    infer_sampler_free(s);
+    /* min_p 0.5: p(77)/p(123) = e^-0.5 = 0.61 stays, others (<= e^-5) go. */
+    p = (infer_sampler_params){ .temp = 1, .top_p = 1, .min_p = 0.5f, .repeat_penalty = 1,
+                                .seed = 2 };
+    s = mk(p);
+    int n123 = 0, n77 = 0, other = 0;
+    for (int i = 0; i < 2000; i++) {
+        int32_t t = infer_sampler_sample(s, l);
+        n123 += t == 123;
+        n77 += t == 77;
+        other += t != 123 && t != 77;
+    }
+    CHECK(other == 0, "min_p 0.5 keeps only two tokens (%d others)", other);
+    /* Expected share of 77: 1/(1+e^0.5) = 0.378. */
+    CHECK(fabs(n77 / 2000.0 - 0.378) < 0.05, "share of the runner-up %.3f", n77 / 2000.0);
+    CHECK(n123 > n77, "best drawn more often");
+    infer_sampler_free(s);
+}
+
+static void test_penalties(void)
+{
+    float l[V];
+    logits(l);
+    infer_sampler_params p = { .temp = 0, .top_p = 1, .repeat_penalty = 1.5f,
+                               .repeat_last_n = 4 };
+    infer_sampler *s = mk(p);
+    infer_sampler_accept(s, 123);
+    /* 9 / 1.5 = 6 < 8.5: the runner-up wins. */
+    CHECK(infer_sampler_sample(s, l) == 77, "repetition penalty demotes a repeated token");
+    for (int i = 0; i < 4; i++)
+        infer_sampler_accept(s, 5);   /* pushes 123 out of the 4-token window */
+    CHECK(infer_sampler_sample(s, l) == 123, "the window forgets old tokens");
+    infer_sampler_free(s);
+
+    p = (infer_sampler_params){ .temp = 0, .top_p = 1, .repeat_penalty = 1,
+                                .repeat_last_n = 64, .freq_penalty = 0.3f };
+    s = mk(p);
+    infer_sampler_accept(s, 123);
+    CHECK(infer_sampler_sample(s, l) == 123, "one occurrence: 9 - 0.3 still wins");
+    infer_sampler_accept(s, 123);
+    CHECK(infer_sampler_sample(s, l) == 77, "two occurrences: 9 - 0.6 < 8.5");
+    infer_sampler_free(s);
+
+    p = (infer_sampler_params){ .temp = 0, .top_p = 1, .repeat_penalty = 1,
+                                .repeat_last_n = 64, .presence_penalty = 0.6f };
+    s = mk(p);
+    infer_sampler_accept(s, 123);
+    CHECK(infer_sampler_sample(s, l) == 77, "presence penalty 0.6 demotes 123");
+    float copy[V];
+    memcpy(copy, l, sizeof copy);
+    infer_sampler_sample(s, l);
+    CHECK(memcmp(copy, l, sizeof copy) == 0, "logits are not modified");
+    infer_sampler_free(s);
+}
+
+static void test_bad_params(void)
+{
+    infer_sampler *s = NULL;
+    char err[256];
+    infer_sampler_params p;
+    infer_sampler_defaults(&p);
+    p.top_p = 0;
+    CHECK(infer_sampler_new(&p, V, &s, err, sizeof err) == INFER_EINVAL && !s &&
+          strstr(err, "top_p"), "top_p 0 rejected: %s", err);
+    infer_sampler_defaults(&p);
+    p.temp = NAN;
+    CHECK(infer_sampler_new(&p, V, &s, err, sizeof err) == INFER_EINVAL, "NaN temperature");
+    infer_sampler_defaults(&p);
+    p.repeat_penalty = -1;
+    CHECK(infer_sampler_new(&p, V, &s, err, sizeof err) == INFER_EINVAL, "negative penalty");
+    infer_sampler_defaults(&p);
+    CHECK(infer_sampler_new(&p, 0, &s, err, sizeof err) == INFER_EINVAL, "empty vocabulary");
+}
+
+static void test_stop_strings(void)
+{
+    const char *stops[] = { "<end_of_turn>", "\n\n", "" };
+    size_t hold;
+    const char *t1 = "Paris is nice.<end_of_turn>more";
+    CHECK(infer_stop_find(t1, strlen(t1), stops, 3, &hold) == 14 && hold == 0,
+          "finds the stop at its offset");
+    const char *t2 = "Paris<end_of";
+    CHECK(infer_stop_find(t2, strlen(t2), stops, 3, &hold) == -1 && hold == 7,
+          "holds back a partial stop (hold %zu)", hold);
+    const char *t3 = "a\n";
+    CHECK(infer_stop_find(t3, strlen(t3), stops, 3, &hold) == -1 && hold == 1,
+          "holds a lone newline (hold %zu)", hold);
+    const char *t4 = "x\n\ny<end_of_turn>";
+    CHECK(infer_stop_find(t4, strlen(t4), stops, 3, &hold) == 1, "earliest stop wins");
+    CHECK(infer_stop_find("abc", 3, stops, 0, &hold) == -1 && hold == 0, "no stops");
+}
+
+static void test_chat(void)
+{
+    char buf[1024], err[256];
+    infer_chat_msg conv[] = {
+        { "system", "Be brief." }, { "user", "Hi" }, { "assistant", "Hello!" },
+        { "user", "Capital of France?" },
+    };
+    long n = infer_chat_render(INFER_CHAT_GEMMA, conv, 4, true, buf, sizeof buf, err,
+                               sizeof err);
+    const char *gemma = "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+                        "<start_of_turn>model\nHello!<end_of_turn>\n"
+                        "<start_of_turn>user\nCapital of France?<end_of_turn>\n"
+                        "<start_of_turn>model\n";
+    CHECK(n == (long)strlen(gemma) && !strcmp(buf, gemma), "gemma:\n%s", buf);
+    n = infer_chat_render(INFER_CHAT_LLAMA3, conv, 2, true, buf, sizeof buf, err, sizeof err);
+    const char *l3 = "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+                     "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                     "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    CHECK(n == (long)strlen(l3) && !strcmp(buf, l3), "llama3:\n%s", buf);
+    n = infer_chat_render(INFER_CHAT_LLAMA2, conv, 4, true, buf, sizeof buf, err, sizeof err);
+    const char *l2 = "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>"
+                     "[INST] Capital of France? [/INST]";
+    CHECK(n == (long)strlen(l2) && !strcmp(buf, l2), "llama2:\n%s", buf);
+    n = infer_chat_render(INFER_CHAT_CHATML, conv + 1, 1, true, buf, sizeof buf, err,
+                          sizeof err);
+    CHECK(!strcmp(buf, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+          "chatml:\n%s", buf);
+    /* snprintf semantics: a short buffer gets a prefix, the return is the full length. */
+    char small[10];
+    long full = infer_chat_render(INFER_CHAT_GEMMA, conv, 4, true, small, sizeof small, err,
+                                  sizeof err);
+    CHECK(full == (long)strlen(gemma) && strlen(small) == 9 && !strncmp(small, gemma, 9),
+          "truncation");
+    infer_chat_msg bad[] = { { "robot", "x" } };
+    CHECK(infer_chat_render(INFER_CHAT_GEMMA, bad, 1, true, buf, sizeof buf, err,
+                            sizeof err) == -1 && strstr(err, "robot"), "unknown role: %s", err);
+
+    const char *tmpl_l3 = "{% for m in messages %}<|start_header_id|>{{ m.role }}";
+    CHECK(infer_chat_detect_template(tmpl_l3, strlen(tmpl_l3)) == INFER_CHAT_LLAMA3, "l3");
+    const char *tmpl_l2 = "{{ bos_token + '[INST] ' + content + ' [/INST]' }}";
+    CHECK(infer_chat_detect_template(tmpl_l2, strlen(tmpl_l2)) == INFER_CHAT_LLAMA2, "l2");
+    const char *tmpl_g = "{{ '<start_of_turn>' + role + '\n' }}";
+    CHECK(infer_chat_detect_template(tmpl_g, strlen(tmpl_g)) == INFER_CHAT_GEMMA, "gemma");
+    CHECK(infer_chat_detect_template("hello", 5) == INFER_CHAT_NONE, "none");
+}
+
+/* Detection from a file: template key wins, then vocabulary markers. */
+static void test_chat_detect_file(const char *dir)
+{
+    char path[1024], err[256];
+    snprintf(path, sizeof path, "%s/test_sampler_chat.gguf", dir);
+    const char *toks[] = { "<unk>", "<s>", "<start_of_turn>", "hello" };
+    for (int with_template = 0; with_template < 2; with_template++) {
+        infer_gguf_writer *w = infer_gguf_writer_new();
+        infer_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, 4);
+        if (with_template)
+            infer_gguf_writer_add_str(w, "tokenizer.chat_template",
+                                      "<|im_start|>{{ role }}");
+        CHECK(infer_gguf_writer_write(w, path, err, sizeof err) == INFER_OK, "%s", err);
+        infer_gguf_writer_free(w);
+        infer_gguf *g;
+        CHECK(infer_gguf_open(path, &g, err, sizeof err) == INFER_OK, "%s", err);
+        int want = with_template ? INFER_CHAT_CHATML : INFER_CHAT_GEMMA;
+        CHECK(infer_chat_detect(g) == want, "detect (template %d): %s", with_template,
+              infer_chat_format_name(infer_chat_detect(g)));
+        infer_gguf_close(g);
+    }
+    remove(path);
+}
+
+int main(int argc, char **argv)
+{
+    test_greedy_and_topk1();
+    test_seed_determinism();
+    test_top_p_min_p();
+    test_penalties();
+    test_bad_params();
+    test_stop_strings();
+    test_chat();
+    test_chat_detect_file(argc > 1 ? argv[1] : ".");
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures ? 1 : 0;
+}
