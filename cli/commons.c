@@ -8,6 +8,7 @@
 #include "cm_rpc.h"
 #include "cm_util.h"
 #include "jobfile.h"
+#include "sim.h"
 #include "quotas.h"
 #include "table.h"
 
@@ -45,6 +46,8 @@ static const char usage_text[] =
     "  policy check FILE                 validate a policy file (no server needed)\n"
     "  policy apply FILE                 put a policy in force (admin)\n"
     "  policy show [--version N] [--history]\n"
+    "Simulator (no server):\n"
+    "  sim --trace FILE.swf --policy P.yaml [...]   replay a workload trace (commons sim --help)\n"
     "  whoami   stats\n"
     "Admin:\n"
     "  admin account add NAME [--parent NAME]    admin account list\n"
@@ -760,6 +763,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "policy")) rc = cmd_policy(n, args);
     else if (!strcmp(cmd, "share")) rc = cmd_share(n, args);
     else if (!strcmp(cmd, "prio")) rc = cmd_prio(n, args);
+    else if (!strcmp(cmd, "sim")) rc = sim_main(n, args, g.json);
     else rc = usage_error("unknown command '%s'", cmd);
     free(args);
     cm_rpc_client_close(g.rpc);
