@@ -194,7 +194,9 @@ AVX2 static inline __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d)
  * prefetchers do not train on streams that short, so prefetch the weights
  * two row groups ahead, linearly: while block i of this group is used, the
  * 4*bb bytes at the same relative place of group +2 are requested. */
-AVX2 static inline void prefetch_ahead(const uint8_t *w0, size_t ws, int i, size_t bb)
+/* always_inline: GCC considers a function that only prefetches pure and
+ * drops calls to it whose result is unused, when it is not inlined first. */
+AVX2 static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *w0, size_t ws, int i, size_t bb)
 {
     const uint8_t *p = w0 + 8 * ws + (size_t)i * 4 * bb;
     for (size_t off = 0; off < 4 * bb; off += 64) _mm_prefetch((const char *)(p + off), _MM_HINT_T0);
@@ -209,71 +211,70 @@ AVX2 static inline __m128 scales4(const uint8_t *blk, size_t ws, float dy)
     return _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(dy));
 }
 
-/* Q4_0/Q5_0 values are used unsigned (0..15 / 0..31); the offset (8 / 16)
- * times the activations, computed once per block for the 4 rows, is
- * subtracted in int16 (|pair sums| <= 2*31*127, no saturation). */
-AVX2 static void dot4_q4_0(int k, const void *w, size_t ws, const void *x, float *out)
+/* 4 weight rows x nx (1..4) activation rows of 32-element blocks. Each
+ * weight block is decoded once and used for all nx activation rows (prompt
+ * tiles); decode uses nx = 1. Q4_0/Q5_0 values are used unsigned (0..15 /
+ * 0..31) and the offset (8 / 16) times the activations, computed once per
+ * block and activation row, is subtracted in int16 (|pair sums| <=
+ * 2*31*127: no saturation). Q8_0 uses the sign trick. */
+enum { B_Q4_0, B_Q5_0, B_Q8_0 };
+
+AVX2 static inline __attribute__((always_inline)) void dot4_blocks(int kind, int nx, int k, const void *w, size_t ws,
+                                                                   const void *x, size_t xs, float *out, size_t os)
 {
     const uint8_t *w0 = w;
-    const kblock_q8_0 *y = x;
-    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
-    __m128 acc = _mm_setzero_ps();
+    const size_t bb = kind == B_Q4_0 ? sizeof(kblock_q4_0) : kind == B_Q5_0 ? sizeof(kblock_q5_0) : sizeof(kblock_q8_0);
+    const __m256i ones = _mm256_set1_epi16(1), offv = _mm256_set1_epi8(kind == B_Q4_0 ? 8 : 16);
+    __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int i = 0; i < k / KQK; i++) {
-        prefetch_ahead(w0, ws, i, sizeof(kblock_q4_0));
-        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        __m256i off = _mm256_maddubs_epi16(eight, yv);
-        __m256i s[4];
+        prefetch_ahead(w0, ws, i, bb);
+        const uint8_t *blk = w0 + (size_t)i * bb;
+        __m256i q[4];
         for (int r = 0; r < 4; r++) {
-            const kblock_q4_0 *b = (const kblock_q4_0 *)(w0 + r * ws) + i;
-            __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_0_bytes(b->qs), yv), off);
-            s[r] = _mm256_madd_epi16(p, ones);
+            const uint8_t *br = blk + r * ws;
+            if (kind == B_Q4_0) {
+                q[r] = q4_0_bytes(br + 2);
+            } else if (kind == B_Q5_0) {
+                uint32_t qh;
+                memcpy(&qh, br + 2, 4);
+                q[r] = _mm256_or_si256(q4_0_bytes(br + 6), _mm256_and_si256(bits_to_bytes(qh), offv));
+            } else {
+                q[r] = _mm256_loadu_si256((const __m256i *)(br + 2));
+            }
         }
-        __m128 sc = scales4((const uint8_t *)((const kblock_q4_0 *)w0 + i), ws, f16(y[i].d));
-        acc = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
+        __m128 sw = scales4(blk, ws, 1.0f);
+        for (int xi = 0; xi < nx; xi++) {
+            const kblock_q8_0 *y = (const kblock_q8_0 *)((const uint8_t *)x + xi * xs) + i;
+            __m256i yv = _mm256_loadu_si256((const __m256i *)y->qs), s[4];
+            if (kind == B_Q8_0) {
+                for (int r = 0; r < 4; r++) s[r] = dot_i8(q[r], yv);
+            } else {
+                __m256i off = _mm256_maddubs_epi16(offv, yv);
+                for (int r = 0; r < 4; r++)
+                    s[r] = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(q[r], yv), off), ones);
+            }
+            __m128 sc = _mm_mul_ps(sw, _mm_set1_ps(f16(y->d)));
+            acc[xi] = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc[xi]);
+        }
     }
-    _mm_storeu_ps(out, acc);
+    for (int xi = 0; xi < nx; xi++) _mm_storeu_ps(out + xi * os, acc[xi]);
 }
 
-AVX2 static void dot4_q5_0(int k, const void *w, size_t ws, const void *x, float *out)
-{
-    const uint8_t *w0 = w;
-    const kblock_q8_0 *y = x;
-    const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(16);
-    __m128 acc = _mm_setzero_ps();
-    for (int i = 0; i < k / KQK; i++) {
-        prefetch_ahead(w0, ws, i, sizeof(kblock_q5_0));
-        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        __m256i off = _mm256_maddubs_epi16(sixteen, yv);
-        __m256i s[4];
-        for (int r = 0; r < 4; r++) {
-            const kblock_q5_0 *b = (const kblock_q5_0 *)(w0 + r * ws) + i;
-            uint32_t qh;
-            memcpy(&qh, b->qh, 4);
-            __m256i q = _mm256_or_si256(q4_0_bytes(b->qs), _mm256_and_si256(bits_to_bytes(qh), sixteen));
-            s[r] = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), off), ones);
-        }
-        __m128 sc = scales4((const uint8_t *)((const kblock_q5_0 *)w0 + i), ws, f16(y[i].d));
-        acc = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
+/* one instance per activation-row count, so the loops over it unroll */
+#define DOT4_32(name, kind)                                                                              \
+    AVX2 static void name(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out, \
+                          size_t os)                                                                     \
+    {                                                                                                    \
+        switch (nx) {                                                                                    \
+        case 1: dot4_blocks(kind, 1, k, w, ws, x, xs, out, os); break;                                  \
+        case 2: dot4_blocks(kind, 2, k, w, ws, x, xs, out, os); break;                                  \
+        case 3: dot4_blocks(kind, 3, k, w, ws, x, xs, out, os); break;                                  \
+        default: dot4_blocks(kind, 4, k, w, ws, x, xs, out, os); break;                                 \
+        }                                                                                                \
     }
-    _mm_storeu_ps(out, acc);
-}
-
-AVX2 static void dot4_q8_0(int k, const void *w, size_t ws, const void *x, float *out)
-{
-    const uint8_t *w0 = w;
-    const kblock_q8_0 *y = x;
-    __m128 acc = _mm_setzero_ps();
-    for (int i = 0; i < k / KQK; i++) {
-        prefetch_ahead(w0, ws, i, sizeof(kblock_q8_0));
-        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        __m256i s[4];
-        for (int r = 0; r < 4; r++)
-            s[r] = dot_i8(_mm256_loadu_si256((const __m256i *)((const kblock_q8_0 *)(w0 + r * ws) + i)->qs), yv);
-        __m128 sc = scales4((const uint8_t *)((const kblock_q8_0 *)w0 + i), ws, f16(y[i].d));
-        acc = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
-    }
-    _mm_storeu_ps(out, acc);
-}
+DOT4_32(dot4_q4_0, B_Q4_0)
+DOT4_32(dot4_q5_0, B_Q5_0)
+DOT4_32(dot4_q8_0, B_Q8_0)
 
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* sum_j sc_j*sum(q*y) over one super-block, 8 int32 lanes. qh == NULL for

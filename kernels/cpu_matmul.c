@@ -45,8 +45,9 @@ static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1)
         int64_t r = r0;
         if (dot4)
             for (; r + 4 <= r1; r += 4)
-                for (int i = 0; i < nt; i++)
-                    dot4(j->k, w + (size_t)r * wb, wb, xt + (size_t)i * xb, op->y + (size_t)(i0 + i) * op->m + r);
+                for (int i = 0; i < nt; i += 4)
+                    dot4(j->k, w + (size_t)r * wb, wb, xt + (size_t)i * xb, xb, nt - i < 4 ? nt - i : 4,
+                         op->y + (size_t)(i0 + i) * op->m + r, (size_t)op->m);
         for (; r < r1; r++)
             for (int i = 0; i < nt; i++)
                 op->y[(size_t)(i0 + i) * op->m + r] = dot(j->k, w + (size_t)r * wb, xt + (size_t)i * xb);

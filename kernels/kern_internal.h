@@ -49,10 +49,12 @@ static inline void kern_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8
  * activation row in that type's activation format (see kern_act_type). */
 typedef float (*kern_dot_fn)(int k, const void *w, const void *x);
 
-/* Dots of 4 consecutive weight rows (stride ws bytes) with one activation
- * row into out[0..3]: decode matvecs reuse each activation block 4 times and
- * reduce 4 rows' partial sums together. */
-typedef void (*kern_dot4_fn)(int k, const void *w, size_t ws, const void *x, float *out);
+/* Dots of 4 consecutive weight rows (stride ws bytes) with nx (1..4)
+ * activation rows (stride xs bytes): out[xi*os + r] for r < 4, xi < nx.
+ * Each activation block is reused for 4 rows and each decoded weight block
+ * for nx activation rows; 4 rows' partial sums are reduced together. */
+typedef void (*kern_dot4_fn)(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out,
+                             size_t os);
 
 typedef struct kern_cpu_fns {
     kern_dot_fn dot[KERN_NTYPES];
