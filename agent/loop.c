@@ -25,6 +25,7 @@
 
 #define POLL_WAIT_MS 1000
 #define CALL_TIMEOUT_MS 5000
+#define POLL_PACE_MS 200
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 10000
 
@@ -38,6 +39,7 @@ struct loop {
     bool stop, registered, down;
     int backoff_ms;
     int poll_wait_ms;
+    int64_t next_poll_ms;  /* monotonic: no poll before this */
     char hostname[256];
     char last_refusal[512];
 };
@@ -182,15 +184,25 @@ static int send_events(struct loop *L)
 
 static int do_poll(struct loop *L)
 {
+    /* commonsd answers at once while it has commands, and it repeats a kill
+     * on every poll until the job is gone: pace polls that follow such a
+     * reply instead of spinning through a kill grace. */
+    int64_t wait_more = L->next_poll_ms - cm_mono_ms();
+    if (wait_more > 0) idle(L, (int)wait_more);
+    if (L->stop) return 0;
+    L->next_poll_ms = cm_mono_ms();
     int next = agent_runner_tick(L->r);
     int wait = next < L->poll_wait_ms ? next : L->poll_wait_ms;
     json_t *reply;
     json_t *p = json_pack("{so si}", "running", agent_runner_running(L->r), "wait_ms", wait);
     int rc = call(L, "agent.poll", p, wait + CALL_TIMEOUT_MS, &reply);
-    if (rc == 0)
-        run_commands(L, json_object_get(reply, "commands"));
-    else if (rc == 1)
+    if (rc == 0) {
+        json_t *cmds = json_object_get(reply, "commands");
+        if (json_array_size(cmds) > 0) L->next_poll_ms += POLL_PACE_MS;
+        run_commands(L, cmds);
+    } else if (rc == 1) {
         refused(L, "agent.poll", reply);
+    }
     json_decref(reply);
     return rc;
 }
