@@ -21,7 +21,7 @@
 typedef struct shape {
     const char *arch;
     int embd, layers, heads, kv_heads, head_dim, ff, ctx, window;
-    float rope_base, eps;
+    float rope_base, rope_scale, eps;
     int type, embd_type;
     unsigned long long seed;
     int rope_freqs, tied;
@@ -44,6 +44,7 @@ static void usage(FILE *f)
         "  --type T              matrix type: f32 f16 bf16 q8_0 q5_0 q4_0 q4_k q5_k q6_k "
         "(default f32)\n"
         "  --embd-type T         token embedding type (default = --type)\n"
+        "  --rope-scale F        linear RoPE scaling by F (gemma3: global layers only)\n"
         "  --rope-freqs          llama: add a Llama 3 style rope_freqs tensor\n"
         "  --tied                llama: no output.weight (tied to the embeddings)\n"
         "  --seed N              weight seed (default 1)\n");
@@ -189,6 +190,11 @@ static int write_model(const shape *s, const infer_gguf *vocab, const char *out)
     KF32("attention.layer_norm_rms_epsilon", s->eps);
     if (gemma)
         KU32("attention.sliding_window", s->window);
+    if (s->rope_scale > 0) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+        rc |= infer_gguf_writer_add_str(w, key, "linear");
+        KF32("rope.scaling.factor", s->rope_scale);
+    }
     for (int64_t i = 0; i < infer_gguf_n_kv(vocab); i++)
         if (strncmp(infer_gguf_key(vocab, i), "tokenizer.", 10) == 0)
             rc |= infer_gguf_writer_copy_kv(w, vocab, i);
@@ -282,6 +288,10 @@ int main(int argc, char **argv)
             rope_base = strtof(v, NULL);
             bad = !(rope_base > 1);
             if (bad) fprintf(stderr, "commons-mkmodel: --rope-base must be > 1\n");
+        } else if (!strcmp(f, "--rope-scale")) {
+            s.rope_scale = strtof(v, NULL);
+            bad = !(s.rope_scale >= 1);
+            if (bad) fprintf(stderr, "commons-mkmodel: --rope-scale must be >= 1\n");
         } else if (!strcmp(f, "--seed")) s.seed = strtoull(v, NULL, 10);
         else if (!strcmp(f, "--type") || !strcmp(f, "--embd-type")) {
             int t = parse_type(v);

@@ -63,6 +63,12 @@ foreach(_line IN LISTS _lines)
   set_tests_properties(inference.logits.${_name} PROPERTIES FIXTURES_REQUIRED synth_${_name})
 endforeach()
 
+# F16 KV cache: keys/values rounded to f16 (relative 5e-4) move logits by ~0.01.
+add_test(NAME inference.logits.gemma-f32-kvf16
+         COMMAND test_logits --fixture ${_ref}/gemma-f32.txt --model ${_synth}/gemma-f32.gguf
+                 --atol 0.05 --rtol 0 --margin 0.1 --kv f16)
+set_tests_properties(inference.logits.gemma-f32-kvf16 PROPERTIES FIXTURES_REQUIRED synth_gemma-f32)
+
 # The default model (Gemma 3 270M Q4_K_M) comes through scripts/get-model; if that
 # fails (no network), the real-model tests fail as "required fixture failed", never pass.
 set(_default_model ${CMAKE_SOURCE_DIR}/models/gemma-3-270m-q4_k_m.gguf)
@@ -74,6 +80,10 @@ foreach(_name gemma3-days gemma3-months)
                    --atol 1.5 --rtol 0 --margin 1.0)
   set_tests_properties(inference.logits.${_name} PROPERTIES FIXTURES_REQUIRED default_model)
 endforeach()
+add_test(NAME inference.logits.gemma3-days-kvf16
+         COMMAND test_logits --fixture ${_ref}/gemma3-days.txt --model ${_default_model}
+                 --atol 1.5 --rtol 0 --margin 1.0 --kv f16)
+set_tests_properties(inference.logits.gemma3-days-kvf16 PROPERTIES FIXTURES_REQUIRED default_model)
 
 add_executable(test_sampler ${CMAKE_CURRENT_LIST_DIR}/tests/test_sampler.c)
 target_link_libraries(test_sampler PRIVATE commons_infer)
