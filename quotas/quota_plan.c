@@ -25,6 +25,7 @@ struct quota_plan {
     quota_res total;     /* sum of free[] */
     release *rel;
     size_t nrel, caprel;
+    size_t sorted;       /* rel[0, sorted) is in time order (callers usually add them so) */
     bool reserved, blocked; /* a reservation exists / a job could not start */
     int64_t shadow;
     /* Upper bounds on what one node offers, learned from failed scans: [0]
@@ -32,6 +33,13 @@ struct quota_plan {
      * pass, so a bound stays valid, and a job that asks more on any resource
      * fails without a scan (most of a long queue, once the cluster is full). */
     quota_res bound[2];
+    /* Failed scans remembered as (per-node need, node count): a job needing at
+     * least as much per node on at least as many nodes cannot fit either. */
+    struct {
+        quota_plan_job job;
+        bool used;
+    } failed[2][8];
+    unsigned nfailed[2];
     int first_free;      /* nodes below it have no CPU free now (free[] only shrinks) */
 };
 
@@ -83,7 +91,9 @@ int quota_plan_begin(quota_plan *pl, int64_t now, quota_backfill mode, const quo
         return QUOTA_EARG;
     pl->now = now;
     pl->mode = mode;
-    pl->nrel = 0;
+    pl->nrel = pl->sorted = 0;
+    memset(pl->failed, 0, sizeof pl->failed);
+    pl->nfailed[0] = pl->nfailed[1] = 0;
     pl->reserved = pl->blocked = false;
     pl->shadow = -1;
     memset(&pl->total, 0, sizeof pl->total);
@@ -108,7 +118,10 @@ int quota_plan_release(quota_plan *pl, int node, const quota_res *res, int64_t e
         pl->rel = r;
         pl->caprel = cap;
     }
-    pl->rel[pl->nrel++] = (release){end > pl->now ? end : pl->now, node, *res};
+    release r = {end > pl->now ? end : pl->now, node, *res};
+    if (pl->sorted == pl->nrel && (pl->nrel == 0 || pl->rel[pl->nrel - 1].end <= r.end))
+        pl->sorted++;
+    pl->rel[pl->nrel++] = r;
     return QUOTA_OK;
 }
 
@@ -161,11 +174,20 @@ static bool scan(const quota_plan *pl, const quota_res *have, const quota_res *a
 static bool pick(quota_plan *pl, bool with_left, const quota_plan_job *job, int *out)
 {
     quota_res *bound = &pl->bound[with_left], seen;
-    if (job->per_node.cpus > 0 && !fits(bound, &job->per_node))
-        return false;
+    if (job->per_node.cpus > 0) {
+        if (!fits(bound, &job->per_node))
+            return false;
+        for (int k = 0; k < 8; k++)
+            if (pl->failed[with_left][k].used && job->nodes >= pl->failed[with_left][k].job.nodes &&
+                fits(&job->per_node, &pl->failed[with_left][k].job.per_node))
+                return false;
+    }
     if (scan(pl, pl->free, with_left ? pl->left : NULL, job, out, &seen))
         return true;
     *bound = seen;
+    unsigned slot = pl->nfailed[with_left]++ % 8;
+    pl->failed[with_left][slot].job = *job;
+    pl->failed[with_left][slot].used = job->per_node.cpus > 0;
     return false;
 }
 
@@ -201,22 +223,29 @@ static int take(quota_plan *pl, const quota_plan_job *job, const int *nodes, boo
  * that fits keeps fitting and a count of fitting nodes suffices. */
 static bool reserve(quota_plan *pl, const quota_plan_job *job, int *scratch)
 {
-    qsort(pl->rel, pl->nrel, sizeof *pl->rel, cmp_release);
+    /* Two sorted runs, walked as one: the sorted prefix, and the rest sorted
+     * now (usually just the jobs started earlier in this pass). */
+    qsort(pl->rel + pl->sorted, pl->nrel - pl->sorted, sizeof *pl->rel, cmp_release);
     memcpy(pl->work, pl->free, (size_t)pl->nnodes * sizeof *pl->work);
     int64_t fitting = 0;
     for (int i = 0; i < pl->nnodes; i++)
         fitting += fits(&pl->work[i], &job->per_node);
-    size_t r = 0;
+    size_t a = 0, b = pl->sorted;
     int64_t at = pl->now;
-    while (fitting < job->nodes && r < pl->nrel) {
-        at = pl->rel[r].end;
-        for (; r < pl->nrel && pl->rel[r].end == at; r++) {
-            quota_res *w = &pl->work[pl->rel[r].node];
-            bool before = fits(w, &job->per_node);
-            add(w, &pl->rel[r].res, 1);
-            fitting += !before && fits(w, &job->per_node);
-        }
+    while (fitting < job->nodes && (a < pl->sorted || b < pl->nrel)) {
+        bool from_a = b >= pl->nrel || (a < pl->sorted && pl->rel[a].end <= pl->rel[b].end);
+        const release *r = from_a ? &pl->rel[a++] : &pl->rel[b++];
+        quota_res *w = &pl->work[r->node];
+        bool before = fits(w, &job->per_node);
+        add(w, &r->res, 1);
+        fitting += !before && fits(w, &job->per_node);
+        at = r->end;
     }
+    /* The rest of that instant's releases belong in left[] too. */
+    for (; a < pl->sorted && pl->rel[a].end == at; a++)
+        add(&pl->work[pl->rel[a].node], &pl->rel[a].res, 1);
+    for (; b < pl->nrel && pl->rel[b].end == at; b++)
+        add(&pl->work[pl->rel[b].node], &pl->rel[b].res, 1);
     if (fitting < job->nodes)
         return false;
     quota_res seen;

@@ -23,6 +23,8 @@ typedef struct sim {
     size_t *order, next;     /* jobs by submit time; next to arrive */
     run *heap;               /* running jobs, min-heap by end */
     size_t nheap;
+    run *byexp;              /* running jobs with a time limit, sorted by start + limit, */
+    size_t nexp;             /* so the planner gets its releases in time order */
     size_t *pending, npending;
     double *prio;            /* per job, this pass */
     size_t *alloc_at;        /* per job: offset of its node list in pool */
@@ -77,6 +79,37 @@ static run heap_pop(sim *s)
         i = m;
     }
     return top;
+}
+
+/* First index in byexp whose key is not below r (by end, then job). */
+static size_t exp_find(const sim *s, run r)
+{
+    size_t lo = 0, hi = s->nexp;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (heap_less(&s->byexp[mid], &r))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void exp_insert(sim *s, run r)
+{
+    size_t at = exp_find(s, r);
+    memmove(s->byexp + at + 1, s->byexp + at, (s->nexp - at) * sizeof *s->byexp);
+    s->byexp[at] = r;
+    s->nexp++;
+}
+
+static void exp_remove(sim *s, run r)
+{
+    size_t at = exp_find(s, r);
+    if (at < s->nexp && s->byexp[at].job == r.job) {
+        memmove(s->byexp + at, s->byexp + at + 1, (s->nexp - at - 1) * sizeof *s->byexp);
+        s->nexp--;
+    }
 }
 
 static double qos_factor(const sim *s, const quota_sim_job *j)
@@ -164,6 +197,8 @@ static void start_job(sim *s, size_t ji)
     quota_state d = job_state(j, 1);
     quota_state_add(s->p, s->states, j->account, &d);
     heap_push(s, (run){j->end, ji});
+    if (j->time_limit > 0)
+        exp_insert(s, (run){j->start + j->time_limit, ji});
     s->out->started++;
     s->waits[s->out->started - 1] = (double)(j->start - j->submit);
 }
@@ -171,6 +206,8 @@ static void start_job(sim *s, size_t ji)
 static int end_job(sim *s, size_t ji)
 {
     quota_sim_job *j = &s->jobs[ji];
+    if (j->time_limit > 0)
+        exp_remove(s, (run){j->start + j->time_limit, ji});
     for (int64_t k = 0; k < j->nodes; k++) {
         int n = s->pool[s->alloc_at[ji] + (size_t)k];
         s->free[n].cpus += j->per_node.cpus;
@@ -225,13 +262,13 @@ static int pass(sim *s)
     }
     if ((rc = quota_plan_begin(s->plan, s->now, c->backfill, s->free)))
         return rc;
-    for (size_t r = 0; r < s->nheap; r++) {
-        const quota_sim_job *j = &s->jobs[s->heap[r].job];
-        if (j->time_limit <= 0)
-            continue; /* no limit: the scheduler cannot know when it ends */
+    /* Jobs without a time limit are not in byexp: nobody knows when they end. */
+    for (size_t r = 0; r < s->nexp; r++) {
+        size_t ji = s->byexp[r].job;
+        const quota_sim_job *j = &s->jobs[ji];
         for (int64_t k = 0; k < j->nodes; k++)
-            if ((rc = quota_plan_release(s->plan, s->pool[s->alloc_at[s->heap[r].job] + (size_t)k],
-                                         &j->per_node, j->start + j->time_limit)))
+            if ((rc = quota_plan_release(s->plan, s->pool[s->alloc_at[ji] + (size_t)k],
+                                         &j->per_node, s->byexp[r].end)))
                 return rc;
     }
     size_t kept = 0, k = 0;
@@ -322,6 +359,7 @@ static void sim_free(sim *s)
 {
     free(s->order);
     free(s->heap);
+    free(s->byexp);
     free(s->pending);
     free(s->prio);
     free(s->alloc_at);
@@ -345,6 +383,7 @@ static int sim_alloc(sim *s, size_t n)
         pool += (size_t)s->jobs[i].nodes;
     s->order = malloc((n + 1) * sizeof *s->order);
     s->heap = malloc((n + 1) * sizeof *s->heap);
+    s->byexp = malloc((n + 1) * sizeof *s->byexp);
     s->pending = malloc((n + 1) * sizeof *s->pending);
     s->prio = calloc(n + 1, sizeof *s->prio);
     s->alloc_at = calloc(n + 1, sizeof *s->alloc_at);
@@ -357,7 +396,7 @@ static int sim_alloc(sim *s, size_t n)
     s->states = calloc(na, sizeof *s->states);
     s->rows = calloc(na, sizeof *s->rows);
     s->waits = calloc(n + 1, sizeof *s->waits);
-    if (!s->order || !s->heap || !s->pending || !s->prio || !s->alloc_at || !s->pool ||
+    if (!s->order || !s->heap || !s->byexp || !s->pending || !s->prio || !s->alloc_at || !s->pool ||
         !s->nodes_buf || !s->free || !s->plan || !s->self || !s->rate || !s->states ||
         !s->rows || !s->waits)
         return QUOTA_ENOMEM;
