@@ -1,0 +1,285 @@
+/* batch.c: the batched forward step over a paged KV cache (batch.h).
+ *
+ * The layer graph is model_eval.c's, applied to the concatenation of every
+ * sequence's tokens: embeddings, norms, matmuls, RoPE (each token at its own
+ * position) and the FFN treat the step's T tokens as T rows. Only the KV store and
+ * attention are per sequence: new keys/values go to the sequence's blocks, then the
+ * blocks attention needs are gathered into one contiguous cache (the kernels'
+ * layout) and kern_attention runs over it, so every query sees exactly the keys, in
+ * the same order, that infer_eval's contiguous cache would give it.
+ *
+ * Sliding-window layers gather only the blocks the window can reach: positions are
+ * shifted by the first gathered block's start, which changes neither the causal nor
+ * the window mask (both are relative). */
+#include "batch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+#define FAIL(code, ...) do { snprintf(err, errlen, __VA_ARGS__); return (code); } while (0)
+
+struct infer_batch {
+    infer_model *m;
+    kern_ctx *kc;
+    infer_paged_kv *kv;
+    infer_batch_params p;
+    /* Scratch (host memory), sized for p.max_tokens rows. */
+    float *x, *h, *q, *k, *v, *attn, *o, *gate, *up;
+    float *hl;             /* [max_logits][n_embd]: normed rows that want logits */
+    uint8_t *gk, *gv;      /* gathered caches: [n_head_kv][g_cap][head_dim] */
+    int g_cap;             /* positions of the gathered caches (whole blocks) */
+    int32_t *tok, *pos;    /* [max_tokens] */
+    float *logits;         /* [max_logits][n_vocab] */
+    int n_logits;
+};
+
+void infer_batch_free(infer_batch *b)
+{
+    if (!b)
+        return;
+    void *bufs[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->hl,
+                     b->gk, b->gv, b->tok, b->pos, b->logits };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        free(bufs[i]);
+    free(b);
+}
+
+int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
+                       const infer_batch_params *p, infer_batch **out,
+                       char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!m || !kc || !kv || !p)
+        FAIL(INFER_EINVAL, "infer_batch_create: NULL argument");
+    if (!kern_ctx_host_memory(kc))
+        FAIL(INFER_EUNSUPPORTED, "batched serving needs a host-memory kernel backend (CPU) "
+             "for now: paged attention gathers blocks with memcpy");
+    const infer_hparams *hp = &m->hp;
+    if (p->max_tokens < 1 || p->max_logits < 1 || p->n_ctx < 1 || p->n_ctx > hp->n_ctx_train)
+        FAIL(INFER_EINVAL, "batch: max_tokens %d and max_logits %d must be >= 1, n_ctx %d in "
+             "[1, %d] (the model's context_length)", p->max_tokens, p->max_logits, p->n_ctx,
+             hp->n_ctx_train);
+    if (kv->n_layer != hp->n_layer || kv->block.n_head_kv != hp->n_head_kv ||
+        kv->block.head_dim != hp->head_dim)
+        FAIL(INFER_EINVAL, "batch: KV pool shape (layers %d, kv heads %d, head dim %d) does "
+             "not match the model (%d, %d, %d)", kv->n_layer, kv->block.n_head_kv,
+             kv->block.head_dim, hp->n_layer, hp->n_head_kv, hp->head_dim);
+    infer_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        FAIL(INFER_ENOMEM, "out of memory");
+    b->m = m;
+    b->kc = kc;
+    b->kv = kv;
+    b->p = *p;
+    b->g_cap = infer_pkv_blocks_for(kv, p->n_ctx) * kv->block_tokens;
+    size_t T = (size_t)p->max_tokens, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    size_t Q = (size_t)hp->n_head * hp->head_dim, KV = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t L = (size_t)p->max_logits;
+    kern_kv_layout g = kv->block;
+    g.capacity = b->g_cap;
+    size_t gbytes = kern_kv_bytes(&g);
+    struct { void **p; size_t bytes; } bufs[] = {
+        { (void **)&b->x, T * E * 4 }, { (void **)&b->h, T * E * 4 },
+        { (void **)&b->q, T * Q * 4 }, { (void **)&b->k, T * KV * 4 },
+        { (void **)&b->v, T * KV * 4 }, { (void **)&b->attn, T * Q * 4 },
+        { (void **)&b->o, T * E * 4 }, { (void **)&b->gate, T * F * 4 },
+        { (void **)&b->up, T * F * 4 }, { (void **)&b->hl, L * E * 4 },
+        { (void **)&b->gk, gbytes }, { (void **)&b->gv, gbytes },
+        { (void **)&b->tok, T * 4 }, { (void **)&b->pos, T * 4 },
+        { (void **)&b->logits, L * (size_t)hp->n_vocab * 4 },
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        /* 64-byte aligned like kern_alloc, sizes rounded up as aligned_alloc wants */
+        *bufs[i].p = aligned_alloc(64, (bufs[i].bytes + 63) / 64 * 64);
+        if (!*bufs[i].p) {
+            infer_batch_free(b);
+            FAIL(INFER_ENOMEM, "out of memory for batch scratch (%d tokens per step, %d "
+                 "logit rows, context %d)", p->max_tokens, p->max_logits, p->n_ctx);
+        }
+    }
+    *out = b;
+    return INFER_OK;
+}
+
+const float *infer_batch_logits(const infer_batch *b, int *n_rows)
+{
+    if (n_rows)
+        *n_rows = b->n_logits;
+    return b->logits;
+}
+
+static int check_step(const infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
+                      char *err, size_t errlen)
+{
+    const int V = b->m->hp.n_vocab;
+    int total = 0, n_logits = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const infer_batch_seq *q = &seqs[s];
+        if (!q->bt || !q->tokens || q->n_tokens < 1 || q->n_past < 0)
+            FAIL(INFER_EINVAL, "batch step: sequence %d has no tokens or no block table", s);
+        if (q->n_past + q->n_tokens > b->p.n_ctx)
+            FAIL(INFER_EINVAL, "batch step: sequence %d would reach position %d, beyond the "
+                 "context of %d", s, q->n_past + q->n_tokens, b->p.n_ctx);
+        if (q->bt->n * b->kv->block_tokens < q->n_past + q->n_tokens)
+            FAIL(INFER_EINVAL, "batch step: sequence %d has %d blocks (%d positions), needs "
+                 "%d positions", s, q->bt->n, q->bt->n * b->kv->block_tokens,
+                 q->n_past + q->n_tokens);
+        for (int i = 0; i < q->n_tokens; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= V)
+                FAIL(INFER_EINVAL, "batch step: sequence %d, token %d (index %d) is outside "
+                     "the vocabulary [0, %d)", s, q->tokens[i], i, V);
+        for (int i = 0; i < q->bt->n; i++)
+            if (q->bt->ids[i] < 0 || q->bt->ids[i] >= b->kv->n_blocks)
+                FAIL(INFER_EINVAL, "batch step: sequence %d, block %d has id %d, outside the "
+                     "pool [0, %d)", s, i, q->bt->ids[i], b->kv->n_blocks);
+        total += q->n_tokens;
+        n_logits += q->logits;
+    }
+    if (n_seqs < 1 || total > b->p.max_tokens || n_logits > b->p.max_logits)
+        FAIL(INFER_EINVAL, "batch step: %d sequences, %d tokens (at most %d), %d logit rows "
+             "(at most %d)", n_seqs, total, b->p.max_tokens, n_logits, b->p.max_logits);
+    return INFER_OK;
+}
+
+/* Kernel call; a failure becomes an infer status with the kernel's message. */
+#define K(call) \
+    do { int krc_ = (call); \
+         if (krc_ != KERN_OK) { \
+             snprintf(err, errlen, "batch step, layer %d: %s", il, kern_ctx_error(kc)); \
+             return krc_ == KERN_ENOMEM ? INFER_ENOMEM : \
+                    krc_ == KERN_ENOTSUP ? INFER_EUNSUPPORTED : INFER_EINVAL; } } while (0)
+
+/* Store rows kr/vr ([n][n_head_kv][head_dim]) of one sequence at positions pos0.. */
+static int store_kv(infer_batch *b, int il, const infer_block_table *bt, int pos0, int n,
+                    const float *kr, const float *vr, char *err, size_t errlen)
+{
+    kern_ctx *kc = b->kc;
+    const infer_paged_kv *kv = b->kv;
+    const int BT = kv->block_tokens;
+    const size_t KV = (size_t)kv->block.n_head_kv * kv->block.head_dim;
+    for (int i = 0; i < n;) {
+        int p = pos0 + i, slot = p % BT, len = BT - slot < n - i ? BT - slot : n - i;
+        int32_t id = bt->ids[p / BT];
+        K(kern_kv_store(kc, infer_pkv_k(kv, il, id), &kv->block, slot, len, kr + i * KV));
+        K(kern_kv_store(kc, infer_pkv_v(kv, il, id), &kv->block, slot, len, vr + i * KV));
+        i += len;
+    }
+    return INFER_OK;
+}
+
+/* Copy blocks first .. last-1 of a sequence into the gathered caches (host memory). */
+static void gather(infer_batch *b, int il, const infer_block_table *bt, int first, int last)
+{
+    const infer_paged_kv *kv = b->kv;
+    const int BT = kv->block_tokens, HKV = kv->block.n_head_kv;
+    const size_t head_bytes = kv->block_bytes / (size_t)HKV;   /* BT positions of a head */
+    for (int h = 0; h < HKV; h++)
+        for (int j = first; j < last; j++) {
+            size_t dst = ((size_t)h * b->g_cap + (size_t)(j - first) * BT) * (head_bytes / BT);
+            const uint8_t *ks = infer_pkv_k(kv, il, bt->ids[j]), *vs = infer_pkv_v(kv, il, bt->ids[j]);
+            memcpy(b->gk + dst, ks + h * head_bytes, head_bytes);
+            memcpy(b->gv + dst, vs + h * head_bytes, head_bytes);
+        }
+}
+
+int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
+                     char *err, size_t errlen)
+{
+    int il = -1;
+    int rc = check_step(b, seqs, n_seqs, err, errlen);
+    if (rc)
+        return rc;
+    const infer_model *m = b->m;
+    const infer_hparams *hp = &m->hp;
+    kern_ctx *kc = b->kc;
+    const bool gemma = hp->arch == INFER_ARCH_GEMMA3;
+    const int E = hp->n_embd, F = hp->n_ff, D = hp->head_dim, H = hp->n_head;
+    const int HKV = hp->n_head_kv, Q = H * D, KV = HKV * D, BT = b->kv->block_tokens;
+    const kern_act act = gemma ? KERN_ACT_GELU : KERN_ACT_SILU;
+    kern_kv_layout g = b->kv->block;
+    g.capacity = b->g_cap;
+
+    int T = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < seqs[s].n_tokens; i++, T++) {
+            b->tok[T] = seqs[s].tokens[i];
+            b->pos[T] = seqs[s].n_past + i;
+        }
+    K(kern_get_rows(kc, b->x, m->tok_embd, m->tok_embd_t, hp->n_vocab, E, b->tok, T));
+    if (gemma)
+        K(kern_scale(kc, b->x, b->x, sqrtf((float)E), (size_t)T * E));
+
+    for (il = 0; il < hp->n_layer; il++) {
+        const infer_layer *ly = &m->layers[il];
+        const bool local = gemma && hp->sliding_window > 0 &&
+                           (il + 1) % INFER_GEMMA3_SWA_PATTERN != 0;
+        kern_rope_params rp = {
+            .mode = gemma ? KERN_ROPE_NEOX : KERN_ROPE_NORMAL,
+            .n_rot = hp->n_rot,
+            .freq_base = local ? hp->rope_base_local : hp->rope_base,
+            .freq_scale = local ? 1.0f : hp->rope_scale,
+            .freq_factors = gemma ? NULL : m->rope_freqs,
+        };
+        K(kern_rmsnorm(kc, b->h, b->x, ly->attn_norm, T, E, hp->eps));
+        K(kern_matmul(kc, b->q, b->h, ly->wq, ly->wq_t, T, Q, E));
+        K(kern_matmul(kc, b->k, b->h, ly->wk, ly->wk_t, T, KV, E));
+        K(kern_matmul(kc, b->v, b->h, ly->wv, ly->wv_t, T, KV, E));
+        if (gemma) {
+            K(kern_rmsnorm(kc, b->q, b->q, ly->q_norm, T * H, D, hp->eps));
+            K(kern_rmsnorm(kc, b->k, b->k, ly->k_norm, T * HKV, D, hp->eps));
+        }
+        K(kern_rope(kc, b->q, T, H, D, b->pos, &rp));
+        K(kern_rope(kc, b->k, T, HKV, D, b->pos, &rp));
+        for (int s = 0, off = 0; s < n_seqs; off += seqs[s].n_tokens, s++) {
+            const infer_batch_seq *q = &seqs[s];
+            rc = store_kv(b, il, q->bt, q->n_past, q->n_tokens, b->k + (size_t)off * KV,
+                          b->v + (size_t)off * KV, err, errlen);
+            if (rc)
+                return rc;
+            int end = q->n_past + q->n_tokens, first = 0;
+            if (local) {   /* the earliest key any of this step's queries can see */
+                int lo = q->n_past - hp->sliding_window + 1;
+                first = lo > 0 ? lo / BT : 0;
+            }
+            gather(b, il, q->bt, first, infer_pkv_blocks_for(b->kv, end));
+            kern_attn_params ap = {
+                .n_q = q->n_tokens, .n_head = H, .q_pos0 = q->n_past - first * BT,
+                .n_kv = end - first * BT, .window = local ? hp->sliding_window : 0,
+                .scale = hp->attn_scale,
+            };
+            K(kern_attention(kc, b->attn + (size_t)off * Q, b->q + (size_t)off * Q, b->gk,
+                             b->gv, &g, &ap));
+        }
+        K(kern_matmul(kc, b->o, b->attn, ly->wo, ly->wo_t, T, E, Q));
+        if (gemma)
+            K(kern_rmsnorm(kc, b->o, b->o, ly->post_attn_norm, T, E, hp->eps));
+        K(kern_add(kc, b->x, b->x, b->o, (size_t)T * E));
+
+        K(kern_rmsnorm(kc, b->h, b->x, ly->ffn_norm, T, E, hp->eps));
+        K(kern_matmul(kc, b->gate, b->h, ly->w_gate, ly->w_gate_t, T, F, E));
+        K(kern_matmul(kc, b->up, b->h, ly->w_up, ly->w_up_t, T, F, E));
+        K(kern_gated(kc, b->gate, b->gate, b->up, (size_t)T * F, act));
+        K(kern_matmul(kc, b->o, b->gate, ly->w_down, ly->w_down_t, T, E, F));
+        if (gemma)
+            K(kern_rmsnorm(kc, b->o, b->o, ly->post_ffw_norm, T, E, hp->eps));
+        K(kern_add(kc, b->x, b->x, b->o, (size_t)T * E));
+    }
+
+    il = -1;   /* errors below are in the output head */
+    int n_out = 0;
+    for (int s = 0, off = 0; s < n_seqs; off += seqs[s].n_tokens, s++)
+        if (seqs[s].logits) {
+            size_t row = (size_t)(off + seqs[s].n_tokens - 1);
+            K(kern_rmsnorm(kc, b->hl + (size_t)n_out * E, b->x + row * E, m->output_norm, 1,
+                           E, hp->eps));
+            n_out++;
+        }
+    if (n_out)
+        K(kern_matmul(kc, b->logits, b->hl, m->output, m->output_t, n_out, hp->n_vocab, E));
+    b->n_logits = n_out;
+    return INFER_OK;
+}

@@ -1,0 +1,68 @@
+/* batch.h: one forward step over many sequences at once, over a paged KV cache.
+ *
+ * The engine of continuous batching (commons-serve). A step takes any mix of
+ * sequences, each contributing n_tokens >= 1 consecutive tokens at positions
+ * n_past .. n_past+n_tokens-1: one token for a sequence that is generating, a chunk
+ * of its prompt for one that is prefilling. All tokens of the step go through every
+ * weight matrix together (one matmul per weight per step: the weights are read once
+ * for the whole batch), attention runs per sequence over its block table.
+ *
+ * Same numbers as infer_eval: for one sequence, the logits of a token are those
+ * infer_eval computes for it with the same model and KV type (per-row kernels and the
+ * same attention kernel over the same keys), whatever else is in the step.
+ *
+ * An infer_batch is used by one thread at a time (it owns scratch and uses kc). */
+#ifndef INFER_BATCH_H
+#define INFER_BATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "paged_kv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct infer_batch_params {
+    int max_tokens;  /* tokens per step, all sequences together (>= 1) */
+    int max_logits;  /* sequences per step that want logits (>= 1) */
+    int n_ctx;       /* longest sequence in positions (<= the model's context_length) */
+} infer_batch_params;
+
+/* One sequence's part of a step. */
+typedef struct infer_batch_seq {
+    const infer_block_table *bt;  /* must cover n_past + n_tokens positions */
+    int n_past;                   /* positions already in the cache */
+    const int32_t *tokens;        /* n_tokens ids (host) */
+    int n_tokens;
+    bool logits;                  /* want the logits of the last of the tokens */
+} infer_batch_seq;
+
+typedef struct infer_batch infer_batch;
+
+/* The backend must use host memory (the CPU backend) for now: attention gathers a
+ * sequence's blocks with memcpy. kv must have been created on the same kc with the
+ * model's n_layer / n_head_kv / head_dim. */
+int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
+                       const infer_batch_params *p, infer_batch **out,
+                       char *err, size_t errlen);
+void infer_batch_free(infer_batch *b);   /* NULL is fine */
+
+/* Evaluate one step and write each sequence's new keys/values into its blocks.
+ * INFER_EINVAL (message names the sequence) for a bad token, too many tokens or
+ * logits for the step, a block table too short, or a sequence beyond n_ctx; nothing
+ * was evaluated then. */
+int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
+                     char *err, size_t errlen);
+
+/* Logits of the last step: row i ([n_vocab] floats) belongs to the i-th sequence,
+ * in step order, that asked for logits. */
+const float *infer_batch_logits(const infer_batch *b, int *n_rows);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
