@@ -35,7 +35,8 @@ struct agent_runner_opts {
     const char *node;        /* node name: COMMONS_NODE and the cgroup folder name */
     int kill_grace_ms;       /* SIGTERM -> SIGKILL delay; <= 0 means 10000 */
     enum agent_containment containment;
-    const char *cgroup_base; /* NULL: <cgroup2 mount><own cgroup>/commons-<node> */
+    const char *cgroup_base; /* NULL: <cgroup2 mount><own cgroup>/commons-<node>-<hash of
+                                state_dir> */
     int lock_wait_ms;        /* how long to wait for the state dir's lock */
 };
 

@@ -134,9 +134,10 @@ struct agent_contain {
     char base[PATH_MAX];          /* cgroup folder holding job-<id> folders */
     char node[128];
 };
-/* Picks the containment (AUTO tries the cgroup first). */
+/* Picks the containment (AUTO tries the cgroup first). instance tells this
+ * agent's cgroup folder apart from other agents' of the same node name. */
 int agent_contain_init(struct agent_contain *c, enum agent_containment want, const char *node,
-                       const char *cgroup_base, char *err, size_t errlen);
+                       const char *instance, const char *cgroup_base, char *err, size_t errlen);
 /* Whether cgroup v2 with cgroup.kill is usable here for `node`. */
 bool agent_contain_cgroup_available(const char *node);
 /* Creates the job instance's cgroup (cgroup mode); fills path. */

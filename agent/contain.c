@@ -1,6 +1,8 @@
 /* contain.c: finding and ending a job's whole process tree.
  *
- * cgroup mode: each job gets its own cgroup v2 folder (base/job-<id>-<attempt>); every
+ * cgroup mode: each job gets its own cgroup v2 folder (base/job-<id>-<attempt>,
+ * base = <agent's cgroup>/commons-<node>-<state dir hash>, so two agents on
+ * one host, even with the same node name, never share a folder); every
  * descendant stays in it whatever it does with sessions or double forks,
  * and cgroup.kill ends them all at once.
  *
@@ -98,15 +100,15 @@ static int cgroup_base_ready(const char *base, char *err, size_t errlen)
     return 0;
 }
 
-static int default_base(const char *node, char *out, size_t len)
+static int default_base(const char *node, const char *instance, char *out, size_t len)
 {
     char own[PATH_MAX];
     if (own_cgroup_dir(own, sizeof own) != 0) return -1;
-    return (size_t)snprintf(out, len, "%s/commons-%s", own, node) >= len ? -1 : 0;
+    return (size_t)snprintf(out, len, "%s/commons-%s-%s", own, node, instance) >= len ? -1 : 0;
 }
 
 int agent_contain_init(struct agent_contain *c, enum agent_containment want, const char *node,
-                       const char *cgroup_base, char *err, size_t errlen)
+                       const char *instance, const char *cgroup_base, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->node, sizeof c->node, "%s", node);
@@ -117,7 +119,7 @@ int agent_contain_init(struct agent_contain *c, enum agent_containment want, con
             ok = (size_t)snprintf(c->base, sizeof c->base, "%s", cgroup_base) < sizeof c->base
                      ? 0 : -1;
         else
-            ok = default_base(node, c->base, sizeof c->base);
+            ok = default_base(node, instance, c->base, sizeof c->base);
         if (ok == 0) ok = cgroup_base_ready(c->base, why, sizeof why);
         if (ok == 0) {
             c->kind = AGENT_CONTAIN_CGROUP;
@@ -137,7 +139,7 @@ bool agent_contain_cgroup_available(const char *node)
 {
     struct agent_contain c;
     char err[256];
-    if (agent_contain_init(&c, AGENT_CONTAIN_CGROUP, node, NULL, err, sizeof err) != 0)
+    if (agent_contain_init(&c, AGENT_CONTAIN_CGROUP, node, "probe", NULL, err, sizeof err) != 0)
         return false;
     rmdir(c.base); /* only succeeds when empty */
     return true;

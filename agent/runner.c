@@ -10,6 +10,7 @@
  * DRAIN_MAX_MS passed).
  */
 #include "agent_internal.h"
+#include "cm_crypto.h"
 #include "cm_log.h"
 #include "cm_util.h"
 
@@ -361,7 +362,13 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
         snprintf(err, errlen, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
         goto fail;
     }
-    if (agent_contain_init(&r->contain, o->containment, r->node, o->cgroup_base, err, errlen))
+    /* The state dir names this agent: its cgroup folder is derived from it. */
+    char real[PATH_MAX], hash[65];
+    if (!realpath(r->state_dir, real)) snprintf(real, sizeof real, "%s", r->state_dir);
+    cm_sha256_hex(real, strlen(real), hash);
+    hash[8] = '\0';
+    if (agent_contain_init(&r->contain, o->containment, r->node, hash, o->cgroup_base, err,
+                           errlen))
         goto fail;
     if (agent_store_load(r->state_dir, take_record, r, err, errlen)) goto fail;
     for (struct agent_job *j = r->jobs, *next; j; j = next) {
