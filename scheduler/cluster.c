@@ -451,6 +451,15 @@ static int satisfiable(struct cluster *c, const struct job_spec *s, char *err, s
 {
     int tasks_per_node = (s->tasks + s->nodes - 1) / s->nodes;
     int cpus = tasks_per_node * s->cpus_per_task, fit = 0;
+    if (c->nnodes == 0) {
+        snprintf(err, errlen, "no nodes are registered yet, so no job can be placed; start a commons-agent first");
+        return 0;
+    }
+    for (int i = 0; i < c->nnodes && fit < s->nodes; i++) {
+        struct node *n = &c->nodes[i];
+        fit += n->cpus >= cpus && n->gpus >= s->gpus && n->memory_mb >= s->mem_mb;
+    }
+    if (fit >= s->nodes) return 1;
     int max_cpus = 0, max_gpus = 0;
     int64_t max_mem = 0;
     for (int i = 0; i < c->nnodes; i++) {
@@ -458,13 +467,7 @@ static int satisfiable(struct cluster *c, const struct job_spec *s, char *err, s
         if (n->cpus > max_cpus) max_cpus = n->cpus;
         if (n->gpus > max_gpus) max_gpus = n->gpus;
         if (n->memory_mb > max_mem) max_mem = n->memory_mb;
-        if (n->cpus >= cpus && n->gpus >= s->gpus && n->memory_mb >= s->mem_mb) fit++;
     }
-    if (c->nnodes == 0) {
-        snprintf(err, errlen, "no nodes are registered yet, so no job can be placed; start a commons-agent first");
-        return 0;
-    }
-    if (fit >= s->nodes) return 1;
     snprintf(err, errlen,
              "no %d node(s) could ever run this job: it needs %d CPUs, %d GPUs and %lld MB per node; "
              "the largest node has %d CPUs, %d GPUs, %lld MB and %d node(s) fit",
@@ -533,6 +536,10 @@ int64_t cluster_submit(struct cluster *c, const struct user *u, struct job_spec 
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    /* account may point into spec->json, which the next line changes: copy it first. */
+    char account_buf[256];
+    snprintf(account_buf, sizeof account_buf, "%s", account);
+    account = account_buf;
     json_object_set_new(spec->json, "account", json_string(account));
     if (!spec->qos) { /* the policy's default QOS, or "normal" without one */
         json_object_set_new(spec->json, "qos",

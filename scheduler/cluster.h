@@ -138,14 +138,15 @@ int cluster_policy_apply(struct cluster *c, const char *text, size_t len, const 
 /* Puts the newest stored version in force (at start). */
 int cluster_policy_restore(struct cluster *c, char *err, size_t errlen);
 /* Charges a job's billed usage when it ends; decays usage to now. */
-void cluster_usage_charge(struct cluster *c, const struct job *j);
+void cluster_usage_charge(struct cluster *c, struct job *j);
 void cluster_usage_decay(struct cluster *c, int64_t now);
 /* Fair-share rows with running jobs' usage so far included; caller frees. */
 quota_share_row *cluster_fairshare(struct cluster *c);
 /* Per-account totals for limits (recomputed when stale). */
 quota_state *cluster_qstate(struct cluster *c);
-/* Policy index of a job's QOS (-1: the default). */
-int cluster_job_qos(struct cluster *c, const struct job *j);
+/* Policy indices of a job's QOS and account (-1: none/unknown). */
+int cluster_job_qos(struct cluster *c, struct job *j);
+int cluster_job_account(struct cluster *c, struct job *j);
 
 /* Within scheduler/ only. */
 void cluster_job_use(struct cluster *c, struct job *j, int sign);

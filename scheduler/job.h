@@ -92,6 +92,9 @@ struct job {
     int64_t launch_sent_ms, missing_since_ms;
     int requeues;
     quota_prio prio; /* from the last scheduling pass, for `commons prio` */
+    /* Policy indices of account and QOS, valid while policy_version matches. */
+    int64_t idx_version;
+    int acct_idx, qos_idx;
 };
 
 int job_cpus_per_node(const struct job *j);

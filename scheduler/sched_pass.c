@@ -24,13 +24,17 @@ void sched_order_fifo(struct cluster *c, int64_t *ids, size_t n)
     (void)n; /* pending[] is kept in submission order */
 }
 
-static struct cluster *sort_cluster; /* qsort has no context argument */
+/* Sort keys live in one array so the sort does not chase job pointers. */
+struct prio_key {
+    double total;
+    int64_t submit, id;
+};
 
 static int by_priority(const void *a, const void *b)
 {
-    const struct job *x = sort_cluster->jobs[*(const int64_t *)a], *y = sort_cluster->jobs[*(const int64_t *)b];
-    if (x->prio.total != y->prio.total) return x->prio.total > y->prio.total ? -1 : 1;
-    if (x->submit_time != y->submit_time) return x->submit_time < y->submit_time ? -1 : 1;
+    const struct prio_key *x = a, *y = b;
+    if (x->total != y->total) return x->total > y->total ? -1 : 1;
+    if (x->submit != y->submit) return x->submit < y->submit ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -40,17 +44,19 @@ void sched_order_multifactor(struct cluster *c, int64_t *ids, size_t n)
     if (!rows) return;
     int64_t cluster_cpus = 0, now = cm_now_ms() / 1000;
     for (int i = 0; i < c->nnodes; i++) cluster_cpus += c->nodes[i].cpus;
+    struct prio_key *keys = malloc(sizeof *keys * (n ? n : 1));
     for (size_t i = 0; i < n; i++) {
         struct job *j = c->jobs[ids[i]];
-        int a = quota_account_find(c->policy, j->account);
+        int a = cluster_job_account(c, j);
         double fs = a >= 0 ? rows[a].fs_factor : 0;
         j->prio = quota_priority(c->policy, fs, (double)(now - j->submit_time),
                                  (int64_t)job_cpus_per_node(j) * j->nodes, cluster_cpus, cluster_job_qos(c, j));
+        keys[i] = (struct prio_key){j->prio.total, j->submit_time, j->id};
     }
     free(rows);
-    sort_cluster = c;
-    qsort(ids, n, sizeof *ids, by_priority);
-    sort_cluster = NULL;
+    qsort(keys, n, sizeof *keys, by_priority);
+    for (size_t i = 0; i < n; i++) ids[i] = keys[i].id;
+    free(keys);
 }
 
 /* 1: all dependencies met; 0: some may still be; -1: one never can be. */
@@ -160,7 +166,7 @@ int cluster_schedule(struct cluster *c)
         }
         quota_request req = {0};
         if (!reason && qs) {
-            req.account = quota_account_find(c->policy, j->account);
+            req.account = cluster_job_account(c, j);
             req.qos = cluster_job_qos(c, j);
             req.cpus = (int64_t)job_cpus_per_node(j) * j->nodes;
             req.gpus = (int64_t)j->gpus * j->nodes;
@@ -189,7 +195,10 @@ int cluster_schedule(struct cluster *c)
                      : verdict == QUOTA_PLAN_NEVER  ? "ReqNodeNotAvail"
                                                     : "Resources";
         }
-        snprintf(j->reason, sizeof j->reason, "%s", reason);
+        size_t rl = strlen(reason);
+        if (rl >= sizeof j->reason) rl = sizeof j->reason - 1;
+        memcpy(j->reason, reason, rl); /* a pass sets every pending job's reason: no printf here */
+        j->reason[rl] = '\0';
         c->pending[keep++] = c->pending[i];
     }
     free(nodes);

@@ -19,9 +19,27 @@
 
 #define USAGE_SAVE_INTERVAL_S 60
 
-int cluster_job_qos(struct cluster *c, const struct job *j)
+/* Looks the indices up once per policy version: a pass touches every pending job. */
+static void job_indices(struct cluster *c, struct job *j)
 {
-    return c->policy ? quota_qos_find(c->policy, j->qos) : -1;
+    if (j->idx_version == c->policy_version) return;
+    j->acct_idx = quota_account_find(c->policy, j->account);
+    j->qos_idx = quota_qos_find(c->policy, j->qos);
+    j->idx_version = c->policy_version;
+}
+
+int cluster_job_qos(struct cluster *c, struct job *j)
+{
+    if (!c->policy) return -1;
+    job_indices(c, j);
+    return j->qos_idx;
+}
+
+int cluster_job_account(struct cluster *c, struct job *j)
+{
+    if (!c->policy) return -1;
+    job_indices(c, j);
+    return j->acct_idx;
 }
 
 static int load_usage_row(void *ctx, sqlite3_stmt *st)
@@ -218,16 +236,16 @@ void cluster_usage_decay(struct cluster *c, int64_t now)
     }
 }
 
-static double job_billed(struct cluster *c, const struct job *j, double seconds)
+static double job_billed(struct cluster *c, struct job *j, double seconds)
 {
     return quota_billed(c->policy, (int64_t)job_cpus_per_node(j) * j->nalloc, (int64_t)j->gpus * j->nalloc,
                         j->mem_mb * j->nalloc * 1048576LL, seconds, cluster_job_qos(c, j));
 }
 
-void cluster_usage_charge(struct cluster *c, const struct job *j)
+void cluster_usage_charge(struct cluster *c, struct job *j)
 {
     if (!c->policy || !j->start_time) return;
-    int a = quota_account_find(c->policy, j->account);
+    int a = cluster_job_account(c, j);
     if (a < 0) return; /* the account left the policy; nothing to charge */
     int64_t now = cm_now_ms() / 1000;
     cluster_usage_decay(c, now);
@@ -247,7 +265,7 @@ quota_share_row *cluster_fairshare(struct cluster *c)
     for (int64_t id = 1; id < c->next_id; id++) {
         struct job *j = c->jobs[id];
         if (!j || j->state != JOB_RUNNING || !j->start_time) continue;
-        int a = quota_account_find(c->policy, j->account);
+        int a = cluster_job_account(c, j);
         if (a >= 0) self[a] += job_billed(c, j, (double)(now - j->start_time));
     }
     quota_share_row *rows = calloc((size_t)n, sizeof *rows);
@@ -269,7 +287,7 @@ quota_state *cluster_qstate(struct cluster *c)
     for (int64_t id = 1; id < c->next_id; id++) {
         struct job *j = c->jobs[id];
         if (!j) continue;
-        int a = quota_account_find(p, j->account);
+        int a = cluster_job_account(c, j);
         if (a < 0) continue;
         quota_state d = {0};
         if (j->state == JOB_PENDING) {
