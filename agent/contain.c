@@ -123,6 +123,7 @@ int agent_contain_init(struct agent_contain *c, enum agent_containment want, con
         if (ok == 0) ok = cgroup_base_ready(c->base, why, sizeof why);
         if (ok == 0) {
             c->kind = AGENT_CONTAIN_CGROUP;
+            rmdir(c->base); /* made again for the first job; kept if jobs remain */
             return 0;
         }
         if (want == AGENT_CONTAIN_CGROUP) {
@@ -139,10 +140,8 @@ bool agent_contain_cgroup_available(const char *node)
 {
     struct agent_contain c;
     char err[256];
-    if (agent_contain_init(&c, AGENT_CONTAIN_CGROUP, node, "probe", NULL, err, sizeof err) != 0)
-        return false;
-    rmdir(c.base); /* only succeeds when empty */
-    return true;
+    return agent_contain_init(&c, AGENT_CONTAIN_CGROUP, node, "probe", NULL, err,
+                              sizeof err) == 0;
 }
 
 int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, char *path,
@@ -152,6 +151,12 @@ int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, c
     if (c->kind != AGENT_CONTAIN_CGROUP) return 0;
     if ((size_t)snprintf(path, len, "%s/job-%lld-%d", c->base, (long long)id, attempt) >= len) {
         snprintf(err, errlen, "cgroup path too long under %s", c->base);
+        return -1;
+    }
+    /* The base folder exists only while it has jobs (see cleanup). */
+    if (mkdir(c->base, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cgroup %s: %s", c->base, strerror(errno));
+        path[0] = '\0';
         return -1;
     }
     if (mkdir(path, 0755) != 0 && errno != EEXIST) {
@@ -236,10 +241,12 @@ bool agent_contain_alive(struct agent_contain *c, const struct agent_job *j)
 
 void agent_contain_cleanup(struct agent_contain *c, const struct agent_job *j)
 {
-    (void)c;
     if (j->cgroup[0] && rmdir(j->cgroup) != 0 && errno != ENOENT)
         cm_warn("job %lld: cannot remove cgroup %s: %s", (long long)j->id, j->cgroup,
                 strerror(errno));
+    /* Leave no empty folder behind an agent that is killed while idle;
+     * this fails harmlessly while other jobs have folders in it. */
+    if (c->kind == AGENT_CONTAIN_CGROUP) rmdir(c->base);
 }
 
 struct orphans {

@@ -392,7 +392,6 @@ void agent_runner_close(agent_runner *r)
     }
     free(r->done);
     if (r->lock_fd >= 0) close(r->lock_fd);
-    if (r->contain.kind == AGENT_CONTAIN_CGROUP) rmdir(r->contain.base); /* only if empty */
     free(r);
 }
 
