@@ -4,7 +4,13 @@
  * once a job is blocked, the reservation: shadow time and left[] = what each
  * node will have free at the shadow time after the reserved job takes its
  * share. A backfilled job that may still run at the shadow time is charged to
- * left[] too, which is what keeps the reservation intact. */
+ * left[] too, which is what keeps the reservation intact.
+ *
+ * Finding nodes is the hot path (100k pending jobs, 10k nodes): max-trees
+ * over free CPUs (and over min(free, left) CPUs) find the next node with
+ * enough CPUs in O(log n), and failed searches are remembered, since free[]
+ * and left[] only shrink during a pass: a job needing at least as much per
+ * node on at least as many nodes as one that failed fails too. */
 #include "quota_plan.h"
 
 #include <stdbool.h>
@@ -17,30 +23,22 @@ typedef struct release {
     quota_res res;
 } release;
 
+#define NFAILED 8
+
 struct quota_plan {
-    int nnodes;
+    int nnodes, size;       /* size: leaves of the trees, a power of two */
     int64_t now;
     quota_backfill mode;
     quota_res *free, *left, *work;
-    quota_res total;     /* sum of free[] */
+    quota_res total;        /* sum of free[] */
+    int64_t *tree[2];       /* max-trees: [0] free CPUs, [1] min(free, left) CPUs */
     release *rel;
     size_t nrel, caprel;
-    size_t sorted;       /* rel[0, sorted) is in time order (callers usually add them so) */
+    size_t sorted;          /* rel[0, sorted) is in time order (callers usually add them so) */
     bool reserved, blocked; /* a reservation exists / a job could not start */
     int64_t shadow;
-    /* Upper bounds on what one node offers, learned from failed scans: [0]
-     * over free[], [1] over min(free, left). Both arrays only shrink during a
-     * pass, so a bound stays valid, and a job that asks more on any resource
-     * fails without a scan (most of a long queue, once the cluster is full). */
-    quota_res bound[2];
-    /* Failed scans remembered as (per-node need, node count): a job needing at
-     * least as much per node on at least as many nodes cannot fit either. */
-    struct {
-        quota_plan_job job;
-        bool used;
-    } failed[2][8];
+    quota_plan_job failed[2][NFAILED];
     unsigned nfailed[2];
-    int first_free;      /* nodes below it have no CPU free now (free[] only shrinks) */
 };
 
 quota_plan *quota_plan_new(int nnodes)
@@ -48,14 +46,19 @@ quota_plan *quota_plan_new(int nnodes)
     if (nnodes < 0)
         return NULL;
     quota_plan *pl = calloc(1, sizeof *pl);
-    size_t n = (size_t)(nnodes ? nnodes : 1);
     if (!pl)
         return NULL;
+    size_t n = (size_t)(nnodes ? nnodes : 1);
     pl->nnodes = nnodes;
+    pl->size = 1;
+    while (pl->size < nnodes)
+        pl->size *= 2;
     pl->free = calloc(n, sizeof *pl->free);
     pl->left = calloc(n, sizeof *pl->left);
     pl->work = calloc(n, sizeof *pl->work);
-    if (!pl->free || !pl->left || !pl->work) {
+    pl->tree[0] = calloc(2 * (size_t)pl->size, sizeof *pl->tree[0]);
+    pl->tree[1] = calloc(2 * (size_t)pl->size, sizeof *pl->tree[1]);
+    if (!pl->free || !pl->left || !pl->work || !pl->tree[0] || !pl->tree[1]) {
         quota_plan_free(pl);
         return NULL;
     }
@@ -69,6 +72,8 @@ void quota_plan_free(quota_plan *pl)
     free(pl->free);
     free(pl->left);
     free(pl->work);
+    free(pl->tree[0]);
+    free(pl->tree[1]);
     free(pl->rel);
     free(pl);
 }
@@ -85,6 +90,63 @@ static bool fits(const quota_res *have, const quota_res *need)
     return have->cpus >= need->cpus && have->gpus >= need->gpus && have->mem >= need->mem;
 }
 
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int64_t max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* CPUs node i offers to a job in tree k: free now, and for k = 1 also at the
+ * shadow time. */
+static int64_t cpus_for(const quota_plan *pl, int k, int i)
+{
+    return k ? min64(pl->free[i].cpus, pl->left[i].cpus) : pl->free[i].cpus;
+}
+
+static void tree_build(quota_plan *pl, int k)
+{
+    int64_t *t = pl->tree[k];
+    for (int i = 0; i < pl->size; i++)
+        t[pl->size + i] = i < pl->nnodes ? cpus_for(pl, k, i) : -1; /* padding fits nothing */
+    for (int i = pl->size - 1; i > 0; i--)
+        t[i] = max64(t[2 * i], t[2 * i + 1]);
+}
+
+static void tree_update(quota_plan *pl, int k, int node)
+{
+    int64_t *t = pl->tree[k];
+    int i = pl->size + node;
+    t[i] = cpus_for(pl, k, node);
+    for (i /= 2; i > 0; i /= 2)
+        t[i] = max64(t[2 * i], t[2 * i + 1]);
+}
+
+/* Smallest node index >= from with at least need CPUs in tree k, or -1. */
+static int tree_first(const quota_plan *pl, int k, int from, int64_t need)
+{
+    const int64_t *t = pl->tree[k];
+    if (from >= pl->size)
+        return -1;
+    int i = pl->size + from;
+    for (;;) {
+        if (t[i] >= need) {
+            while (i < pl->size)
+                i = t[2 * i] >= need ? 2 * i : 2 * i + 1;
+            return i - pl->size < pl->nnodes ? i - pl->size : -1;
+        }
+        while (i & 1) { /* a right child: its right neighbours are the parent's */
+            if (i == 1)
+                return -1;
+            i /= 2;
+        }
+        i++;
+    }
+}
+
 int quota_plan_begin(quota_plan *pl, int64_t now, quota_backfill mode, const quota_res *free_now)
 {
     if (!pl || !free_now)
@@ -92,17 +154,15 @@ int quota_plan_begin(quota_plan *pl, int64_t now, quota_backfill mode, const quo
     pl->now = now;
     pl->mode = mode;
     pl->nrel = pl->sorted = 0;
-    memset(pl->failed, 0, sizeof pl->failed);
     pl->nfailed[0] = pl->nfailed[1] = 0;
     pl->reserved = pl->blocked = false;
     pl->shadow = -1;
     memset(&pl->total, 0, sizeof pl->total);
-    pl->bound[0] = pl->bound[1] = (quota_res){INT64_MAX, INT64_MAX, INT64_MAX};
-    pl->first_free = 0;
     for (int i = 0; i < pl->nnodes; i++) {
         pl->free[i] = free_now[i];
         add(&pl->total, &free_now[i], 1);
     }
+    tree_build(pl, 0);
     return QUOTA_OK;
 }
 
@@ -131,63 +191,28 @@ static int cmp_release(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int64_t min64(int64_t a, int64_t b)
+static bool dominates(const quota_plan_job *job, const quota_plan_job *failed)
 {
-    return a < b ? a : b;
+    return job->nodes >= failed->nodes && fits(&job->per_node, &failed->per_node);
 }
 
-static void raise_to(quota_res *m, const quota_res *r)
-{
-    if (r->cpus > m->cpus)
-        m->cpus = r->cpus;
-    if (r->gpus > m->gpus)
-        m->gpus = r->gpus;
-    if (r->mem > m->mem)
-        m->mem = r->mem;
-}
-
-/* First job->nodes nodes where the job fits in have[] (and in also[] when
- * given: free now and at the shadow time); first fit by index. *seen gets
- * the most any one node offers when the scan went through every node. */
-static bool scan(const quota_plan *pl, const quota_res *have, const quota_res *also,
-                 const quota_plan_job *job, int *out, quota_res *seen)
-{
-    *seen = (quota_res){0, 0, 0};
-    int64_t got = 0;
-    /* Nodes without a free CPU fit no job that needs one; skip them. */
-    int from = have == pl->free && job->per_node.cpus > 0 ? pl->first_free : 0;
-    for (int i = from; i < pl->nnodes && got < job->nodes; i++) {
-        quota_res avail = have[i];
-        if (also)
-            avail = (quota_res){min64(avail.cpus, also[i].cpus), min64(avail.gpus, also[i].gpus),
-                                min64(avail.mem, also[i].mem)};
-        raise_to(seen, &avail);
-        if (fits(&avail, &job->per_node))
-            out[got++] = i;
-    }
-    return got == job->nodes;
-}
-
-/* scan() over free[] (and left[]), skipped when a bound already rules it out.
- * Scans for jobs that need CPUs skip the leading full nodes, so their bounds
- * only speak for such jobs. */
+/* The first job->nodes nodes (by index) where the job fits now, and with_left
+ * also at the shadow time. */
 static bool pick(quota_plan *pl, bool with_left, const quota_plan_job *job, int *out)
 {
-    quota_res *bound = &pl->bound[with_left], seen;
-    if (job->per_node.cpus > 0) {
-        if (!fits(bound, &job->per_node))
+    int k = with_left;
+    unsigned known = pl->nfailed[k] < NFAILED ? pl->nfailed[k] : NFAILED;
+    for (unsigned f = 0; f < known; f++)
+        if (dominates(job, &pl->failed[k][f]))
             return false;
-        for (int k = 0; k < 8; k++)
-            if (pl->failed[with_left][k].used && job->nodes >= pl->failed[with_left][k].job.nodes &&
-                fits(&job->per_node, &pl->failed[with_left][k].job.per_node))
-                return false;
-    }
-    if (scan(pl, pl->free, with_left ? pl->left : NULL, job, out, &seen))
+    int64_t got = 0;
+    for (int i = tree_first(pl, k, 0, job->per_node.cpus); i >= 0 && got < job->nodes;
+         i = tree_first(pl, k, i + 1, job->per_node.cpus))
+        if (fits(&pl->free[i], &job->per_node) && (!with_left || fits(&pl->left[i], &job->per_node)))
+            out[got++] = i;
+    if (got == job->nodes)
         return true;
-    *bound = seen;
-    unsigned slot = pl->nfailed[with_left]++ % 8;
-    pl->failed[with_left][slot].job = *job;
-    pl->failed[with_left][slot].used = job->per_node.cpus > 0;
+    pl->failed[k][pl->nfailed[k]++ % NFAILED] = *job;
     return false;
 }
 
@@ -203,14 +228,16 @@ static bool enough_in_total(const quota_plan *pl, const quota_plan_job *job)
 static int take(quota_plan *pl, const quota_plan_job *job, const int *nodes, bool from_left)
 {
     for (int64_t k = 0; k < job->nodes; k++) {
-        add(&pl->free[nodes[k]], &job->per_node, -1);
+        int n = nodes[k];
+        add(&pl->free[n], &job->per_node, -1);
         add(&pl->total, &job->per_node, -1);
         if (from_left)
-            add(&pl->left[nodes[k]], &job->per_node, -1);
-        while (pl->first_free < pl->nnodes && pl->free[pl->first_free].cpus <= 0)
-            pl->first_free++;
+            add(&pl->left[n], &job->per_node, -1);
+        tree_update(pl, 0, n);
+        if (pl->reserved)
+            tree_update(pl, 1, n);
         if (job->time_limit > 0) {
-            int rc = quota_plan_release(pl, nodes[k], &job->per_node, pl->now + job->time_limit);
+            int rc = quota_plan_release(pl, n, &job->per_node, pl->now + job->time_limit);
             if (rc)
                 return rc;
         }
@@ -241,20 +268,23 @@ static bool reserve(quota_plan *pl, const quota_plan_job *job, int *scratch)
         fitting += !before && fits(w, &job->per_node);
         at = r->end;
     }
+    if (fitting < job->nodes)
+        return false;
     /* The rest of that instant's releases belong in left[] too. */
     for (; a < pl->sorted && pl->rel[a].end == at; a++)
         add(&pl->work[pl->rel[a].node], &pl->rel[a].res, 1);
     for (; b < pl->nrel && pl->rel[b].end == at; b++)
         add(&pl->work[pl->rel[b].node], &pl->rel[b].res, 1);
-    if (fitting < job->nodes)
-        return false;
-    quota_res seen;
-    scan(pl, pl->work, NULL, job, scratch, &seen);
+    int64_t got = 0;
+    for (int i = 0; i < pl->nnodes && got < job->nodes; i++)
+        if (fits(&pl->work[i], &job->per_node))
+            scratch[got++] = i;
     memcpy(pl->left, pl->work, (size_t)pl->nnodes * sizeof *pl->left);
     for (int64_t k = 0; k < job->nodes; k++)
         add(&pl->left[scratch[k]], &job->per_node, -1);
     pl->shadow = at;
     pl->reserved = true;
+    tree_build(pl, 1);
     return true;
 }
 
@@ -291,5 +321,5 @@ int64_t quota_plan_shadow(const quota_plan *pl)
 
 int quota_plan_full(const quota_plan *pl)
 {
-    return !pl || pl->total.cpus <= 0;
+    return !pl || pl->tree[0][1] <= 0;
 }
