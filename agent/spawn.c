@@ -73,8 +73,23 @@ static bool sv_has(const struct strvec *s, const char *name)
     return false;
 }
 
-/* Job env first (minus COMMONS_* names, which are the agent's to set), then
- * the COMMONS_* variables, then login defaults the job env did not give. */
+/* The COMMONS_* names the agent sets (or leaves unset on purpose): a value
+ * of the job's env under one of them would be stale or forged, e.g. the
+ * COMMONS_ARRAY_TASK_ID of the array task a job was submitted from. Other
+ * COMMONS_* names (COMMONS_ADDR, ...) are the user's and pass through. */
+static bool agent_owned(const char *name)
+{
+    static const char *const owned[] = {
+        "COMMONS_JOB_ID", "COMMONS_JOB_ATTEMPT", "COMMONS_JOB_NAME", "COMMONS_ARRAY_TASK_ID",
+        "COMMONS_CPUS", "COMMONS_TASKS", "COMMONS_GPUS", "COMMONS_MEM_MB", "COMMONS_NODE",
+        "COMMONS_NODELIST", "COMMONS_SUBMIT_DIR"};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        if (strcmp(name, owned[i]) == 0) return true;
+    return false;
+}
+
+/* Job env first (minus the agent's names), then the agent's COMMONS_*
+ * variables, then login defaults the job env did not give. */
 static int build_env(const struct agent_launch *l, const struct agent_account *a,
                      const char *node, struct strvec *env)
 {
@@ -83,7 +98,7 @@ static int build_env(const struct agent_launch *l, const struct agent_account *a
     int rc = 0;
     if (l->env)
         json_object_foreach(l->env, k, v) {
-            if (strncmp(k, "COMMONS_", 8) == 0) continue;
+            if (agent_owned(k)) continue;
             rc |= sv_add(env, "%s=%s", k, json_string_value(v));
         }
     rc |= sv_add(env, "COMMONS_JOB_ID=%lld", (long long)l->id);

@@ -286,7 +286,13 @@ START_TEST(test_environment)
     json_object_set_new(l, "array_task_id", json_integer(7));
     json_object_set_new(l, "cpus", json_integer(3));
     launch(r, l);
-    launch(r, launch_sh(11, "echo \"${COMMONS_ARRAY_TASK_ID-unset} ${COMMONS_JOB_NAME-unset}\""));
+    l = launch_sh(11, "echo \"${COMMONS_ARRAY_TASK_ID-unset} ${COMMONS_JOB_NAME-unset} "
+                      "$COMMONS_ADDR\"");
+    /* Submitted from inside an array task: its stale task id must not leak;
+     * the user's own COMMONS_* settings pass through. */
+    json_object_set_new(l, "env", json_pack("{ss ss}", "COMMONS_ARRAY_TASK_ID", "3",
+                                            "COMMONS_ADDR", "tcp://h:1"));
+    launch(r, l);
     ck_assert_int_eq(wait_end(r, 10, 5000).exit_code, 0);
     ck_assert_int_eq(wait_end(r, 11, 5000).exit_code, 0);
     char want[PATH_MAX * 2];
@@ -295,7 +301,7 @@ START_TEST(test_environment)
     ck_assert_str_eq(o, want);
     free(o);
     o = job_out(11, "out");
-    ck_assert_str_eq(o, "unset unset\n");
+    ck_assert_str_eq(o, "unset unset tcp://h:1\n");
     free(o);
     agent_runner_close(r);
 }
