@@ -192,13 +192,14 @@ AVX2 static inline __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d)
 
 /* The 4-row kernels read 4 short streams at once (one per row); hardware
  * prefetchers do not train on streams that short, so prefetch the weights
- * two row groups ahead, linearly: while block i of this group is used, the
- * 4*bb bytes at the same relative place of group +2 are requested. */
+ * linearly ahead: while block i of this group is used, 4*bb bytes at
+ * distance i*4*bb + D from the group's start are requested, D = two groups
+ * but at most 16 KiB (half an L1d, so lines are not evicted before use). */
 /* always_inline: GCC considers a function that only prefetches pure and
  * drops calls to it whose result is unused, when it is not inlined first. */
 AVX2 static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *w0, size_t ws, int i, size_t bb)
 {
-    const uint8_t *p = w0 + 8 * ws + (size_t)i * 4 * bb;
+    const uint8_t *p = w0 + (8 * ws < 16384 ? 8 * ws : 16384) + (size_t)i * 4 * bb;
     for (size_t off = 0; off < 4 * bb; off += 64) _mm_prefetch((const char *)(p + off), _MM_HINT_T0);
 }
 
