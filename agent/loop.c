@@ -26,6 +26,7 @@
 #define POLL_WAIT_MS 1000
 #define CALL_TIMEOUT_MS 5000
 #define POLL_PACE_MS 200
+#define EVENT_BATCH 256
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 10000
 
@@ -164,21 +165,26 @@ static int do_register(struct loop *L)
     return rc;
 }
 
+/* Sends owed events in batches small enough for CM_RPC_MAX_MSG (an event
+ * with the longest error is under 1 KiB). */
 static int send_events(struct loop *L)
 {
-    json_t *events = agent_runner_events(L->r);
-    if (json_array_size(events) == 0) {
-        json_decref(events);
-        return 0;
+    json_t *all = agent_runner_events(L->r);
+    int rc = 0;
+    for (size_t from = 0; rc == 0 && from < json_array_size(all); from += EVENT_BATCH) {
+        json_t *batch = json_array();
+        for (size_t i = from; i < from + EVENT_BATCH && i < json_array_size(all); i++)
+            json_array_append(batch, json_array_get(all, i));
+        json_t *reply;
+        rc = call(L, "agent.event", json_pack("{sO}", "events", batch), CALL_TIMEOUT_MS, &reply);
+        if (rc == 0)
+            agent_runner_ack(L->r, batch, json_object_get(reply, "acked"));
+        else if (rc == 1)
+            refused(L, "agent.event", reply);
+        json_decref(reply);
+        json_decref(batch);
     }
-    json_t *reply;
-    int rc = call(L, "agent.event", json_pack("{sO}", "events", events), CALL_TIMEOUT_MS, &reply);
-    if (rc == 0)
-        agent_runner_ack(L->r, events, json_object_get(reply, "acked"));
-    else if (rc == 1)
-        refused(L, "agent.event", reply);
-    json_decref(reply);
-    json_decref(events);
+    json_decref(all);
     return rc;
 }
 
