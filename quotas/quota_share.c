@@ -43,6 +43,21 @@ void quota_usage_rollup(const quota_policy *p, const double *self, double *total
         total[p->accounts[i].parent] += total[i];
 }
 
+double quota_global_share(const quota_policy *p, int account)
+{
+    if (!p || account < 0 || account >= p->naccounts)
+        return 0.0;
+    double share = 1.0;
+    for (int a = account; a > 0; a = p->accounts[a].parent) {
+        const quota_account *par = &p->accounts[p->accounts[a].parent];
+        double level = 0;
+        for (int k = 0; k < par->nchildren; k++)
+            level += (double)p->accounts[par->children[k]].shares;
+        share *= (double)p->accounts[a].shares / level;
+    }
+    return share;
+}
+
 /* Level fair-share values are rounded to 40 mantissa bits so that ratios that
  * are equal on paper (0.6/0.3 and 0.4/0.2) compare equal despite rounding,
  * while the ordering stays an exact, transitive comparison of doubles. */

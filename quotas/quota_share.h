@@ -31,6 +31,11 @@ double quota_usage_decay(double usage, double dt_seconds, int64_t half_life);
 /* total[i] = sum of self[j] over i's subtree (total[0] = whole cluster). */
 void quota_usage_rollup(const quota_policy *p, const double *self, double *total);
 
+/* An account's share of the whole cluster by policy: the product of the
+ * normalized shares on its path from the root (1 for the root). What
+ * delivered service is compared against. */
+double quota_global_share(const quota_policy *p, int account);
+
 /* One row of the sshare-like table, for account rows[i].account == i. */
 typedef struct quota_share_row {
     int64_t raw_shares;   /* from the policy */

@@ -1,6 +1,10 @@
 /* quota_swf.c: parsing one Standard Workload Format line (quota_swf.h). */
 #include "quota_swf.h"
 
+#include <string.h>
+
+#include "quota_sim.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -51,4 +55,23 @@ int quota_swf_parse_line(const char *line, quota_swf_job *job, char *err, size_t
     job->avg_cpu = v[5];
     job->used_mem_kb = v[6];
     return 1;
+}
+
+int quota_swf_to_sim(const quota_swf_job *s, int64_t cpus_per_node, int account, int qos,
+                     quota_sim_job *out)
+{
+    int64_t procs = s->procs > 0 ? s->procs : s->req_procs;
+    if (s->runtime < 0 || procs < 1 || cpus_per_node < 1 || s->submit < 0)
+        return -1;
+    memset(out, 0, sizeof *out);
+    out->id = s->id;
+    out->submit = s->submit;
+    out->runtime = s->runtime;
+    out->time_limit = s->req_time > 0 ? s->req_time : s->runtime;
+    out->account = account;
+    out->qos = qos;
+    out->nodes = (procs + cpus_per_node - 1) / cpus_per_node;
+    out->per_node.cpus = (procs + out->nodes - 1) / out->nodes;
+    out->start = out->end = -1;
+    return 0;
 }

@@ -32,6 +32,17 @@ typedef struct quota_swf_job {
     int64_t think;        /* 18 think time after the preceding job */
 } quota_swf_job;
 
+struct quota_sim_job;
+
+/* A replayable job from an SWF record, for nodes of cpus_per_node CPUs: its
+ * processors (allocated, or requested when unknown) packed onto
+ * ceil(procs / cpus_per_node) nodes with the same CPUs each; time limit =
+ * requested time (the run time when unknown); memory and GPUs not modelled.
+ * Returns 0, or -1 when the record cannot be replayed (no run time, no
+ * processors). account and qos are the caller's mapping (e.g. from s->group). */
+int quota_swf_to_sim(const quota_swf_job *s, int64_t cpus_per_node, int account, int qos,
+                     struct quota_sim_job *out);
+
 /* Returns 1 and fills *job for a job line, 0 for a comment or blank line, -1
  * for a malformed line (err says which field and why). */
 int quota_swf_parse_line(const char *line, quota_swf_job *job, char *err, size_t errlen);

@@ -88,6 +88,7 @@ START_TEST(flat_siblings)
     ck_assert_double_eq_tol(row(&t, "A")->fs_factor, 2.0 / 3.0, EPS);
     ck_assert_double_eq_tol(row(&t, "B")->fs_factor, 1.0 / 3.0, EPS);
     ck_assert_double_eq_tol(t.rows[0].raw_usage, 40, EPS);
+    ck_assert_double_eq_tol(quota_global_share(t.p, quota_account_find(t.p, "C")), 0.5, EPS);
     tree_free(&t);
 }
 END_TEST
@@ -116,6 +117,9 @@ START_TEST(depth_first)
     static const want_rank want[] = {{"a2", 4}, {"a1", 3}, {"b2", 2}, {"b1", 1}};
     expect_ranks(&t, want, sizeof want / sizeof want[0]);
     ck_assert_double_eq_tol(row(&t, "a1")->fs_factor, 0.75, EPS);
+    /* Policy share of the cluster: 1/2 (A of A, B) * 1/2 (a1 of a1, a2). */
+    ck_assert_double_eq_tol(quota_global_share(t.p, quota_account_find(t.p, "a1")), 0.25, EPS);
+    ck_assert_double_eq(quota_global_share(t.p, 0), 1.0);
     /* Inner accounts are not ranked. */
     ck_assert_int_eq(row(&t, "A")->rank, 0);
     ck_assert_double_eq(row(&t, "A")->fs_factor, 0.0);

@@ -246,6 +246,22 @@ START_TEST(swf_lines)
     ck_assert_int_eq(s.user, 7);
     ck_assert_int_eq(s.group, 3);
     ck_assert_int_eq(s.think, -1);
+    /* 16 processors on 8-CPU nodes: 2 nodes of 8; the limit is the request. */
+    quota_sim_job j;
+    ck_assert_int_eq(quota_swf_to_sim(&s, 8, 1, -1, &j), 0);
+    ck_assert_int_eq(j.nodes, 2);
+    ck_assert_int_eq(j.per_node.cpus, 8);
+    ck_assert_int_eq(j.time_limit, 14400);
+    ck_assert_int_eq(j.runtime, 12072);
+    /* 5 processors on 4-CPU nodes: 2 nodes of 3 (rounded up, never less). */
+    s.procs = 5;
+    s.req_time = -1;
+    ck_assert_int_eq(quota_swf_to_sim(&s, 4, 1, -1, &j), 0);
+    ck_assert_int_eq(j.nodes, 2);
+    ck_assert_int_eq(j.per_node.cpus, 3);
+    ck_assert_int_eq(j.time_limit, 12072);
+    s.runtime = -1; /* cancelled before it ran */
+    ck_assert_int_eq(quota_swf_to_sim(&s, 4, 1, -1, &j), -1);
     ck_assert_int_eq(quota_swf_parse_line("1 2 3", &s, err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "only 3 of the 18"));
     ck_assert_int_eq(quota_swf_parse_line("1 2 x 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18", &s,
@@ -274,12 +290,10 @@ static size_t load_trace(quota_sim_job *jobs, size_t max, int account)
         quota_swf_job s;
         int rc = quota_swf_parse_line(line, &s, err, sizeof err);
         ck_assert_msg(rc >= 0, "%s: %s", path, err);
-        if (rc == 0 || s.runtime < 0 || s.procs < 1)
+        if (rc == 0)
             continue;
-        jobs[n] = J(s.id, s.submit, 1, s.runtime, s.req_time > 0 ? s.req_time : s.runtime,
-                    account);
-        jobs[n].nodes = s.procs;
-        n++;
+        if (quota_swf_to_sim(&s, 1, account, -1, &jobs[n]) == 0)
+            n++;
     }
     fclose(f);
     return n;
