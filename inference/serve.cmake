@@ -35,3 +35,15 @@ if(CHECK_FOUND)
   set_tests_properties(inference.batch.default_model PROPERTIES
                        FIXTURES_REQUIRED default_model TIMEOUT 600)
 endif()
+
+# commons-serve itself: nng + jansson (+ cm_log from common/), full build only.
+if(NOT COMMONS_INFERENCE_ONLY)
+  add_executable(commons-serve
+    ${CMAKE_CURRENT_LIST_DIR}/serve.c
+    ${CMAKE_CURRENT_LIST_DIR}/serve_engine.c
+    ${CMAKE_CURRENT_LIST_DIR}/serve_rpc.c
+    ${CMAKE_CURRENT_LIST_DIR}/serve_text.c
+  )
+  target_link_libraries(commons-serve PRIVATE commons_batch commons_common nng::nng
+                        PkgConfig::JANSSON Threads::Threads)
+endif()
