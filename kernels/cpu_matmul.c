@@ -2,12 +2,10 @@
  * weights sharing the input x (q/k/v, gate/up). The activations are
  * quantized once per activation format, then one parallel-for runs over the
  * rows of all weights together (one dispatch instead of one per weight).
- * Decode (n = 1) uses the 4-row kernels where the ISA has them; prompts
- * walk tiles of activation rows against each task's weight rows so weight
- * rows are read from memory once per tile sweep and reused from cache. */
+ * The 4-row kernels (where the ISA has them) take 4 weight rows and up to
+ * 4 activation rows at a time. */
 #include "kern_cpu.h"
 
-#define TILE_X 8      /* activation rows per tile (n > 1) */
 
 typedef struct {
     const kern_cpu_fns *f;
@@ -31,27 +29,24 @@ static void quant_task(void *a, int64_t b, int64_t e, int tid)
         kern_act_quantize(j->f, j->qt, j->x + i * j->k, (uint8_t *)j->qdst + i * j->qxb, j->k);
 }
 
-/* rows [r0, r1) of op o */
+/* rows [r0, r1) of op o. Groups of 4 weight rows stay in L1 while every
+ * activation row passes over them (activations stay in L2), so each weight
+ * byte is read from memory once per call whatever n is. */
 static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1)
 {
     const kern_matmul_op *op = &j->ops[o];
     kern_dot_fn dot = j->f->dot[op->wt];
     kern_dot4_fn dot4 = j->f->dot4[op->wt];
     size_t wb = kern_row_bytes(op->wt, j->k), xb = j->xb[o];
-    const uint8_t *w = op->w;
-    for (int i0 = 0; i0 < j->n; i0 += TILE_X) {
-        int nt = j->n - i0 < TILE_X ? j->n - i0 : TILE_X;
-        const uint8_t *xt = j->xq[o] + (size_t)i0 * xb;
-        int64_t r = r0;
-        if (dot4)
-            for (; r + 4 <= r1; r += 4)
-                for (int i = 0; i < nt; i += 4)
-                    dot4(j->k, w + (size_t)r * wb, wb, xt + (size_t)i * xb, xb, nt - i < 4 ? nt - i : 4,
-                         op->y + (size_t)(i0 + i) * op->m + r, (size_t)op->m);
-        for (; r < r1; r++)
-            for (int i = 0; i < nt; i++)
-                op->y[(size_t)(i0 + i) * op->m + r] = dot(j->k, w + (size_t)r * wb, xt + (size_t)i * xb);
-    }
+    const uint8_t *w = op->w, *xq = j->xq[o];
+    int64_t r = r0;
+    if (dot4)
+        for (; r + 4 <= r1; r += 4)
+            for (int i = 0; i < j->n; i += 4)
+                dot4(j->k, w + (size_t)r * wb, wb, xq + (size_t)i * xb, xb, j->n - i < 4 ? j->n - i : 4,
+                     op->y + (size_t)i * op->m + r, (size_t)op->m);
+    for (; r < r1; r++)
+        for (int i = 0; i < j->n; i++) op->y[(size_t)i * op->m + r] = dot(j->k, w + (size_t)r * wb, xq + (size_t)i * xb);
 }
 
 static void mm_task(void *a, int64_t g0, int64_t g1, int tid)
