@@ -73,6 +73,11 @@ static int daemonize(void)
 
 int main(int argc, char **argv)
 {
+    /* Fds 0-2 must be open: otherwise a pipe or the lock could land on one
+     * and be clobbered when a keeper or job redirects its standard streams. */
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd < 3) {}
+    if (fd > 2) close(fd);
     struct agent_config cfg = {.server = CM_RPC_DEFAULT_ADDR, .kill_grace_ms = 10000,
                                .containment = AGENT_CONTAIN_AUTO};
     const char *state = NULL, *key = NULL;

@@ -2,8 +2,9 @@
  * reaping, draining of process trees, recovery after a restart, and the
  * events owed to the scheduler (contract in agent.h).
  *
- * Invariants: a job instance (id, attempt) has at most one record and is
- * forked at most once (a record exists before the fork and is kept for
+ * Invariants: a job instance (id, attempt) has at most one record and runs
+ * at most once (its record exists before the job is released to exec, a
+ * job never released runs nothing, and the record is kept for
  * PRUNE_AFTER_MS after its end was acknowledged); every change of phase or
  * of the flags reported in the ended event is saved before the agent acts
  * on it; an instance is ENDED only when its whole process tree is gone (or
