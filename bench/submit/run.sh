@@ -7,13 +7,15 @@
 # measurements against Slurm; prints a table and appends it to
 # bench/RESULTS.md with the machine, the date and the commit.
 #
-#   run.sh [--build DIR] [--jobs N] [--repeat R] [--big N] [--latency-jobs N]
-#          [--no-slurm] [--no-append]
+#   run.sh [--build DIR] [--jobs N] [--repeat R] [--cli-repeat R] [--big N]
+#          [--latency-jobs N] [--no-slurm] [--no-append]
 #
 #   --build DIR        CMake build folder (default $COMMONS_BUILD or build-bench);
 #                      configured and built here when commonsd is missing
 #   --jobs N           jobs per throughput run (default 2000)
 #   --repeat R         runs per throughput setting; the table shows the median (3)
+#   --cli-repeat R     runs of the process-per-job loops (`commons submit`,
+#                      `sbatch`), which keep both CPUs busy for long (1)
 #   --big N            also one 8-client run of N jobs per sync mode (e.g. 10000)
 #   --latency-jobs N   one-second jobs for submit -> RUNNING (default 1000; 0 skips)
 #   --no-slurm         skip slurm.sh
@@ -22,17 +24,18 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${COMMONS_BUILD:-$root/build-bench}
-jobs=2000 repeat=3 big=0 latency_jobs=1000 slurm=1 append=1
+jobs=2000 repeat=3 cli_repeat=1 big=0 latency_jobs=1000 slurm=1 append=1
 while (($#)); do
     case $1 in
     --build) build=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --cli-repeat) cli_repeat=$2; shift 2 ;;
     --big) big=$2; shift 2 ;;
     --latency-jobs) latency_jobs=$2; shift 2 ;;
     --no-slurm) slurm=0; shift ;;
     --no-append) append=0; shift ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -109,8 +112,10 @@ keep() {
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # What one durable commit costs on this disk: median and p99 of 200 small
-# write+fdatasync pairs in the folder that holds the state directories.
-fsync_ms=$(python3 - "$work" <<'EOF'
+# write+fdatasync pairs in the folder that holds the state directories. Taken
+# before and after the measurements: the disk is shared and its latency moves.
+fsync_probe() {
+    python3 - "$work" <<'EOF'
 import os, statistics, sys, time
 fd = os.open(os.path.join(sys.argv[1], "fsync-probe"), os.O_WRONLY | os.O_CREAT, 0o600)
 t = []
@@ -123,13 +128,15 @@ os.close(fd)
 t.sort()
 print(f"{statistics.median(t):.2f} ms median, {t[197]:.2f} ms p99")
 EOF
-)
+}
+fsync_ms=$(fsync_probe)
 echo "run.sh: write + fdatasync on this disk: $fsync_ms"
 
 # ---- Commons throughput through the protocol (C client threads), both sync modes
 for sync in full normal; do
     for ((r = 1; r <= repeat; r++)); do
-        for clients in 1 8; do
+        # 32 clients: not the target's setting; it shows how group commit scales.
+        for clients in 1 8 32; do
             start_commonsd "$sync" "tp-$sync-$clients-$r"
             "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 ||
                 exit 1
@@ -150,7 +157,7 @@ for sync in full normal; do
 done
 
 # ---- Commons throughput through the CLI (one process per submission, like sbatch)
-for ((r = 1; r <= repeat; r++)); do
+for ((r = 1; r <= cli_repeat; r++)); do
     for clients in 1 8; do
         start_commonsd full "cli-$clients-$r"
         "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 || exit 1
@@ -192,7 +199,7 @@ fi
 slurm_note=""
 if ((slurm)); then
     echo "slurm.sh:"
-    "$here/slurm.sh" --jobs "$jobs" --repeat "$repeat" --latency-jobs "$latency_jobs" --results "$work/slurm" |
+    "$here/slurm.sh" --jobs "$jobs" --repeat "$repeat" --sbatch-repeat "$cli_repeat" --latency-jobs "$latency_jobs" --results "$work/slurm" |
         sed 's/^/  /'
     if [ -f "$work/slurm" ]; then
         while IFS= read -r line; do
@@ -215,12 +222,15 @@ else
 fi
 
 # ---- table
+fsync_ms="$fsync_ms before, $(fsync_probe) after"
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null)
 git -C "$root" diff --quiet HEAD -- scheduler common bench/submit 2>/dev/null || commit="$commit (+ uncommitted changes)"
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
 table=$(python3 "$here/table.py" "$results" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --machine "$model, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)" \
-    --load "$load_before" --fsync "$fsync_ms" --commit "$commit" --jobs "$jobs" --repeat "$repeat" --latency-jobs "$latency_jobs" \
+    --load "$load_before before, $load_after after" --fsync "$fsync_ms" --commit "$commit" --jobs "$jobs" --repeat "$repeat" \
+    --cli-repeat "$cli_repeat" --latency-jobs "$latency_jobs" \
     --slurm "${slurm_version:-}" --slurm-note "$slurm_note")
 echo
 echo "$table"

@@ -6,8 +6,7 @@
 # generated slurm.conf (one node: this host, --cpus CPUs declared), runs
 #   - throughput: JOBS `sbatch --hold --wrap true` submissions from 1 and from
 #     8 concurrent shell loops (loop_submit.sh), and JOBS held submissions
-#     through libslurm from 1 and 8 C threads (slurm_api_bench.c), REPEAT
-#     times each;
+#     through libslurm from 1, 8 and 32 C threads (slurm_api_bench.c);
 #   - latency: LATENCY_JOBS jobs of `date +%s%N; sleep 1` submitted by 8 loops,
 #     timed the same way as submit_bench latency (poll of pending jobs and the
 #     job's own clock),
@@ -15,22 +14,27 @@
 # runs the daemons as root, like a test cluster) and installs slurmctld,
 # slurmd, slurm-client, munge and libslurm-dev with apt-get when missing.
 #
-#   slurm.sh [--jobs N] [--repeat R] [--latency-jobs N] [--cpus N] [--results FILE]
+#   slurm.sh [--jobs N] [--repeat R] [--sbatch-repeat R] [--latency-jobs N] [--cpus N]
+#            [--results FILE]
+#
+# --repeat: runs of the libslurm client (3); --sbatch-repeat: runs of the
+# sbatch loops (1), which keep both CPUs busy for long.
 #
 # Every measurement prints a human line and "RESULT {json}"; with --results
 # the RESULT lines are also appended to FILE. Exit status 3 means Slurm could
 # not be started (the reason is printed as "SLURM_UNAVAILABLE: ...").
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-jobs=2000 repeat=3 latency_jobs=1000 cpus=1000 results=""
+jobs=2000 repeat=3 sbatch_repeat=1 latency_jobs=1000 cpus=1000 results=""
 while (($#)); do
     case $1 in
     --jobs) jobs=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --sbatch-repeat) sbatch_repeat=$2; shift 2 ;;
     --latency-jobs) latency_jobs=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "slurm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -163,10 +167,12 @@ cancel_all() { # cancels every job and waits until the controller lists none
 # ---- throughput: held jobs, like submit_bench throughput; through the sbatch
 # command (a process per job) and through libslurm from C threads.
 for ((r = 1; r <= repeat; r++)); do
-    for clients in 1 8; do
-        "$here/loop_submit.sh" "slurm sbatch" "$jobs" "$clients" \
-            sbatch --hold --quiet -J bench -o /dev/null --wrap true | record
-        cancel_all
+    for clients in 1 8 32; do
+        if ((clients <= 8 && r <= sbatch_repeat)); then
+            "$here/loop_submit.sh" "slurm sbatch" "$jobs" "$clients" \
+                sbatch --hold --quiet -J bench -o /dev/null --wrap true | record
+            cancel_all
+        fi
         "$dir/slurm_api_bench" "$jobs" "$clients" | record
         cancel_all
     done

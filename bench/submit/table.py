@@ -40,7 +40,7 @@ def ratio(a, b):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
-    for opt in ("date", "machine", "load", "fsync", "commit", "jobs", "repeat", "latency-jobs", "slurm", "slurm-note"):
+    for opt in ("date", "machine", "load", "fsync", "commit", "jobs", "repeat", "cli-repeat", "latency-jobs", "slurm", "slurm-note"):
         ap.add_argument("--" + opt, default="")
     a = ap.parse_args()
     rows = load(a.results)
@@ -48,47 +48,55 @@ def main():
     w = out.append
     w(f"## bench/submit: job submission (issue 2), {a.date}")
     w("")
-    w(f"Machine: {a.machine}; load average before the run: {a.load} (the machine is shared); "
+    w(f"Machine: {a.machine}; load average: {a.load} (the machine is shared); "
       f"write + fdatasync of 4 KiB in the state folder: {a.fsync}; commit {a.commit}.")
     if a.slurm_note:
         w(f"Slurm: not measured: {a.slurm_note}.")
     else:
         w(f"Slurm: {a.slurm} (Debian package), started locally by bench/submit/slurm.sh (auth/munge, "
           "select/cons_tres, sched/backfill, one node).")
-    w(f"Throughput cells: accepted jobs/s, median of {a.repeat} runs of {a.jobs} held jobs (min-max); "
-      "a fresh commonsd for each Commons run.")
+    w(f"Throughput cells: accepted jobs/s for {a.jobs} held jobs, median of {a.repeat} runs (min-max) for the C "
+      f"clients, {a.cli_repeat} run(s) for the process-per-job loops; a fresh commonsd for each Commons run; "
+      "n/a: not measured in that setting.")
     w("")
-    w("| accepted jobs/s | 1 client | 8 clients |")
-    w("|---|---|---|")
-    p = {k: rates(rows, "commons", f"proto-{k}") for k in ("full-1", "full-8", "normal-1", "normal-8")}
-    c = {k: rates(rows, "commons", f"cli-full-{k}") for k in ("1", "8")}
-    s = {k: rates(rows, "slurm", f"sbatch-{k}") for k in ("1", "8")}
-    api = {k: rates(rows, "slurm", f"api-{k}") for k in ("1", "8")}
-    w(f"| Commons, protocol (C client threads), --sync full | {cell(p['full-1'])} | {cell(p['full-8'])} |")
-    w(f"| Commons, protocol (C client threads), --sync normal | {cell(p['normal-1'])} | {cell(p['normal-8'])} |")
-    w(f"| Commons, `commons submit --hold` (a process per job), --sync full | {cell(c['1'])} | {cell(c['8'])} |")
-    w(f"| Slurm, libslurm `slurm_submit_batch_job` (C client threads), held | {cell(api['1'])} | {cell(api['8'])} |")
-    w(f"| Slurm, `sbatch --hold` (a process per job) | {cell(s['1'])} | {cell(s['8'])} |")
-    w(f"| ratio Commons protocol (full) / Slurm libslurm (like for like) | {ratio(p['full-1'], api['1'])} "
-      f"| {ratio(p['full-8'], api['8'])} |")
-    w(f"| ratio Commons protocol (full) / Slurm sbatch | {ratio(p['full-1'], s['1'])} | {ratio(p['full-8'], s['8'])} |")
-    w(f"| ratio `commons submit` / `sbatch` (like for like) | {ratio(c['1'], s['1'])} | {ratio(c['8'], s['8'])} |")
+    w("| accepted jobs/s | 1 client | 8 clients | 32 clients |")
+    w("|---|---|---|---|")
+    keys = ("1", "8", "32")
+    p = {f"{sync}-{k}": rates(rows, "commons", f"proto-{sync}-{k}") for sync in ("full", "normal") for k in keys}
+    c = {k: rates(rows, "commons", f"cli-full-{k}") for k in keys}
+    s = {k: rates(rows, "slurm", f"sbatch-{k}") for k in keys}
+    api = {k: rates(rows, "slurm", f"api-{k}") for k in keys}
+
+    def line(label, values):
+        w(f"| {label} | " + " | ".join(values) + " |")
+
+    line("Commons, protocol (C client threads), --sync full", [cell(p[f"full-{k}"]) for k in keys])
+    line("Commons, protocol (C client threads), --sync normal", [cell(p[f"normal-{k}"]) for k in keys])
+    line("Commons, `commons submit --hold` (a process per job), --sync full", [cell(c[k]) for k in keys])
+    line("Slurm, libslurm `slurm_submit_batch_job` (C client threads), held", [cell(api[k]) for k in keys])
+    line("Slurm, `sbatch --hold` (a process per job)", [cell(s[k]) for k in keys])
+    line("ratio Commons protocol (full) / Slurm libslurm (like for like)", [ratio(p[f"full-{k}"], api[k]) for k in keys])
+    line("ratio Commons protocol (full) / Slurm sbatch", [ratio(p[f"full-{k}"], s[k]) for k in keys])
+    line("ratio `commons submit` / `sbatch` (like for like)", [ratio(c[k], s[k]) for k in keys])
     for sync in ("full", "normal"):
         big = rows.get(("commons", f"big-{sync}-8"), [])
         for r in big:
-            w(f"| Commons, protocol, --sync {sync}, {r['jobs']:,} jobs | | {r['jobs_per_s']:,.0f} |")
+            w(f"| Commons, protocol, --sync {sync}, {r['jobs']:,} jobs | | {r['jobs_per_s']:,.0f} | |")
     w("")
-    per = rows.get(("commons", "proto-full-8"), [])
-    if per and "requests_per_commit" in per[0]:
-        rpc = statistics.median(r["requests_per_commit"] for r in per)
-        share = statistics.median(r["commit_share"] for r in per)
-        p50 = statistics.median(r["rpc_p50_ms"] for r in per)
-        p99 = statistics.median(r["rpc_p99_ms"] for r in per)
-        one = rows.get(("commons", "proto-full-1"), [])
-        one_share = statistics.median(r["commit_share"] for r in one) if one else 0
-        w(f"commonsd counters (--sync full, medians): 8 clients: {rpc:.1f} requests per commit, COMMIT "
-          f"{share * 100:.0f}% of the wall time, per-request p50 {p50:.2f} ms / p99 {p99:.2f} ms; "
-          f"1 client: one commit per request, COMMIT {one_share * 100:.0f}% of the wall time.")
+    parts = []
+    for sync in ("full", "normal"):
+        for k in keys:
+            runs = [r for r in rows.get(("commons", f"proto-{sync}-{k}"), []) if "requests_per_commit" in r]
+            if runs:
+                med = lambda key: statistics.median(r[key] for r in runs)
+                parts.append(f"--sync {sync}, {k} client(s): {med('requests_per_commit'):.1f} requests per commit, "
+                             f"COMMIT {med('commit_share') * 100:.0f}% of the wall time, per-request p50 "
+                             f"{med('rpc_p50_ms'):.2f} ms / p99 {med('rpc_p99_ms'):.2f} ms")
+    if parts:
+        w("commonsd's own counters (`stats`; medians over the runs):")
+        w("")
+        for part in parts:
+            w(f"- {part}")
         w("")
     target = p["full-8"]
     if target:
