@@ -4,6 +4,7 @@
 # with COMMONS_INFERENCE_ONLY on a bare GPU box.
 add_library(commons_infer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/model_load.c
+  ${CMAKE_CURRENT_LIST_DIR}/model_layer.c
   ${CMAKE_CURRENT_LIST_DIR}/model_eval.c
   ${CMAKE_CURRENT_LIST_DIR}/kv_cache.c
   ${CMAKE_CURRENT_LIST_DIR}/sampler.c

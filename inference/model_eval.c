@@ -5,7 +5,6 @@
  * go through the same code. Invariant: after a successful infer_eval, cache slots
  * 0..n_past-1 of every layer hold the keys/values of the sequence so far; a failed
  * call leaves n_past unchanged, so slots beyond it are just scratch. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,91 +114,48 @@ int infer_ctx_truncate(infer_ctx *c, int n_past)
     return INFER_OK;
 }
 
-/* Kernel call; a failure becomes an infer status with the kernel's message. */
-#define K(call) \
-    do { int krc_ = (call); \
-         if (krc_ != KERN_OK) { \
-             snprintf(err, errlen, "forward pass, layer %d: %s", il, kern_ctx_error(kc)); \
-             return krc_ == KERN_ENOMEM ? INFER_ENOMEM : \
-                    krc_ == KERN_ENOTSUP ? INFER_EUNSUPPORTED : INFER_EINVAL; } } while (0)
-
-/* Forward n tokens at positions pos0.. (n <= n_batch). Writes the logits of rows
- * [row0, n) to out (host, (n-row0) x n_vocab). */
+/* Forward n tokens at positions pos0.. (n <= n_batch) through the contiguous cache.
+ * Writes the logits of rows [row0, n) to out (host, (n-row0) x n_vocab). */
 static int forward(infer_ctx *c, const int32_t *tokens, int n, int pos0, int row0, float *out,
                    char *err, size_t errlen)
 {
     const infer_model *m = c->m;
     const infer_hparams *hp = &m->hp;
     kern_ctx *kc = c->kc;
-    const bool gemma = hp->arch == INFER_ARCH_GEMMA3;
-    const int E = hp->n_embd, F = hp->n_ff, D = hp->head_dim, H = hp->n_head;
-    const int HKV = hp->n_head_kv, Q = H * D, KV = HKV * D;
-    const kern_act act = gemma ? KERN_ACT_GELU : KERN_ACT_SILU;
-    int il = -1;
+    const int E = hp->n_embd;
+    int rc;
 
     for (int i = 0; i < n; i++)
         c->pos[i] = pos0 + i;
-    K(kern_get_rows(kc, c->x, m->tok_embd, m->tok_embd_t, hp->n_vocab, E, tokens, n));
-    if (gemma)
-        K(kern_scale(kc, c->x, c->x, sqrtf((float)E), (size_t)n * E));
-
-    for (il = 0; il < hp->n_layer; il++) {
-        const infer_layer *ly = &m->layers[il];
-        const bool local = gemma && hp->sliding_window > 0 &&
-                           (il + 1) % INFER_GEMMA3_SWA_PATTERN != 0;
-        kern_rope_params rp = {
-            .mode = gemma ? KERN_ROPE_NEOX : KERN_ROPE_NORMAL,
-            .n_rot = hp->n_rot,
-            .freq_base = local ? hp->rope_base_local : hp->rope_base,
-            .freq_scale = local ? 1.0f : hp->rope_scale,
-            .freq_factors = gemma ? NULL : m->rope_freqs,
-        };
-        K(kern_rmsnorm(kc, c->h, c->x, ly->attn_norm, n, E, hp->eps));
-        K(kern_matmul(kc, c->q, c->h, ly->wq, ly->wq_t, n, Q, E));
-        K(kern_matmul(kc, c->k, c->h, ly->wk, ly->wk_t, n, KV, E));
-        K(kern_matmul(kc, c->v, c->h, ly->wv, ly->wv_t, n, KV, E));
-        if (gemma) {
-            K(kern_rmsnorm(kc, c->q, c->q, ly->q_norm, n * H, D, hp->eps));
-            K(kern_rmsnorm(kc, c->k, c->k, ly->k_norm, n * HKV, D, hp->eps));
-        }
-        K(kern_rope(kc, c->q, n, H, D, c->pos, &rp));
-        K(kern_rope(kc, c->k, n, HKV, D, c->pos, &rp));
-        K(kern_kv_store(kc, c->kv.k[il], &c->kv.layout, pos0, n, c->k));
-        K(kern_kv_store(kc, c->kv.v[il], &c->kv.layout, pos0, n, c->v));
+    if ((rc = infer_embed(m, kc, tokens, n, c->x, err, errlen)))
+        return rc;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if ((rc = infer_layer_qkv(m, kc, il, n, c->pos, c->x, c->h, c->q, c->k, c->v, err,
+                                  errlen)))
+            return rc;
+        INFER_K(il, kern_kv_store(kc, c->kv.k[il], &c->kv.layout, pos0, n, c->k));
+        INFER_K(il, kern_kv_store(kc, c->kv.v[il], &c->kv.layout, pos0, n, c->v));
         kern_attn_params ap = {
-            .n_q = n, .n_head = H, .q_pos0 = pos0, .n_kv = pos0 + n,
-            .window = local ? hp->sliding_window : 0, .scale = hp->attn_scale,
+            .n_q = n, .n_head = hp->n_head, .q_pos0 = pos0, .n_kv = pos0 + n,
+            .window = infer_layer_local(hp, il) ? hp->sliding_window : 0,
+            .scale = hp->attn_scale,
         };
-        K(kern_attention(kc, c->attn, c->q, c->kv.k[il], c->kv.v[il], &c->kv.layout, &ap));
-        K(kern_matmul(kc, c->o, c->attn, ly->wo, ly->wo_t, n, E, Q));
-        if (gemma)
-            K(kern_rmsnorm(kc, c->o, c->o, ly->post_attn_norm, n, E, hp->eps));
-        K(kern_add(kc, c->x, c->x, c->o, (size_t)n * E));
-
-        K(kern_rmsnorm(kc, c->h, c->x, ly->ffn_norm, n, E, hp->eps));
-        K(kern_matmul(kc, c->gate, c->h, ly->w_gate, ly->w_gate_t, n, F, E));
-        K(kern_matmul(kc, c->up, c->h, ly->w_up, ly->w_up_t, n, F, E));
-        K(kern_gated(kc, c->gate, c->gate, c->up, (size_t)n * F, act));
-        K(kern_matmul(kc, c->o, c->gate, ly->w_down, ly->w_down_t, n, E, F));
-        if (gemma)
-            K(kern_rmsnorm(kc, c->o, c->o, ly->post_ffw_norm, n, E, hp->eps));
-        K(kern_add(kc, c->x, c->x, c->o, (size_t)n * E));
+        INFER_K(il, kern_attention(kc, c->attn, c->q, c->kv.k[il], c->kv.v[il],
+                                   &c->kv.layout, &ap));
+        if ((rc = infer_layer_out(m, kc, il, n, c->x, c->attn, c->o, c->h, c->gate, c->up,
+                                  err, errlen)))
+            return rc;
     }
-
-    il = -1;   /* errors below are in the output head */
-    if (row0 >= n)
-        return INFER_OK;   /* an inner prompt chunk: no logits wanted */
     const int V = hp->n_vocab;
-    K(kern_rmsnorm(kc, c->h + (size_t)row0 * E, c->x + (size_t)row0 * E, m->output_norm,
-                   n - row0, E, hp->eps));
     const bool host = kern_ctx_host_memory(kc);
-    for (int r = row0; r < n; r += LOGIT_ROWS) {
+    for (int r = row0; r < n; r += LOGIT_ROWS) {   /* none for an inner prompt chunk */
         int rows = n - r < LOGIT_ROWS ? n - r : LOGIT_ROWS;
         float *dst = out + (size_t)(r - row0) * V;
-        K(kern_matmul(kc, host ? dst : c->logits_dev, c->h + (size_t)r * E, m->output,
-                      m->output_t, rows, V, E));
+        if ((rc = infer_head(m, kc, rows, c->x + (size_t)r * E, c->h, host ? dst :
+                             c->logits_dev, err, errlen)))
+            return rc;
         if (!host)
-            K(kern_download(kc, dst, c->logits_dev, (size_t)rows * V * sizeof(float)));
+            INFER_K(-1, kern_download(kc, dst, c->logits_dev, (size_t)rows * V * sizeof(float)));
     }
     return INFER_OK;
 }

@@ -38,4 +38,36 @@ struct infer_ctx {
     int32_t *pos;          /* host, n_batch */
 };
 
+/* ---- the per-layer graph, shared by infer_eval (model_eval.c) and the batched step
+ * (batch.c), so that both compute the same numbers (model_layer.c) ---- */
+
+/* Whether layer il attends through the sliding window (Gemma 3 local layers). */
+bool infer_layer_local(const infer_hparams *hp, int il);
+/* Token embeddings of n tokens into x[n][E] (scaled for Gemma 3). Ids must be valid. */
+int infer_embed(const infer_model *m, kern_ctx *kc, const int32_t *tokens, int n, float *x,
+                char *err, size_t errlen);
+/* Rows x[n][E] -> q[n][H*D], k, v[n][HKV*D], normed and roped at pos[] (host); h[n][E]
+ * is scratch. */
+int infer_layer_qkv(const infer_model *m, kern_ctx *kc, int il, int n, const int32_t *pos,
+                    const float *x, float *h, float *q, float *k, float *v,
+                    char *err, size_t errlen);
+/* attn[n][H*D] -> x += WO attn (+post-norm); x += FFN(x) (+post-norm). Scratch o, h [n][E],
+ * gate, up [n][F]. */
+int infer_layer_out(const infer_model *m, kern_ctx *kc, int il, int n, float *x,
+                    const float *attn, float *o, float *h, float *gate, float *up,
+                    char *err, size_t errlen);
+/* Final norm of rows x[n][E] into h, then logits[n][V] = h . output^T (backend memory). */
+int infer_head(const infer_model *m, kern_ctx *kc, int n, const float *x, float *h,
+               float *logits, char *err, size_t errlen);
+
+/* A kernel call inside layer il; a failure becomes an infer status with the kernel's
+ * message. Needs kc, err, errlen in scope. */
+#define INFER_K(il, call) \
+    do { int krc_ = (call); \
+         if (krc_ != KERN_OK) { \
+             snprintf(err, errlen, "forward pass, %s %d: %s", (il) < 0 ? "outside layers" : \
+                      "layer", (il), kern_ctx_error(kc)); \
+             return krc_ == KERN_ENOMEM ? INFER_ENOMEM : \
+                    krc_ == KERN_ENOTSUP ? INFER_EUNSUPPORTED : INFER_EINVAL; } } while (0)
+
 #endif
