@@ -157,9 +157,9 @@ START_TEST(never_does_not_block)
 }
 END_TEST
 
-/* A failed scan teaches the planner the most one node offers; smaller jobs
- * must still be placed, bigger ones refused without a scan. */
-START_TEST(bounds_do_not_overprune)
+/* A failed search is remembered (jobs needing as much or more fail without a
+ * search); smaller jobs must still be placed. */
+START_TEST(failed_searches_do_not_overprune)
 {
     quota_plan *pl = quota_plan_new(2);
     quota_res free_now[2] = {{1, 0, 16 * G}, {3, 1, 16 * G}};
@@ -173,7 +173,7 @@ START_TEST(bounds_do_not_overprune)
     quota_plan_job x = job(1, 3, 0, 10), y = job(1, 2, 0, 10), z = job(1, 1, 0, 10);
     ck_assert_int_eq(quota_plan_try(pl, &x, got), QUOTA_PLAN_START);
     ck_assert_int_eq(got[0], 1);
-    ck_assert_int_eq(quota_plan_try(pl, &y, got), QUOTA_PLAN_WAIT); /* learns: 1 CPU max */
+    ck_assert_int_eq(quota_plan_try(pl, &y, got), QUOTA_PLAN_WAIT); /* remembered */
     ck_assert_int_eq(quota_plan_try(pl, &y, got), QUOTA_PLAN_WAIT);
     ck_assert_int_eq(quota_plan_try(pl, &z, got), QUOTA_PLAN_START);
     ck_assert_int_eq(got[0], 0);
@@ -195,7 +195,7 @@ int main(void)
     tcase_add_test(t, shadow_is_earliest_fit);
     tcase_add_test(t, gpu_and_memory_aware);
     tcase_add_test(t, never_does_not_block);
-    tcase_add_test(t, bounds_do_not_overprune);
+    tcase_add_test(t, failed_searches_do_not_overprune);
     suite_add_tcase(s, t);
     return qt_run(s);
 }
