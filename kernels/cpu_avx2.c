@@ -278,10 +278,46 @@ DOT4_32(dot4_q5_0, B_Q5_0)
 DOT4_32(dot4_q8_0, B_Q8_0)
 
 /* ------------------------------------------------------ Q4_K and Q5_K */
-/* sum_j sc_j*sum(q*y) over one super-block, 8 int32 lanes. qh == NULL for
- * Q4_K; for Q5_K bit j of qh[l] is the fifth bit of element 32j+l. */
-AVX2 static inline __m256i k45_block(const uint8_t *qs, const uint8_t *qh, const uint8_t *sc, const int8_t *y)
+/* Unpacks the 12 bytes of 6-bit scales and mins into 8 scale bytes
+ * (out[0..7]) and 8 min bytes (out[8..15]) with word operations: bytes 0-3
+ * hold scales 0-3 and the top 2 bits of scales 4-7, bytes 4-7 mins 0-3 and
+ * the top bits of mins 4-7, bytes 8-11 the low nibbles of scales 4-7 (low)
+ * and mins 4-7 (high). */
+static inline void k4_unpack(const uint8_t *packed, uint32_t out[4])
 {
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    uint32_t a, b, c;
+    memcpy(&a, packed, 4);
+    memcpy(&b, packed + 4, 4);
+    memcpy(&c, packed + 8, 4);
+    out[0] = a & m6;
+    out[1] = (c & m4) | ((a >> 6) & m2) << 4;
+    out[2] = b & m6;
+    out[3] = ((c >> 4) & m4) | ((b >> 6) & m2) << 4;
+}
+
+/* shuffle controls: word j of an 8 x i16 vector in every i16 of a ymm */
+AVX2 static inline __m256i word_bcast(__m256i v, int j)
+{
+    return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)(0x0100 * (2 * j + 1) + 2 * j)));
+}
+
+/* sum_j sc_j*sum(q*y) - (mins . ysums) * dmin/d over one super-block is
+ * computed as two parts: the int32 lanes of sum_j sc_j*sum(q*y) (returned)
+ * and *summ = sum_j m_j * (sum of y over sub-block j). qh == NULL for Q4_K;
+ * for Q5_K bit j of qh[l] is the fifth bit of element 32j+l. */
+AVX2 static inline __m256i k45_block(const uint8_t *qs, const uint8_t *qh, const uint8_t *packed,
+                                     const kblock_q8_K *y, int *summ)
+{
+    uint32_t u[4];
+    k4_unpack(packed, u);
+    __m128i sm = _mm_loadu_si128((const __m128i *)u);
+    __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums), _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
+    __m128i mprod = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)), bs);
+    mprod = _mm_add_epi32(mprod, _mm_shuffle_epi32(mprod, 0x4e));
+    mprod = _mm_add_epi32(mprod, _mm_shuffle_epi32(mprod, 0xb1));
+    *summ = _mm_cvtsi128_si32(mprod);
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales as i16, both lanes */
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     __m256i sumi = _mm256_setzero_si256(), hb = _mm256_setzero_si256();
     if (qh) hb = _mm256_loadu_si256((const __m256i *)qh);
@@ -293,25 +329,13 @@ AVX2 static inline __m256i k45_block(const uint8_t *qs, const uint8_t *qh, const
             lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bl), bl), b4));
             hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bh), bh), b4));
         }
-        __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
-        __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
-        p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c]));
-        p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1]));
+        __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
+        __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
+        p0 = _mm256_madd_epi16(p0, word_bcast(sc16, 2 * c));
+        p1 = _mm256_madd_epi16(p1, word_bcast(sc16, 2 * c + 1));
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
     }
     return sumi;
-}
-
-/* The 8 scales and 8 mins, and sum_j min_j * (sum of y over sub-block j). */
-static inline int k45_scales(const uint8_t *packed, const int16_t *bsums, uint8_t *sc)
-{
-    int summ = 0;
-    for (int j = 0; j < 8; j++) {
-        uint8_t m;
-        kern_k4_scale_min(j, packed, &sc[j], &m);
-        summ += m * (bsums[2 * j] + bsums[2 * j + 1]);
-    }
-    return summ;
 }
 
 AVX2 static float dot_q4_K(int k, const void *w, const void *x)
@@ -321,9 +345,8 @@ AVX2 static float dot_q4_K(int k, const void *w, const void *x)
     __m256 acc = _mm256_setzero_ps();
     float accm = 0;
     for (int i = 0; i < k / KQK_K; i++) {
-        uint8_t sc[8];
-        int summ = k45_scales(a[i].scales, b[i].bsums, sc);
-        __m256i sumi = k45_block(a[i].qs, NULL, sc, b[i].qs);
+        int summ;
+        __m256i sumi = k45_block(a[i].qs, NULL, a[i].scales, &b[i], &summ);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
         accm += f16(a[i].dmin) * b[i].d * (float)summ;
     }
@@ -337,9 +360,8 @@ AVX2 static float dot_q5_K(int k, const void *w, const void *x)
     __m256 acc = _mm256_setzero_ps();
     float accm = 0;
     for (int i = 0; i < k / KQK_K; i++) {
-        uint8_t sc[8];
-        int summ = k45_scales(a[i].scales, b[i].bsums, sc);
-        __m256i sumi = k45_block(a[i].qs, a[i].qh, sc, b[i].qs);
+        int summ;
+        __m256i sumi = k45_block(a[i].qs, a[i].qh, a[i].scales, &b[i], &summ);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
         accm += f16(a[i].dmin) * b[i].d * (float)summ;
     }
@@ -347,9 +369,11 @@ AVX2 static float dot_q5_K(int k, const void *w, const void *x)
 }
 
 /* ---------------------------------------------------------------- Q6_K */
-AVX2 static inline __m256i scale_pair(int8_t s0, int8_t s1)
+/* [scale 2s (8 times) | scale 2s+1 (8 times)] from 8 i16 scales in both lanes */
+AVX2 static inline __m256i scale_pair(__m256i sc16, int s)
 {
-    return _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+    const short lo = (short)(0x0100 * (4 * s + 1) + 4 * s), hi = (short)(0x0100 * (4 * s + 3) + 4 * s + 2);
+    return _mm256_shuffle_epi8(sc16, _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)));
 }
 
 AVX2 static float dot_q6_K(int k, const void *w, const void *x)
@@ -361,9 +385,11 @@ AVX2 static float dot_q6_K(int k, const void *w, const void *x)
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < k / KQK_K; i++) {
         __m256i sumi = _mm256_setzero_si256();
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)a[i].scales);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = a[i].ql + 64 * h;
-            const int8_t *sc = a[i].scales + 8 * h, *y = b[i].qs + 128 * h;
+            const int8_t *y = b[i].qs + 128 * h;
+            __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i hq = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
@@ -377,15 +403,14 @@ AVX2 static float dot_q6_K(int k, const void *w, const void *x)
             __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(y + 32)));
             __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(y + 64)));
             __m256i p4 = _mm256_maddubs_epi16(q4, _mm256_loadu_si256((const __m256i *)(y + 96)));
-            p1 = _mm256_madd_epi16(p1, scale_pair(sc[0], sc[1]));
-            p2 = _mm256_madd_epi16(p2, scale_pair(sc[2], sc[3]));
-            p3 = _mm256_madd_epi16(p3, scale_pair(sc[4], sc[5]));
-            p4 = _mm256_madd_epi16(p4, scale_pair(sc[6], sc[7]));
+            p1 = _mm256_madd_epi16(p1, scale_pair(sc16, 0));
+            p2 = _mm256_madd_epi16(p2, scale_pair(sc16, 1));
+            p3 = _mm256_madd_epi16(p3, scale_pair(sc16, 2));
+            p4 = _mm256_madd_epi16(p4, scale_pair(sc16, 3));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p1, p2), _mm256_add_epi32(p3, p4)));
         }
         /* the -32 offset: subtract 32 * sum_g sc_g * bsum_g */
-        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
-        __m256i off = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)b[i].bsums));
+        __m256i off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)b[i].bsums));
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
     }
