@@ -20,8 +20,8 @@
 
 typedef struct shape {
     const char *arch;
-    int embd, layers, heads, kv_heads, head_dim, ff, ctx, window;
-    float rope_base, rope_scale, eps;
+    int embd, layers, heads, kv_heads, head_dim, ff, ctx, window, swa_period;
+    float rope_base, rope_scale, rope_base_swa, eps;
     int type, embd_type;
     unsigned long long seed;
     int rope_freqs, tied;
@@ -40,6 +40,8 @@ static void usage(FILE *f)
         "  --ff N                feed-forward length (default 4*embd)\n"
         "  --ctx N               context length (default 2048)\n"
         "  --window N            gemma3 sliding window (default 512)\n"
+        "  --swa-period N        gemma3: every Nth layer global (default: key not written, 6)\n"
+        "  --rope-base-swa F     gemma3: RoPE base of local layers (default: not written, 1e4)\n"
         "  --rope-base F         RoPE base (default 10000 llama, 1e6 gemma3)\n"
         "  --type T              matrix type: f32 f16 bf16 q8_0 q5_0 q4_0 q4_k q5_k q6_k "
         "(default f32)\n"
@@ -190,6 +192,10 @@ static int write_model(const shape *s, const infer_gguf *vocab, const char *out)
     KF32("attention.layer_norm_rms_epsilon", s->eps);
     if (gemma)
         KU32("attention.sliding_window", s->window);
+    if (gemma && s->swa_period)
+        KU32("attention.sliding_window_pattern", s->swa_period);
+    if (gemma && s->rope_base_swa > 0)
+        KF32("rope.freq_base_swa", s->rope_base_swa);
     if (s->rope_scale > 0) {
         snprintf(key, sizeof key, "%s.rope.scaling.type", a);
         rc |= infer_gguf_writer_add_str(w, key, "linear");
@@ -284,6 +290,12 @@ int main(int argc, char **argv)
         else if (!strcmp(f, "--ff")) bad = parse_int(f, v, &ff);
         else if (!strcmp(f, "--ctx")) bad = parse_int(f, v, &s.ctx);
         else if (!strcmp(f, "--window")) bad = parse_int(f, v, &s.window);
+        else if (!strcmp(f, "--swa-period")) bad = parse_int(f, v, &s.swa_period);
+        else if (!strcmp(f, "--rope-base-swa")) {
+            s.rope_base_swa = strtof(v, NULL);
+            bad = !(s.rope_base_swa > 1);
+            if (bad) fprintf(stderr, "commons-mkmodel: --rope-base-swa must be > 1\n");
+        }
         else if (!strcmp(f, "--rope-base")) {
             rope_base = strtof(v, NULL);
             bad = !(rope_base > 1);

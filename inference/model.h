@@ -16,7 +16,8 @@
  *              projection tied to the embeddings when output.weight is absent.
  *   "gemma3" — embeddings scaled by sqrt(n_embd); pre- and post-norms around
  *              attention and FFN; per-head QK RMSNorm; GELU(tanh)-gated FFN; NeoX
- *              RoPE; 5 sliding-window layers (RoPE base 10000) then 1 global layer
+ *              RoPE; 5 sliding-window layers (RoPE base 10000 or rope.freq_base_swa)
+ *              then 1 global layer (or attention.sliding_window_pattern's period)
  *              (RoPE base rope.freq_base, scaled by rope.scaling.*); tied output.
  *              Norm weights are used as stored (llama.cpp's converter already
  *              added Gemma's +1). */
@@ -39,7 +40,8 @@ enum infer_arch {
     INFER_ARCH_GEMMA3 = 2
 };
 
-/* Gemma 3 interleaves 5 local (sliding-window) layers with 1 global layer. */
+/* Gemma 3 interleaves 5 local (sliding-window) layers with 1 global layer, unless
+ * gemma3.attention.sliding_window_pattern gives another period (as llama.cpp reads it). */
 #define INFER_GEMMA3_SWA_PATTERN 6
 
 typedef struct infer_hparams {
@@ -57,8 +59,9 @@ typedef struct infer_hparams {
     float eps;             /* attention.layer_norm_rms_epsilon */
     float rope_base;       /* rope.freq_base (global layers on Gemma 3) */
     float rope_scale;      /* 1/rope.scaling.factor for linear scaling, else 1 */
-    float rope_base_local; /* Gemma 3 sliding-window layers: 10000 */
+    float rope_base_local; /* Gemma 3 sliding-window layers: rope.freq_base_swa or 10000 */
     int sliding_window;    /* Gemma 3 attention.sliding_window; 0 = none */
+    int swa_period;        /* layer il is local iff (il + 1) % swa_period != 0 */
     float attn_scale;      /* 1/sqrt(head_dim) */
     bool tied_output;      /* no output.weight: logits use token_embd.weight */
 } infer_hparams;

@@ -14,7 +14,7 @@
 bool infer_layer_local(const infer_hparams *hp, int il)
 {
     return hp->arch == INFER_ARCH_GEMMA3 && hp->sliding_window > 0 &&
-           (il + 1) % INFER_GEMMA3_SWA_PATTERN != 0;
+           (il + 1) % hp->swa_period != 0;
 }
 
 int infer_embed(const infer_model *m, kern_ctx *kc, const int32_t *tokens, int n, float *x,

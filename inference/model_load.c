@@ -128,9 +128,21 @@ static int read_hparams(infer_model *m, char *err, size_t errlen)
     }
     hp->rope_base_local = 10000.0f;
     hp->sliding_window = 0;
-    if (gemma && (rc = key_int(m, "attention.sliding_window", 0, false, &hp->sliding_window,
-                               err, errlen)))
-        return rc;
+    hp->swa_period = INFER_GEMMA3_SWA_PATTERN;
+    if (gemma) {
+        snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+        int64_t ki = infer_gguf_find_key(m->gguf, key);
+        if (ki >= 0 && infer_gguf_kv_type(m->gguf, ki) == INFER_GGUF_ARRAY)
+            FAIL(INFER_EUNSUPPORTED, "%s: %s as a per-layer array is not supported (only a "
+                 "period)", m->path, key);
+        if ((rc = key_int(m, "attention.sliding_window", 0, false, &hp->sliding_window, err,
+                          errlen)) ||
+            (rc = key_int(m, "attention.sliding_window_pattern", INFER_GEMMA3_SWA_PATTERN,
+                          true, &hp->swa_period, err, errlen)) ||
+            (rc = key_float(m, "rope.freq_base_swa", 10000.0, false, &hp->rope_base_local,
+                            err, errlen)))
+            return rc;
+    }
     hp->attn_scale = 1.0f / sqrtf((float)dk);
     return INFER_OK;
 }

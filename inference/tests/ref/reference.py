@@ -49,6 +49,10 @@ class Model:
         elif stype not in ('none', None):
             sys.exit(f'{path}: rope scaling {stype!r} not supported by the reference')
         self.window = self.kv(f'{a}.attention.sliding_window', 0) if a == 'gemma3' else 0
+        # Gemma 3: layer il is local (sliding window) unless (il + 1) % period == 0;
+        # llama.cpp lets these two keys override its defaults (period 6, base 10000).
+        self.swa_period = self.kv(f'{a}.attention.sliding_window_pattern', 6)
+        self.rope_base_local = self.kv(f'{a}.rope.freq_base_swa', 10000.0)
         self.vocab = self.kv_tokens()
         self._cache = {}
 
@@ -149,9 +153,8 @@ class Model:
             if gemma:
                 q = self.rms(q, self.w(p + 'attn_q_norm.weight'))
                 k = self.rms(k, self.w(p + 'attn_k_norm.weight'))
-                # Gemma 3: 5 sliding-window layers, then 1 global layer; local RoPE base 1e4.
-                local = self.window > 0 and (il + 1) % 6 != 0
-                base = 10000.0 if local else self.rope_base
+                local = self.window > 0 and (il + 1) % self.swa_period != 0
+                base = self.rope_base_local if local else self.rope_base
                 scale = 1.0 if local else self.rope_scale
                 q = self.rope(q, pos, base, scale, True, None)
                 k = self.rope(k, pos, base, scale, True, None)
