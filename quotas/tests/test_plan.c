@@ -4,6 +4,18 @@
 
 #define G (1LL << 30)
 
+static bool fits(const quota_res *have, const quota_res *need)
+{
+    return have->cpus >= need->cpus && have->gpus >= need->gpus && have->mem >= need->mem;
+}
+
+static void add(quota_res *a, const quota_res *b, int sign)
+{
+    a->cpus += sign * b->cpus;
+    a->gpus += sign * b->gpus;
+    a->mem += sign * b->mem;
+}
+
 static quota_plan *cluster(int n, const quota_res *node, quota_backfill mode)
 {
     quota_plan *pl = quota_plan_new(n);
@@ -185,6 +197,86 @@ START_TEST(failed_searches_do_not_overprune)
 }
 END_TEST
 
+/* The EASY promise, checked on random clusters and queues: after a pass, the
+ * reserved job still fits at the shadow time on what the running jobs give
+ * back by then, minus every job started in the pass that runs past it. */
+START_TEST(reservation_never_delayed_random)
+{
+    enum { N = 12, RUNNING = 30, QUEUE = 60 };
+    unsigned seed = 99;
+    /* The check must not be vacuous: count reservations, and backfilled jobs
+     * (started after one) that run past the shadow time, i.e. use leftovers. */
+    int rounds_reserved = 0, past_shadow = 0;
+#define RND(m) ((seed = seed * 1103515245u + 12345u), (int64_t)((seed >> 8) % (unsigned)(m)))
+    for (int round = 0; round < 300; round++) {
+        quota_plan *pl = quota_plan_new(N);
+        quota_res cap = {8, 2, 32 * G}, free_now[N];
+        quota_res avail[N]; /* at the shadow time, computed independently below */
+        for (int i = 0; i < N; i++)
+            free_now[i] = cap;
+        int64_t rel_node[RUNNING], rel_end[RUNNING];
+        quota_res rel_res[RUNNING];
+        int nrel = 0;
+        for (int r = 0; r < RUNNING; r++) { /* running jobs, one node each */
+            int n = (int)RND(N);
+            quota_res u = {1 + RND(4), RND(2), (1 + RND(8)) * G};
+            if (!fits(&free_now[n], &u))
+                continue;
+            add(&free_now[n], &u, -1);
+            rel_node[nrel] = n;
+            rel_res[nrel] = u;
+            rel_end[nrel++] = 1 + RND(1000);
+        }
+        ck_assert_int_eq(quota_plan_begin(pl, 0, QUOTA_BACKFILL_EASY, free_now), QUOTA_OK);
+        for (int r = 0; r < nrel; r++)
+            quota_plan_release(pl, (int)rel_node[r], &rel_res[r], rel_end[r]);
+        quota_plan_job reserved = {0}, started[QUEUE];
+        int started_nodes[QUEUE][N], nstarted = 0, got[N];
+        bool backfilled[QUEUE], blocked = false;
+        for (int q = 0; q < QUEUE; q++) {
+            quota_plan_job j = {.nodes = 1 + RND(4),
+                                .per_node = {1 + RND(8), RND(3), (1 + RND(16)) * G},
+                                .time_limit = 1 + RND(2000)};
+            int v = quota_plan_try(pl, &j, got);
+            if (v == QUOTA_PLAN_RESERVED) {
+                reserved = j;
+                blocked = true;
+            }
+            if (v == QUOTA_PLAN_START) {
+                backfilled[nstarted] = blocked;
+                started[nstarted] = j;
+                memcpy(started_nodes[nstarted++], got, (size_t)j.nodes * sizeof got[0]);
+            }
+        }
+        int64_t shadow = quota_plan_shadow(pl);
+        if (shadow >= 0) {
+            rounds_reserved++;
+            for (int i = 0; i < N; i++)
+                avail[i] = free_now[i];
+            for (int r = 0; r < nrel; r++)
+                if (rel_end[r] <= shadow)
+                    add(&avail[rel_node[r]], &rel_res[r], 1);
+            for (int s = 0; s < nstarted; s++)
+                for (int64_t k = 0; k < started[s].nodes; k++)
+                    if (started[s].time_limit > shadow) { /* still running then */
+                        add(&avail[started_nodes[s][k]], &started[s].per_node, -1);
+                        past_shadow += backfilled[s];
+                    }
+            int64_t fit = 0;
+            for (int i = 0; i < N; i++)
+                fit += fits(&avail[i], &reserved.per_node);
+            ck_assert_msg(fit >= reserved.nodes, "round %d: reserved job fits on %lld of %lld "
+                          "nodes at shadow %lld", round, (long long)fit,
+                          (long long)reserved.nodes, (long long)shadow);
+        }
+        quota_plan_free(pl);
+    }
+#undef RND
+    ck_assert_int_gt(rounds_reserved, 150);
+    ck_assert_int_gt(past_shadow, 50);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("quota_plan");
@@ -196,6 +288,7 @@ int main(void)
     tcase_add_test(t, gpu_and_memory_aware);
     tcase_add_test(t, never_does_not_block);
     tcase_add_test(t, failed_searches_do_not_overprune);
+    tcase_add_test(t, reservation_never_delayed_random);
     suite_add_tcase(s, t);
     return qt_run(s);
 }
