@@ -2,7 +2,7 @@
  *
  *   commons-serve --model M.gguf [--listen URL] [--threads N] [--kv-mb M | --kv-blocks N]
  *                 [--max-batch N] [--prefill-chunk N] [--ctx N] [--block N] [--kv f32|f16]
- *                 [--name NAME] [--drain-s S] [--log-level L] [--foreground]
+ *                 [--name NAME] [--drain-s S] [--abandon-s S] [--log-level L] [--foreground]
  *
  * Loads the model once, then serves the gateway <-> serve protocol (docs/serving.md)
  * with continuous batching (serve_engine.c) over a paged KV cache. Always runs in
@@ -41,6 +41,7 @@ static void usage(FILE *f)
         "                        min(model context, 4096))\n"
         "  --name NAME           model name in serve.info (default: file name without .gguf)\n"
         "  --drain-s S           on SIGTERM, running sequences get S seconds (default 30)\n"
+        "  --abandon-s S         cancel a sequence not polled for S seconds (default 30)\n"
         "  --log-level L         debug|info|warn|error (default info)\n"
         "  --foreground          accepted; commons-serve never daemonizes\n");
 }
@@ -70,6 +71,7 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level)
     c->max_batch = 32;
     c->prefill_chunk = 128;
     c->drain_s = 30;
+    c->abandon_s = 30;
     *log_level = CM_LOG_INFO;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
@@ -111,6 +113,7 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level)
         else if (!strcmp(f, "--prefill-chunk")) { if (parse_int(f, v, 1, 65536, &x)) return -1; c->prefill_chunk = (int)x; }
         else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1L << 24, &x)) return -1; c->n_ctx = (int)x; }
         else if (!strcmp(f, "--drain-s")) { if (parse_int(f, v, 0, 86400, &x)) return -1; c->drain_s = (int)x; }
+        else if (!strcmp(f, "--abandon-s")) { if (parse_int(f, v, 1, 86400, &x)) return -1; c->abandon_s = (int)x; }
         else {
             fprintf(stderr, "commons-serve: unknown option %s\n", f);
             return -1;

@@ -31,7 +31,6 @@
 #define SERVE_MAX_STOPS 8
 #define SERVE_MAX_STOP_LEN 256
 #define SERVE_ID_MAX 128
-#define SERVE_ABANDON_MS 30000   /* not polled this long: cancelled */
 #define SERVE_KEEP_MS 60000      /* finished sequences answer late polls this long */
 #define SERVE_MAX_WAIT_MS 5000   /* gen.poll's wait_ms is clamped to this */
 
@@ -81,6 +80,7 @@ typedef struct serve_config {
     int threads, max_batch, prefill_chunk, n_ctx, kv_blocks, kv_type, block_tokens;
     long kv_mb;
     int drain_s;                  /* SIGTERM: running sequences get this long to finish */
+    int abandon_s;                /* not polled this long: cancelled (protocol: 30) */
 } serve_config;
 
 typedef struct serve_server {

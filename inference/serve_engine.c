@@ -1,7 +1,7 @@
 /* serve_engine.c: the engine thread of commons-serve — continuous batching.
  *
  * Each iteration, under the lock: forget sequences finished more than
- * SERVE_KEEP_MS ago, cancel those not polled for SERVE_ABANDON_MS (and, when a
+ * SERVE_KEEP_MS ago, cancel those not polled for --abandon-s (and, when a
  * drain's deadline passed, all), then compose a step: every decoding sequence
  * contributes its last token, then prompts still prefilling get chunks of at most
  * prefill_chunk tokens in all, oldest first. So a new request joins at the next
@@ -98,9 +98,10 @@ static void reap(serve_server *s)
     serve_seq **pp = &s->seqs, *prev = NULL;
     while (*pp) {
         serve_seq *q = *pp;
-        if (q->state != SEQ_DONE && (drain_over || now - q->t_last_poll_ms > SERVE_ABANDON_MS)) {
+        bool abandoned = !q->waiters && now - q->t_last_poll_ms > (int64_t)s->cfg.abandon_s * 1000;
+        if (q->state != SEQ_DONE && (drain_over || abandoned)) {
             cm_warn("%s: %s", q->id, drain_over ? "drain deadline passed, cancelling" :
-                    "not polled for 30 s, cancelling");
+                    "not polled for a while, abandoned: cancelling");
             serve_seq_end(s, q, "cancelled");
         }
         if (q->state == SEQ_DONE && !q->in_step && !q->waiters &&
