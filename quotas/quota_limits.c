@@ -43,6 +43,24 @@ void quota_state_add(const quota_policy *p, quota_state *states, int account,
     }
 }
 
+void quota_budget_charge(const quota_policy *p, quota_state *states, int account,
+                         int64_t cpus, int64_t gpus, time_t from, time_t to, time_t now)
+{
+    if (!p || !states || account < 0 || account >= p->naccounts)
+        return;
+    if (to > now)
+        to = now;
+    for (int a = account; a >= 0; a = p->accounts[a].parent) {
+        time_t start = quota_period_start(p->accounts[a].limits.budget_period, now);
+        time_t lo = from > start ? from : start;
+        if (to <= lo)
+            continue;
+        double secs = (double)(to - lo);
+        states[a].cpu_seconds += (double)(cpus > 0 ? cpus : 0) * secs;
+        states[a].gpu_seconds += (double)(gpus > 0 ? gpus : 0) * secs;
+    }
+}
+
 static quota_reason verdict(quota_verdict *v, quota_reason r, int account, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -6,9 +6,9 @@
  * include descendants; quota_state_add() charges a delta to an account and all
  * its ancestors, which keeps that invariant. Typical use in a scheduling pass:
  * zero the array, quota_state_add() each running job (and each queued job with
- * .queued = 1, and the budget period's consumed seconds), then call
- * quota_check_start() for pending jobs in priority order, adding each job
- * that starts.
+ * .queued = 1), quota_budget_charge() the jobs of the budget periods, then
+ * call quota_check_start() for pending jobs in priority order, adding each
+ * job that starts.
  */
 #ifndef COMMONS_QUOTA_LIMITS_H
 #define COMMONS_QUOTA_LIMITS_H
@@ -51,6 +51,15 @@ typedef struct quota_state {
 /* Adds delta to states[account] and to every ancestor (root included). */
 void quota_state_add(const quota_policy *p, quota_state *states, int account,
                      const quota_state *delta);
+
+/* Budget counters: charges cpus and gpus over [from, to) to account and each
+ * ancestor, counting for each only the part inside that account's current
+ * budget period ([quota_period_start(its period, now), now)), since
+ * ancestors may reset on other days than their children. Call it for each
+ * job that ran since the longest period began (finished: start..end;
+ * running: start..now) to fill cpu_seconds/gpu_seconds before checking. */
+void quota_budget_charge(const quota_policy *p, quota_state *states, int account,
+                         int64_t cpus, int64_t gpus, time_t from, time_t to, time_t now);
 
 /* What a job asks for. qos < 0 means the default QOS. */
 typedef struct quota_request {

@@ -271,6 +271,44 @@ static time_t utc(int y, int mon, int d, int h)
     return timegm(&tm);
 }
 
+/* A weekly budget under a monthly one: a job that ran from Sunday 20:00 to
+ * Monday 04:00 counts 4 hours against the week (which began Monday 00:00)
+ * and all 8 against the month. */
+START_TEST(budget_periods_per_account)
+{
+    quota_policy *p;
+    quota_diags d;
+    ck_assert_int_eq(qt_load("accounts:\n"
+                             "  uni:\n"
+                             "    limits: {budget: {period: month, cpu_hours: 1000}}\n"
+                             "    children:\n"
+                             "      chem: {limits: {budget: {period: week, cpu_hours: 10}}}\n"
+                             "users: {u: {default_account: chem}}\n",
+                             &p, &d),
+                     QUOTA_OK);
+    int uni = quota_account_find(p, "uni"), chem = quota_account_find(p, "chem");
+    quota_state *st = calloc((size_t)p->naccounts, sizeof *st);
+    time_t now = utc(2026, 11, 25, 12); /* Wednesday */
+    quota_budget_charge(p, st, chem, 2, 1, utc(2026, 11, 22, 20), utc(2026, 11, 23, 4), now);
+    ck_assert_double_eq(st[chem].cpu_seconds, 2 * 4 * 3600.0);
+    ck_assert_double_eq(st[chem].gpu_seconds, 1 * 4 * 3600.0);
+    ck_assert_double_eq(st[uni].cpu_seconds, 2 * 8 * 3600.0);
+    /* A job still running is charged up to now; one from last month not at all. */
+    quota_budget_charge(p, st, chem, 1, 0, utc(2026, 11, 25, 10), utc(2026, 11, 25, 20), now);
+    ck_assert_double_eq(st[chem].cpu_seconds, (8 + 2) * 3600.0);
+    quota_budget_charge(p, st, chem, 1, 0, utc(2026, 10, 30, 0), utc(2026, 10, 31, 0), now);
+    ck_assert_double_eq(st[uni].cpu_seconds, (16 + 2) * 3600.0);
+    /* chem has used 10 of its 10 CPU-hours this week: a 1-CPU job is held. */
+    quota_verdict v;
+    quota_request r = {.account = chem, .qos = -1, .cpus = 1, .time_limit = 60};
+    ck_assert_int_eq(quota_check_start(p, st, &r, &v), QUOTA_REASON_BUDGET);
+    ck_assert_int_eq(v.account, chem);
+    free(st);
+    quota_policy_free(p);
+    quota_diags_free(&d);
+}
+END_TEST
+
 START_TEST(budget_periods)
 {
     time_t fri = utc(2026, 11, 27, 9); /* a Friday */
@@ -299,6 +337,7 @@ int main(void)
     tcase_add_test(t, gpu_budget);
     tcase_add_test(t, submit_checks);
     tcase_add_test(t, budget_periods);
+    tcase_add_test(t, budget_periods_per_account);
     suite_add_tcase(s, t);
     return qt_run(s);
 }
