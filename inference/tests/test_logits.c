@@ -7,7 +7,8 @@
  *  A. prompt path: all tokens in one batch, logits at every position;
  *  B. generation path: the prompt in chunks of 3 tokens (exercising chunked prefill),
  *     then one token at a time with the KV cache, choosing each next token greedily;
- *     every chosen token must equal the reference's greedy continuation.
+ *     every chosen token must equal the reference's greedy continuation;
+ *  C. all tokens with logits at every position, evaluated in chunks of 5.
  * At every position each stored logit (the reference's top-K and the fixed probe ids)
  * must satisfy |ours - ref| <= atol + rtol * max|ref row|, and our argmax must equal the
  * reference's, except (pass A only) at positions whose argmax is not part of the
@@ -171,6 +172,25 @@ static int run(const opts *o)
             goto out;
         }
     }
+    infer_ctx_free(c);
+    c = NULL;
+
+    /* C: all logits again, but through chunks of 5 tokens. */
+    cp.n_batch = 5;
+    stats sc = { 0 };
+    if (infer_ctx_create(m, kc, &cp, &c, err, sizeof err) ||
+        infer_eval(c, f.tokens, f.n_tokens, true, err, sizeof err)) {
+        printf("FAIL pass C: %s\n", err);
+        goto out;
+    }
+    lg = infer_logits(c, &rows);
+    if (rows != f.n_tokens) {
+        printf("FAIL pass C: %d rows of logits for %d tokens\n", rows, f.n_tokens);
+        goto out;
+    }
+    for (int i = 0; i < f.n_tokens; i++)
+        check_row(o, &f, i, lg + (size_t)i * V, &sc, "C");
+
     printf("%s: %d positions (%d prompt), %d logits each; pass A worst |diff| %.5f "
            "(%.2f of tolerance) at pos %d token %d; pass B worst |diff| %.5f (%.2f of "
            "tolerance); argmax mismatches %d (+%d excused, margin %.3g); generated "
@@ -178,7 +198,9 @@ static int run(const opts *o)
            f.pos[0].n_top + f.n_probe, sa.worst_abs, sa.worst, sa.worst_pos, sa.worst_id,
            sb.worst_abs, sb.worst, argmax_bad, excused, o->margin, gen_bad,
            f.n_tokens - f.n_prompt);
-    bad = sa.failures || sb.failures || argmax_bad || gen_bad;
+    printf("pass C (chunks of 5, all logits) worst |diff| %.5f (%.2f of tolerance)\n",
+           sc.worst_abs, sc.worst);
+    bad = sa.failures || sb.failures || sc.failures || argmax_bad || gen_bad;
     printf("%s\n", bad ? "FAILED" : "OK");
 out:
     infer_ctx_free(c);
