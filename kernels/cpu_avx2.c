@@ -8,38 +8,9 @@
  * vpmaddubsw (pair sums fit int16: 2*63*127 < 32767), then weighted by the
  * sub-block scales with vpmaddwd. Offsets (Q4_0's 8, Q6_K's 32, K-quant
  * mins) are folded in with the activations' precomputed sums. */
-#include "kern_internal.h"
+#include "kern_avx2_inl.h"
 
-#include <immintrin.h>
 #include <math.h>
-#include <string.h>
-
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-
-AVX2 static inline float hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AVX2 static inline int hsum_i32(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* sum of products of signed bytes, as 8 int32 (pairs via |x| * sign(y,x)) */
-AVX2 static inline __m256i dot_i8(__m256i x, __m256i y)
-{
-    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-
-AVX2 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 /* ------------------------------------------------------- float weights */
 AVX2 static float dot_f32(int k, const void *w, const void *x)
@@ -114,14 +85,6 @@ AVX2 static float dot_q8_0(int k, const void *w, const void *x)
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
-/* 32 nibbles of a Q4_0 block as bytes 0..15, in element order */
-AVX2 static inline __m256i q4_0_bytes(const uint8_t *qs)
-{
-    __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
 AVX2 static float dot_q4_0(int k, const void *w, const void *x)
 {
     const kblock_q4_0 *a = w;
@@ -143,16 +106,6 @@ AVX2 static float dot_q4_0(int k, const void *w, const void *x)
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
     }
     return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-/* 0xFF in byte j where bit j of the 32-bit mask is set */
-AVX2 static inline __m256i bits_to_bytes(uint32_t m)
-{
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m),
-                                    _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
-                                                       0x0303030303030303LL));
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
 AVX2 static inline __m256i q5_0_bytes(const kblock_q5_0 *b)
@@ -180,36 +133,6 @@ AVX2 static float dot_q5_0(int k, const void *w, const void *x)
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
     }
     return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-/* ----------------------------------- 4-row matvec kernels, 32-blocks */
-/* 4 rows' 8-lane int32 partial sums -> the 4 totals */
-AVX2 static inline __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d)
-{
-    __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
-    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
-}
-
-/* The 4-row kernels read 4 short streams at once (one per row); hardware
- * prefetchers do not train on streams that short, so prefetch the weights
- * linearly ahead: while block i of this group is used, 4*bb bytes at
- * distance i*4*bb + D from the group's start are requested, D = two groups
- * but at most 16 KiB (half an L1d, so lines are not evicted before use). */
-/* always_inline: GCC considers a function that only prefetches pure and
- * drops calls to it whose result is unused, when it is not inlined first. */
-AVX2 static inline __attribute__((always_inline)) void prefetch_ahead(const uint8_t *w0, size_t ws, int i, size_t bb)
-{
-    const uint8_t *p = w0 + (8 * ws < 16384 ? 8 * ws : 16384) + (size_t)i * 4 * bb;
-    for (size_t off = 0; off < 4 * bb; off += 64) _mm_prefetch((const char *)(p + off), _MM_HINT_T0);
-}
-
-/* f16 scale of block i in 4 rows (stride ws) times the activation scale */
-AVX2 static inline __m128 scales4(const uint8_t *blk, size_t ws, float dy)
-{
-    uint16_t h[4];
-    for (int r = 0; r < 4; r++) memcpy(&h[r], blk + r * ws, 2);
-    __m128i v = _mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0);
-    return _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(dy));
 }
 
 /* 4 weight rows x nx (1..4) activation rows of 32-element blocks. Each

@@ -1,6 +1,7 @@
-/* isa.c: run-time choice of the CPU function table. The best ISA is probed
- * once with __builtin_cpu_supports; COMMONS_KERN_ISA=portable in the
- * environment or kern_set_isa() forces the portable path (tests use both). */
+/* isa.c: run-time choice of the CPU function table. What the CPU supports
+ * is probed with __builtin_cpu_supports (which also checks that the OS saves
+ * the vector state); the best supported ISA is used unless COMMONS_KERN_ISA
+ * or kern_set_isa() picks another (tests run every supported one). */
 #include "kern_internal.h"
 
 #include <stdatomic.h>
@@ -9,22 +10,49 @@
 
 static atomic_int active = -1; /* -1: not chosen yet */
 
+int kern_isa_supported(kern_isa isa)
+{
+    switch (isa) {
+    case KERN_ISA_PORTABLE: return 1;
+#if defined(__x86_64__) && defined(KERN_HAVE_AVX2_TABLE)
+    case KERN_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case KERN_ISA_AVX512:
+        return kern_isa_supported(KERN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+    default: return 0;
+    }
+}
+
 kern_isa kern_isa_best(void)
 {
-#if defined(__x86_64__) && defined(KERN_HAVE_AVX2_TABLE)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return KERN_ISA_AVX2;
-#endif
+    if (kern_isa_supported(KERN_ISA_AVX512)) return KERN_ISA_AVX512;
+    if (kern_isa_supported(KERN_ISA_AVX2)) return KERN_ISA_AVX2;
     return KERN_ISA_PORTABLE;
+}
+
+const char *kern_isa_name(kern_isa isa)
+{
+    switch (isa) {
+    case KERN_ISA_PORTABLE: return "portable";
+    case KERN_ISA_AVX2: return "avx2";
+    case KERN_ISA_AVX512: return "avx512";
+    default: return "unknown";
+    }
 }
 
 kern_isa kern_get_isa(void)
 {
     int a = atomic_load(&active);
     if (a < 0) {
+        /* an unknown or unsupported name falls back to the best ISA */
         const char *env = getenv("COMMONS_KERN_ISA");
-        a = env && strcmp(env, "portable") == 0 ? KERN_ISA_PORTABLE : (int)kern_isa_best();
+        a = (int)kern_isa_best();
+        for (int i = KERN_ISA_PORTABLE; env && i <= KERN_ISA_AVX512; i++)
+            if (strcmp(env, kern_isa_name((kern_isa)i)) == 0 && kern_isa_supported((kern_isa)i)) a = i;
         atomic_store(&active, a);
     }
     return (kern_isa)a;
@@ -32,23 +60,20 @@ kern_isa kern_get_isa(void)
 
 int kern_set_isa(kern_isa isa)
 {
-    if (isa != KERN_ISA_PORTABLE && !(isa == KERN_ISA_AVX2 && kern_isa_best() == KERN_ISA_AVX2))
-        return KERN_ENOTSUP;
+    if (!kern_isa_supported(isa)) return KERN_ENOTSUP;
     atomic_store(&active, (int)isa);
     return KERN_OK;
 }
 
-const char *kern_isa_name(kern_isa isa)
-{
-    return isa == KERN_ISA_AVX2 ? "avx2" : isa == KERN_ISA_PORTABLE ? "portable" : "unknown";
-}
-
 const kern_cpu_fns *kern_cpu(void)
 {
+    switch (kern_get_isa()) {
 #ifdef KERN_HAVE_AVX2_TABLE
-    if (kern_get_isa() == KERN_ISA_AVX2) return &kern_cpu_avx2;
+    case KERN_ISA_AVX2: return &kern_cpu_avx2;
+    case KERN_ISA_AVX512: return kern_cpu_avx512();
 #endif
-    return &kern_cpu_portable;
+    default: return &kern_cpu_portable;
+    }
 }
 
 int kern_act_type(int wt)

@@ -70,6 +70,7 @@ typedef struct kern_cpu_fns {
 
 extern const kern_cpu_fns kern_cpu_portable;
 extern const kern_cpu_fns kern_cpu_avx2;
+const kern_cpu_fns *kern_cpu_avx512(void); /* AVX2 table + AVX-512 VNNI kernels */
 /* The table of the active ISA. */
 const kern_cpu_fns *kern_cpu(void);
 

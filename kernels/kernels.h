@@ -111,13 +111,17 @@ int kern_download(kern_ctx *ctx, void *dst_host, const void *src_backend, size_t
 
 typedef enum kern_isa {
     KERN_ISA_PORTABLE = 0, /* plain C, runs everywhere */
-    KERN_ISA_AVX2 = 1,     /* AVX2 + FMA + F16C, chosen when the CPU has them */
+    KERN_ISA_AVX2 = 1,     /* AVX2 + FMA + F16C */
+    KERN_ISA_AVX512 = 2,   /* AVX2 plus AVX-512 F/BW/VL/VNNI kernels where they help */
 } kern_isa;
 
 /* The best ISA this CPU supports. The active ISA starts there unless the
- * environment variable COMMONS_KERN_ISA=portable forces the portable path. */
+ * environment variable COMMONS_KERN_ISA (portable, avx2 or avx512) names
+ * another one the CPU supports. */
 kern_isa kern_isa_best(void);
 kern_isa kern_get_isa(void);
+/* 1 if this CPU (and build) can run isa. */
+int kern_isa_supported(kern_isa isa);
 /* Process-wide; returns KERN_ENOTSUP (and changes nothing) if the CPU lacks
  * the ISA. Not to be called while operations run. */
 int kern_set_isa(kern_isa isa);
