@@ -156,6 +156,20 @@ void agent_contain_sweep_orphans(struct agent_contain *c,
                                  bool (*is_running)(void *, int64_t, int),
                                  bool (*pid_is_main)(void *, pid_t), void *arg);
 
+/* ---- rpcworker.c ---- */
+/* The loop's calls to commonsd run on a worker thread (see rpcworker.c). */
+struct agent_rpcw;
+int agent_rpcw_start(const char *addr, struct agent_rpcw **out, char *err, size_t errlen);
+/* Readable when the call submitted last has finished. */
+int agent_rpcw_fd(const struct agent_rpcw *w);
+/* Starts one call (one at a time); takes ownership of req. */
+void agent_rpcw_submit(struct agent_rpcw *w, json_t *req, int timeout_ms);
+/* 1 while the call is still running; else cm_rpc_call's result (0 with
+ * *reply, or -1 with err). */
+int agent_rpcw_result(struct agent_rpcw *w, json_t **reply, char *err, size_t errlen);
+/* Waits for a call in flight (bounded by its timeout), then frees all. */
+void agent_rpcw_stop(struct agent_rpcw *w);
+
 /* ---- procinfo.c ---- */
 struct agent_procstat {
     char state;                  /* R, S, D, Z, ... */

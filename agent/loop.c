@@ -2,14 +2,16 @@
  * "Agents"): register, then a long-poll loop that sends owed events first,
  * polls with the running list, and hands the commands to the runner.
  *
- * Single-threaded: signals (SIGCHLD, SIGTERM, SIGINT, SIGHUP) are blocked in
- * every thread (the mask is set before nng starts its threads) and read
- * from a signalfd, so reaping is never racy; the runner reaps with
- * waitpid(WNOHANG) on every tick. When commonsd is unreachable the agent
+ * The runner is driven from this thread only; calls to commonsd run on a
+ * worker thread (rpcworker.c) while this one keeps ticking the runner, so
+ * jobs are supervised even while a poll is held or commonsd is silent.
+ * Signals (SIGCHLD, SIGTERM, SIGINT, SIGHUP) are blocked in every thread
+ * (the mask is set before any thread starts) and read from a signalfd, so
+ * reaping is never racy; the runner reaps with waitpid(WNOHANG) per tick. When commonsd is unreachable the agent
  * keeps supervising its jobs and retries with a capped backoff, logging the
  * outage once and the recovery once. SIGTERM stops polling and exits,
  * leaving the jobs running: a restarted agent re-attaches to them. */
-#include "agent.h"
+#include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -24,7 +26,7 @@
 #include <unistd.h>
 
 #define POLL_WAIT_MS 1000
-#define CALL_TIMEOUT_MS 5000
+#define CALL_TIMEOUT_MS 3000
 #define POLL_PACE_MS 200
 #define EVENT_BATCH 256
 #define BACKOFF_MIN_MS 500
@@ -33,7 +35,7 @@
 struct loop {
     const struct agent_config *cfg;
     agent_runner *r;
-    cm_rpc_client *rpc;
+    struct agent_rpcw *rpc;
     char *key;
     int sfd;
     int64_t last_ts;
@@ -87,14 +89,24 @@ static int call(struct loop *L, const char *type, json_t *payload, int timeout_m
     json_object_set_new(payload, "ts", json_integer(ts));
     json_t *frame = cm_rpc_sign(L->key, payload);
     json_decref(payload);
-    char err[512];
+    char err[512] = "cannot sign the message";
     *reply = NULL;
-    int rc = frame ? cm_rpc_call(L->rpc, frame, reply, timeout_ms, err, sizeof err) : -1;
-    json_decref(frame);
+    int rc = -1;
+    if (frame) {
+        /* The worker makes the call; meanwhile jobs are supervised here. */
+        agent_rpcw_submit(L->rpc, frame, timeout_ms);
+        while ((rc = agent_rpcw_result(L->rpc, reply, err, sizeof err)) == 1) {
+            int next = agent_runner_tick(L->r);
+            struct pollfd p[2] = {{.fd = L->sfd, .events = POLLIN},
+                                  {.fd = agent_rpcw_fd(L->rpc), .events = POLLIN}};
+            poll(p, 2, next);
+            read_signals(L);
+        }
+    }
     if (rc != 0) {
         if (!L->down)
             cm_warn("commonsd at %s unreachable (%s); retrying with backoff up to %d s",
-                    L->cfg->server, frame ? err : "cannot sign message", BACKOFF_MAX_MS / 1000);
+                    L->cfg->server, err, BACKOFF_MAX_MS / 1000);
         L->down = true;
         L->registered = false; /* register again: commonsd may have restarted */
         return -1;
@@ -243,7 +255,7 @@ static int setup(struct loop *L)
         cm_error("%s", err);
         return -1;
     }
-    if (cm_rpc_client_open(L->cfg->server, &L->rpc, err, sizeof err) != 0) {
+    if (agent_rpcw_start(L->cfg->server, &L->rpc, err, sizeof err) != 0) {
         cm_error("--server %s: %s", L->cfg->server, err);
         return -1;
     }
@@ -283,7 +295,7 @@ int agent_loop_run(const struct agent_config *cfg)
             json_array_size(running));
     json_decref(running);
 out:
-    if (L.rpc) cm_rpc_client_close(L.rpc);
+    agent_rpcw_stop(L.rpc);
     agent_runner_close(L.r);
     if (L.sfd >= 0) close(L.sfd);
     free(L.key);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # e2e_agent.sh: commons-agent against the real commonsd and CLI on 127.0.0.1:
-# exit codes, time limit, cancel of a double-forked tree, and kill -9 of the
-# agent while jobs run (they are re-attached and keep their real exit status).
+# exit codes, time limit, cancel of a double-forked tree, kill -9 of the
+# agent while jobs run (they are re-attached and keep their real exit status),
+# and commonsd down for a while (the agent waits, logs once, reports later).
 # Usage: e2e_agent.sh COMMONSD COMMONS_AGENT COMMONS
 set -u
 SD=$1 AGENT=$2 CLI=$3
@@ -110,6 +111,20 @@ wait_state "$B" COMPLETED 15
 grep -qx done "$T/w/commons-$B.out" || fail "job $B ran twice or not at all"
 [ "$(grep -c 're-attached' "$T/agent.log")" -ge 2 ] || fail "no re-attach logged"
 [ "$(grep -c "job $B.0 started" "$T/agent.log")" = 1 ] || fail "job $B was started twice"
+
+# commonsd down for a while: the agent keeps its job, logs the outage once, and
+# reports the end once commonsd is back.
+C=$(submit -- /bin/sh -c 'sleep 1; exit 4')
+wait_log "job $C.0 started"
+kill -9 "$SD_PID"
+wait "$SD_PID" 2>/dev/null
+sleep 6 # longer than a call's timeout (a shorter outage is bridged by nng)
+"$SD" --state "$T/sd" --listen "$COMMONS_ADDR" --foreground >>"$T/sd.log" 2>&1 &
+SD_PID=$!
+wait_state "$C" FAILED 15
+[ "$(field exit_code)" = 4 ] || fail "job $C exit_code $(field exit_code), expected 4"
+[ "$(grep -c 'unreachable' "$T/agent.log")" = 1 ] || fail "outage not logged exactly once"
+grep -q 'reachable again' "$T/agent.log" || fail "recovery not logged"
 
 # SIGTERM: the agent exits and leaves nothing of its own behind.
 kill "$AGENT_PID"
