@@ -184,21 +184,9 @@ AVX2 static inline __attribute__((always_inline)) void dot4_blocks(int kind, int
     for (int xi = 0; xi < nx; xi++) _mm_storeu_ps(out + xi * os, acc[xi]);
 }
 
-/* one instance per activation-row count, so the loops over it unroll */
-#define DOT4_32(name, kind)                                                                              \
-    AVX2 static void name(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out, \
-                          size_t os)                                                                     \
-    {                                                                                                    \
-        switch (nx) {                                                                                    \
-        case 1: dot4_blocks(kind, 1, k, w, ws, x, xs, out, os); break;                                  \
-        case 2: dot4_blocks(kind, 2, k, w, ws, x, xs, out, os); break;                                  \
-        case 3: dot4_blocks(kind, 3, k, w, ws, x, xs, out, os); break;                                  \
-        default: dot4_blocks(kind, 4, k, w, ws, x, xs, out, os); break;                                 \
-        }                                                                                                \
-    }
-DOT4_32(dot4_q4_0, B_Q4_0)
-DOT4_32(dot4_q5_0, B_Q5_0)
-DOT4_32(dot4_q8_0, B_Q8_0)
+KERN_DOT4_INSTANCE(AVX2, dot4_q4_0, dot4_blocks, B_Q4_0)
+KERN_DOT4_INSTANCE(AVX2, dot4_q5_0, dot4_blocks, B_Q5_0)
+KERN_DOT4_INSTANCE(AVX2, dot4_q8_0, dot4_blocks, B_Q8_0)
 
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* Unpacks the 12 bytes of 6-bit scales and mins into 8 scale bytes

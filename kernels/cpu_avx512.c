@@ -57,21 +57,9 @@ AVX512 static inline __attribute__((always_inline)) void dot4_vnni(int kind, int
     for (int xi = 0; xi < nx; xi++) _mm_storeu_ps(out + xi * os, acc[xi]);
 }
 
-/* one instance per activation-row count, so the loops over it unroll */
-#define DOT4_VNNI(name, kind)                                                                            \
-    AVX512 static void name(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out, \
-                            size_t os)                                                                   \
-    {                                                                                                    \
-        switch (nx) {                                                                                    \
-        case 1: dot4_vnni(kind, 1, k, w, ws, x, xs, out, os); break;                                    \
-        case 2: dot4_vnni(kind, 2, k, w, ws, x, xs, out, os); break;                                    \
-        case 3: dot4_vnni(kind, 3, k, w, ws, x, xs, out, os); break;                                    \
-        default: dot4_vnni(kind, 4, k, w, ws, x, xs, out, os); break;                                   \
-        }                                                                                                \
-    }
-DOT4_VNNI(dot4_q4_0, V_Q4_0)
-DOT4_VNNI(dot4_q5_0, V_Q5_0)
-DOT4_VNNI(dot4_q8_0, V_Q8_0)
+KERN_DOT4_INSTANCE(AVX512, dot4_q4_0, dot4_vnni, V_Q4_0)
+KERN_DOT4_INSTANCE(AVX512, dot4_q5_0, dot4_vnni, V_Q5_0)
+KERN_DOT4_INSTANCE(AVX512, dot4_q8_0, dot4_vnni, V_Q8_0)
 
 static kern_cpu_fns table;
 static pthread_once_t once = PTHREAD_ONCE_INIT;

@@ -75,4 +75,19 @@ AVX2 static inline __m128 scales4(const uint8_t *blk, size_t ws, float dy)
     return _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(dy));
 }
 
+/* Defines kern_dot4_fn `name` (attributes ATTR) calling the always-inline
+ * body(kind, nx, ...) with a constant nx = 1..4, so its loops over the
+ * activation rows unroll. */
+#define KERN_DOT4_INSTANCE(ATTR, name, body, kind)                                                       \
+    ATTR static void name(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out,   \
+                          size_t os)                                                                     \
+    {                                                                                                    \
+        switch (nx) {                                                                                    \
+        case 1: body(kind, 1, k, w, ws, x, xs, out, os); break;                                         \
+        case 2: body(kind, 2, k, w, ws, x, xs, out, os); break;                                         \
+        case 3: body(kind, 3, k, w, ws, x, xs, out, os); break;                                         \
+        default: body(kind, 4, k, w, ws, x, xs, out, os); break;                                        \
+        }                                                                                                \
+    }
+
 #endif
