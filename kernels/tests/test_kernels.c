@@ -549,7 +549,8 @@ START_TEST(test_attention)
         kern_set_isa(isa_at(a));
         for (int kt = 0; kt < 2; kt++) {
             int t = kt ? KERN_TYPE_F16 : KERN_TYPE_F32;
-            check_attention(c1, t, 8, 2, 64, 1, 20, 0);  /* decode, GQA 4:1 */
+            check_attention(c1, t, 8, 2, 64, 1, 20, 0);  /* decode, GQA 4:1, heads of a group together */
+            check_attention(c3, t, 8, 2, 64, 1, 20, 0);  /* decode, fewer groups than threads: per head */
             check_attention(c3, t, 4, 4, 32, 7, 0, 0);   /* prompt from 0, MHA */
             check_attention(c3, t, 6, 2, 40, 5, 11, 4);  /* sliding window */
             check_attention(c1, t, 2, 1, 256, 3, 30, 8); /* Gemma-wide heads, window */
