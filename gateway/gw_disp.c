@@ -55,7 +55,7 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->stop_cv, NULL);
     if (opts) d->opts = *opts;
-    if (d->opts.quantum <= 0) d->opts.quantum = 512;
+    if (d->opts.quantum <= 0) d->opts.quantum = 32;
     if (d->opts.busy_backoff_ms <= 0) d->opts.busy_backoff_ms = 200;
     for (int i = 0; i < n; i++) {
         if (gw_serve_open(urls[i], &d->reps[i].cli, err, errlen) != 0) {
@@ -221,7 +221,7 @@ int gw_disp_models(gw_disp *d, char ***names, int *n)
 int gw_disp_model_state(gw_disp *d, const char *model)
 {
     pthread_mutex_lock(&d->mu);
-    int state = -1;
+    int state = d->nmodels ? -1 : -2;
     for (int i = 0; i < d->nmodels; i++)
         if (strcmp(d->models[i], model) == 0) state = 0;
     for (int r = 0; r < d->nreps; r++)

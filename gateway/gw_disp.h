@@ -37,7 +37,8 @@ typedef struct gw_job {
 } gw_job;
 
 typedef struct gw_disp_opts {
-    int64_t quantum;      /* DRR credit per turn, tokens (default 512) */
+    int64_t quantum;      /* DRR credit per turn, tokens (default 32: below a typical
+                           * request, so a turn admits about one request per citizen) */
     int slots;            /* > 0: slots per replica instead of serve's max_batch */
     int64_t busy_backoff_ms; /* a busy replica takes nothing for this long (default 200) */
 } gw_disp_opts;
@@ -52,7 +53,8 @@ void gw_disp_free(gw_disp *d); /* stops the health thread; no request may still 
 
 /* Model names ever reported by a replica (malloc'd array of malloc'd names). */
 int gw_disp_models(gw_disp *d, char ***names, int *n);
-/* 1: some replica serving model is up; 0: known but none up; -1: never seen. */
+/* 1: some replica serving model is up; 0: known but none up; -1: never seen
+ * (while other models were); -2: no replica has ever answered serve.info. */
 int gw_disp_model_state(gw_disp *d, const char *model);
 /* Largest n_ctx among replicas of model (0 when unknown). */
 int64_t gw_disp_model_ctx(gw_disp *d, const char *model);

@@ -438,6 +438,12 @@ int gw_gen_handle(gw_gateway *g, struct MHD_Connection *conn, int kind, const ch
     if (authenticate(r, &e, &reason) != 0) return refuse(r, &e, 0, reason);
 
     int state = gw_disp_model_state(g->disp, r->gen.model);
+    if (state == -2) {
+        /* No replica ever answered: whether the model exists is unknown. */
+        gw_api_fail(&e, 503, "server_error", NULL, "no_replica",
+                    "no serve replica is reachable yet; retry later");
+        return refuse(r, &e, 5, "no_replica");
+    }
     if (state < 0) {
         gw_api_fail(&e, 404, "invalid_request_error", "model", "model_not_found",
                     "The model '%s' does not exist; GET /v1/models lists the models served here.",

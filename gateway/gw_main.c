@@ -43,7 +43,7 @@ static void usage(FILE *f)
             "  --queue-timeout SECONDS longest wait for a free replica before 503 (default 30)\n"
             "  --default-max-tokens N max_tokens of a request that gives none (default 256)\n"
             "  --replica-slots N      requests in flight per replica (default: serve's max_batch)\n"
-            "  --quantum TOKENS       fair-queue credit per turn (default 512)\n"
+            "  --quantum TOKENS       fair-queue credit per turn (default 32)\n"
             "  --drain SECONDS        on SIGTERM, wait this long for requests in flight (default 10)\n");
 }
 
