@@ -847,6 +847,49 @@ START_TEST(test_unrecorded_job_never_runs)
 }
 END_TEST
 
+/* /proc/PID/stat of a process whose name holds ") " and spaces still parses,
+ * and a record whose content does not match its file name is set aside. */
+START_TEST(test_procinfo_and_records_resist_odd_input)
+{
+    char link[PATH_MAX + 32];
+    snprintf(link, sizeof link, "%s/a) b (c", g_work);
+    ck_assert_int_eq(symlink("/bin/sleep", link), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(link, link, "5", (char *)NULL);
+        _exit(127);
+    }
+    ck_assert_int_gt(pid, 0);
+    usleep(100 * 1000);
+    struct agent_procstat st;
+    ck_assert_int_eq(agent_proc_stat(pid, &st), 0);
+    ck_assert_int_eq(st.ppid, getpid());
+    ck_assert_int_gt(st.starttime, 0);
+    ck_assert(agent_proc_same(pid, st.starttime));
+    ck_assert(!agent_proc_same(pid, st.starttime + 1)); /* a reused pid is not the job */
+    int attempt;
+    ck_assert_int_eq(agent_proc_job_id(pid, g_node, &attempt), -1); /* not a job */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ck_assert_int_eq(agent_proc_stat(pid, &st), -1);
+
+    agent_runner *r = open_runner();
+    agent_runner_close(r);
+    char p[PATH_MAX + 64], err[256];
+    struct agent_job j = {.id = 61, .attempt = 0, .phase = AJ_ENDED, .exit_code = 0};
+    ck_assert_int_eq(agent_store_save(g_state, &j, err, sizeof err), 0);
+    char from[PATH_MAX + 64];
+    snprintf(from, sizeof from, "%s/jobs/61-0.json", g_state);
+    snprintf(p, sizeof p, "%s/jobs/62-0.json", g_state);
+    ck_assert_int_eq(rename(from, p), 0);
+    r = open_runner();
+    char bad[PATH_MAX + 80];
+    snprintf(bad, sizeof bad, "%s.bad", p);
+    ck_assert_int_eq(access(bad, F_OK), 0);
+    agent_runner_close(r);
+}
+END_TEST
+
 static Suite *runner_suite(void)
 {
     Suite *s = suite_create("agent_runner");
@@ -874,6 +917,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_state_dir_guarded);
     tcase_add_test(tc, test_attempts_are_instances);
     tcase_add_test(tc, test_unrecorded_job_never_runs);
+    tcase_add_test(tc, test_procinfo_and_records_resist_odd_input);
     suite_add_tcase(s, tc);
     return s;
 }
