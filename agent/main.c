@@ -22,7 +22,7 @@ static void usage(FILE *f)
             "  --name NODE           this node's name (letters, digits, '.', '_', '-')\n"
             "  --key-file FILE       the cluster key (commonsd's STATE/cluster.key)\n"
             "  --state DIR           the agent's state dir (job records, scripts)\n"
-            "  --cpus N              CPUs to offer (default: online CPUs)\n"
+            "  --cpus N              CPUs to offer (default: those this process may run on)\n"
             "  --memory-mb M         memory to offer in MB (default: MemTotal)\n"
             "  --gpus G              GPUs to offer (default 0)\n"
             "  --kill-grace S        seconds between SIGTERM and SIGKILL (default 10)\n"
