@@ -53,7 +53,8 @@ struct gw_run {
     int64_t prompt_tokens, completion_tokens;
     char *text;                  /* completion so far (non-streamed) */
     size_t text_len;
-    int64_t offset;              /* characters received (serve counts characters) */
+    int64_t offset;              /* bytes of completion text received: commons-serve
+                                  * counts UTF-8 bytes and cuts only between characters */
     char finish[16];
     /* streaming */
     enum phase phase;
@@ -62,13 +63,6 @@ struct gw_run {
 };
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static int64_t utf8_chars(const char *s, size_t n)
-{
-    int64_t c = 0;
-    for (size_t i = 0; i < n; i++) c += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return c;
-}
 
 /* True when the client closed its side (checked without blocking). */
 static bool client_gone(void *arg)
@@ -271,7 +265,7 @@ static int poll_once(gw_run *r, int wait_ms, char **out, size_t *outlen, gw_api_
     memcpy(*out, n ? json_string_value(text) : "", n);
     (*out)[n] = 0;
     *outlen = n;
-    r->offset += utf8_chars(*out, n);
+    r->offset += (int64_t)n;
     json_int_t pt = json_integer_value(json_object_get(rep, "prompt_tokens"));
     if (pt > 0) r->prompt_tokens = pt;
     r->completion_tokens = json_integer_value(json_object_get(rep, "completion_tokens"));

@@ -9,7 +9,8 @@ inference server and must never be used as one.
 Prompt markers change its behaviour, for tests:
   [eos=N]    the sequence ends by itself ("stop") after N tokens
   [crash=N]  the process exits at once when a poll finds N tokens generated
-Token i of a sequence is " " + WORDS[(seed + i) % len(WORDS)].
+Token i of a sequence is " " + WORDS[(seed + i) % len(WORDS)]; two words are not
+ASCII, so offsets (UTF-8 bytes) are exercised.
 A sequence counts against --max-batch until it ends or is cancelled; beyond
 that gen.start answers "busy". Extra request type for tests: fake.stats.
 """
@@ -22,7 +23,7 @@ import time
 
 import pynng
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+WORDS = ["alpha", "bravo", "charlie", "delta", "écho", "foxtrot", "高尔夫", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
 
 
@@ -158,8 +159,9 @@ class FakeServe:
                 if s.crash is not None and ntok >= s.crash:
                     os._exit(3)
                 nxt = s.next_change(now)
-            if len(text) > offset or done or now >= deadline:
-                return ok(text=text[offset:], done=done, finish_reason=reason,
+            data = text.encode()  # offsets count UTF-8 bytes, as commons-serve does
+            if len(data) > offset or done or now >= deadline:
+                return ok(text=data[offset:].decode(), done=done, finish_reason=reason,
                           prompt_tokens=s.prompt_tokens, completion_tokens=ntok)
             time.sleep(max(0.001, min(nxt, deadline) - now))
 
