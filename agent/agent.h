@@ -73,6 +73,9 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
  * it next needs to run (at most 1000). */
 int agent_runner_tick(agent_runner *r);
 
+/* How many instances have not ended yet (running or draining). */
+int agent_runner_active(agent_runner *r);
+
 /* New reference: JSON array of [id, attempt] pairs: every instance running
  * here, or started here with its ended event not yet acknowledged. */
 json_t *agent_runner_running(agent_runner *r);
@@ -116,5 +119,9 @@ int64_t agent_detect_memory_mb(void);
 
 /* Runs the agent until SIGTERM/SIGINT; returns the process exit status. */
 int agent_loop_run(const struct agent_config *cfg);
+/* Ends every job of the state dir (SIGTERM, SIGKILL after the grace) without
+ * talking to commonsd; their ended events (cancelled, reason node_fail) are
+ * sent by the next agent that runs on the state dir. Returns the exit status. */
+int agent_kill_jobs(const struct agent_config *cfg);
 
 #endif

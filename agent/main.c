@@ -18,6 +18,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: commons-agent --name NODE --key-file FILE --state DIR [options]\n"
+            "       commons-agent --name NODE --state DIR --kill-jobs\n"
             "  --server URL          commonsd address (default %s)\n"
             "  --name NODE           this node's name (letters, digits, '.', '_', '-')\n"
             "  --key-file FILE       the cluster key (commonsd's STATE/cluster.key)\n"
@@ -28,7 +29,8 @@ static void usage(FILE *f)
             "  --kill-grace S        seconds between SIGTERM and SIGKILL (default 10)\n"
             "  --containment KIND    auto|cgroup|subreaper (default auto)\n"
             "  --log-level LEVEL     debug|info|warn|error (default info)\n"
-            "  --foreground          do not detach from the terminal\n",
+            "  --foreground          do not detach from the terminal\n"
+            "  --kill-jobs           end every job of --state (no commonsd needed) and exit\n",
             CM_RPC_DEFAULT_ADDR);
 }
 
@@ -81,7 +83,7 @@ int main(int argc, char **argv)
     struct agent_config cfg = {.server = CM_RPC_DEFAULT_ADDR, .kill_grace_ms = 10000,
                                .containment = AGENT_CONTAIN_AUTO};
     const char *state = NULL, *key = NULL;
-    int foreground = 0, level = CM_LOG_INFO;
+    int foreground = 0, kill_jobs = 0, level = CM_LOG_INFO;
     static const struct option opts[] = {
         {"server", required_argument, 0, 's'},    {"name", required_argument, 0, 'n'},
         {"key-file", required_argument, 0, 'k'},  {"state", required_argument, 0, 'd'},
@@ -89,6 +91,7 @@ int main(int argc, char **argv)
         {"gpus", required_argument, 0, 'g'},      {"kill-grace", required_argument, 0, 'K'},
         {"containment", required_argument, 0, 'C'}, {"log-level", required_argument, 0, 'l'},
         {"foreground", no_argument, 0, 'f'},      {"help", no_argument, 0, 'h'},
+        {"kill-jobs", no_argument, 0, 'X'},
         {0, 0, 0, 0}};
     int c;
     long long v;
@@ -140,11 +143,12 @@ int main(int argc, char **argv)
             }
             break;
         case 'f': foreground = 1; break;
+        case 'X': kill_jobs = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (optind < argc || !cfg.name || !key || !state) {
+    if (optind < argc || !cfg.name || (!key && !kill_jobs) || !state) {
         fprintf(stderr, "commons-agent: %s\n", optind < argc ? "unexpected argument"
                 : "--name, --key-file and --state are required");
         usage(stderr);
@@ -156,6 +160,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "commons-agent: --name: expected 1-100 letters, digits, '.', '_' or "
                 "'-', got \"%s\"\n", cfg.name);
         return 2;
+    }
+    if (kill_jobs) {
+        cm_log_init("commons-agent", (enum cm_log_level)level);
+        cfg.state_dir = state;
+        return agent_kill_jobs(&cfg);
     }
     char *state_abs = absolute(state), *key_abs = absolute(key);
     if (!state_abs || !key_abs) {

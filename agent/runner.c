@@ -637,6 +637,13 @@ int agent_runner_tick(agent_runner *r)
     return (int)(next < 1 ? 1 : next);
 }
 
+int agent_runner_active(agent_runner *r)
+{
+    int n = 0;
+    for (struct agent_job *j = r->jobs; j; j = j->next) n += j->phase != AJ_ENDED;
+    return n;
+}
+
 json_t *agent_runner_running(agent_runner *r)
 {
     json_t *a = json_array();

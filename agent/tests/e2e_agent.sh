@@ -2,7 +2,8 @@
 # e2e_agent.sh: commons-agent against the real commonsd and CLI on 127.0.0.1:
 # exit codes, time limit, cancel of a double-forked tree, kill -9 of the
 # agent while jobs run (they are re-attached and keep their real exit status),
-# and commonsd down for a while (the agent waits, logs once, reports later).
+# commonsd down for a while (the agent waits, logs once, reports later), and
+# SIGTERM (jobs stay) followed by --kill-jobs (they end, reported on restart).
 # Usage: e2e_agent.sh COMMONSD COMMONS_AGENT COMMONS
 set -u
 SD=$1 AGENT=$2 CLI=$3
@@ -126,10 +127,22 @@ wait_state "$C" FAILED 15
 [ "$(grep -c 'unreachable' "$T/agent.log")" = 1 ] || fail "outage not logged exactly once"
 grep -q 'reachable again' "$T/agent.log" || fail "recovery not logged"
 
-# SIGTERM: the agent exits and leaves nothing of its own behind.
+# SIGTERM: the agent exits 0 and leaves its job running; --kill-jobs ends it;
+# the next agent reports that end.
+D=$(submit -- /bin/sh -c "echo \$\$ > $T/w/d.pid; exec sleep 60")
+wait_log "job $D.0 started"
+i=0
+while [ ! -s "$T/w/d.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+DPID=$(cat "$T/w/d.pid")
 kill "$AGENT_PID"
 wait "$AGENT_PID"
 RC=$?
 AGENT_PID=
 [ "$RC" = 0 ] || fail "agent exit status $RC after SIGTERM"
+kill -0 "$DPID" 2>/dev/null || fail "job $D did not outlive the agent's SIGTERM"
+"$AGENT" --name e2e1 --state "$T/agent" --kill-grace 1 --kill-jobs >>"$T/agent.log" 2>&1 ||
+    fail "--kill-jobs failed"
+kill -0 "$DPID" 2>/dev/null && fail "job $D survived --kill-jobs"
+start_agent
+wait_state "$D" CANCELLED
 echo "PASS"
