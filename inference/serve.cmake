@@ -47,3 +47,21 @@ if(NOT COMMONS_INFERENCE_ONLY)
   target_link_libraries(commons-serve PRIVATE commons_batch commons_common nng::nng
                         PkgConfig::JANSSON Threads::Threads)
 endif()
+if(NOT COMMONS_INFERENCE_ONLY AND CHECK_FOUND)
+  add_executable(test_serve_text ${CMAKE_CURRENT_LIST_DIR}/tests/test_serve_text.c
+                                 ${CMAKE_CURRENT_LIST_DIR}/serve_text.c)
+  target_link_libraries(test_serve_text PRIVATE commons_batch nng::nng PkgConfig::CHECK)
+  add_test(NAME inference.serve.text COMMAND test_serve_text)
+endif()
+
+# commons-serve end to end on the default model (chat messages, concurrent prompts);
+# tests/integration/test_serve.py (ctest integration.serve) covers the synthetic model.
+if(NOT COMMONS_INFERENCE_ONLY)
+  find_package(Python3 COMPONENTS Interpreter REQUIRED)
+  add_test(NAME inference.serve.default_model
+           COMMAND ${Python3_EXECUTABLE} -m unittest -v serve_default_model
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
+  set_tests_properties(inference.serve.default_model PROPERTIES
+    FIXTURES_REQUIRED default_model TIMEOUT 600
+    ENVIRONMENT "COMMONS_BUILD=${CMAKE_BINARY_DIR};PYTHONDONTWRITEBYTECODE=1;COMMONS_SHARED_DATA=${COMMONS_SHARED_DATA}")
+endif()
