@@ -213,73 +213,69 @@ AVX2 static inline __m256i word_bcast(__m256i v, int j)
     return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)(0x0100 * (2 * j + 1) + 2 * j)));
 }
 
-/* sum_j sc_j*sum(q*y) - (mins . ysums) * dmin/d over one super-block is
- * computed as two parts: the int32 lanes of sum_j sc_j*sum(q*y) (returned)
- * and *summ = sum_j m_j * (sum of y over sub-block j). qh == NULL for Q4_K;
- * for Q5_K bit j of qh[l] is the fifth bit of element 32j+l. */
-AVX2 static inline __m256i k45_block(const uint8_t *qs, const uint8_t *qh, const uint8_t *packed,
-                                     const kblock_q8_K *y, int *summ)
+/* The K-quant kernels take one weight row and nx (1..4) activation rows
+ * (stride xs bytes), writing out[xi*os]: each weight super-block is
+ * decoded once (nibbles, fifth bits, scales) for all activation rows of a
+ * prompt tile; decode uses nx = 1. */
+
+/* sum over the 8 sub-blocks of min_j * (sum of y over sub-block j) */
+AVX2 static inline int k45_minsum(__m128i mins16, const kblock_q8_K *y)
 {
-    uint32_t u[4];
-    k4_unpack(packed, u);
-    __m128i sm = _mm_loadu_si128((const __m128i *)u);
     __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums), _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
-    __m128i mprod = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)), bs);
-    mprod = _mm_add_epi32(mprod, _mm_shuffle_epi32(mprod, 0x4e));
-    mprod = _mm_add_epi32(mprod, _mm_shuffle_epi32(mprod, 0xb1));
-    *summ = _mm_cvtsi128_si32(mprod);
-    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales as i16, both lanes */
+    __m128i m = _mm_madd_epi16(mins16, bs);
+    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0x4e));
+    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xb1));
+    return _mm_cvtsi128_si32(m);
+}
+
+/* Q4_K (q5 = 0) and Q5_K (q5 = 1): for Q5_K bit j of qh[l] is the fifth bit
+ * of element 32j+l. */
+AVX2 static inline __attribute__((always_inline)) void k45_dot(int q5, int nx, int k, const void *w, const void *x,
+                                                               size_t xs, float *out, size_t os)
+{
+    const size_t bb = q5 ? sizeof(kblock_q5_K) : sizeof(kblock_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    __m256i sumi = _mm256_setzero_si256(), hb = _mm256_setzero_si256();
-    if (qh) hb = _mm256_loadu_si256((const __m256i *)qh);
-    for (int c = 0; c < 4; c++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        if (qh) {
-            __m256i bl = _mm256_set1_epi8((char)(1 << (2 * c))), bh = _mm256_set1_epi8((char)(2 << (2 * c)));
-            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bl), bl), b4));
-            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bh), bh), b4));
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float accm[4] = {0, 0, 0, 0};
+    for (int i = 0; i < k / KQK_K; i++) {
+        const uint8_t *blk = (const uint8_t *)w + (size_t)i * bb;
+        /* both layouts start {f16 d, dmin; u8 scales[12]}; Q5_K then has qh[32] */
+        const uint8_t *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+        uint16_t dh, mh;
+        memcpy(&dh, blk, 2);
+        memcpy(&mh, blk + 2, 2);
+        uint32_t u[4];
+        k4_unpack(blk + 4, u);
+        __m128i sm = _mm_loadu_si128((const __m128i *)u);
+        const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales, both lanes */
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+        __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+        __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (q5) {
+                __m256i bl = _mm256_set1_epi8((char)(1 << (2 * c))), bh = _mm256_set1_epi8((char)(2 << (2 * c)));
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bl), bl), b4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bh), bh), b4));
+            }
+            __m256i s0 = word_bcast(sc16, 2 * c), s1 = word_bcast(sc16, 2 * c + 1);
+            for (int xi = 0; xi < nx; xi++) {
+                const int8_t *y = ((const kblock_q8_K *)((const uint8_t *)x + xi * xs) + i)->qs + 64 * c;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y)), s0);
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32))), s1);
+                sumi[xi] = _mm256_add_epi32(sumi[xi], _mm256_add_epi32(p0, p1));
+            }
         }
-        __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
-        __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
-        p0 = _mm256_madd_epi16(p0, word_bcast(sc16, 2 * c));
-        p1 = _mm256_madd_epi16(p1, word_bcast(sc16, 2 * c + 1));
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        for (int xi = 0; xi < nx; xi++) {
+            const kblock_q8_K *y = (const kblock_q8_K *)((const uint8_t *)x + xi * xs) + i;
+            acc[xi] = _mm256_fmadd_ps(_mm256_set1_ps(f16(dh) * y->d), _mm256_cvtepi32_ps(sumi[xi]), acc[xi]);
+            accm[xi] += f16(mh) * y->d * (float)k45_minsum(mins16, y);
+        }
     }
-    return sumi;
+    for (int xi = 0; xi < nx; xi++) out[xi * os] = hsum_ps(acc[xi]) - accm[xi];
 }
 
-AVX2 static float dot_q4_K(int k, const void *w, const void *x)
-{
-    const kblock_q4_K *a = w;
-    const kblock_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    float accm = 0;
-    for (int i = 0; i < k / KQK_K; i++) {
-        int summ;
-        __m256i sumi = k45_block(a[i].qs, NULL, a[i].scales, &b[i], &summ);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
-        accm += f16(a[i].dmin) * b[i].d * (float)summ;
-    }
-    return hsum_ps(acc) - accm;
-}
-
-AVX2 static float dot_q5_K(int k, const void *w, const void *x)
-{
-    const kblock_q5_K *a = w;
-    const kblock_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    float accm = 0;
-    for (int i = 0; i < k / KQK_K; i++) {
-        int summ;
-        __m256i sumi = k45_block(a[i].qs, a[i].qh, a[i].scales, &b[i], &summ);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
-        accm += f16(a[i].dmin) * b[i].d * (float)summ;
-    }
-    return hsum_ps(acc) - accm;
-}
-
-/* ---------------------------------------------------------------- Q6_K */
 /* [scale 2s (8 times) | scale 2s+1 (8 times)] from 8 i16 scales in both lanes */
 AVX2 static inline __m256i scale_pair(__m256i sc16, int s)
 {
@@ -287,45 +283,75 @@ AVX2 static inline __m256i scale_pair(__m256i sc16, int s)
     return _mm256_shuffle_epi8(sc16, _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)));
 }
 
-AVX2 static float dot_q6_K(int k, const void *w, const void *x)
+/* Q6_K: values used unsigned (0..63); the -32 offset is subtracted as
+ * 32 * sum_g sc_g * bsum_g. (The unused first argument keeps the shape of
+ * the instance macro.) */
+AVX2 static inline __attribute__((always_inline)) void q6k_dot(int unused, int nx, int k, const void *w, const void *x,
+                                                               size_t xs, float *out, size_t os)
 {
+    (void)unused;
     const kblock_q6_K *a = w;
-    const kblock_q8_K *b = x;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C),
                   m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char)0xC0);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int i = 0; i < k / KQK_K; i++) {
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
         __m128i sc8 = _mm_loadu_si128((const __m128i *)a[i].scales);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = a[i].ql + 64 * h;
-            const int8_t *y = b[i].qs + 128 * h;
             __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i hq = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
             /* 6-bit unsigned values of the four 32-element quarters */
-            __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hq, m03), 4));
-            __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hq, m0c), 2));
-            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hq, m30));
-            __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_srli_epi16(_mm256_and_si256(hq, mc0), 2));
-            __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)y));
-            __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(y + 32)));
-            __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(y + 64)));
-            __m256i p4 = _mm256_maddubs_epi16(q4, _mm256_loadu_si256((const __m256i *)(y + 96)));
-            p1 = _mm256_madd_epi16(p1, scale_pair(sc16, 0));
-            p2 = _mm256_madd_epi16(p2, scale_pair(sc16, 1));
-            p3 = _mm256_madd_epi16(p3, scale_pair(sc16, 2));
-            p4 = _mm256_madd_epi16(p4, scale_pair(sc16, 3));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(p1, p2), _mm256_add_epi32(p3, p4)));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hq, m03), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hq, m0c), 2));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hq, m30));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_srli_epi16(_mm256_and_si256(hq, mc0), 2));
+            for (int xi = 0; xi < nx; xi++) {
+                const int8_t *y = ((const kblock_q8_K *)((const uint8_t *)x + xi * xs) + i)->qs + 128 * h;
+                for (int s = 0; s < 4; s++) {
+                    __m256i p = _mm256_maddubs_epi16(q[s], _mm256_loadu_si256((const __m256i *)(y + 32 * s)));
+                    sumi[xi] = _mm256_add_epi32(sumi[xi], _mm256_madd_epi16(p, scale_pair(sc16, s)));
+                }
+            }
         }
-        /* the -32 offset: subtract 32 * sum_g sc_g * bsum_g */
-        __m256i off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)b[i].bsums));
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
+        __m256i sc16all = _mm256_cvtepi8_epi16(sc8);
+        for (int xi = 0; xi < nx; xi++) {
+            const kblock_q8_K *y = (const kblock_q8_K *)((const uint8_t *)x + xi * xs) + i;
+            __m256i off = _mm256_madd_epi16(sc16all, _mm256_loadu_si256((const __m256i *)y->bsums));
+            __m256i si = _mm256_sub_epi32(sumi[xi], _mm256_slli_epi32(off, 5));
+            acc[xi] = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * y->d), _mm256_cvtepi32_ps(si), acc[xi]);
+        }
     }
-    return hsum_ps(acc);
+    for (int xi = 0; xi < nx; xi++) out[xi * os] = hsum_ps(acc[xi]);
+}
+
+KERN_DOTX_INSTANCE(AVX2, dotx_q4_K, k45_dot, 0)
+KERN_DOTX_INSTANCE(AVX2, dotx_q5_K, k45_dot, 1)
+KERN_DOTX_INSTANCE(AVX2, dotx_q6_K, q6k_dot, 0)
+
+AVX2 static float dot_q4_K(int k, const void *w, const void *x)
+{
+    float r;
+    k45_dot(0, 1, k, w, x, 0, &r, 0);
+    return r;
+}
+
+AVX2 static float dot_q5_K(int k, const void *w, const void *x)
+{
+    float r;
+    k45_dot(1, 1, k, w, x, 0, &r, 0);
+    return r;
+}
+
+AVX2 static float dot_q6_K(int k, const void *w, const void *x)
+{
+    float r;
+    q6k_dot(0, 1, k, w, x, 0, &r, 0);
+    return r;
 }
 
 /* ------------------------------------------------ activation quantizers */
@@ -434,6 +460,7 @@ const kern_cpu_fns kern_cpu_avx2 = {
             [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
     .dot4 = {[KERN_TYPE_Q4_0] = dot4_q4_0, [KERN_TYPE_Q5_0] = dot4_q5_0, [KERN_TYPE_Q8_0] = dot4_q8_0},
+    .dotx = {[KERN_TYPE_Q4_K] = dotx_q4_K, [KERN_TYPE_Q5_K] = dotx_q5_K, [KERN_TYPE_Q6_K] = dotx_q6_K},
     .quant_q8_0 = quant_q8_0,
     .quant_q8_K = quant_q8_K,
     .f16_to_f32 = f16_to_f32,

@@ -45,8 +45,15 @@ static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1)
             for (int i = 0; i < j->n; i += 4)
                 dot4(j->k, w + (size_t)r * wb, wb, xq + (size_t)i * xb, xb, j->n - i < 4 ? j->n - i : 4,
                      op->y + (size_t)i * op->m + r, (size_t)op->m);
-    for (; r < r1; r++)
-        for (int i = 0; i < j->n; i++) op->y[(size_t)i * op->m + r] = dot(j->k, w + (size_t)r * wb, xq + (size_t)i * xb);
+    kern_dotx_fn dotx = j->f->dotx[op->wt];
+    for (; r < r1; r++) {
+        if (dotx && j->n > 1)
+            for (int i = 0; i < j->n; i += 4)
+                dotx(j->k, w + (size_t)r * wb, xq + (size_t)i * xb, xb, j->n - i < 4 ? j->n - i : 4,
+                     op->y + (size_t)i * op->m + r, (size_t)op->m);
+        else
+            for (int i = 0; i < j->n; i++) op->y[(size_t)i * op->m + r] = dot(j->k, w + (size_t)r * wb, xq + (size_t)i * xb);
+    }
 }
 
 static void mm_task(void *a, int64_t g0, int64_t g1, int tid)

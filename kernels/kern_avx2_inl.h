@@ -90,4 +90,16 @@ AVX2 static inline __m128 scales4(const uint8_t *blk, size_t ws, float dy)
         }                                                                                                \
     }
 
+/* The same for kern_dotx_fn (one weight row, nx activation rows). */
+#define KERN_DOTX_INSTANCE(ATTR, name, body, kind)                                                       \
+    ATTR static void name(int k, const void *w, const void *x, size_t xs, int nx, float *out, size_t os) \
+    {                                                                                                    \
+        switch (nx) {                                                                                    \
+        case 1: body(kind, 1, k, w, x, xs, out, os); break;                                             \
+        case 2: body(kind, 2, k, w, x, xs, out, os); break;                                             \
+        case 3: body(kind, 3, k, w, x, xs, out, os); break;                                             \
+        default: body(kind, 4, k, w, x, xs, out, os); break;                                            \
+        }                                                                                                \
+    }
+
 #endif

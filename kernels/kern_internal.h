@@ -56,9 +56,14 @@ typedef float (*kern_dot_fn)(int k, const void *w, const void *x);
 typedef void (*kern_dot4_fn)(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out,
                              size_t os);
 
+/* Dots of one weight row with nx (1..4) activation rows (stride xs bytes)
+ * into out[xi*os]: each weight block is decoded once for all of them. */
+typedef void (*kern_dotx_fn)(int k, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
+
 typedef struct kern_cpu_fns {
     kern_dot_fn dot[KERN_NTYPES];
-    kern_dot4_fn dot4[KERN_NTYPES];     /* may be NULL: falls back to dot */
+    kern_dot4_fn dot4[KERN_NTYPES];     /* may be NULL: falls back to dotx or dot */
+    kern_dotx_fn dotx[KERN_NTYPES];     /* may be NULL: falls back to dot */
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
