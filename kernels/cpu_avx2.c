@@ -65,6 +65,46 @@ AVX2 static float dot_bf16(int k, const void *w, const void *x)
     return s;
 }
 
+/* Float weights against up to 4 activation rows (prompt tiles): each
+ * weight vector is loaded and converted once. */
+enum { F_F32, F_F16, F_BF16 };
+
+AVX2 static inline __attribute__((always_inline)) __m256 load_w8(int kind, const void *w, int i)
+{
+    if (kind == F_F32) return _mm256_loadu_ps((const float *)w + i);
+    if (kind == F_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    return load_bf16((const uint16_t *)w + i);
+}
+
+static inline float load_w1(int kind, const void *w, int i)
+{
+    if (kind == F_F32) return ((const float *)w)[i];
+    if (kind == F_F16) return kern_f16_to_f32(((const uint16_t *)w)[i]);
+    return kern_bf16_to_f32(((const uint16_t *)w)[i]);
+}
+
+AVX2 static inline __attribute__((always_inline)) void float_dotx(int kind, int nx, int k, const void *w, const void *x,
+                                                                  size_t xs, float *out, size_t os)
+{
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 8 <= k; i += 8) {
+        __m256 wv = load_w8(kind, w, i);
+        for (int xi = 0; xi < nx; xi++)
+            acc[xi] = _mm256_fmadd_ps(wv, _mm256_loadu_ps((const float *)((const uint8_t *)x + xi * xs) + i), acc[xi]);
+    }
+    for (int xi = 0; xi < nx; xi++) {
+        const float *xr = (const float *)((const uint8_t *)x + xi * xs);
+        float s = hsum_ps(acc[xi]);
+        for (int t = i; t < k; t++) s += load_w1(kind, w, t) * xr[t];
+        out[xi * os] = s;
+    }
+}
+
+KERN_DOTX_INSTANCE(AVX2, dotx_f32, float_dotx, F_F32)
+KERN_DOTX_INSTANCE(AVX2, dotx_f16, float_dotx, F_F16)
+KERN_DOTX_INSTANCE(AVX2, dotx_bf16, float_dotx, F_BF16)
+
 /* ------------------------------------------------------ Q4_0 and Q8_0 */
 AVX2 static float dot_q8_0(int k, const void *w, const void *x)
 {
@@ -460,7 +500,8 @@ const kern_cpu_fns kern_cpu_avx2 = {
             [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
     .dot4 = {[KERN_TYPE_Q4_0] = dot4_q4_0, [KERN_TYPE_Q5_0] = dot4_q5_0, [KERN_TYPE_Q8_0] = dot4_q8_0},
-    .dotx = {[KERN_TYPE_Q4_K] = dotx_q4_K, [KERN_TYPE_Q5_K] = dotx_q5_K, [KERN_TYPE_Q6_K] = dotx_q6_K},
+    .dotx = {[KERN_TYPE_F32] = dotx_f32, [KERN_TYPE_F16] = dotx_f16, [KERN_TYPE_BF16] = dotx_bf16,
+             [KERN_TYPE_Q4_K] = dotx_q4_K, [KERN_TYPE_Q5_K] = dotx_q5_K, [KERN_TYPE_Q6_K] = dotx_q6_K},
     .quant_q8_0 = quant_q8_0,
     .quant_q8_K = quant_q8_K,
     .f16_to_f32 = f16_to_f32,
