@@ -1,0 +1,3 @@
+
+  # note
+#COMMONS --nodes=0 --mem=-5 --time=abc

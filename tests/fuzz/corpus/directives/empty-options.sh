@@ -1,0 +1,3 @@
+#COMMONS
+#COMMONS -
+#COMMONS --time
