@@ -1,7 +1,8 @@
 /* batch.c: the batched forward step over a paged KV cache (batch.h).
  *
- * The layer graph is model_eval.c's, applied to the concatenation of every
- * sequence's tokens: embeddings, norms, matmuls, RoPE (each token at its own
+ * The layer graph is the model's own (model_layer.c: infer_embed, infer_layer_qkv,
+ * infer_layer_out, infer_head — what infer_eval runs), applied to the concatenation of
+ * every sequence's tokens: embeddings, norms, matmuls, RoPE (each token at its own
  * position) and the FFN treat the step's T tokens as T rows. Only the KV store and
  * attention are per sequence: new keys/values go to the sequence's blocks, then the
  * blocks attention needs are gathered into one contiguous cache (the kernels'
@@ -13,7 +14,6 @@
  * the window mask (both are relative). */
 #include "batch.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +29,7 @@ struct infer_batch {
     infer_batch_params p;
     /* Scratch (host memory), sized for p.max_tokens rows. */
     float *x, *h, *q, *k, *v, *attn, *o, *gate, *up;
-    float *hl;             /* [max_logits][n_embd]: normed rows that want logits */
+    float *xl, *hl;        /* [max_logits][n_embd]: rows that want logits, normed */
     uint8_t *gk, *gv;      /* gathered caches: [n_head_kv][g_cap][head_dim] */
     int g_cap;             /* positions of the gathered caches (whole blocks) */
     int32_t *tok, *pos;    /* [max_tokens] */
@@ -41,7 +41,7 @@ void infer_batch_free(infer_batch *b)
 {
     if (!b)
         return;
-    void *bufs[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->hl,
+    void *bufs[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->xl, b->hl,
                      b->gk, b->gv, b->tok, b->pos, b->logits };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]);
@@ -87,7 +87,8 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
         { (void **)&b->q, T * Q * 4 }, { (void **)&b->k, T * KV * 4 },
         { (void **)&b->v, T * KV * 4 }, { (void **)&b->attn, T * Q * 4 },
         { (void **)&b->o, T * E * 4 }, { (void **)&b->gate, T * F * 4 },
-        { (void **)&b->up, T * F * 4 }, { (void **)&b->hl, L * E * 4 },
+        { (void **)&b->up, T * F * 4 }, { (void **)&b->xl, L * E * 4 },
+        { (void **)&b->hl, L * E * 4 },
         { (void **)&b->gk, gbytes }, { (void **)&b->gv, gbytes },
         { (void **)&b->tok, T * 4 }, { (void **)&b->pos, T * 4 },
         { (void **)&b->logits, L * (size_t)hp->n_vocab * 4 },
@@ -145,14 +146,6 @@ static int check_step(const infer_batch *b, const infer_batch_seq *seqs, int n_s
     return INFER_OK;
 }
 
-/* Kernel call; a failure becomes an infer status with the kernel's message. */
-#define K(call) \
-    do { int krc_ = (call); \
-         if (krc_ != KERN_OK) { \
-             snprintf(err, errlen, "batch step, layer %d: %s", il, kern_ctx_error(kc)); \
-             return krc_ == KERN_ENOMEM ? INFER_ENOMEM : \
-                    krc_ == KERN_ENOTSUP ? INFER_EUNSUPPORTED : INFER_EINVAL; } } while (0)
-
 /* Store rows kr/vr ([n][n_head_kv][head_dim]) of one sequence at positions pos0.. */
 static int store_kv(infer_batch *b, int il, const infer_block_table *bt, int pos0, int n,
                     const float *kr, const float *vr, char *err, size_t errlen)
@@ -164,8 +157,8 @@ static int store_kv(infer_batch *b, int il, const infer_block_table *bt, int pos
     for (int i = 0; i < n;) {
         int p = pos0 + i, slot = p % BT, len = BT - slot < n - i ? BT - slot : n - i;
         int32_t id = bt->ids[p / BT];
-        K(kern_kv_store(kc, infer_pkv_k(kv, il, id), &kv->block, slot, len, kr + i * KV));
-        K(kern_kv_store(kc, infer_pkv_v(kv, il, id), &kv->block, slot, len, vr + i * KV));
+        INFER_K(il, kern_kv_store(kc, infer_pkv_k(kv, il, id), &kv->block, slot, len, kr + i * KV));
+        INFER_K(il, kern_kv_store(kc, infer_pkv_v(kv, il, id), &kv->block, slot, len, vr + i * KV));
         i += len;
     }
     return INFER_OK;
@@ -189,17 +182,14 @@ static void gather(infer_batch *b, int il, const infer_block_table *bt, int firs
 int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                      char *err, size_t errlen)
 {
-    int il = -1;
     int rc = check_step(b, seqs, n_seqs, err, errlen);
     if (rc)
         return rc;
     const infer_model *m = b->m;
     const infer_hparams *hp = &m->hp;
     kern_ctx *kc = b->kc;
-    const bool gemma = hp->arch == INFER_ARCH_GEMMA3;
-    const int E = hp->n_embd, F = hp->n_ff, D = hp->head_dim, H = hp->n_head;
-    const int HKV = hp->n_head_kv, Q = H * D, KV = HKV * D, BT = b->kv->block_tokens;
-    const kern_act act = gemma ? KERN_ACT_GELU : KERN_ACT_SILU;
+    const int E = hp->n_embd, H = hp->n_head, Q = H * hp->head_dim;
+    const int KV = hp->n_head_kv * hp->head_dim, BT = b->kv->block_tokens;
     kern_kv_layout g = b->kv->block;
     g.capacity = b->g_cap;
 
@@ -209,31 +199,13 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
             b->tok[T] = seqs[s].tokens[i];
             b->pos[T] = seqs[s].n_past + i;
         }
-    K(kern_get_rows(kc, b->x, m->tok_embd, m->tok_embd_t, hp->n_vocab, E, b->tok, T));
-    if (gemma)
-        K(kern_scale(kc, b->x, b->x, sqrtf((float)E), (size_t)T * E));
-
-    for (il = 0; il < hp->n_layer; il++) {
-        const infer_layer *ly = &m->layers[il];
-        const bool local = gemma && hp->sliding_window > 0 &&
-                           (il + 1) % INFER_GEMMA3_SWA_PATTERN != 0;
-        kern_rope_params rp = {
-            .mode = gemma ? KERN_ROPE_NEOX : KERN_ROPE_NORMAL,
-            .n_rot = hp->n_rot,
-            .freq_base = local ? hp->rope_base_local : hp->rope_base,
-            .freq_scale = local ? 1.0f : hp->rope_scale,
-            .freq_factors = gemma ? NULL : m->rope_freqs,
-        };
-        K(kern_rmsnorm(kc, b->h, b->x, ly->attn_norm, T, E, hp->eps));
-        K(kern_matmul(kc, b->q, b->h, ly->wq, ly->wq_t, T, Q, E));
-        K(kern_matmul(kc, b->k, b->h, ly->wk, ly->wk_t, T, KV, E));
-        K(kern_matmul(kc, b->v, b->h, ly->wv, ly->wv_t, T, KV, E));
-        if (gemma) {
-            K(kern_rmsnorm(kc, b->q, b->q, ly->q_norm, T * H, D, hp->eps));
-            K(kern_rmsnorm(kc, b->k, b->k, ly->k_norm, T * HKV, D, hp->eps));
-        }
-        K(kern_rope(kc, b->q, T, H, D, b->pos, &rp));
-        K(kern_rope(kc, b->k, T, HKV, D, b->pos, &rp));
+    if ((rc = infer_embed(m, kc, b->tok, T, b->x, err, errlen)))
+        return rc;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const bool local = infer_layer_local(hp, il);
+        if ((rc = infer_layer_qkv(m, kc, il, T, b->pos, b->x, b->h, b->q, b->k, b->v, err,
+                                  errlen)))
+            return rc;
         for (int s = 0, off = 0; s < n_seqs; off += seqs[s].n_tokens, s++) {
             const infer_batch_seq *q = &seqs[s];
             rc = store_kv(b, il, q->bt, q->n_past, q->n_tokens, b->k + (size_t)off * KV,
@@ -251,35 +223,22 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                 .n_kv = end - first * BT, .window = local ? hp->sliding_window : 0,
                 .scale = hp->attn_scale,
             };
-            K(kern_attention(kc, b->attn + (size_t)off * Q, b->q + (size_t)off * Q, b->gk,
-                             b->gv, &g, &ap));
+            INFER_K(il, kern_attention(kc, b->attn + (size_t)off * Q, b->q + (size_t)off * Q,
+                                       b->gk, b->gv, &g, &ap));
         }
-        K(kern_matmul(kc, b->o, b->attn, ly->wo, ly->wo_t, T, E, Q));
-        if (gemma)
-            K(kern_rmsnorm(kc, b->o, b->o, ly->post_attn_norm, T, E, hp->eps));
-        K(kern_add(kc, b->x, b->x, b->o, (size_t)T * E));
-
-        K(kern_rmsnorm(kc, b->h, b->x, ly->ffn_norm, T, E, hp->eps));
-        K(kern_matmul(kc, b->gate, b->h, ly->w_gate, ly->w_gate_t, T, F, E));
-        K(kern_matmul(kc, b->up, b->h, ly->w_up, ly->w_up_t, T, F, E));
-        K(kern_gated(kc, b->gate, b->gate, b->up, (size_t)T * F, act));
-        K(kern_matmul(kc, b->o, b->gate, ly->w_down, ly->w_down_t, T, E, F));
-        if (gemma)
-            K(kern_rmsnorm(kc, b->o, b->o, ly->post_ffw_norm, T, E, hp->eps));
-        K(kern_add(kc, b->x, b->x, b->o, (size_t)T * E));
+        if ((rc = infer_layer_out(m, kc, il, T, b->x, b->attn, b->o, b->h, b->gate, b->up,
+                                  err, errlen)))
+            return rc;
     }
 
-    il = -1;   /* errors below are in the output head */
+    /* The last row of each sequence that wants logits, side by side, through the head. */
     int n_out = 0;
     for (int s = 0, off = 0; s < n_seqs; off += seqs[s].n_tokens, s++)
-        if (seqs[s].logits) {
-            size_t row = (size_t)(off + seqs[s].n_tokens - 1);
-            K(kern_rmsnorm(kc, b->hl + (size_t)n_out * E, b->x + row * E, m->output_norm, 1,
-                           E, hp->eps));
-            n_out++;
-        }
-    if (n_out)
-        K(kern_matmul(kc, b->logits, b->hl, m->output, m->output_t, n_out, hp->n_vocab, E));
+        if (seqs[s].logits)
+            memcpy(b->xl + (size_t)n_out++ * E, b->x + (size_t)(off + seqs[s].n_tokens - 1) * E,
+                   (size_t)E * sizeof(float));
+    if (n_out && (rc = infer_head(m, kc, n_out, b->xl, b->hl, b->logits, err, errlen)))
+        return rc;
     b->n_logits = n_out;
     return INFER_OK;
 }
