@@ -455,7 +455,7 @@ START_TEST(test_softmax_act)
 {
     ref_seed(9);
     kern_ctx *c = mk(3);
-    size_t n = 30000;
+    size_t n = 70000; /* element-wise ops split over the threads */
     float *a = rand_vec(n, 8), *b = rand_vec(n, 3), *y = malloc(n * sizeof *y);
     /* softmax: 3 rows of 10000, with a large offset that would overflow exp */
     memcpy(y, a, n * sizeof *y);
@@ -617,10 +617,16 @@ START_TEST(test_many_dispatches)
 {
     /* the pool survives thousands of tiny jobs (decode issues ~10 per layer) */
     kern_ctx *c = mk(3);
-    float a[20000], b[20000], y[20000];
-    for (int i = 0; i < 20000; i++) { a[i] = (float)i; b[i] = 1; }
-    for (int it = 0; it < 3000; it++) ck_assert_int_eq(kern_add(c, y, a, b, 20000), KERN_OK);
-    for (int i = 0; i < 20000; i++) ck_assert(y[i] == (float)i + 1);
+    enum { N = 100000 }; /* a few pieces of the element-wise grain: really dispatched */
+    float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b), *y = malloc(N * sizeof *y);
+    for (int i = 0; i < N; i++) { a[i] = (float)i; b[i] = 1; }
+    for (int it = 0; it < 2000; it++) {
+        a[it] += 1; /* each job's result differs: a stale or skipped piece shows */
+        ck_assert_int_eq(kern_add(c, y, a, b, N), KERN_OK);
+        ck_assert(y[it] == a[it] + 1 && y[N - 1 - it] == a[N - 1 - it] + 1);
+    }
+    for (int i = 0; i < N; i++) ck_assert(y[i] == a[i] + 1);
+    free(a); free(b); free(y);
     kern_ctx_destroy(c);
 }
 END_TEST
