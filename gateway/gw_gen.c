@@ -200,8 +200,11 @@ static int start_generation(gw_run *r, gw_api_err *e, int64_t *retry_after, cons
                 return gw_api_fail(e, 500, "server_error", NULL, NULL, "out of memory");
             continue;
         }
-        const char *code = gw_serve_error_code(rep);
-        if (!code) {
+        /* Copied: the reply is freed before the code is looked at. */
+        char code[32];
+        const char *c = gw_serve_error_code(rep);
+        snprintf(code, sizeof code, "%s", c ? c : "");
+        if (!c) {
             r->started = true;
             r->prompt_tokens = json_integer_value(json_object_get(rep, "prompt_tokens"));
             json_decref(rep);

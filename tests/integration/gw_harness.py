@@ -193,10 +193,17 @@ class Gateway:
         self.proc.send_signal(signal.SIGHUP)
 
     def stop(self):
+        """SIGTERM (drain and exit); SIGKILL if it hangs. Returns the exit status."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.log.close()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
 
 
 def expected_words(n, seed=0):

@@ -5,6 +5,7 @@ Python package, curl and plain http.client. Needs: pip openai, pynng; curl."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -43,9 +44,12 @@ class GatewayBase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.gw.stop()
+        status = cls.gw.stop()
         cls.serve.close()
+        log = cls.gw.read_log()
         remove_workdir(cls.dir)
+        if status != 0:  # SIGTERM drains and exits 0 (and under ASan: no leaks)
+            raise AssertionError(f"commons-gateway exited {status} on SIGTERM:\n{log[-3000:]}")
 
     def run(self, result=None):
         failures = len(result.failures) + len(result.errors) if result else 0
@@ -454,6 +458,25 @@ class TestReplicaFailure(unittest.TestCase):
         self.assertEqual(status, 200, reply)
         self.assertEqual(self.gw.proc.poll(), None)
 
+    def test_sigterm_drains(self):
+        got = {}
+        started = threading.Event()
+        def stream():
+            got["r"] = self.gw.stream_events(COMPL, dict(model="fake-model", prompt="p", max_tokens=80, stream=True),
+                                             key=self.key, on_event=lambda ev: started.set())
+        t = threading.Thread(target=stream)
+        t.start()
+        self.assertTrue(started.wait(10))
+        self.gw.proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        status, events = got["r"]
+        self.assertEqual(status, 200)
+        self.assertEqual(events[-1], "DONE")  # the request in flight finished
+        self.assertEqual("".join(e["choices"][0]["text"] for e in events[:-1]), expected_words(80))
+        self.assertEqual(self.gw.proc.wait(timeout=20), 0)
+        with self.assertRaises(OSError):
+            self.gw.request("GET", "/health", timeout=5)
+
     def test_no_replica_is_503(self):
         self.serve.stop()
         wait = time.time() + 10
@@ -464,6 +487,85 @@ class TestReplicaFailure(unittest.TestCase):
         status, headers, reply = self.gw.post(CHAT, chat_body(max_tokens=2), key=self.key)
         self.assertEqual(status, 503, reply)
         self.assertIn("retry-after", headers)
+
+
+class TestRealServe(unittest.TestCase):
+    """The gateway in front of the real commons-serve on a small synthetic Llama
+    (commons-mkmodel): the protocol as serve implements it, not as the fixture
+    imitates it."""
+
+    @classmethod
+    def setUpClass(cls):
+        from serve_harness import VOCAB, make_model
+        from harness import binary, free_port, wait_until
+        cls.dir = make_workdir()
+        model = make_model(os.path.join(cls.dir, "tiny.gguf"), "--arch", "llama", "--embd", "128",
+                           "--heads", "4", "--kv-heads", "2", "--ff", "256", "--layers", "2",
+                           "--ctx", "512", "--type", "q8_0", "--tied")
+        cls.serve_url = f"tcp://127.0.0.1:{free_port()}"
+        cls.serve_log = open(os.path.join(cls.dir, "serve.log"), "ab")
+        cls.serve = subprocess.Popen([binary("inference/commons-serve"), "--model", model, "--listen",
+                                      cls.serve_url, "--max-batch", "4", "--kv-mb", "16", "--threads", "1",
+                                      "--foreground"], stdout=cls.serve_log, stderr=cls.serve_log)
+        try:
+            cls.gw = Gateway(cls.dir, [cls.serve_url])
+            wait_until(lambda: cls.gw.request("GET", "/health")[0] == 200, timeout=60,
+                       what="commons-serve to answer the gateway")
+        except Exception:
+            cls.serve.kill()
+            cls.serve.wait()
+            raise
+        cls.key = cls.gw.new_key("real")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.stop()
+        cls.serve.kill()
+        cls.serve.wait()
+        cls.serve_log.close()
+        remove_workdir(cls.dir)
+
+    def client(self):
+        return openai.OpenAI(base_url=self.gw.base + "/v1", api_key=self.key, max_retries=0, timeout=60)
+
+    def test_generate_whole_and_streamed(self):
+        c = self.client()
+        (model,) = [m.id for m in c.models.list()]
+        self.assertEqual(model, "tiny")
+        r = c.completions.create(model=model, prompt="Hello, who are you?", max_tokens=12, temperature=0)
+        self.assertIn(r.choices[0].finish_reason, ("stop", "length"))
+        self.assertGreater(r.usage.prompt_tokens, 3)
+        self.assertLessEqual(r.usage.completion_tokens, 12)
+        if r.choices[0].finish_reason == "length":
+            self.assertEqual(r.usage.completion_tokens, 12)
+        whole = r.choices[0].text
+        chunks = list(c.completions.create(model=model, prompt="Hello, who are you?", max_tokens=12,
+                                           temperature=0, stream=True))
+        self.assertEqual("".join(ch.choices[0].text for ch in chunks), whole)
+        # Seeded sampling is reproducible through the gateway too.
+        texts = [c.completions.create(model=model, prompt="The capital of France is", max_tokens=8,
+                                      seed=7, temperature=0.8).choices[0].text for _ in range(2)]
+        self.assertEqual(texts[0], texts[1])
+        # The synthetic model has no chat template: serve's bad_request reaches the client as 400.
+        with self.assertRaises(openai.BadRequestError) as cm:
+            c.chat.completions.create(model=model, messages=user("hi"), max_tokens=4)
+        self.assertIn("chat format", str(cm.exception))
+
+    def test_context_overflow_and_concurrency(self):
+        status, _, reply = self.gw.post(COMPL, dict(model="tiny", prompt="x", max_tokens=600), key=self.key)
+        self.assertEqual(status, 400, reply)
+        self.assertEqual(reply["error"]["code"], "context_length_exceeded")
+        # More requests than serve's 4 slots: queued at the gateway, all served.
+        results = []
+        def one(i):
+            results.append(self.gw.post(COMPL, dict(model="tiny", prompt=f"number {i}", max_tokens=6,
+                                                    temperature=0), key=self.key)[0])
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, [200] * 10)
 
 
 def jain(xs):
