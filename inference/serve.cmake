@@ -65,3 +65,7 @@ if(NOT COMMONS_INFERENCE_ONLY)
     FIXTURES_REQUIRED default_model TIMEOUT 600
     ENVIRONMENT "COMMONS_BUILD=${CMAKE_BINARY_DIR};PYTHONDONTWRITEBYTECODE=1;COMMONS_SHARED_DATA=${COMMONS_SHARED_DATA}")
 endif()
+
+# Benchmark (not a test): the batched step alone, bench/serve-batch/bench_batch.
+add_executable(bench_batch ${PROJECT_SOURCE_DIR}/bench/serve-batch/bench_batch.c)
+target_link_libraries(bench_batch PRIVATE commons_batch)

@@ -1,0 +1,131 @@
+/* bench_batch: the batched forward step alone (inference/batch.h), no RPC, no sampling.
+ *
+ *   bench_batch MODEL.gguf [THREADS] [BATCHES...]     (default 2 threads, batches 1 8 32)
+ *
+ * For each batch size B: B sequences with different 32-token prompts are prefilled
+ * (one step each), then 32 decode steps advance all B together (greedy token of each
+ * sequence's logits). Prints, per B, the decode step time and the decode tokens/s, and
+ * the time per step split into the forward pass and the greedy argmax. Not a test:
+ * numbers for bench/serve-batch/run and bench/RESULTS.md. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batch.h"
+
+#define PROMPT 32
+#define DECODE 32
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_batch MODEL.gguf [THREADS] [BATCHES...]\n");
+        return 2;
+    }
+    int threads = argc > 2 ? atoi(argv[2]) : 2;
+    int batches[16] = { 1, 8, 32 }, n_b = 3;
+    if (argc > 3) {
+        n_b = 0;
+        for (int i = 3; i < argc && n_b < 16; i++)
+            batches[n_b++] = atoi(argv[i]);
+    }
+    int max_b = 1;
+    for (int i = 0; i < n_b; i++) {
+        if (batches[i] < 1 || batches[i] > 256) {
+            fprintf(stderr, "bench_batch: batch sizes are 1..256\n");
+            return 2;
+        }
+        if (batches[i] > max_b)
+            max_b = batches[i];
+    }
+    char err[1024];
+    kern_ctx *kc;
+    infer_model *m;
+    kern_config cfg = { .backend = KERN_BACKEND_CPU, .n_threads = threads };
+    if (kern_ctx_create(&cfg, &kc, err, sizeof err) ||
+        infer_model_load(argv[1], kc, NULL, NULL, &m, err, sizeof err)) {
+        fprintf(stderr, "bench_batch: %s\n", err);
+        return 1;
+    }
+    const infer_hparams *hp = infer_model_hparams(m);
+    const int V = hp->n_vocab, len = PROMPT + DECODE;
+    infer_paged_kv kv;
+    infer_batch *b;
+    infer_batch_params bp = { .max_tokens = max_b * PROMPT, .max_logits = max_b, .n_ctx = len };
+    int per_seq = (len + 15) / 16;
+    if (infer_pkv_init(&kv, kc, hp->n_layer, hp->n_head_kv, hp->head_dim, 16, max_b * per_seq,
+                       KERN_TYPE_F32, err, sizeof err) ||
+        infer_batch_create(m, kc, &kv, &bp, &b, err, sizeof err)) {
+        fprintf(stderr, "bench_batch: %s\n", err);
+        return 1;
+    }
+    infer_block_table *bt = calloc((size_t)max_b, sizeof *bt);
+    int32_t *toks = malloc((size_t)max_b * len * sizeof *toks);
+    infer_batch_seq *bs = malloc((size_t)max_b * sizeof *bs);
+    if (!bt || !toks || !bs)
+        return 1;
+    printf("model %s, %d threads (%s), prompt %d, %d decode steps\n", argv[1], threads,
+           kern_isa_name(kern_get_isa()), PROMPT, DECODE);
+    printf("| batch | decode step ms | forward ms | argmax ms | decode tokens/s |\n");
+    printf("| --- | --- | --- | --- | --- |\n");
+    for (int ib = 0; ib < n_b; ib++) {
+        int B = batches[ib];
+        for (int s = 0; s < B; s++) {
+            for (int i = 0; i < PROMPT; i++)
+                toks[s * len + i] = (int32_t)((7919LL * (i + 1) * (s + 3) + 13) % V);
+            if (infer_pkv_reserve(&kv, &bt[s], len)) {
+                fprintf(stderr, "bench_batch: pool too small\n");
+                return 1;
+            }
+            bs[s] = (infer_batch_seq){ .bt = &bt[s], .n_past = 0, .tokens = toks + s * len,
+                                       .n_tokens = PROMPT, .logits = true };
+        }
+        double t_fwd = 0, t_arg = 0;
+        for (int step = 0; step <= DECODE; step++) {
+            double t0 = now();
+            if (infer_batch_step(b, bs, B, err, sizeof err)) {
+                fprintf(stderr, "bench_batch: %s\n", err);
+                return 1;
+            }
+            double t1 = now();
+            const float *lg = infer_batch_logits(b, NULL);
+            for (int s = 0; s < B; s++) {
+                const float *l = lg + (size_t)s * V;
+                int t = 0;
+                for (int j = 1; j < V; j++)
+                    if (l[j] > l[t])
+                        t = j;
+                bs[s].n_past += bs[s].n_tokens;
+                toks[s * len + bs[s].n_past] = t;
+                bs[s].tokens = toks + s * len + bs[s].n_past;
+                bs[s].n_tokens = 1;
+            }
+            if (step > 0) {   /* step 0 is the prefill */
+                t_fwd += t1 - t0;
+                t_arg += now() - t1;
+            }
+        }
+        double step_ms = (t_fwd + t_arg) * 1e3 / DECODE;
+        printf("| %d | %.1f | %.1f | %.2f | %.1f |\n", B, step_ms, t_fwd * 1e3 / DECODE,
+               t_arg * 1e3 / DECODE, B * 1e3 / step_ms);
+        fflush(stdout);
+        for (int s = 0; s < B; s++)
+            infer_pkv_release(&kv, &bt[s]);
+    }
+    free(bt);
+    free(toks);
+    free(bs);
+    infer_batch_free(b);
+    infer_pkv_free(&kv);
+    infer_model_free(m);
+    kern_ctx_destroy(kc);
+    return 0;
+}
