@@ -175,7 +175,8 @@ static void fail(agent_runner *r, struct agent_job *j, const char *why)
     j->exit_code = -1;
     j->signal = 0;
     j->started_pending = false;
-    snprintf(j->error, sizeof j->error, "%s", why);
+    /* Long messages (paths) are cut to the record's field on purpose. */
+    snprintf(j->error, sizeof j->error, "%.*s", (int)sizeof j->error - 1, why);
     finish(r, j);
 }
 
