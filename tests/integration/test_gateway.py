@@ -266,7 +266,26 @@ class TestGatewayApi(GatewayBase):
         self.assertLess(waited, 8)
         self.assertEqual(self.gw.request("GET", "/health")[0], 200)
 
-    gateway_extra = ("--idle-timeout", "2")
+    gateway_extra = ("--idle-timeout", "2", "--max-per-ip", "8")
+
+    def test_connection_limit_per_address(self):
+        held = [socket.create_connection(("127.0.0.1", self.gw.port)) for _ in range(8)]
+        try:
+            time.sleep(0.2)
+            with self.assertRaises(OSError):  # the 9th is closed without an answer
+                self.gw.request("GET", "/health", timeout=5)
+        finally:
+            for s in held:
+                s.close()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                self.assertEqual(self.gw.request("GET", "/health")[0], 200)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            self.fail("the gateway did not accept connections again")
 
     # -- keys, tiers, quotas -------------------------------------------------------
     def test_auth_and_revocation(self):
@@ -566,6 +585,49 @@ class TestRealServe(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(results, [200] * 10)
+
+
+class TestTwoReplicas(unittest.TestCase):
+    def setUp(self):
+        self.dir = make_workdir()
+        self.addCleanup(remove_workdir, self.dir)
+        self.a = FakeServe(self.dir, delay=0.01, max_batch=2)
+        self.addCleanup(self.a.close)
+        self.b = FakeServe(self.dir, delay=0.01, max_batch=2)
+        self.addCleanup(self.b.close)
+        self.gw = Gateway(self.dir, [self.a, self.b])
+        self.addCleanup(self.gw.stop)
+        self.key = self.gw.new_key("k")
+
+    def burst(self, n, tokens=20):
+        results = []
+        def one():
+            results.append(self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=tokens), key=self.key)[0])
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    def test_least_loaded_routing_and_failover(self):
+        self.assertEqual(self.burst(4), [200] * 4)
+        # Two slots each: four at once fill both replicas, never three on one.
+        self.assertEqual(self.a.stats()["starts"], 2)
+        self.assertEqual(self.b.stats()["starts"], 2)
+        self.assertEqual(self.a.stats()["busy"] + self.b.stats()["busy"], 0)
+        self.b.stop()
+        deadline = time.time() + 10
+        while time.time() < deadline and not self._replica_up_lines().endswith(" 0"):
+            time.sleep(0.1)
+        # With one replica down, requests go to the other, more slowly but all served.
+        self.assertEqual(self.burst(4, tokens=5), [200] * 4)
+        self.assertEqual(self.a.stats()["starts"], 6)
+
+    def _replica_up_lines(self):
+        text = self.gw.request("GET", "/metrics")[2].decode()
+        port = self.b.port
+        return "".join(l for l in text.splitlines() if l.startswith("commons_gateway_replica_up") and f":{port}" in l)
 
 
 def jain(xs):
