@@ -408,7 +408,7 @@ static void check_rope(kern_ctx *c, kern_rope_mode mode, int head_dim, int n_rot
     int n_tok = 3, n_head = 4;
     int32_t pos[3] = {0, 17, 4000};
     size_t n = (size_t)n_tok * n_head * head_dim;
-    float *x = rand_vec(n, 1), *y = malloc(n * sizeof *y), ff[64];
+    float *x = rand_vec(n, 1), *y = malloc(n * sizeof *y), ff[600];
     for (int i = 0; i < n_rot / 2; i++) ff[i] = (float)(1 + i % 5);
     memcpy(y, x, n * sizeof *y);
     kern_rope_params p = {mode, n_rot, 10000.0f, scale, factors ? ff : NULL};
@@ -437,6 +437,7 @@ START_TEST(test_rope)
     check_rope(c, KERN_ROPE_NEOX, 64, 64, 1.0f, 0);
     check_rope(c, KERN_ROPE_NORMAL, 128, 128, 0.25f, 1);
     check_rope(c, KERN_ROPE_NEOX, 80, 32, 1.0f, 1); /* partial rotation */
+    check_rope(c, KERN_ROPE_NORMAL, 1100, 1100, 1.0f, 1); /* more pairs than one angle chunk */
     float x[64];
     int32_t pos = 0;
     kern_rope_params bad = {KERN_ROPE_NORMAL, 63, 10000, 1, NULL};
