@@ -67,6 +67,14 @@ const char *infer_chat_format_name(int fmt)
     return "none";
 }
 
+int infer_chat_format_by_name(const char *name)
+{
+    for (int i = 0; i < N_FORMATS; i++)
+        if (!strcmp(formats[i].name, name))
+            return formats[i].fmt;
+    return INFER_CHAT_NONE;
+}
+
 const char *infer_chat_end_of_turn(int fmt)
 {
     switch (fmt) {

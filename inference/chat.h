@@ -37,6 +37,8 @@ int infer_chat_detect(const infer_gguf *g);
 /* The format whose markers a template text contains, INFER_CHAT_NONE if none. */
 int infer_chat_detect_template(const char *tmpl, size_t len);
 const char *infer_chat_format_name(int fmt);   /* "gemma", ...; "none" */
+/* The format called name ("gemma", "llama3", "llama2", "chatml"), INFER_CHAT_NONE if none. */
+int infer_chat_format_by_name(const char *name);
 
 /* Render a conversation. add_assistant opens the assistant's turn for generation.
  * Returns the full length (like snprintf: buf gets at most len-1 bytes and a NUL),

@@ -27,6 +27,7 @@
 
 typedef struct args {
     const char *model, *prompt, *tokenize, *logits, *system;
+    int chat_format;          /* --chat-format, else detected from the file */
     int bench_pp, bench_tg;   /* --bench: both > 0 */
     bool chat;
     int n_predict, threads, n_ctx, kv_type;
@@ -54,6 +55,7 @@ static void usage(FILE *f)
         "  --kv f32|f16           KV cache type (default f32)\n"
         "  --stop TEXT            stop when TEXT is generated (repeatable)\n"
         "  --system TEXT          system message for --chat\n"
+        "  --chat-format F        gemma, llama3, llama2 or chatml (default: from the file)\n"
         "  --tokenize TEXT        print the token ids of TEXT (no BOS/EOS) and exit\n"
         "  --bench PP,TG          time PP prompt tokens in batches, then TG generated ones\n");
 }
@@ -96,6 +98,11 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(f, "--tokenize")) a->tokenize = v;
         else if (!strcmp(f, "--logits")) a->logits = v;
         else if (!strcmp(f, "--system")) a->system = v;
+        else if (!strcmp(f, "--chat-format")) {
+            a->chat_format = infer_chat_format_by_name(v);
+            if (a->chat_format == INFER_CHAT_NONE)
+                return bad_value(f, v, "gemma, llama3, llama2 or chatml");
+        }
         else if (!strcmp(f, "--bench")) {
             if (sscanf(v, "%d,%d", &a->bench_pp, &a->bench_tg) != 2 || a->bench_pp < 1 ||
                 a->bench_tg < 1 || a->bench_pp > 65536 || a->bench_tg > 65536)
@@ -481,10 +488,11 @@ static int run_bench(const args *a, session *s)
  * after the longest prefix already in the cache are evaluated. */
 static int run_chat(const args *a, session *s)
 {
-    int fmt = infer_chat_detect(infer_model_gguf(s->m));
+    int fmt = a->chat_format ? a->chat_format : infer_chat_detect(infer_model_gguf(s->m));
     if (fmt == INFER_CHAT_NONE) {
         fprintf(stderr, "commons-run: %s has no chat format this program recognizes "
-                "(gemma, llama3, llama2, chatml); use --prompt\n", a->model);
+                "(gemma, llama3, llama2, chatml); name one with --chat-format, or use "
+                "--prompt\n", a->model);
         return 1;
     }
     const char *stops[MAX_STOPS + 1];

@@ -38,6 +38,9 @@ usage)
   check "zero threads" exit_is 2 --model "$model" --prompt x --threads 0
   check "negative -n" exit_is 2 --model "$model" --prompt x -n -3
   check "two modes" exit_is 2 --model "$model" --prompt x --chat
+  check "unknown chat format" exit_is 2 --model "$model" --chat --chat-format jinja
+  check "no chat format in a file without one" sh -c "echo hi | '$run' --model '$model' --chat -n 2 >/dev/null 2>'$tmp/err'; test \$? -eq 1 && grep -q -- --chat-format '$tmp/err'"
+  check "--chat-format chatml on the same file" sh -c "echo hi | '$run' --model '$model' --chat --chat-format chatml -n 2 >/dev/null 2>'$tmp/err' && grep -q 'chat format chatml' '$tmp/err'"
   check "flag without value" exit_is 2 --model "$model" --prompt
   check "missing file" exit_is 1 --model "$tmp/nope.gguf" --prompt x
   check "message names the file" grep -q "$tmp/nope.gguf" "$tmp/err"

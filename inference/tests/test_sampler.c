@@ -234,6 +234,9 @@ static void test_chat(void)
     const char *tmpl_g = "{{ '<start_of_turn>' + role + '\n' }}";
     CHECK(infer_chat_detect_template(tmpl_g, strlen(tmpl_g)) == INFER_CHAT_GEMMA, "gemma");
     CHECK(infer_chat_detect_template("hello", 5) == INFER_CHAT_NONE, "none");
+    for (int f = INFER_CHAT_LLAMA2; f <= INFER_CHAT_CHATML; f++)
+        CHECK(infer_chat_format_by_name(infer_chat_format_name(f)) == f, "name round trip %d", f);
+    CHECK(infer_chat_format_by_name("jinja") == INFER_CHAT_NONE, "unknown name");
 }
 
 /* Detection from a file: template key wins, then vocabulary markers. */
