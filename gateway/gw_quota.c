@@ -9,6 +9,8 @@
 
 #define NBUCKETS 4096
 #define RATE_LOG_MAX 100000 /* a larger requests_per_minute is not enforced exactly */
+#define MAX_ENTRIES 100000  /* beyond this, idle principals are forgotten (see sweep) */
+#define IDLE_MS (3600 * 1000)
 
 typedef struct entry {
     struct entry *next;
@@ -19,11 +21,13 @@ typedef struct entry {
     int64_t inflight;
     int64_t *log;      /* begin times (ms), ring of logcap */
     int64_t logcap, loghead, logn;
+    int64_t last_ms;   /* last begin or end */
 } entry;
 
 struct gw_quota {
     pthread_mutex_t mu;
     entry *buckets[NBUCKETS];
+    size_t count;
     gw_quota_loader load;
     void *ctx;
 };
@@ -60,11 +64,35 @@ static unsigned hash(const char *s)
     return h % NBUCKETS;
 }
 
-static entry *get(gw_quota *q, const char *name)
+/* Many distinct anonymous addresses must not grow memory without bound:
+ * principals with nothing in flight and silent for an hour are dropped. A key
+ * dropped this way reloads its day's tokens from the store when it returns;
+ * an anonymous address starts again from zero (documented in docs/gateway.md). */
+static void sweep(gw_quota *q, int64_t now_ms)
+{
+    for (int i = 0; i < NBUCKETS; i++) {
+        entry **pp = &q->buckets[i];
+        while (*pp) {
+            entry *e = *pp;
+            if (e->inflight == 0 && e->last_ms < now_ms - IDLE_MS) {
+                *pp = e->next;
+                free(e->name);
+                free(e->log);
+                free(e);
+                q->count--;
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+}
+
+static entry *get(gw_quota *q, const char *name, int64_t now_ms)
 {
     unsigned b = hash(name);
     for (entry *e = q->buckets[b]; e; e = e->next)
         if (strcmp(e->name, name) == 0) return e;
+    if (q->count >= MAX_ENTRIES) sweep(q, now_ms);
     entry *e = calloc(1, sizeof *e);
     if (!e || !(e->name = strdup(name))) {
         free(e);
@@ -73,6 +101,7 @@ static entry *get(gw_quota *q, const char *name)
     e->day = -1;
     e->next = q->buckets[b];
     q->buckets[b] = e;
+    q->count++;
     return e;
 }
 
@@ -95,7 +124,7 @@ gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits 
 {
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&q->mu);
-    entry *e = get(q, principal);
+    entry *e = get(q, principal, now_ms);
     if (!e) {
         /* Out of memory: refusing briefly is safer than admitting unmetered. */
         v->why = GW_QUOTA_CONCURRENCY;
@@ -105,6 +134,7 @@ gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits 
     }
     int64_t day = now_ms / 1000 / 86400;
     roll_day(q, e, principal, day);
+    e->last_ms = now_ms;
 
     if (lim->concurrent_requests >= 0 && e->inflight >= lim->concurrent_requests) {
         v->why = GW_QUOTA_CONCURRENCY;
@@ -166,8 +196,9 @@ void gw_quota_end(gw_quota *q, const char *principal, int64_t reserved, int64_t 
                   int64_t now_ms)
 {
     pthread_mutex_lock(&q->mu);
-    entry *e = get(q, principal);
+    entry *e = get(q, principal, now_ms);
     if (e) {
+        e->last_ms = now_ms;
         if (e->inflight > 0) e->inflight--;
         e->reserved -= reserved;
         if (e->reserved < 0) e->reserved = 0;

@@ -193,6 +193,36 @@ START_TEST(quota_tokens_per_day)
 }
 END_TEST
 
+START_TEST(quota_forgets_idle_principals)
+{
+    loaded_tokens = 7;
+    loads = 0;
+    gw_quota *q = gw_quota_new(loader, NULL);
+    gw_limits lim = {1000, -1, -1, -1};
+    gw_quota_verdict v;
+    int64_t t0 = 20000LL * 86400 * 1000 + 3600 * 1000;
+    ck_assert_int_eq(gw_quota_begin(q, "busy", &lim, 1, t0, &v), GW_QUOTA_OK); /* stays in flight */
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, t0, &v), GW_QUOTA_OK);
+    gw_quota_end(q, "k", 1, 1, t0);
+    char name[32];
+    for (int i = 0; i < 100000; i++) {
+        snprintf(name, sizeof name, "anon:%d", i);
+        gw_quota_begin(q, name, &lim, 1, t0, &v);
+        gw_quota_end(q, name, 1, 1, t0);
+    }
+    ck_assert_int_eq(loads, 100002);
+    /* Two hours later, still the same UTC day: a new principal triggers the sweep. */
+    int64_t t1 = t0 + 2 * 3600 * 1000;
+    ck_assert_int_eq(gw_quota_begin(q, "newcomer", &lim, 1, t1, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, t1, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(loads, 100004); /* k was forgotten and reloaded from the store */
+    gw_quota_end(q, "busy", 1, 1, t1); /* the one in flight was kept */
+    ck_assert_int_eq(gw_quota_begin(q, "busy", &lim, 1, t1, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(loads, 100004);
+    gw_quota_free(q);
+}
+END_TEST
+
 /* ---- OpenAI JSON -------------------------------------------------------- */
 
 static int parse(gw_kind kind, const char *body, gw_gen *g, gw_api_err *e)
@@ -410,6 +440,7 @@ int main(void)
     tcase_add_test(tc, quota_rate_per_minute);
     tcase_add_test(tc, quota_concurrency);
     tcase_add_test(tc, quota_tokens_per_day);
+    tcase_add_test(tc, quota_forgets_idle_principals);
     tcase_add_test(tc, api_parse_chat);
     tcase_add_test(tc, api_parse_rejects);
     tcase_add_test(tc, api_shapes);
