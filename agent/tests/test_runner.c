@@ -442,6 +442,15 @@ START_TEST(test_runs_as_job_account)
         struct stat sb;
         ck_assert_int_eq(stat(p, &sb), 0);
         ck_assert_int_eq(sb.st_uid, nb->pw_uid);
+        /* A script job of that account can reach its script in the state dir. */
+        json_t *sl = launch_script(29, "#!/bin/sh\nid -u\n");
+        json_object_set_new(sl, "unix_user", json_string("nobody"));
+        launch(r, sl);
+        st = wait_end(r, 29, 5000);
+        ck_assert_msg(st.exit_code == 0, "script as nobody: %s", st.error);
+        o = job_out(29, "out");
+        ck_assert_str_eq(o, want);
+        free(o);
     } else {
         ck_assert_int_eq(st.exit_code, -1);
         ck_assert_ptr_nonnull(strstr(st.error, "can only run jobs of that account"));
