@@ -317,12 +317,21 @@ static json_t *gen_start(serve_server *s, json_t *req)
     return json_pack("{s:b, s:i}", "ok", 1, "prompt_tokens", q->n_prompt);
 }
 
-/* Under the lock: the answer to a poll of q from offset. */
+/* Under the lock: the answer to a poll of q from offset. At most MAX_POLL_TEXT bytes
+ * go in one reply (cut at a character boundary) so that even escaped text stays far
+ * below the 1 MiB message limit; `done` only comes with the last of the text. */
+#define MAX_POLL_TEXT (128 * 1024)
 static json_t *poll_answer(serve_seq *q, size_t offset)
 {
-    bool done = q->state == SEQ_DONE;
+    size_t n = q->text.vis_len - offset;
+    if (n > MAX_POLL_TEXT) {
+        n = MAX_POLL_TEXT;
+        while (n > 0 && (q->text.vis[offset + n] & 0xC0) == 0x80)
+            n--;
+    }
+    bool done = q->state == SEQ_DONE && offset + n == q->text.vis_len;
     json_t *r = json_pack("{s:b, s:s%, s:b, s:i, s:i}", "ok", 1, "text",
-                          q->text.vis ? q->text.vis + offset : "", q->text.vis_len - offset,
+                          q->text.vis ? q->text.vis + offset : "", n,
                           "done", done, "prompt_tokens", q->n_prompt, "completion_tokens",
                           q->n_toks - q->n_prompt);
     if (r && done) {
