@@ -9,6 +9,15 @@
 
 #include <stdarg.h>
 
+/* C++-compatible so the CUDA backend (a .cu file, compiled as C++) can
+ * include it and fill a kern_backend_ops table. */
+#ifdef __cplusplus
+#define KERN_STATIC_ASSERT static_assert
+extern "C" {
+#else
+#define KERN_STATIC_ASSERT _Static_assert
+#endif
+
 /* ---- ggml block layouts (byte-exact with GGUF files) ---- */
 #define KQK 32   /* elements per Q4_0 / Q8_0 block */
 #define KQK_K 256 /* elements per K-quant super-block */
@@ -23,12 +32,12 @@ typedef struct { uint8_t ql[KQK_K / 2]; uint8_t qh[KQK_K / 4]; int8_t scales[KQK
  * f32 scale and the sums of each 16 values (for the min/offset terms). */
 typedef struct { float d; int8_t qs[KQK_K]; int16_t bsums[KQK_K / 16]; } kblock_q8_K;
 
-_Static_assert(sizeof(kblock_q4_0) == 18, "q4_0 layout");
-_Static_assert(sizeof(kblock_q5_0) == 22, "q5_0 layout");
-_Static_assert(sizeof(kblock_q8_0) == 34, "q8_0 layout");
-_Static_assert(sizeof(kblock_q4_K) == 144, "q4_K layout");
-_Static_assert(sizeof(kblock_q5_K) == 176, "q5_K layout");
-_Static_assert(sizeof(kblock_q6_K) == 210, "q6_K layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q4_0) == 18, "q4_0 layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q5_0) == 22, "q5_0 layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q8_0) == 34, "q8_0 layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q4_K) == 144, "q4_K layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q5_K) == 176, "q5_K layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q6_K) == 210, "q6_K layout");
 
 /* 6-bit scale and min j (0..7) of a Q4_K/Q5_K super-block. */
 static inline void kern_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
@@ -149,4 +158,7 @@ void *kern_scratch(kern_ctx *ctx, size_t bytes);
 
 int kern_cpu_init(kern_ctx *ctx);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
