@@ -13,15 +13,18 @@ Token i of a sequence is " " + WORDS[(seed + i) % len(WORDS)]; two words are not
 ASCII, so offsets (UTF-8 bytes) are exercised.
 A sequence counts against --max-batch until it ends or is cancelled; beyond
 that gen.start answers "busy". Extra request type for tests: fake.stats.
+
+Standard library only: it speaks nng's REQ/REP over TCP (the SP protocol) itself,
+see sp_serve() and sp_call(), so the tests need no Python binding of nng.
 """
 import argparse
 import json
 import os
 import re
+import socket
+import struct
 import threading
 import time
-
-import pynng
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "écho", "foxtrot", "高尔夫", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
@@ -166,19 +169,91 @@ class FakeServe:
             time.sleep(max(0.001, min(nxt, deadline) - now))
 
 
-def worker(srv, sock):
-    ctx = sock.new_context()
-    while True:
+# --- nng's SP protocol over TCP, just enough of it -------------------------
+# Each side first sends 8 bytes: 00 'S' 'P' 00, its protocol number (16 bits,
+# big-endian: REQ0 = 0x30, REP0 = 0x31) and 00 00. Then every message is a
+# 64-bit big-endian length and that many bytes. A request starts with its
+# backtrace: 32-bit words up to and including the first with the high bit set
+# (the request id); the reply must start with the same words.
+SP_REQ, SP_REP = 0x30, 0x31
+
+
+def _recv_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        part = conn.recv(n - len(buf))
+        if not part:
+            raise ConnectionError("peer closed")
+        buf += part
+    return buf
+
+
+def _handshake(conn, mine, theirs):
+    conn.sendall(b"\x00SP\x00" + struct.pack(">H", mine) + b"\x00\x00")
+    hello = _recv_exact(conn, 8)
+    if hello[:4] != b"\x00SP\x00" or struct.unpack(">H", hello[4:6])[0] != theirs:
+        raise ConnectionError(f"not an nng peer of protocol {theirs:#x}: {hello!r}")
+
+
+def _send_msg(conn, data):
+    conn.sendall(struct.pack(">Q", len(data)) + data)
+
+
+def _recv_msg(conn):
+    (n,) = struct.unpack(">Q", _recv_exact(conn, 8))
+    if n > 1 << 20:
+        raise ConnectionError(f"message of {n} bytes")
+    return _recv_exact(conn, n)
+
+
+def _serve_conn(srv, conn):
+    wlock = threading.Lock()
+
+    def answer(header, body):
         try:
-            raw = ctx.recv()
-        except pynng.exceptions.Closed:
-            return
-        try:
-            req = json.loads(raw)
+            req = json.loads(body)
             rep = srv.handle(req) if isinstance(req, dict) else err("bad_request", "not an object")
         except Exception as e:  # a fixture: report, never die on bad input
             rep = err("bad_request", f"{type(e).__name__}: {e}")
-        ctx.send(json.dumps(rep).encode())
+        with wlock:
+            try:
+                _send_msg(conn, header + json.dumps(rep).encode())
+            except OSError:
+                pass
+
+    try:
+        _handshake(conn, SP_REP, SP_REQ)
+        while True:
+            msg = _recv_msg(conn)
+            i = 0
+            while i + 4 <= len(msg):  # the backtrace ends with the request id
+                i += 4
+                if msg[i - 4] & 0x80:
+                    break
+            # Polls are held: every request gets its own thread, as nng contexts would.
+            threading.Thread(target=answer, args=(msg[:i], msg[i:]), daemon=True).start()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        conn.close()
+
+
+def sp_serve(srv, host, port):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, port))
+    ls.listen(64)
+    return ls
+
+
+def sp_call(url, req, timeout=10.0):
+    """One REQ/REP exchange with an nng REP socket at tcp://HOST:PORT (for tests)."""
+    host, port = url[len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        _handshake(conn, SP_REQ, SP_REP)
+        _send_msg(conn, struct.pack(">I", 0x80000001) + json.dumps(req).encode())
+        reply = _recv_msg(conn)
+        return json.loads(reply[4:])
 
 
 def main():
@@ -188,17 +263,16 @@ def main():
     ap.add_argument("--delay", type=float, default=0.01, help="seconds per token")
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--n-ctx", type=int, default=2048)
-    ap.add_argument("--threads", type=int, default=96)
     args = ap.parse_args()
     srv = FakeServe(args)
-    sock = pynng.Rep0(listen=args.listen)
-    threads = [threading.Thread(target=worker, args=(srv, sock), daemon=True) for _ in range(args.threads)]
-    for t in threads:
-        t.start()
+    host, port = args.listen[len("tcp://"):].rsplit(":", 1)
+    ls = sp_serve(srv, host, int(port))
     print("ready", flush=True)
     try:
         while True:
-            time.sleep(3600)
+            conn, _ = ls.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=_serve_conn, args=(srv, conn), daemon=True).start()
     except KeyboardInterrupt:
         pass
 

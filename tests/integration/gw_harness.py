@@ -84,10 +84,8 @@ class FakeServe:
             self.proc.stdout.close()
 
     def stats(self):
-        import pynng
-        with pynng.Req0(dial=self.url, recv_timeout=5000, send_timeout=5000) as s:
-            s.send(json.dumps({"type": "fake.stats", "v": 1}).encode())
-            return json.loads(s.recv())
+        from gw_fakeserve import sp_call
+        return sp_call(self.url, {"type": "fake.stats", "v": 1})
 
     def close(self):
         self.stop()

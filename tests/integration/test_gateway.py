@@ -1,7 +1,7 @@
 """Integration tests of commons-gateway (issue 7, docs/gateway.md): the real
 gateway on 127.0.0.1 in front of the fake serve test fixture (gw_fakeserve.py,
 deterministic words, one per --delay), driven with the official `openai`
-Python package, curl and plain http.client. Needs: pip openai, pynng; curl."""
+Python package, curl and plain http.client. Needs: pip openai; curl."""
 import json
 import os
 import shutil
