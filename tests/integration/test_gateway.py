@@ -643,7 +643,7 @@ class TestFairness(GatewayBase):
     work-conserving scheduler rightly gives the spare ones to the heavy key,
     and a Jain index of raw tokens would fall for that reason alone."""
     serve_opts = dict(delay=0.01, max_batch=10)
-    TOKENS = 32  # per request: 0.32 s at 10 ms a token
+    TOKENS = 48  # per request: 0.48 s at 10 ms a token
 
     def test_heavy_key_does_not_starve_light_keys(self):
         keys = {"heavy": self.gw.new_key("heavy")}
