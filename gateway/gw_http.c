@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum route { R_OTHER, R_MODELS, R_COMPLETIONS, R_CHAT, R_HEALTH, R_METRICS };
 static const char *ROUTE_NAMES[] = {"other", "models", "completions", "chat", "health", "metrics"};
@@ -277,7 +278,10 @@ int gw_http_start(gw_gateway *g, char *err, size_t errlen)
 void gw_http_stop(gw_gateway *g, int64_t drain_ms)
 {
     if (!g->mhd) return;
-    MHD_quiesce_daemon(g->mhd);
+    /* Stop accepting: the quiesced listening socket is ours to close, and closing
+     * it makes new connections fail at once instead of waiting in the backlog. */
+    MHD_socket ls = MHD_quiesce_daemon(g->mhd);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
     for (int64_t waited = 0; waited < drain_ms; waited += 50) {
         pthread_mutex_lock(&g->mu);
         int active = g->active;

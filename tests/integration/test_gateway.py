@@ -200,6 +200,19 @@ class TestGatewayApi(GatewayBase):
             self.client(k).chat.completions.create(model="fake-model", messages=user("x"), n=3)
         self.assertEqual(self.gw.request("GET", "/health")[0], 200)
 
+    def test_garbage_bodies(self):
+        # Every truncation of a valid body, and bytes that are not JSON at all:
+        # each is a 400 with OpenAI's error JSON, and the gateway keeps serving.
+        valid = json.dumps(chat_body("héllo", max_tokens=2, stop=["x"], temperature=0.5)).encode()
+        bodies = [valid[:n] for n in range(0, len(valid) - 1, 3)]
+        bodies += [b"\x00" * 10, b"{" * 5000, b"[" * 100000, b'{"model": "fake-model", "messages": [' * 2000,
+                   bytes(range(256)), b'{"model": 1e999}', b'{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud800"}]}']
+        for body in bodies:
+            status, _, reply = self.gw.request("POST", CHAT, body, key=self.key)
+            self.assertEqual(status, 400, body[:80])
+            self.assertIn("error", json.loads(reply))
+        self.assertEqual(self.gw.post(CHAT, json.loads(valid), key=self.key)[0], 200)
+
     def test_not_found_and_methods(self):
         status, _, reply = self.gw.post(CHAT, dict(model="no-such-model", messages=user("x")), key=self.key)
         self.assert_error(status, reply, 404, code="model_not_found", param="model")
