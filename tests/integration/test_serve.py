@@ -206,7 +206,7 @@ class Admission(ServeTest):
 
 class Drain(ServeTest):
     def test_sigterm_finishes_running_sequences(self):
-        s = self.start(MODEL, "--kv-blocks", "300", "--threads", "1")
+        s = self.start(MODEL, "--kv-blocks", "300", "--threads", "1", "--drain-s", "300")
         self.assertTrue(s.call("gen.start", id="run", prompt=PROMPTS[4], max_tokens=3000,
                                temperature=0)["ok"])
         s.proc.send_signal(signal.SIGTERM)
@@ -221,6 +221,18 @@ class Drain(ServeTest):
         self.assertEqual(text, run_greedy(MODEL, PROMPTS[4], 3000, "--temp", "0"))
         self.assertEqual(s.proc.wait(timeout=30), 0)
         self.assertIn("draining", s.log_text())
+
+    def test_drain_deadline_cancels(self):
+        s = self.start(MODEL, "--kv-blocks", "300", "--threads", "1", "--drain-s", "1")
+        self.assertTrue(s.call("gen.start", id="slow", prompt=PROMPTS[4], max_tokens=4000)["ok"])
+        s.proc.send_signal(signal.SIGTERM)
+        text, p = "", {"done": False}
+        while not p["done"]:
+            p = s.call("gen.poll", id="slow", offset=len(text.encode()), wait_ms=2000)
+            text += p["text"]
+        self.assertEqual(p["finish_reason"], "cancelled")
+        self.assertLess(p["completion_tokens"], 4000)
+        self.assertEqual(s.proc.wait(timeout=30), 0)
 
 
 if __name__ == "__main__":
