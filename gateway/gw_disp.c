@@ -330,14 +330,38 @@ void gw_disp_release(gw_disp *d, gw_job *j, bool failed)
 
 gw_serve *gw_disp_serve(gw_disp *d, const gw_job *j) { return d->reps[j->replica].cli; }
 
+static void queue_totals(gw_disp *d, size_t *queued, size_t *flows)
+{
+    *queued = *flows = 0;
+    for (int i = 0; i < d->nmqs; i++) {
+        *queued += gw_fairq_len(d->mqs[i].q);
+        *flows += gw_fairq_flows(d->mqs[i].q);
+    }
+}
+
+json_t *gw_disp_status(gw_disp *d)
+{
+    pthread_mutex_lock(&d->mu);
+    size_t queued, flows;
+    queue_totals(d, &queued, &flows);
+    json_t *reps = json_array();
+    for (int i = 0; reps && i < d->nreps; i++) {
+        replica *r = &d->reps[i];
+        json_array_append_new(reps, json_pack("{s:s, s:s, s:b, s:i, s:i}", "url",
+                                              gw_serve_url(r->cli), "model", r->model, "up", r->up,
+                                              "slots", r->slots, "inflight", r->inflight));
+    }
+    pthread_mutex_unlock(&d->mu);
+    return reps ? json_pack("{s:I, s:I, s:o}", "queued", (json_int_t)queued, "flows",
+                            (json_int_t)flows, "replicas", reps)
+                : NULL;
+}
+
 void gw_disp_metrics(gw_disp *d, FILE *f)
 {
     pthread_mutex_lock(&d->mu);
-    size_t queued = 0, flows = 0;
-    for (int i = 0; i < d->nmqs; i++) {
-        queued += gw_fairq_len(d->mqs[i].q);
-        flows += gw_fairq_flows(d->mqs[i].q);
-    }
+    size_t queued, flows;
+    queue_totals(d, &queued, &flows);
     fprintf(f, "# HELP commons_gateway_queued_requests Requests waiting for a serve replica.\n"
                "# TYPE commons_gateway_queued_requests gauge\n"
                "commons_gateway_queued_requests %zu\n"

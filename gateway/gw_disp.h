@@ -77,6 +77,10 @@ void gw_disp_release(gw_disp *d, gw_job *j, bool failed);
 /* The client of an admitted job's replica. */
 gw_serve *gw_disp_serve(gw_disp *d, const gw_job *j);
 
+/* {"queued": N, "flows": N, "replicas": [{"url", "model", "up", "slots", "inflight"}]}
+ * for the status page; a new reference, NULL when out of memory. */
+json_t *gw_disp_status(gw_disp *d);
+
 /* Prometheus lines: queue depth, flows, per-replica up/in flight/slots. */
 void gw_disp_metrics(gw_disp *d, FILE *f);
 

@@ -69,6 +69,10 @@ int gw_gen_handle(gw_gateway *g, struct MHD_Connection *conn, int kind, const ch
  * cancels what is still running and settles quota and usage. */
 void gw_gen_finish(gw_gateway *g, gw_run *run);
 
+/* The status page (gw_status.c): JSON (new reference) and HTML (malloc'd). */
+json_t *gw_status_json(gw_gateway *g);
+char *gw_status_html(gw_gateway *g);
+
 /* Helpers shared by the HTTP files. */
 int gw_http_send(struct MHD_Connection *conn, int status, const char *content_type, char *body,
                  int64_t retry_after_s);

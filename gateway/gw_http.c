@@ -19,8 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
-enum route { R_OTHER, R_MODELS, R_COMPLETIONS, R_CHAT, R_HEALTH, R_METRICS };
-static const char *ROUTE_NAMES[] = {"other", "models", "completions", "chat", "health", "metrics"};
+enum route { R_OTHER, R_MODELS, R_COMPLETIONS, R_CHAT, R_HEALTH, R_METRICS, R_STATUS, R_PAGE };
+static const char *ROUTE_NAMES[] = {"other", "models", "completions", "chat", "health", "metrics",
+                                    "status", "page"};
 
 typedef struct conn_req {
     enum route route;
@@ -66,6 +67,8 @@ static enum route route_of(const char *url)
     if (!strcmp(url, "/v1/chat/completions")) return R_CHAT;
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/metrics")) return R_METRICS;
+    if (!strcmp(url, "/status")) return R_STATUS;
+    if (!strcmp(url, "/")) return R_PAGE;
     return R_OTHER;
 }
 
@@ -112,6 +115,21 @@ static int answer_metrics(gw_gateway *g, struct MHD_Connection *conn)
     gw_disp_metrics(g->disp, f);
     fclose(f);
     return gw_http_send(conn, 200, "text/plain; version=0.0.4", text, 0);
+}
+
+static int answer_status(gw_gateway *g, struct MHD_Connection *conn, bool html)
+{
+    char *body = NULL;
+    if (html) {
+        body = gw_status_html(g);
+    } else {
+        json_t *st = gw_status_json(g);
+        body = st ? json_dumps(st, JSON_COMPACT) : NULL;
+        json_decref(st);
+    }
+    if (!body) return MHD_NO;
+    gw_metrics_request(g->metrics, html ? "page" : "status", 200);
+    return gw_http_send(conn, 200, html ? "text/html; charset=utf-8" : "application/json", body, 0);
 }
 
 static int not_found(gw_gateway *g, struct MHD_Connection *conn, const char *method,
@@ -204,6 +222,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return (enum MHD_Result)wrong_method(g, conn, req->route, method, url);
         if (req->route == R_MODELS) return (enum MHD_Result)answer_models(g, conn);
         if (req->route == R_HEALTH) return (enum MHD_Result)answer_health(g, conn);
+        if (req->route == R_STATUS || req->route == R_PAGE)
+            return (enum MHD_Result)answer_status(g, conn, req->route == R_PAGE);
         return (enum MHD_Result)answer_metrics(g, conn);
     }
 }

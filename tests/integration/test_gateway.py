@@ -138,6 +138,24 @@ class TestGatewayApi(GatewayBase):
         self.assertRegex(text, r'commons_gateway_replica_up\{replica="tcp://127.0.0.1:\d+",model="fake-model"\} 1')
         self.assertRegex(text, r'commons_gateway_tokens_total\{kind="completion"\} [1-9]')
 
+    def test_status_page(self):
+        status, headers, body = self.gw.request("GET", "/status")
+        self.assertEqual(status, 200)
+        st = json.loads(body)
+        self.assertEqual(st["replicas"][0]["model"], "fake-model")
+        self.assertTrue(st["replicas"][0]["up"])
+        self.assertEqual(st["replicas"][0]["slots"], 8)
+        tiers = {t["name"]: t for t in st["tiers"]}
+        self.assertEqual(tiers["slowpoke"]["requests_per_minute"], 2)
+        self.assertTrue(tiers["citizen"]["default"])
+        self.assertTrue(tiers["anonymous"]["anonymous"])
+        status, headers, body = self.gw.request("GET", "/")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/html"))
+        page = body.decode()
+        self.assertIn("<td>fake-model</td><td>up</td>", page)
+        self.assertIn("<td>slowpoke</td><td>1000000</td><td>2</td>", page)
+
     # -- curl ----------------------------------------------------------------
     def curl(self, *args):
         p = subprocess.run(["curl", "-sS", "-N", "--max-time", "30", *args], capture_output=True,
