@@ -12,6 +12,7 @@
 
 #define LOST_GRACE_MS 2000   /* a launched job may be briefly missing from a poll */
 #define RELAUNCH_MS 5000     /* resend an unacknowledged launch after this long */
+#define REKILL_MS 1000       /* resend a kill the agent has not yet acted on after this long */
 
 struct job *cluster_job(struct cluster *c, int64_t id)
 {
@@ -849,14 +850,16 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
             if (json_integer_value(json_array_get(r, 0)) == id &&
                 json_integer_value(json_array_get(r, 1)) == j->requeues) listed = 1;
         if (j->kill_pending) {
-            if (listed) json_array_append_new(cmds, kill_command(j, "cancel"));
-            else if (j->launched) { /* already gone and we missed its end */
+            if (!listed && j->launched) { /* already gone and we missed its end */
                 cluster_job_use(c, j, -1);
                 j->released = 1;
                 j->kill_pending = 0;
                 cluster_job_save(c, j);
                 c->dirty = 1;
-            } else json_array_append_new(cmds, kill_command(j, "cancel"));
+            } else if (now - j->kill_sent_ms >= REKILL_MS) {
+                json_array_append_new(cmds, kill_command(j, "cancel"));
+                j->kill_sent_ms = now;
+            }
             continue;
         }
         if (listed) continue;

@@ -89,7 +89,7 @@ struct job {
     int released;        /* resources returned to the nodes */
     int launched;        /* the first node's agent acknowledged the start */
     int kill_pending;    /* a kill must reach the agent */
-    int64_t launch_sent_ms, missing_since_ms;
+    int64_t launch_sent_ms, kill_sent_ms, missing_since_ms;
     int requeues;
     quota_prio prio; /* from the last scheduling pass, for `commons prio` */
     /* Policy indices of account and QOS, valid while policy_version matches. */

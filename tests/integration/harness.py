@@ -86,6 +86,11 @@ class Cluster:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait(timeout=10)
+        # Jobs outlive a killed agent by design; end them so no test leaves processes behind.
+        for name in self.agents:
+            subprocess.run([binary("agent/commons-agent"), "--name", name, "--state",
+                            os.path.join(self.dir, f"agent-{name}"), "--kill-jobs"],
+                           capture_output=True, timeout=60)
         for log in self.logs:
             log.close()
 
