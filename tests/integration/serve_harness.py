@@ -4,6 +4,7 @@ PID, requests sent with build/tests/rawsend (one nng REQ message, prints the rep
 Standard library only."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -89,6 +90,12 @@ class Serve:
             self.proc.wait(timeout=60)
         self.log.close()
 
+    def cleanup(self):
+        if os.environ.get("COMMONS_KEEP_TEST_DIRS"):
+            print("kept", self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
 
 def parallel(fns):
     """Run callables concurrently; return their results in order (re-raise failures)."""
@@ -113,6 +120,7 @@ def parallel(fns):
 class ServeTest(unittest.TestCase):
     def start(self, model, *args):
         s = Serve(model, *args)
+        self.addCleanup(s.cleanup)
         self.addCleanup(s.stop)
         self.addCleanup(self._dump_log_on_failure, s)
         return s
