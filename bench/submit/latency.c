@@ -36,7 +36,7 @@ struct run {
     int nfilled, nsubmitted_or_failed, nfailed;
     int stop;
     int npolls;                  /* job.list requests the poller made */
-    double first_poll, last_poll; /* when the first was sent, the last answered */
+    double first_poll, last_poll; /* when the first and the last were sent */
     char first_err[512];
     double t0;
 };
@@ -117,7 +117,7 @@ static void *poll_main(void *arg)
         double t_recv = bench_now_ms();
         pthread_mutex_lock(&r->mu);
         if (!r->npolls++) r->first_poll = t_send;
-        r->last_poll = t_recv;
+        r->last_poll = t_send;
         int left = 0;
         for (int i = 0; pending && i < r->nfilled; i++) {
             struct slot *s = &r->slots[i];
@@ -219,7 +219,7 @@ int bench_latency(const struct bench_opts *o)
     double run_p50 = bench_quantile(run_lat, (size_t)n, 0.5), run_p99 = bench_quantile(run_lat, (size_t)n, 0.99);
     double proc_p50 = bench_quantile(proc_lat, (size_t)nproc, 0.5), proc_p99 = bench_quantile(proc_lat, (size_t)nproc, 0.99);
     double submit_s = (t_submitted - r.t0) / 1e3, all_running_s = (last_left - r.t0) / 1e3;
-    double poll_ms = r.npolls ? (r.last_poll - r.first_poll) / r.npolls : 0;
+    double poll_ms = r.npolls > 1 ? (r.last_poll - r.first_poll) / (r.npolls - 1) : 0;
     double all_started_s = nproc ? (last_proc - r.t0) / 1e3 : 0, all_done_s = t_done ? (t_done - r.t0) / 1e3 : 0;
     printf("latency: %d of %d jobs accepted with %d clients in %.2f s%s\n", n, o->jobs, o->clients, submit_s,
            timed_out ? " (TIMED OUT waiting for them)" : "");

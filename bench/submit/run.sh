@@ -3,9 +3,10 @@
 #
 # Builds commonsd, commons, commons-agent and submit_bench; for each
 # measurement starts a fresh commonsd on 127.0.0.1 (free port, temporary
-# state directory) and stops it by PID; runs slurm.sh for the same
-# measurements against Slurm; prints a table and appends it to
-# bench/RESULTS.md with the machine, the date and the commit.
+# state directory) and stops it by PID; runs the same measurements against a
+# local one-node Slurm (slurm_lib.sh, as slurm.sh does), interleaved with
+# Commons' so that both see the same load on a shared machine; prints a table
+# and appends it to bench/RESULTS.md with the machine, the date and the commit.
 #
 #   run.sh [--build DIR] [--jobs N] [--repeat R] [--cli-repeat R] [--big N]
 #          [--latency-jobs N] [--no-slurm] [--no-append]
@@ -18,11 +19,12 @@
 #                      `sbatch`), which keep both CPUs busy for long (1)
 #   --big N            also one 8-client run of N jobs per sync mode (e.g. 10000)
 #   --latency-jobs N   one-second jobs for submit -> RUNNING (default 1000; 0 skips)
-#   --no-slurm         skip slurm.sh
+#   --no-slurm         skip Slurm
 #   --no-append        print the table only
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/slurm_lib.sh"
 build=${COMMONS_BUILD:-$root/build-bench}
 jobs=2000 repeat=3 cli_repeat=1 big=0 latency_jobs=1000 slurm=1 append=1
 while (($#)); do
@@ -74,6 +76,7 @@ cleanup() {
     local rc=$?
     trap - EXIT
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}"; done
+    slurm_stop
     if [ -n "${KEEP_BENCH_DIR:-}" ]; then echo "run.sh: kept $work"; else rm -rf "$work"; fi
     exit $rc
 }
@@ -132,44 +135,66 @@ EOF
 fsync_ms=$(fsync_probe)
 echo "run.sh: write + fdatasync on this disk: $fsync_ms"
 
-# ---- Commons throughput through the protocol (C client threads), both sync modes
-for sync in full normal; do
-    for ((r = 1; r <= repeat; r++)); do
-        # 32 clients: not the target's setting; it shows how group commit scales.
-        for clients in 1 8 32; do
-            start_commonsd "$sync" "tp-$sync-$clients-$r"
-            "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 ||
-                exit 1
+# ---- Slurm, started once; its runs follow Commons' runs of the same setting
+slurm_note=""
+if ((slurm)); then
+    if ! slurm_start 1000; then
+        slurm_note=$slurm_error
+        slurm=0
+    fi
+else
+    slurm_note="skipped (--no-slurm)"
+fi
+
+commons_setup() { # a fresh commonsd with user bench and a fake node
+    start_commonsd "$1" "$2"
+    "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 || exit 1
+}
+
+# ---- throughput through the protocol: C client threads (Commons: both sync modes)
+for ((r = 1; r <= repeat; r++)); do
+    # 32 clients: not the target's setting; it shows how group commit scales.
+    for clients in 1 8 32; do
+        for sync in full normal; do
+            commons_setup "$sync" "tp-$sync-$clients-$r"
             echo "commons --sync $sync, run $r, $clients client(s):"
             "$bench" throughput --addr "$addr" --token-file "$work/token" --jobs "$jobs" --clients "$clients" |
                 keep commons "proto-$sync-$clients"
             stop_last
         done
+        if ((slurm)); then
+            echo "slurm libslurm, run $r, $clients client(s):"
+            slurm_api_throughput "$jobs" "$clients" | keep slurm "api-$clients"
+        fi
     done
-    if ((big > 0)); then
-        start_commonsd "$sync" "tp-$sync-big"
-        "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 || exit 1
+done
+if ((big > 0)); then
+    for sync in full normal; do
+        commons_setup "$sync" "tp-$sync-big"
         echo "commons --sync $sync, $big jobs, 8 clients:"
         "$bench" throughput --addr "$addr" --token-file "$work/token" --jobs "$big" --clients 8 |
             keep commons "big-$sync-8"
         stop_last
-    fi
-done
+    done
+fi
 
-# ---- Commons throughput through the CLI (one process per submission, like sbatch)
+# ---- throughput through the commands, one process per submission
 for ((r = 1; r <= cli_repeat; r++)); do
     for clients in 1 8; do
-        start_commonsd full "cli-$clients-$r"
-        "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --fake-node fake1 --cpus 1000 || exit 1
+        commons_setup full "cli-$clients-$r"
         echo "commons CLI, run $r, $clients client(s):"
         COMMONS_ADDR=$addr COMMONS_TOKEN=$(cat "$work/token") \
             "$here/loop_submit.sh" "commons submit" "$jobs" "$clients" \
             "$build/cli/commons" submit --hold -- true | keep commons "cli-full-$clients"
         stop_last
+        if ((slurm)); then
+            echo "slurm sbatch, run $r, $clients client(s):"
+            slurm_sbatch_throughput "$jobs" "$clients" | keep slurm "sbatch-$clients"
+        fi
     done
 done
 
-# ---- Commons submit -> RUNNING with the real agent
+# ---- submit -> RUNNING with the real agent (Commons) and slurmd (Slurm)
 if ((latency_jobs > 0)); then
     start_commonsd full latency
     # Jobs run as "nobody" (the agent runs as root and switches user), so their
@@ -193,33 +218,12 @@ if ((latency_jobs > 0)); then
         --sleep 1 --timeout 600 | keep commons latency
     stop_last # agent
     stop_last # commonsd
-fi
-
-# ---- Slurm
-slurm_note=""
-if ((slurm)); then
-    echo "slurm.sh:"
-    "$here/slurm.sh" --jobs "$jobs" --repeat "$repeat" --sbatch-repeat "$cli_repeat" --latency-jobs "$latency_jobs" --results "$work/slurm" |
-        sed 's/^/  /'
-    if [ -f "$work/slurm" ]; then
-        while IFS= read -r line; do
-            case $line in
-            RESULT*) json=${line#RESULT }
-                case $json in
-                *'"latency"'*) echo "slurm latency $json" >>"$results" ;;
-                *) setting=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(r["label"].split()[1] + "-" + str(r["clients"]))' "$json")
-                   echo "slurm $setting $json" >>"$results" ;;
-                esac ;;
-            SLURM_UNAVAILABLE*) slurm_note=${line#SLURM_UNAVAILABLE: } ;;
-            esac
-        done <"$work/slurm"
-    else
-        slurm_note="slurm.sh produced no results"
+    if ((slurm)); then
+        echo "slurm, $latency_jobs one-second jobs, 8 clients, slurmd declaring 1000 CPUs:"
+        slurm_latency "$latency_jobs" | keep slurm latency
     fi
-    slurm_version=$(slurmctld -V 2>/dev/null)
-else
-    slurm_note="skipped (--no-slurm)"
 fi
+slurm_stop
 
 # ---- table
 fsync_ms="$fsync_ms before, $(fsync_probe) after"
@@ -231,7 +235,7 @@ table=$(python3 "$here/table.py" "$results" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --machine "$model, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)" \
     --load "$load_before before, $load_after after" --fsync "$fsync_ms" --commit "$commit" --jobs "$jobs" --repeat "$repeat" \
     --cli-repeat "$cli_repeat" --latency-jobs "$latency_jobs" \
-    --slurm "${slurm_version:-}" --slurm-note "$slurm_note")
+    --slurm "$slurm_version" --slurm-note "$slurm_note")
 echo
 echo "$table"
 if ((append)); then

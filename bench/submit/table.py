@@ -53,8 +53,8 @@ def main():
     if a.slurm_note:
         w(f"Slurm: not measured: {a.slurm_note}.")
     else:
-        w(f"Slurm: {a.slurm} (Debian package), started locally by bench/submit/slurm.sh (auth/munge, "
-          "select/cons_tres, sched/backfill, one node).")
+        w(f"Slurm: {a.slurm} (Debian package), started locally by bench/submit/slurm_lib.sh (auth/munge, "
+          "select/cons_tres, sched/backfill, one node); its runs interleaved with Commons' runs.")
     w(f"Throughput cells: accepted jobs/s for {a.jobs} held jobs, median of {a.repeat} runs (min-max) for the C "
       f"clients, {a.cli_repeat} run(s) for the process-per-job loops; a fresh commonsd for each Commons run; "
       "n/a: not measured in that setting.")
