@@ -92,7 +92,7 @@ int kern_download(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
 
 static int check_type_k(kern_ctx *ctx, const char *fn, int t, int64_t k)
 {
-    NEED(kern_type_supported(t), "%s: unsupported tensor type id %d (supported: f32 f16 bf16 q4_0 q5_0 q8_0 q4_K q5_K q6_K)", fn, t);
+    NEED(kern_type_supported(t), "%s: unsupported tensor type id %d (supported: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_K q5_K q6_K)", fn, t);
     NEED(k > 0 && k % (int64_t)kern_type_block_elems(t) == 0,
          "%s: row length %lld is not a positive multiple of %s's block of %zu elements", fn,
          (long long)k, kern_type_name(t), kern_type_block_elems(t));

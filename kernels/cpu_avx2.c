@@ -181,14 +181,20 @@ AVX2 static float dot_q5_0(int k, const void *w, const void *x)
  * 0..31) and the offset (8 / 16) times the activations, computed once per
  * block and activation row, is subtracted in int16 (|pair sums| <=
  * 2*31*127: no saturation). Q8_0 uses the sign trick. */
-enum { B_Q4_0, B_Q5_0, B_Q8_0 };
+enum { B_Q4_0, B_Q5_0, B_Q8_0, B_Q4_1, B_Q5_1 };
 
 AVX2 static inline __attribute__((always_inline)) void dot4_blocks(int kind, int nx, int k, const void *w, size_t ws,
                                                                    const void *x, size_t xs, float *out, size_t os)
 {
     const uint8_t *w0 = w;
-    const size_t bb = kind == B_Q4_0 ? sizeof(kblock_q4_0) : kind == B_Q5_0 ? sizeof(kblock_q5_0) : sizeof(kblock_q8_0);
-    const __m256i ones = _mm256_set1_epi16(1), offv = _mm256_set1_epi8(kind == B_Q4_0 ? 8 : 16);
+    const size_t bb = kern_type_block_bytes(kind == B_Q4_0   ? KERN_TYPE_Q4_0
+                                            : kind == B_Q5_0 ? KERN_TYPE_Q5_0
+                                            : kind == B_Q8_0 ? KERN_TYPE_Q8_0
+                                            : kind == B_Q4_1 ? KERN_TYPE_Q4_1
+                                                             : KERN_TYPE_Q5_1);
+    const int affine = kind == B_Q4_1 || kind == B_Q5_1; /* x = d*q + m: no offset, m*sum(y) */
+    const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1),
+                  offv = _mm256_set1_epi8(kind == B_Q4_0 ? 8 : 16);
     __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int i = 0; i < k / KQK; i++) {
         prefetch_ahead(w0, ws, i, bb);
@@ -198,20 +204,31 @@ AVX2 static inline __attribute__((always_inline)) void dot4_blocks(int kind, int
             const uint8_t *br = blk + r * ws;
             if (kind == B_Q4_0) {
                 q[r] = q4_0_bytes(br + 2);
-            } else if (kind == B_Q5_0) {
+            } else if (kind == B_Q5_0 || kind == B_Q5_1) {
+                const uint8_t *qhp = br + (kind == B_Q5_0 ? 2 : 4);
                 uint32_t qh;
-                memcpy(&qh, br + 2, 4);
-                q[r] = _mm256_or_si256(q4_0_bytes(br + 6), _mm256_and_si256(bits_to_bytes(qh), offv));
+                memcpy(&qh, qhp, 4);
+                q[r] = _mm256_or_si256(q4_0_bytes(qhp + 4), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
+            } else if (kind == B_Q4_1) {
+                q[r] = q4_0_bytes(br + 4);
             } else {
                 q[r] = _mm256_loadu_si256((const __m256i *)(br + 2));
             }
         }
-        __m128 sw = scales4(blk, ws, 1.0f);
+        __m128 sw = scales4(blk, ws, 1.0f), mw = affine ? scales4(blk + 2, ws, 1.0f) : sw;
         for (int xi = 0; xi < nx; xi++) {
             const kblock_q8_0 *y = (const kblock_q8_0 *)((const uint8_t *)x + xi * xs) + i;
             __m256i yv = _mm256_loadu_si256((const __m256i *)y->qs), s[4];
             if (kind == B_Q8_0) {
                 for (int r = 0; r < 4; r++) s[r] = dot_i8(q[r], yv);
+            } else if (affine) {
+                for (int r = 0; r < 4; r++) s[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], yv), ones);
+                /* + m * dy * sum(y), for the 4 rows' m */
+                __m256i ys = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yv), ones);
+                __m128i y4 = _mm_add_epi32(_mm256_castsi256_si128(ys), _mm256_extracti128_si256(ys, 1));
+                y4 = _mm_hadd_epi32(y4, y4);
+                y4 = _mm_hadd_epi32(y4, y4); /* sum(y) in every lane */
+                acc[xi] = _mm_fmadd_ps(_mm_mul_ps(mw, _mm_set1_ps(f16(y->d))), _mm_cvtepi32_ps(y4), acc[xi]);
             } else {
                 __m256i off = _mm256_maddubs_epi16(offv, yv);
                 for (int r = 0; r < 4; r++)
@@ -227,6 +244,42 @@ AVX2 static inline __attribute__((always_inline)) void dot4_blocks(int kind, int
 KERN_DOT4_INSTANCE(AVX2, dot4_q4_0, dot4_blocks, B_Q4_0)
 KERN_DOT4_INSTANCE(AVX2, dot4_q5_0, dot4_blocks, B_Q5_0)
 KERN_DOT4_INSTANCE(AVX2, dot4_q8_0, dot4_blocks, B_Q8_0)
+KERN_DOT4_INSTANCE(AVX2, dot4_q4_1, dot4_blocks, B_Q4_1)
+KERN_DOT4_INSTANCE(AVX2, dot4_q5_1, dot4_blocks, B_Q5_1)
+
+/* One row of Q4_1 (q5 = 0) or Q5_1 (q5 = 1): d*dy*sum(q*y) + m*dy*sum(y),
+ * both accumulated as vectors (the lanes of sum(y) add up at the end). */
+AVX2 static inline __attribute__((always_inline)) float dot_affine(int q5, int k, const void *w, const void *x)
+{
+    const uint8_t *a = w;
+    const kblock_q8_0 *b = x;
+    const size_t bb = q5 ? sizeof(kblock_q5_1) : sizeof(kblock_q4_1);
+    const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < k / KQK; i++, a += bb) {
+        uint16_t dh, mh;
+        memcpy(&dh, a, 2);
+        memcpy(&mh, a + 2, 2);
+        __m256i q;
+        if (q5) {
+            uint32_t qh;
+            memcpy(&qh, a + 4, 4);
+            q = _mm256_or_si256(q4_0_bytes(a + 8), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
+        } else {
+            q = q4_0_bytes(a + 4);
+        }
+        __m256i yv = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones);
+        __m256i ys = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yv), ones);
+        float dy = f16(b[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(dh) * dy), _mm256_cvtepi32_ps(p), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(mh) * dy), _mm256_cvtepi32_ps(ys), acc);
+    }
+    return hsum_ps(acc);
+}
+
+AVX2 static float dot_q4_1(int k, const void *w, const void *x) { return dot_affine(0, k, w, x); }
+AVX2 static float dot_q5_1(int k, const void *w, const void *x) { return dot_affine(1, k, w, x); }
 
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* Unpacks the 12 bytes of 6-bit scales and mins into 8 scale bytes
@@ -497,9 +550,11 @@ AVX2 static void scale_f32(float *y, float a, int n)
 
 const kern_cpu_fns kern_cpu_avx2 = {
     .dot = {[KERN_TYPE_F32] = dot_f32, [KERN_TYPE_F16] = dot_f16, [KERN_TYPE_BF16] = dot_bf16,
-            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
+            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q4_1] = dot_q4_1, [KERN_TYPE_Q5_0] = dot_q5_0,
+            [KERN_TYPE_Q5_1] = dot_q5_1, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
-    .dot4 = {[KERN_TYPE_Q4_0] = dot4_q4_0, [KERN_TYPE_Q5_0] = dot4_q5_0, [KERN_TYPE_Q8_0] = dot4_q8_0},
+    .dot4 = {[KERN_TYPE_Q4_0] = dot4_q4_0, [KERN_TYPE_Q5_0] = dot4_q5_0, [KERN_TYPE_Q8_0] = dot4_q8_0,
+             [KERN_TYPE_Q4_1] = dot4_q4_1, [KERN_TYPE_Q5_1] = dot4_q5_1},
     .dotx = {[KERN_TYPE_F32] = dotx_f32, [KERN_TYPE_F16] = dotx_f16, [KERN_TYPE_BF16] = dotx_bf16,
              [KERN_TYPE_Q4_K] = dotx_q4_K, [KERN_TYPE_Q5_K] = dotx_q5_K, [KERN_TYPE_Q6_K] = dotx_q6_K},
     .quant_q8_0 = quant_q8_0,

@@ -62,6 +62,36 @@ static float dot_q5_0(int k, const void *w, const void *x)
     return s;
 }
 
+/* Q4_1 (qh == NULL) and Q5_1 block: d*dy*sum(q*y) + m*dy*sum(y) */
+static float dot_affine_block(uint16_t dh, uint16_t mh, const uint8_t *qh, const uint8_t *qs, const kblock_q8_0 *b)
+{
+    uint32_t h = qh ? (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24 : 0;
+    int sum = 0, ysum = 0;
+    for (int j = 0; j < KQK / 2; j++) {
+        int lo = (qs[j] & 0xF) | (int)((h >> j) & 1) << 4, hi = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4;
+        sum += lo * b->qs[j] + hi * b->qs[j + KQK / 2];
+        ysum += b->qs[j] + b->qs[j + KQK / 2];
+    }
+    float dy = kern_f16_to_f32(b->d);
+    return kern_f16_to_f32(dh) * dy * (float)sum + kern_f16_to_f32(mh) * dy * (float)ysum;
+}
+
+static float dot_q4_1(int k, const void *w, const void *x)
+{
+    const kblock_q4_1 *a = w;
+    float s = 0;
+    for (int i = 0; i < k / KQK; i++) s += dot_affine_block(a[i].d, a[i].m, NULL, a[i].qs, (const kblock_q8_0 *)x + i);
+    return s;
+}
+
+static float dot_q5_1(int k, const void *w, const void *x)
+{
+    const kblock_q5_1 *a = w;
+    float s = 0;
+    for (int i = 0; i < k / KQK; i++) s += dot_affine_block(a[i].d, a[i].m, a[i].qh, a[i].qs, (const kblock_q8_0 *)x + i);
+    return s;
+}
+
 static float dot_q8_0(int k, const void *w, const void *x)
 {
     const kblock_q8_0 *a = w, *b = x;
@@ -172,7 +202,8 @@ static void scale_f32(float *y, float a, int n)
 
 const kern_cpu_fns kern_cpu_portable = {
     .dot = {[KERN_TYPE_F32] = dot_f32, [KERN_TYPE_F16] = dot_f16, [KERN_TYPE_BF16] = dot_bf16,
-            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q5_0] = dot_q5_0, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
+            [KERN_TYPE_Q4_0] = dot_q4_0, [KERN_TYPE_Q4_1] = dot_q4_1, [KERN_TYPE_Q5_0] = dot_q5_0,
+            [KERN_TYPE_Q5_1] = dot_q5_1, [KERN_TYPE_Q8_0] = dot_q8_0, [KERN_TYPE_Q4_K] = dot_q4_K,
             [KERN_TYPE_Q5_K] = dot_q5_K, [KERN_TYPE_Q6_K] = dot_q6_K},
     .quant_q8_0 = kern_quant_q8_0_portable,
     .quant_q8_K = kern_quant_q8_K_portable,

@@ -80,7 +80,9 @@ int kern_act_type(int wt)
 {
     switch (wt) {
     case KERN_TYPE_Q4_0:
+    case KERN_TYPE_Q4_1:
     case KERN_TYPE_Q5_0:
+    case KERN_TYPE_Q5_1:
     case KERN_TYPE_Q8_0: return KERN_TYPE_Q8_0;
     case KERN_TYPE_Q4_K:
     case KERN_TYPE_Q5_K:

@@ -23,7 +23,9 @@ extern "C" {
 #define KQK_K 256 /* elements per K-quant super-block */
 
 typedef struct { uint16_t d; uint8_t qs[KQK / 2]; } kblock_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[KQK / 2]; } kblock_q4_1;
 typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[KQK / 2]; } kblock_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[KQK / 2]; } kblock_q5_1;
 typedef struct { uint16_t d; int8_t qs[KQK]; } kblock_q8_0;
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[KQK_K / 2]; } kblock_q4_K;
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[KQK_K / 8]; uint8_t qs[KQK_K / 2]; } kblock_q5_K;
@@ -33,7 +35,9 @@ typedef struct { uint8_t ql[KQK_K / 2]; uint8_t qh[KQK_K / 4]; int8_t scales[KQK
 typedef struct { float d; int8_t qs[KQK_K]; int16_t bsums[KQK_K / 16]; } kblock_q8_K;
 
 KERN_STATIC_ASSERT(sizeof(kblock_q4_0) == 18, "q4_0 layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q4_1) == 20, "q4_1 layout");
 KERN_STATIC_ASSERT(sizeof(kblock_q5_0) == 22, "q5_0 layout");
+KERN_STATIC_ASSERT(sizeof(kblock_q5_1) == 24, "q5_1 layout");
 KERN_STATIC_ASSERT(sizeof(kblock_q8_0) == 34, "q8_0 layout");
 KERN_STATIC_ASSERT(sizeof(kblock_q4_K) == 144, "q4_K layout");
 KERN_STATIC_ASSERT(sizeof(kblock_q5_K) == 176, "q5_K layout");
@@ -88,7 +92,7 @@ const kern_cpu_fns *kern_cpu_avx512(void); /* AVX2 table + AVX-512 VNNI kernels 
 /* The table of the active ISA. */
 const kern_cpu_fns *kern_cpu(void);
 
-/* Activation format a weight type's dot expects: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_K
+/* Activation format a weight type's dot expects: Q8_0 for the 32-blocks, Q8_K
  * (internal id KERN_ACT_Q8_K) for K-quants, F32 for float weights. */
 #define KERN_ACT_Q8_K 15
 int kern_act_type(int wt);

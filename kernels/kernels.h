@@ -38,8 +38,10 @@ typedef enum kern_type {
     KERN_TYPE_F32 = 0,
     KERN_TYPE_F16 = 1,
     KERN_TYPE_Q4_0 = 2,  /* 32 elems: {f16 d; u8 qs[16]}          x = d*(q-8)  */
+    KERN_TYPE_Q4_1 = 3,  /* 32 elems: {f16 d, m; u8 qs[16]}       x = d*q + m  */
     KERN_TYPE_Q5_0 = 6,  /* 32 elems: {f16 d; u8 qh[4]; u8 qs[16]} x = d*(q-16); bit j of
                             the little-endian u32 qh is the 5th bit of element j */
+    KERN_TYPE_Q5_1 = 7,  /* 32 elems: {f16 d, m; u8 qh[4]; u8 qs[16]} x = d*q + m */
     KERN_TYPE_Q8_0 = 8,  /* 32 elems: {f16 d; i8 qs[32]}          x = d*q      */
     KERN_TYPE_Q4_K = 12, /* 256 elems: {f16 d,dmin; u8 scales[12]; u8 qs[128]} */
     KERN_TYPE_Q5_K = 13, /* 256 elems: {f16 d,dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} */
@@ -51,10 +53,10 @@ typedef enum kern_type {
 int kern_type_supported(int t);
 /* "f32", "q4_K", ...; "unknown" for unsupported ids. */
 const char *kern_type_name(int t);
-/* Elements per block (1 for F32/F16/BF16, 32 for Q4_0/Q5_0/Q8_0, 256 for K-quants);
+/* Elements per block (1 for F32/F16/BF16, 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, 256 for K-quants);
  * 0 for unsupported ids. */
 size_t kern_type_block_elems(int t);
-/* Bytes per block (f32 4, f16 2, q4_0 18, q5_0 22, q8_0 34, q4_K 144, q5_K 176,
+/* Bytes per block (f32 4, f16 2, q4_0 18, q4_1 20, q5_0 22, q5_1 24, q8_0 34, q4_K 144, q5_K 176,
  * q6_K 210, bf16 2); 0 for unsupported ids. */
 size_t kern_type_block_bytes(int t);
 /* Bytes of a row of k elements; 0 if t is unsupported or k is not a
@@ -153,7 +155,7 @@ int kern_dequantize(int t, float *dst, const void *src, int64_t n, char *msg, si
 
 /* y[n][m] = x[n][k] . W[m][k]^T, W of type wt (rows are output features, as
  * in ggml). Quantized W: x is quantized once per call (Q8_0 blocks for
- * Q4_0/Q5_0/Q8_0, 256-element Q8_K blocks for K-quants) and integer dot products
+ * Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, 256-element Q8_K blocks for K-quants) and integer dot products
  * are used. k must be a multiple of wt's block size. */
 int kern_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt,
                 int n, int m, int k);

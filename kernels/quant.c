@@ -41,6 +41,19 @@ static void deq_q5_0(const kblock_q5_0 *b, float *y, int64_t nb)
     }
 }
 
+/* Q4_1 (qh == NULL) and Q5_1: x = d*q + m */
+static void deq_affine(uint16_t dh, uint16_t mh, const uint8_t *qh, const uint8_t *qs, float *y)
+{
+    float d = kern_f16_to_f32(dh), m = kern_f16_to_f32(mh);
+    uint32_t h = qh ? rd32(qh) : 0;
+    for (int j = 0; j < KQK / 2; j++) {
+        int lo = (qs[j] & 0xF) | (int)((h >> j) & 1) << 4;
+        int hi = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4;
+        y[j] = d * (float)lo + m;
+        y[j + KQK / 2] = d * (float)hi + m;
+    }
+}
+
 static void deq_q8_0(const kblock_q8_0 *b, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, b++, y += KQK) {
@@ -105,6 +118,18 @@ void kern_dequant_row(int t, const void *src, float *dst, int64_t n)
     case KERN_TYPE_F16: kern_cpu()->f16_to_f32(dst, src, (size_t)n); break;
     case KERN_TYPE_BF16: kern_bf16_to_f32_row(dst, src, (size_t)n); break;
     case KERN_TYPE_Q4_0: deq_q4_0(src, dst, n / KQK); break;
+    case KERN_TYPE_Q4_1:
+        for (int64_t i = 0; i < n / KQK; i++) {
+            const kblock_q4_1 *b = (const kblock_q4_1 *)src + i;
+            deq_affine(b->d, b->m, NULL, b->qs, dst + i * KQK);
+        }
+        break;
+    case KERN_TYPE_Q5_1:
+        for (int64_t i = 0; i < n / KQK; i++) {
+            const kblock_q5_1 *b = (const kblock_q5_1 *)src + i;
+            deq_affine(b->d, b->m, b->qh, b->qs, dst + i * KQK);
+        }
+        break;
     case KERN_TYPE_Q5_0: deq_q5_0(src, dst, n / KQK); break;
     case KERN_TYPE_Q8_0: deq_q8_0(src, dst, n / KQK); break;
     case KERN_TYPE_Q4_K:
@@ -158,6 +183,24 @@ static void q_q5_0(const float *x, kblock_q5_0 *b)
         qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
     }
     for (int j = 0; j < 4; j++) b->qh[j] = (uint8_t)(qh >> (8 * j));
+}
+
+/* Q4_1 (nmax 15, qh == NULL) and Q5_1 (nmax 31): x ~ d*q + min */
+static void q_affine(const float *x, int nmax, uint16_t *dh, uint16_t *mh, uint8_t *qh, uint8_t *qs)
+{
+    float lo = x[0], hi = x[0];
+    for (int j = 1; j < KQK; j++) { lo = fminf(lo, x[j]); hi = fmaxf(hi, x[j]); }
+    *dh = kern_f32_to_f16((hi - lo) / (float)nmax);
+    *mh = kern_f32_to_f16(lo);
+    float d = kern_f16_to_f32(*dh), m = kern_f16_to_f32(*mh), id = d > 0 ? 1.0f / d : 0;
+    uint32_t h = 0;
+    for (int j = 0; j < KQK / 2; j++) {
+        int a = clampi(nearest((x[j] - m) * id), 0, nmax), b = clampi(nearest((x[j + KQK / 2] - m) * id), 0, nmax);
+        qs[j] = (uint8_t)((a & 0xF) | (b & 0xF) << 4);
+        h |= (uint32_t)(a >> 4) << j | (uint32_t)(b >> 4) << (j + 16);
+    }
+    if (qh)
+        for (int j = 0; j < 4; j++) qh[j] = (uint8_t)(h >> (8 * j));
 }
 
 static void q_q8_0(const float *x, kblock_q8_0 *b)
@@ -287,6 +330,18 @@ static void quant_row(int t, const float *x, void *dst, int64_t k)
         break;
     case KERN_TYPE_Q5_0:
         for (int64_t i = 0; i < k / KQK; i++) q_q5_0(x + i * KQK, (kblock_q5_0 *)o + i);
+        break;
+    case KERN_TYPE_Q4_1:
+        for (int64_t i = 0; i < k / KQK; i++) {
+            kblock_q4_1 *b = (kblock_q4_1 *)o + i;
+            q_affine(x + i * KQK, 15, &b->d, &b->m, NULL, b->qs);
+        }
+        break;
+    case KERN_TYPE_Q5_1:
+        for (int64_t i = 0; i < k / KQK; i++) {
+            kblock_q5_1 *b = (kblock_q5_1 *)o + i;
+            q_affine(x + i * KQK, 31, &b->d, &b->m, b->qh, b->qs);
+        }
         break;
     case KERN_TYPE_Q8_0:
         for (int64_t i = 0; i < k / KQK; i++) q_q8_0(x + i * KQK, (kblock_q8_0 *)o + i);

@@ -11,7 +11,9 @@ static const type_info *info(int t)
 {
     static const type_info f32 = {"f32", 1, 4}, f16 = {"f16", 1, 2}, bf16 = {"bf16", 1, 2},
                            q4_0 = {"q4_0", KQK, sizeof(kblock_q4_0)},
+                           q4_1 = {"q4_1", KQK, sizeof(kblock_q4_1)},
                            q5_0 = {"q5_0", KQK, sizeof(kblock_q5_0)},
+                           q5_1 = {"q5_1", KQK, sizeof(kblock_q5_1)},
                            q8_0 = {"q8_0", KQK, sizeof(kblock_q8_0)},
                            q4_K = {"q4_K", KQK_K, sizeof(kblock_q4_K)},
                            q5_K = {"q5_K", KQK_K, sizeof(kblock_q5_K)},
@@ -21,7 +23,9 @@ static const type_info *info(int t)
     case KERN_TYPE_F16: return &f16;
     case KERN_TYPE_BF16: return &bf16;
     case KERN_TYPE_Q4_0: return &q4_0;
+    case KERN_TYPE_Q4_1: return &q4_1;
     case KERN_TYPE_Q5_0: return &q5_0;
+    case KERN_TYPE_Q5_1: return &q5_1;
     case KERN_TYPE_Q8_0: return &q8_0;
     case KERN_TYPE_Q4_K: return &q4_K;
     case KERN_TYPE_Q5_K: return &q5_K;

@@ -70,6 +70,15 @@ void ref_dequant(int t, const void *src, double *dst, int64_t n)
             dst[i] = ref_f16(rd16(blk)) * ((low | high << 4) - 16);
             break;
         }
+        case KERN_TYPE_Q4_1:
+        case KERN_TYPE_Q5_1: {
+            int q5 = t == KERN_TYPE_Q5_1;
+            const uint8_t *blk = b + (i / 32) * (q5 ? 24 : 20);
+            int e = (int)(i % 32), byte = blk[(q5 ? 8 : 4) + e % 16];
+            int low = e < 16 ? byte & 15 : byte >> 4, high = q5 ? (blk[4 + e / 8] >> (e % 8)) & 1 : 0;
+            dst[i] = ref_f16(rd16(blk)) * (low | high << 4) + ref_f16(rd16(blk + 2));
+            break;
+        }
         case KERN_TYPE_Q8_0: {
             const uint8_t *blk = b + (i / 32) * 34;
             dst[i] = ref_f16(rd16(blk)) * (int8_t)blk[2 + i % 32];

@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const int all_types[] = {KERN_TYPE_F32,  KERN_TYPE_F16,  KERN_TYPE_BF16, KERN_TYPE_Q4_0, KERN_TYPE_Q5_0,
-                                KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q5_K, KERN_TYPE_Q6_K};
+static const int all_types[] = {KERN_TYPE_F32,  KERN_TYPE_F16,  KERN_TYPE_BF16, KERN_TYPE_Q4_0,
+                                KERN_TYPE_Q5_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q5_K,
+                                KERN_TYPE_Q6_K, KERN_TYPE_Q4_1, KERN_TYPE_Q5_1};
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
 
 static kern_ctx *mk(int threads)
@@ -47,7 +48,8 @@ static float *rand_vec(size_t n, double amp)
 /* ------------------------------------------------------------- types */
 START_TEST(test_types)
 {
-    const size_t elems[] = {1, 1, 1, 32, 32, 32, 256, 256, 256}, bytes[] = {4, 2, 2, 18, 22, 34, 144, 176, 210};
+    const size_t elems[] = {1, 1, 1, 32, 32, 32, 256, 256, 256, 32, 32},
+                 bytes[] = {4, 2, 2, 18, 22, 34, 144, 176, 210, 20, 24};
     for (int i = 0; i < N_TYPES; i++) {
         ck_assert(kern_type_supported(all_types[i]));
         ck_assert_uint_eq(kern_type_block_elems(all_types[i]), elems[i]);
@@ -56,8 +58,8 @@ START_TEST(test_types)
     }
     ck_assert_str_eq(kern_type_name(KERN_TYPE_Q4_K), "q4_K");
     ck_assert_uint_eq(kern_row_bytes(KERN_TYPE_Q5_0, 640), 20 * 22);
-    ck_assert(!kern_type_supported(3) && !kern_type_supported(-1) && !kern_type_supported(99));
-    ck_assert_str_eq(kern_type_name(7), "unknown");
+    ck_assert(!kern_type_supported(4) && !kern_type_supported(-1) && !kern_type_supported(99));
+    ck_assert_str_eq(kern_type_name(5), "unknown");
     ck_assert_uint_eq(kern_row_bytes(KERN_TYPE_Q4_K, 100), 0);
     ck_assert_uint_eq(kern_row_bytes(42, 256), 0);
 }
@@ -130,7 +132,10 @@ START_TEST(test_dequant_matches_layout)
             uint8_t *p = raw + blk * bb;
             uint16_t d = kern_f32_to_f16((float)ref_uniform(-0.01, 0.01));
             if (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q5_0 || t == KERN_TYPE_Q8_0) memcpy(p, &d, 2);
-            if (t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q5_K) { memcpy(p, &d, 2); memcpy(p + 2, &d, 2); }
+            if (t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q5_K || t == KERN_TYPE_Q4_1 || t == KERN_TYPE_Q5_1) {
+                memcpy(p, &d, 2);
+                memcpy(p + 2, &d, 2);
+            }
             if (t == KERN_TYPE_Q6_K) memcpy(p + 208, &d, 2);
             if (t == KERN_TYPE_F32) { float f = (float)ref_uniform(-5, 5); memcpy(p, &f, 4); }
             if (t == KERN_TYPE_F16 || t == KERN_TYPE_BF16) {
@@ -158,7 +163,7 @@ END_TEST
 START_TEST(test_quant_roundtrip)
 {
     /* relative RMS error of quantize -> dequantize on uniform data */
-    const double tol[] = {0, 1e-3, 5e-3, 0.10, 0.05, 0.01, 0.08, 0.04, 0.03};
+    const double tol[] = {0, 1e-3, 5e-3, 0.10, 0.05, 0.01, 0.08, 0.04, 0.03, 0.10, 0.05};
     ref_seed(3);
     int64_t rows = 3, k = 768;
     float *x = rand_vec((size_t)(rows * k), 1.0), *y = malloc(rows * k * sizeof *y);
@@ -193,7 +198,7 @@ START_TEST(test_quant_bad_args)
     uint8_t buf[2000];
     ck_assert_int_eq(kern_quantize(KERN_TYPE_Q4_K, buf, x, 1, 100, msg, sizeof msg), KERN_EINVAL);
     ck_assert(strstr(msg, "q4_K") != NULL);
-    ck_assert_int_eq(kern_quantize(3, buf, x, 1, 32, msg, sizeof msg), KERN_EINVAL);
+    ck_assert_int_eq(kern_quantize(4, buf, x, 1, 32, msg, sizeof msg), KERN_EINVAL);
     ck_assert(strstr(msg, "unsupported") != NULL);
     ck_assert_int_eq(kern_dequantize(KERN_TYPE_Q8_0, x, buf, 33, msg, sizeof msg), KERN_EINVAL);
     ck_assert_int_eq(kern_dequantize(KERN_TYPE_Q8_0, NULL, buf, 32, NULL, 0), KERN_EINVAL);
@@ -289,7 +294,7 @@ START_TEST(test_matmul_bad_args)
     ck_assert_int_eq(kern_matmul(c, y, x, w, KERN_TYPE_Q4_K, 1, 2, 100), KERN_EINVAL);
     ck_assert(strstr(kern_ctx_error(c), "multiple") != NULL);
     ck_assert_int_eq(kern_matmul(c, y, x, w, KERN_TYPE_Q8_0, 1, 2, 48), KERN_EINVAL);
-    ck_assert_int_eq(kern_matmul(c, y, x, w, 3, 1, 2, 64), KERN_EINVAL);
+    ck_assert_int_eq(kern_matmul(c, y, x, w, 4, 1, 2, 64), KERN_EINVAL);
     ck_assert(strstr(kern_ctx_error(c), "unsupported") != NULL);
     ck_assert_int_eq(kern_matmul(c, y, x, w, 31, 1, 2, 64), KERN_EINVAL);
     ck_assert_int_eq(kern_matmul(c, y, x, w, -5, 1, 2, 64), KERN_EINVAL);
@@ -333,7 +338,7 @@ START_TEST(test_matmul_multi)
                               "%s op %d [%d]: %g vs %g", kern_isa_name(kern_get_isa()), o, i, ops[o].y[i], want[o][i]);
         ck_assert_int_eq(kern_matmul_multi(c, x, n, k, ops, 0), KERN_EINVAL);
         ck_assert_int_eq(kern_matmul_multi(c, x, n, k, ops, KERN_MATMUL_MAX_OPS + 1), KERN_EINVAL);
-        ops[2].wt = 3;
+        ops[2].wt = 4;
         ck_assert_int_eq(kern_matmul_multi(c, x, n, k, ops, 4), KERN_EINVAL);
         ck_assert(strstr(kern_ctx_error(c), "unsupported") != NULL);
         ops[2].wt = KERN_TYPE_Q4_K;
