@@ -40,6 +40,8 @@ static const char usage_text[] =
     "  cancel ID...   hold ID...   release ID...\n"
     "Cluster:\n"
     "  nodes                             nodes and their use\n"
+    "  nodes --topology NODE             a node's NUMA nodes, PUs and GPUs, and which are in use\n"
+    "  nodes drain NODE --reason TEXT    (admin) nothing new starts there; nodes resume NODE\n"
     "  share                             fair-share tree (like sshare)\n"
     "  prio                              pending jobs' priority factors (like sprio)\n"
     "Policy:\n"
@@ -618,11 +620,76 @@ static int cmd_jobs_op(int argc, char **argv, const char *type)
     return failed ? EXIT_REFUSED : 0;
 }
 
+static void print_topology(json_t *n)
+{
+    json_t *t = json_object_get(n, "topology");
+    if (!json_is_object(t)) {
+        printf("%s: no topology reported (the agent allocates CPU and GPU counts only)\n", str(n, "name"));
+        return;
+    }
+    printf("Node %s: %lld packages, %lld cores, %lld PUs; source %s; binding %s; limits %s\n", str(n, "name"),
+           num(t, "packages"), num(t, "cores"), num(t, "pus"), str(t, "source"), str(t, "binding"), str(t, "limits"));
+    json_t *used = json_object_get(n, "pus_used"), *gused = json_object_get(n, "gpus_used_list");
+    static const char *const h[] = {"NUMA", "MEM_MB", "PUS", "IN_USE", "GPUS"};
+    struct table *tb = table_new(5, h);
+    size_t i, k, q;
+    json_t *nn, *v, *g, *x;
+    json_array_foreach(json_object_get(t, "numa"), i, nn) {
+        char pus[4096] = "", inuse[4096] = "", gpus[1024] = "";
+        size_t lp = 0, lu = 0, lg = 0;
+        json_array_foreach(json_object_get(nn, "pus"), k, v) {
+            int is_used = 0;
+            json_array_foreach(used, q, x) is_used |= json_integer_value(x) == json_integer_value(v);
+            if (lp + 16 < sizeof pus) lp += (size_t)snprintf(pus + lp, sizeof pus - lp, "%s%lld", lp ? "," : "", (long long)json_integer_value(v));
+            if (is_used && lu + 16 < sizeof inuse)
+                lu += (size_t)snprintf(inuse + lu, sizeof inuse - lu, "%s%lld", lu ? "," : "", (long long)json_integer_value(v));
+        }
+        json_array_foreach(json_object_get(t, "gpus"), k, g) {
+            if (json_integer_value(json_object_get(g, "numa")) != json_integer_value(json_object_get(nn, "id"))) continue;
+            int is_used = 0;
+            json_array_foreach(gused, q, x) is_used |= json_integer_value(x) == json_integer_value(json_object_get(g, "index"));
+            if (lg + 40 < sizeof gpus)
+                lg += (size_t)snprintf(gpus + lg, sizeof gpus - lg, "%s%lld%s", lg ? "," : "",
+                                       (long long)json_integer_value(json_object_get(g, "index")), is_used ? "*" : "");
+        }
+        table_addf(tb, "%lld\t%lld\t%s\t%s\t%s", (long long)json_integer_value(json_object_get(nn, "id")),
+                   (long long)json_integer_value(json_object_get(nn, "memory_mb")), pus, lu ? inuse : "-", lg ? gpus : "-");
+    }
+    table_print(tb, stdout);
+    table_free(tb);
+    printf("(* = GPU in use)\n");
+}
+
 static int cmd_nodes(int argc, char **argv)
 {
-    (void)argv;
-    if (argc != 1) return usage_error("nodes: no arguments expected%s", "");
     int rc;
+    if (argc >= 2 && (!strcmp(argv[1], "drain") || !strcmp(argv[1], "resume"))) {
+        int drain = !strcmp(argv[1], "drain");
+        if (argc < 3) return usage_error("nodes %s: expected a node name", argv[1]);
+        json_t *req = json_pack("{s:s, s:s}", "type", drain ? "node.drain" : "node.resume", "name", argv[2]);
+        for (int i = 3; i < argc; i++) {
+            if (drain && !strcmp(argv[i], "--reason") && i + 1 < argc) json_object_set_new(req, "reason", json_string(argv[++i]));
+            else {
+                json_decref(req);
+                return usage_error("nodes: unexpected '%s' (expected: nodes drain NODE --reason TEXT | nodes resume NODE)", argv[i]);
+            }
+        }
+        json_t *reply = call(req, &rc);
+        if (!reply) return rc;
+        if (g.json) print_json(reply);
+        else printf("Node %s %s\n", argv[2], drain ? "drained: running jobs finish, nothing new starts there" : "resumed");
+        json_decref(reply);
+        return 0;
+    }
+    if (argc == 3 && !strcmp(argv[1], "--topology")) {
+        json_t *reply = call(json_pack("{s:s, s:s}", "type", "node.show", "name", argv[2]), &rc);
+        if (!reply) return rc;
+        if (g.json) print_json(json_object_get(reply, "node"));
+        else print_topology(json_object_get(reply, "node"));
+        json_decref(reply);
+        return 0;
+    }
+    if (argc != 1) return usage_error("nodes: unexpected '%s' (expected --topology NODE, drain NODE --reason TEXT or resume NODE)", argv[1]);
     json_t *reply = call(json_pack("{s:s}", "type", "node.list"), &rc);
     if (!reply) return rc;
     if (g.json) {

@@ -37,6 +37,8 @@ static const struct flag flags[] = {
     {'a', "array", "array", F_STR, "array indices: 1-100, 1-100%10, 1,3,5, 0-15:4"},
     {'H', "hold", "hold", F_BOOL, "submit held (release with commons release)"},
     {0, "requeue", "requeue", F_BOOL, "requeue instead of NODE_FAIL if the node dies"},
+    {0, "ntasks-per-node", "tasks_per_node", F_INT, "tasks on each node (tasks = nodes x this)"},
+    {0, "mpi", "mpi", F_BOOL, "run the command under Open MPI's mpirun across the job's nodes"},
     {0, "export", "env", F_ENV, "ALL (default), NONE, or VAR[=value],..."},
 };
 #define NFLAGS (sizeof flags / sizeof *flags)
@@ -58,6 +60,8 @@ const char jobfile_flags_help[] =
     "  -a, --array SPEC         1-100, 1-100%10 (at most 10 at once), 1,3,5, 0-15:4\n"
     "  -H, --hold               submit held; start it with: commons release ID\n"
     "      --requeue            requeue instead of ending NODE_FAIL if its node dies\n"
+    "      --ntasks-per-node N  tasks on each node (tasks = nodes x N)\n"
+    "      --mpi                run under Open MPI's mpirun, one rank per task, across the nodes\n"
     "      --export WHAT        environment: ALL (default), NONE, or VAR[=value],...\n";
 
 static const struct flag *find_flag(const char *name)
@@ -366,7 +370,8 @@ int jobfile_load_yaml(json_t *spec, const char *path, char *err, size_t errlen)
             if (!fl || fl->kind == F_ENV) {
                 yaml_fail(err, errlen, path, k,
                           "unknown field '%s' (expected name, account, command, script, workdir, env, stdout, stderr, "
-                          "nodes, tasks, cpus_per_task, gpus, mem, time, qos, dependency, array, hold, requeue)",
+                          "nodes, tasks, tasks_per_node, cpus_per_task, gpus, mem, time, qos, dependency, array, hold, "
+                          "requeue, mpi)",
                           key);
                 goto out;
             }

@@ -1,6 +1,7 @@
 /* api.c: commonsd's request handlers (see api.h, docs/protocol.md). */
 #include "api.h"
 
+#include "cm_crypto.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -15,7 +16,8 @@
 
 static const char *const mutating_types[] = {"job.submit", "job.cancel", "job.hold", "job.release",
                                              "user.add", "token.create", "token.revoke",
-                                             "account.add", "policy.apply", "agent", NULL};
+                                             "account.add", "policy.apply", "node.drain", "node.resume",
+                                             "job.spawn", "agent", NULL};
 
 int api_is_mutating(const char *type)
 {
@@ -66,14 +68,6 @@ static json_t *job_full(struct cluster *c, const struct job *j, int may_see_priv
     if (j->error) json_object_set_new(o, "error", json_string(j->error));
     if (j->ndeps) json_object_set(o, "dependency", json_object_get(j->spec, "dependency"));
     return o;
-}
-
-static json_t *node_json(const struct node *n)
-{
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:I, s:i, s:i}", "name", n->name, "hostname",
-                     n->hostname ? n->hostname : "", "state", node_state_name(n), "reason", n->reason,
-                     "cpus", n->cpus, "cpus_used", n->used_cpus, "memory_mb", (json_int_t)n->memory_mb,
-                     "memory_used_mb", (json_int_t)n->used_mem, "gpus", n->gpus, "gpus_used", n->used_gpus);
 }
 
 /* ---- users --------------------------------------------------------------- */
@@ -328,9 +322,17 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
     if (strcmp(type, "job.release") == 0) return jobs_op(c, u, req, OP_RELEASE);
     if (strcmp(type, "node.list") == 0) {
         json_t *nodes = json_array();
-        for (int i = 0; i < c->nnodes; i++) json_array_append_new(nodes, node_json(&c->nodes[i]));
+        for (int i = 0; i < c->nnodes; i++) json_array_append_new(nodes, node_json(&c->nodes[i], 0));
         json_t *r = cm_reply_ok();
         json_object_set_new(r, "nodes", nodes);
+        return r;
+    }
+    if (strcmp(type, "node.show") == 0) {
+        const char *name = json_string_value(json_object_get(req, "name"));
+        struct node *n = name ? cluster_node(c, name) : NULL;
+        if (!n) return cm_reply_err("not_found", "no node '%s'", name ? name : "(none given)");
+        json_t *r = cm_reply_ok();
+        json_object_set_new(r, "node", node_json(n, 1));
         return r;
     }
     if (strcmp(type, "account.list") == 0) {
@@ -347,6 +349,18 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
     if (strcmp(type, "policy.show") == 0) return handle_policy_show(c, req);
     if ((deny = need_admin(u))) return deny;
     if (strcmp(type, "policy.apply") == 0) return handle_policy_apply(c, u, req);
+    if (strcmp(type, "node.drain") == 0 || strcmp(type, "node.resume") == 0) {
+        const char *name = json_string_value(json_object_get(req, "name"));
+        const char *reason = json_string_value(json_object_get(req, "reason"));
+        int drain = type[5] == 'd';
+        struct node *n = name ? cluster_node(c, name) : NULL;
+        char err[512];
+        if (!n) return cm_reply_err("not_found", "no node '%s'", name ? name : "(none given)");
+        if (drain && (!reason || !*reason)) return cm_reply_err("bad_request", "field 'reason': say why the node is drained");
+        if (cluster_node_drain(c, n, drain, reason, err, sizeof err) != 0) return cm_reply_err("unavailable", "%s", err);
+        cm_info("node %s %s by %s%s%s", n->name, drain ? "drained" : "resumed", u->name, drain ? ": " : "", drain ? reason : "");
+        return cm_reply_ok();
+    }
     /* Admin-only below. */
     if (strcmp(type, "user.add") == 0) {
         if (c->policy)
@@ -412,12 +426,13 @@ static json_t *validate_running(json_t *running, const char **err)
     json_t *v;
     if (!json_is_array(running)) goto bad;
     json_array_foreach(running, i, v)
-        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(json_array_get(v, 0)) ||
-            !json_is_integer(json_array_get(v, 1)))
+        if (!json_is_array(v) || json_array_size(v) < 2 || json_array_size(v) > 3 ||
+            !json_is_integer(json_array_get(v, 0)) || !json_is_integer(json_array_get(v, 1)) ||
+            (json_array_size(v) == 3 && !json_is_integer(json_array_get(v, 2))))
             goto bad;
     return json_incref(running);
 bad:
-    *err = "field 'running': expected an array of [job id, attempt] pairs";
+    *err = "field 'running': expected an array of [job id, attempt] or [job id, attempt, spawn id]";
     return NULL;
 }
 
@@ -471,9 +486,9 @@ static json_t *handle_agent(struct daemon *d, struct srv_req *sr, json_t *frame)
         }
         const char *host = json_string_value(json_object_get(p, "hostname"));
         n = cluster_node_register(c, name, host ? host : name, (int)json_integer_value(cpus), json_integer_value(mem),
-                                  (int)json_integer_value(gpus), err, sizeof err);
+                                  (int)json_integer_value(gpus), json_object_get(p, "topology"), err, sizeof err);
         if (!n) {
-            reply = cm_reply_err("unavailable", "%s", err);
+            reply = cm_reply_err("bad_request", "%s", err);
             goto out;
         }
         n->last_ts = ts;
@@ -560,6 +575,42 @@ void api_flush_parked(struct daemon *d, int force_all)
     }
 }
 
+/* ---- spawns: a job's own processes, authenticated by its step key --------- */
+
+static json_t *handle_spawn(struct cluster *c, const char *type, json_t *req)
+{
+    json_t *idv = json_object_get(req, "id");
+    const char *key = json_string_value(json_object_get(req, "step_key"));
+    struct job *j = json_is_integer(idv) ? cluster_job(c, json_integer_value(idv)) : NULL;
+    if (!j || !key || !j->step_key[0] || !cm_str_eq_ct(key, j->step_key))
+        return cm_reply_err("unauthorized", "unknown job or wrong step key");
+    char err[512];
+    if (strcmp(type, "job.spawn") == 0) {
+        const char *node = json_string_value(json_object_get(req, "node"));
+        json_t *argv = json_object_get(req, "argv"), *env = json_object_get(req, "env"), *a;
+        size_t i;
+        if (j->state != JOB_RUNNING || j->kill_pending || json_integer_value(json_object_get(req, "attempt")) != j->requeues)
+            return cm_reply_err("conflict", "job %lld is not running this attempt", (long long)j->id);
+        if (!node || !json_is_array(argv) || json_array_size(argv) == 0 || (env && !json_is_object(env)))
+            return cm_reply_err("bad_request", "job.spawn needs 'node', a non-empty 'argv' array and an optional 'env' object");
+        json_array_foreach(argv, i, a)
+            if (!json_is_string(a)) return cm_reply_err("bad_request", "field 'argv[%zu]': expected a string", i);
+        int64_t sid = cluster_spawn_create(c, j, node, argv, env, err, sizeof err);
+        if (sid < 0) return cm_reply_err("bad_request", "%s", err);
+        json_t *reply = cm_reply_ok();
+        json_object_set_new(reply, "spawn_id", json_integer(sid));
+        return reply;
+    }
+    struct spawn *s = cluster_spawn_find(c, json_integer_value(json_object_get(req, "spawn_id")));
+    if (!s || s->job != j->id) return cm_reply_err("not_found", "no such spawn for job %lld", (long long)j->id);
+    json_t *reply = cm_reply_ok();
+    json_object_set_new(reply, "state", json_string(spawn_state_name(s)));
+    json_object_set_new(reply, "exit_code", json_integer(s->exit_code));
+    json_object_set_new(reply, "signal", json_integer(s->signal));
+    if (s->error) json_object_set_new(reply, "error", json_string(s->error));
+    return reply;
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 void api_queue_reply(struct daemon *d, struct srv_req *r, json_t *reply)
@@ -581,6 +632,7 @@ json_t *api_handle(struct daemon *d, struct srv_req *r, json_t *req)
         return cm_reply_err("unavailable", "commonsd cannot write its state (%s); it refuses new work until that is fixed",
                             d->c.store.err);
     if (strcmp(type, "agent") == 0) return handle_agent(d, r, req);
+    if (strcmp(type, "job.spawn") == 0 || strcmp(type, "job.spawn_wait") == 0) return handle_spawn(&d->c, type, req);
     const char *token = json_string_value(json_object_get(req, "token"));
     if (!token) return cm_reply_err("unauthorized", "no token: set COMMONS_TOKEN or use --token-file");
     struct user *u = cluster_user_by_token(&d->c, token);

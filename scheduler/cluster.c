@@ -49,19 +49,34 @@ int cluster_node_index(struct cluster *c, const struct node *n) { return (int)(n
 
 const char *node_state_name(const struct node *n)
 {
+    int busy = n->used_cpus > 0 || n->used_gpus > 0;
     switch (n->state) {
-    case NODE_UNKNOWN: return "UNKNOWN";
-    case NODE_DOWN: return "DOWN";
-    case NODE_DRAIN: return "DRAIN";
+    case NODE_UNKNOWN: return n->drain ? "UNKNOWN+DRAIN" : "UNKNOWN";
+    case NODE_DOWN: return n->drain ? "DOWN+DRAIN" : "DOWN";
     case NODE_UP: break;
     }
-    if (n->used_cpus == 0 && n->used_gpus == 0) return "IDLE";
+    if (n->drain) return busy ? "DRAINING" : "DRAINED";
+    if (!busy) return "IDLE";
     return n->used_cpus >= n->cpus ? "ALLOCATED" : "MIXED";
 }
 
 static const char *node_state_store_name(enum node_state s)
 {
-    return s == NODE_DRAIN ? "DRAIN" : s == NODE_DOWN ? "DOWN" : s == NODE_UP ? "UP" : "UNKNOWN";
+    return s == NODE_DOWN ? "DOWN" : s == NODE_UP ? "UP" : "UNKNOWN";
+}
+
+static char *node_topology_text(const struct node *n)
+{
+    return n->topology ? json_dumps(n->topology, JSON_COMPACT) : NULL;
+}
+
+static int node_save(struct cluster *c, struct node *n)
+{
+    char *topo = node_topology_text(n);
+    int rc = store_node_put(&c->store, n->name, n->hostname, n->cpus, n->memory_mb, n->gpus,
+                            node_state_store_name(n->state), n->reason, cm_now_ms() / 1000, topo);
+    free(topo);
+    return rc;
 }
 
 /* ---- loading ---------------------------------------------------------- */
@@ -154,11 +169,20 @@ static int load_node(void *ctx, sqlite3_stmt *st)
     n->cpus = sqlite3_column_int(st, 2);
     n->memory_mb = sqlite3_column_int64(st, 3);
     n->gpus = sqlite3_column_int(st, 4);
-    const char *state = (const char *)sqlite3_column_text(st, 5);
     /* After a restart, a node is UNKNOWN until its agent is heard from again;
      * a drained node stays drained. */
-    n->state = state && strcmp(state, "DRAIN") == 0 ? NODE_DRAIN : NODE_UNKNOWN;
+    n->state = NODE_UNKNOWN;
     snprintf(n->reason, sizeof n->reason, "%s", sqlite3_column_text(st, 6) ? (const char *)sqlite3_column_text(st, 6) : "");
+    const char *topo = (const char *)sqlite3_column_text(st, 7);
+    if (topo) {
+        char err[256];
+        json_t *t = json_loads(topo, 0, NULL);
+        if (node_set_topology(n, t, err, sizeof err) != 0) cm_warn("node %s: stored topology ignored: %s", n->name, err);
+        json_decref(t);
+    }
+    n->drain = sqlite3_column_int(st, 8);
+    snprintf(n->drain_reason, sizeof n->drain_reason, "%s",
+             sqlite3_column_text(st, 9) ? (const char *)sqlite3_column_text(st, 9) : "");
     n->last_heard_ms = cm_mono_ms(); /* the timeout counts from our start */
     strmap_put(&c->node_by_name, n->name, c->nnodes++);
     return 0;
@@ -171,7 +195,41 @@ void cluster_job_use(struct cluster *c, struct job *j, int sign)
         n->used_cpus += sign * job_cpus_per_node(j);
         n->used_gpus += sign * j->gpus;
         n->used_mem += sign * j->mem_mb;
+        if (j->place) node_mark(n, &j->place[i], sign);
     }
+}
+
+void job_free_places(struct job *j)
+{
+    if (j->place)
+        for (int i = 0; i < j->nalloc; i++) {
+            free(j->place[i].pus);
+            free(j->place[i].gpus);
+        }
+    free(j->place);
+    j->place = NULL;
+}
+
+/* placement column: [[pus...], [gpus...]] per allocated node. */
+static void load_places(struct job *j, const char *text)
+{
+    json_t *a = text ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_array(a) || (int)json_array_size(a) != j->nalloc) {
+        json_decref(a);
+        return;
+    }
+    j->place = calloc((size_t)j->nalloc, sizeof *j->place);
+    for (int i = 0; i < j->nalloc; i++) {
+        json_t *pus = json_array_get(json_array_get(a, (size_t)i), 0), *gpus = json_array_get(json_array_get(a, (size_t)i), 1);
+        struct job_place *p = &j->place[i];
+        p->pus = malloc(sizeof *p->pus * (json_array_size(pus) + 1));
+        p->gpus = malloc(sizeof *p->gpus * (json_array_size(gpus) + 1));
+        size_t k;
+        json_t *v;
+        json_array_foreach(pus, k, v) p->pus[p->npus++] = (int)json_integer_value(v);
+        json_array_foreach(gpus, k, v) p->gpus[p->ngpus++] = (int)json_integer_value(v);
+    }
+    json_decref(a);
 }
 
 static void job_fill_from_spec(struct job *j)
@@ -188,6 +246,7 @@ static void job_fill_from_spec(struct job *j)
     j->time_limit_s = json_integer_value(json_object_get(s, "time_limit_s"));
     j->hold = json_is_true(json_object_get(s, "hold"));
     j->requeue = json_is_true(json_object_get(s, "requeue"));
+    j->mpi = json_is_true(json_object_get(s, "mpi"));
     const char *dep = json_string_value(json_object_get(s, "dependency"));
     if (dep && *dep) {
         struct job_dep deps[JOB_MAX_DEPS];
@@ -242,6 +301,8 @@ static int load_job(void *ctx, sqlite3_stmt *st)
     j->kill_pending = sqlite3_column_int(st, 18);
     j->hold = sqlite3_column_int(st, 19);
     j->requeues = sqlite3_column_int(st, 20);
+    load_places(j, (const char *)sqlite3_column_text(st, 21));
+    snprintf(j->step_key, sizeof j->step_key, "%s", sqlite3_column_text(st, 22) ? (const char *)sqlite3_column_text(st, 22) : "");
     for (int i = 0; i < j->nalloc; i++)
         if (j->alloc[i] < 0 || j->alloc[i] >= c->nnodes) j->nalloc = 0; /* corrupt: drop */
     c->jobs[id] = j;
@@ -263,12 +324,13 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
     if (store_each(s, "SELECT name, parent FROM accounts", load_account, c) ||
         store_each(s, "SELECT name, account, accounts, admin, unix_user FROM users", load_user, c) ||
         store_each(s, "SELECT hash, user FROM tokens WHERE revoked=0", load_token, c) ||
-        store_each(s, "SELECT name, hostname, cpus, memory_mb, gpus, state, reason FROM nodes ORDER BY rowid",
+        store_each(s, "SELECT name, hostname, cpus, memory_mb, gpus, state, reason, topology, drain, drain_reason"
+                      " FROM nodes ORDER BY rowid",
                    load_node, c) ||
         store_each(s,
                    "SELECT id, array_job_id, array_task_id, array_throttle, user, account, spec, state,"
                    " reason, submit_time, start_time, end_time, exit_code, signal, error, alloc,"
-                   " released, launched, kill_pending, hold, requeues FROM jobs ORDER BY id",
+                   " released, launched, kill_pending, hold, requeues, placement, step_key FROM jobs ORDER BY id",
                    load_job, c) ||
         store_meta_get_int(s, "next_job_id", &next)) {
         snprintf(err, errlen, "%s", s->err);
@@ -284,6 +346,7 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
 
 static void job_free(struct job *j)
 {
+    job_free_places(j);
     free(j->user);
     free(j->account);
     free(j->name);
@@ -303,6 +366,7 @@ void cluster_free(struct cluster *c)
     for (int i = 0; i < c->nnodes; i++) {
         free(c->nodes[i].name);
         free(c->nodes[i].hostname);
+        node_free_topology(&c->nodes[i]);
     }
     free(c->nodes);
     for (int i = 0; i < c->nusers; i++) {
@@ -322,6 +386,12 @@ void cluster_free(struct cluster *c)
     free(c->usage);
     free(c->qstate);
     quota_plan_free(c->plan);
+    for (int i = 0; i < c->nspawns; i++) {
+        json_decref(c->spawns[i].argv);
+        json_decref(c->spawns[i].env);
+        free(c->spawns[i].error);
+    }
+    free(c->spawns);
     strmap_free(&c->node_by_name);
     strmap_free(&c->user_by_name);
     strmap_free(&c->user_by_token);
@@ -649,7 +719,7 @@ int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t e
 /* ---- agents ----------------------------------------------------------- */
 
 struct node *cluster_node_register(struct cluster *c, const char *name, const char *hostname,
-                                   int cpus, int64_t memory_mb, int gpus, char *err, size_t errlen)
+                                   int cpus, int64_t memory_mb, int gpus, json_t *topology, char *err, size_t errlen)
 {
     struct node *n = cluster_node(c, name);
     if (!n) {
@@ -659,22 +729,30 @@ struct node *cluster_node_register(struct cluster *c, const char *name, const ch
         n->name = strdup(name);
         n->hostname = strdup(hostname);
         strmap_put(&c->node_by_name, name, c->nnodes++);
-        /* Parked polls point into nodes[]; realloc may have moved it, but the
-         * server holds node names, not pointers (see api.c). */
+        /* nodes[] may have moved: everything else refers to nodes by index. */
     } else {
         free(n->hostname);
         n->hostname = strdup(hostname);
     }
+    if (n->used_cpus && (cpus != n->cpus || gpus != n->gpus || !!topology != !!n->topology)) {
+        snprintf(err, errlen, "node %s re-registers with other resources while jobs run there; drain it first", name);
+        return NULL;
+    }
     n->cpus = cpus;
     n->memory_mb = memory_mb;
     n->gpus = gpus;
-    if (n->state != NODE_DRAIN) {
-        n->state = NODE_UP;
-        n->reason[0] = '\0';
+    /* Keep which PUs running jobs hold across the re-registration. */
+    if (node_set_topology(n, topology, err, errlen) != 0) return NULL;
+    for (int64_t id = 1; id < c->next_id; id++) {
+        struct job *j = c->jobs[id];
+        if (!j || j->released || !j->place) continue;
+        for (int k = 0; k < j->nalloc; k++)
+            if (&c->nodes[j->alloc[k]] == n) node_mark(n, &j->place[k], +1);
     }
+    n->state = NODE_UP;
+    n->reason[0] = '\0';
     n->last_heard_ms = cm_mono_ms();
-    if (store_node_put(&c->store, n->name, n->hostname, cpus, memory_mb, gpus,
-                       node_state_store_name(n->state), n->reason, cm_now_ms() / 1000)) {
+    if (node_save(c, n)) {
         snprintf(err, errlen, "%s", c->store.err);
         return NULL;
     }
@@ -688,8 +766,7 @@ void cluster_node_heard(struct cluster *c, struct node *n)
     if (n->state == NODE_UNKNOWN || n->state == NODE_DOWN) {
         n->state = NODE_UP;
         n->reason[0] = '\0';
-        store_node_put(&c->store, n->name, n->hostname, n->cpus, n->memory_mb, n->gpus, "UP", "",
-                       cm_now_ms() / 1000);
+        node_save(c, n);
         cm_info("node %s is up", n->name);
         c->dirty = 1;
     }
@@ -702,6 +779,11 @@ static int on_node(struct cluster *c, const struct job *j, const struct node *n)
 
 int cluster_job_event(struct cluster *c, struct node *n, json_t *ev)
 {
+    const char *kind = json_string_value(json_object_get(ev, "event"));
+    if (kind && strncmp(kind, "spawn_", 6) == 0) {
+        cluster_spawn_event(c, ev);
+        return 0;
+    }
     struct job *j = cluster_job(c, json_integer_value(json_object_get(ev, "id")));
     const char *what = json_string_value(json_object_get(ev, "event"));
     int attempt = (int)json_integer_value(json_object_get(ev, "attempt"));
@@ -784,7 +866,43 @@ static json_t *launch_command(struct cluster *c, struct job *j)
     if (!env) json_decref(json_object_get(l, "env")); /* balance the fresh object */
     if (json_object_get(spec, "script")) json_object_set(l, "script", json_object_get(spec, "script"));
     else json_object_set(l, "command", json_object_get(spec, "command"));
+    /* Placement: this (first) node's PUs/GPUs, and every node's for mpirun. */
+    cluster_place_fields(c, j, 0, l);
+    json_t *all = json_array();
+    for (int i = 0; i < j->nalloc; i++) {
+        json_t *a = json_pack("{s:s}", "node", c->nodes[j->alloc[i]].name);
+        cluster_place_fields(c, j, i, a);
+        json_object_del(a, "numa");
+        json_array_append_new(all, a);
+    }
+    json_object_set_new(l, "alloc", all);
+    json_object_set_new(l, "tasks_per_node", json_integer((j->tasks + j->nodes - 1) / j->nodes));
+    json_object_set_new(l, "cpus_per_task", json_integer(j->cpus_per_task));
+    json_object_set_new(l, "mpi", json_boolean(j->mpi));
+    json_object_set_new(l, "step_key", json_string(j->step_key));
     return json_pack("{s:s, s:o}", "op", "launch", "job", l);
+}
+
+void cluster_place_fields(struct cluster *c, const struct job *j, int k, json_t *obj)
+{
+    json_t *pus = json_array(), *gpus = json_array(), *numa = json_array();
+    const struct job_place *p = j->place ? &j->place[k] : NULL;
+    const struct node_topo *t = &c->nodes[j->alloc[k]].topo;
+    for (int i = 0; p && i < p->npus; i++) {
+        json_array_append_new(pus, json_integer(p->pus[i]));
+        for (int x = 0; x < t->npus; x++) {
+            if (t->pus[x] != p->pus[i]) continue;
+            int seen = 0;
+            size_t q;
+            json_t *v;
+            json_array_foreach(numa, q, v) seen |= json_integer_value(v) == t->pu_numa[x];
+            if (!seen) json_array_append_new(numa, json_integer(t->pu_numa[x]));
+        }
+    }
+    for (int i = 0; p && i < p->ngpus; i++) json_array_append_new(gpus, json_integer(p->gpus[i]));
+    json_object_set_new(obj, "cpu_list", pus);
+    json_object_set_new(obj, "gpu_list", gpus);
+    json_object_set_new(obj, "numa", numa);
 }
 
 static json_t *kill_command(const struct job *j, const char *reason)
@@ -799,7 +917,9 @@ static void lost_job(struct cluster *c, struct job *j, const char *why)
     free(j->error);
     j->error = strdup(why);
     if (j->requeue) {
+        cluster_usage_charge(c, j); /* the lost run still used the machine */
         cluster_job_use(c, j, -1);
+        job_free_places(j);
         j->nalloc = 0;
         j->released = 0;
         j->launched = 0;
@@ -826,6 +946,7 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
     size_t i;
     json_t *r;
     json_array_foreach(running, i, r) {
+        if (json_array_size(r) == 3) continue; /* a spawn: cluster_spawn_commands decides */
         int64_t id = json_integer_value(json_array_get(r, 0));
         int attempt = (int)json_integer_value(json_array_get(r, 1));
         struct job *j = cluster_job(c, id);
@@ -847,7 +968,7 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
         if (!j || j->released || j->nalloc == 0 || j->alloc[0] != idx) continue;
         int listed = 0;
         json_array_foreach(running, i, r)
-            if (json_integer_value(json_array_get(r, 0)) == id &&
+            if (json_array_size(r) == 2 && json_integer_value(json_array_get(r, 0)) == id &&
                 json_integer_value(json_array_get(r, 1)) == j->requeues) listed = 1;
         if (j->kill_pending) {
             if (!listed && j->launched) { /* already gone and we missed its end */
@@ -874,6 +995,7 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
             lost_job(c, j, "the node's agent no longer runs this job and reported no end");
         }
     }
+    cluster_spawn_commands(c, n, running, cmds);
     if (json_array_size(cmds) == 0) {
         json_decref(cmds);
         return NULL;
@@ -887,14 +1009,10 @@ void cluster_check_nodes(struct cluster *c)
     for (int i = 0; i < c->nnodes; i++) {
         struct node *n = &c->nodes[i];
         if (n->state == NODE_DOWN || now - n->last_heard_ms < c->node_timeout_ms) continue;
-        if (n->state == NODE_DRAIN && n->used_cpus == 0) continue;
         cm_warn("node %s: no heartbeat for %lld ms; marking it DOWN", n->name, (long long)(now - n->last_heard_ms));
-        if (n->state != NODE_DRAIN) {
-            n->state = NODE_DOWN;
-            snprintf(n->reason, sizeof n->reason, "Not responding");
-            store_node_put(&c->store, n->name, n->hostname, n->cpus, n->memory_mb, n->gpus, "DOWN",
-                           n->reason, cm_now_ms() / 1000);
-        }
+        n->state = NODE_DOWN;
+        snprintf(n->reason, sizeof n->reason, "Not responding");
+        node_save(c, n);
         for (int64_t id = 1; id < c->next_id; id++) {
             struct job *j = c->jobs[id];
             if (!j || j->released || j->nalloc == 0) continue;

@@ -19,7 +19,17 @@
 
 struct cluster;
 
-enum node_state { NODE_UNKNOWN, NODE_UP, NODE_DOWN, NODE_DRAIN };
+/* Liveness of a node's agent; draining is separate (a drained node can be up). */
+enum node_state { NODE_UNKNOWN, NODE_UP, NODE_DOWN };
+
+/* A node's processing units and GPUs as its agent reported them (hwloc).
+ * Invariant: npus == node.cpus; pu_used/gpu_used mark what running jobs hold. */
+struct node_topo {
+    int npus, ngpus;
+    int *pus, *pu_numa;   /* OS index and NUMA node of each PU */
+    int *gpus, *gpu_numa; /* index and NUMA node (-1: unknown) of each GPU */
+    unsigned char *pu_used, *gpu_used;
+};
 
 struct node {
     char *name, *hostname;
@@ -29,10 +39,12 @@ struct node {
     int64_t used_mem;
     enum node_state state;
     char reason[128];
+    int drain;             /* an admin drained it: nothing new starts there */
+    char drain_reason[128];
+    json_t *topology;      /* as reported, or NULL: then only counts are allocated */
+    struct node_topo topo;
     int64_t last_heard_ms; /* monotonic */
     int64_t last_ts;       /* last accepted agent timestamp (replay guard) */
-    void *parked;          /* server handle of a held agent.poll, or NULL */
-    int64_t parked_deadline_ms;
 };
 
 struct user {
@@ -48,6 +60,19 @@ struct account {
 /* Decides the order in which pending jobs are considered: the replaceable
  * piece (FIFO now; fair-share multifactor later). Sorts ids in place. */
 typedef void (*sched_order_fn)(struct cluster *c, int64_t *ids, size_t n);
+
+/* A command a job asked to start on one of its other nodes (spawn.c). */
+enum spawn_state { SPAWN_PENDING, SPAWN_RUNNING, SPAWN_ENDED };
+struct spawn {
+    int64_t id, job;
+    int attempt, node; /* node index */
+    json_t *argv, *env;
+    enum spawn_state state;
+    int exit_code, signal;
+    char *error;
+    int64_t sent_ms, ended_ms;
+};
+#define CLUSTER_MAX_SPAWNS 4096
 
 struct cluster_stats {
     uint64_t submitted, started, ended, batches, batch_requests, rejected;
@@ -68,6 +93,9 @@ struct cluster {
     quota_plan *plan;
     int plan_nodes;
     quota_backfill backfill;
+    struct spawn *spawns;
+    int nspawns;
+    int64_t next_spawn_id;
     struct job **jobs;
     int64_t jobs_cap, next_id;
     struct node *nodes;
@@ -112,7 +140,7 @@ int cluster_account_add(struct cluster *c, const char *name, const char *parent,
 
 /* Agents. */
 struct node *cluster_node_register(struct cluster *c, const char *name, const char *hostname,
-                                   int cpus, int64_t memory_mb, int gpus, char *err, size_t errlen);
+                                   int cpus, int64_t memory_mb, int gpus, json_t *topology, char *err, size_t errlen);
 void cluster_node_heard(struct cluster *c, struct node *n);
 /* Applies one agent event; returns 0 (also for a stale or repeated event). */
 int cluster_job_event(struct cluster *c, struct node *n, json_t *ev);
@@ -148,8 +176,33 @@ quota_state *cluster_qstate(struct cluster *c);
 int cluster_job_qos(struct cluster *c, struct job *j);
 int cluster_job_account(struct cluster *c, struct job *j);
 
+/* Nodes (node.c). */
+/* Takes a reported topology (or NULL); returns 0 or -1 with err (bad shape). */
+int node_set_topology(struct node *n, json_t *topology, char *err, size_t errlen);
+void node_free_topology(struct node *n);
+/* Chooses cpus PUs (and gpus GPUs near them) among the free ones; fills the
+ * placement. Returns 0, or -1 when the node has no topology. */
+int node_pick(const struct node *n, int cpus, int gpus, struct job_place *out);
+/* Marks a placement used (sign +1) or free (-1). */
+void node_mark(struct node *n, const struct job_place *p, int sign);
+int cluster_node_drain(struct cluster *c, struct node *n, int drain, const char *reason, char *err, size_t errlen);
+/* The node as JSON; with_topology adds its PUs/GPUs and which are in use. */
+json_t *node_json(const struct node *n, int with_topology);
+
+/* Spawns (spawn.c). */
+int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node, json_t *argv, json_t *env,
+                             char *err, size_t errlen);
+struct spawn *cluster_spawn_find(struct cluster *c, int64_t spawn_id);
+/* Appends spawn and kill_spawns commands for node n to cmds. */
+void cluster_spawn_commands(struct cluster *c, struct node *n, json_t *running, json_t *cmds);
+void cluster_spawn_event(struct cluster *c, json_t *ev);
+const char *spawn_state_name(const struct spawn *s);
+/* Adds cpu_list, gpu_list and numa of the job's k-th node to obj. */
+void cluster_place_fields(struct cluster *c, const struct job *j, int k, json_t *obj);
+
 /* Within scheduler/ only. */
 void cluster_job_use(struct cluster *c, struct job *j, int sign);
+void job_free_places(struct job *j);
 int cluster_job_save(struct cluster *c, struct job *j);
 int cluster_node_index(struct cluster *c, const struct node *n);
 

@@ -205,7 +205,7 @@ static int valid_name_chars(const char *s)
 static const char *const known_fields[] = {
     "name", "account", "command", "script", "workdir", "env", "stdout", "stderr", "nodes",
     "tasks", "cpus_per_task", "gpus", "mem_mb", "time_limit_s", "qos", "dependency",
-    "array", "hold", "requeue", NULL};
+    "array", "hold", "requeue", "mpi", "tasks_per_node", NULL};
 
 int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t errlen)
 {
@@ -242,8 +242,25 @@ int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t e
         get_str(spec, "dependency", 4096, &dep, err, errlen) ||
         get_str(spec, "array", 1024, &array, err, errlen) ||
         get_bool(spec, "hold", &out->hold, err, errlen) ||
-        get_bool(spec, "requeue", &out->requeue, err, errlen))
+        get_bool(spec, "requeue", &out->requeue, err, errlen) ||
+        get_bool(spec, "mpi", &out->mpi, err, errlen))
         goto fail;
+    json_t *tpn = json_object_get(spec, "tasks_per_node");
+    if (tpn) {
+        if (!json_is_integer(tpn) || json_integer_value(tpn) < 1 || json_integer_value(tpn) > 4096) {
+            snprintf(err, errlen, "field 'tasks_per_node': expected an integer from 1 to 4096");
+            goto fail;
+        }
+        long want = nodes * (long)json_integer_value(tpn);
+        if (json_object_get(spec, "tasks") && tasks != want) {
+            snprintf(err, errlen, "field 'tasks': %ld tasks disagree with %ld nodes x %lld tasks per node", tasks, nodes,
+                     (long long)json_integer_value(tpn));
+            goto fail;
+        }
+        tasks = want;
+        json_object_set_new(spec, "tasks", json_integer(tasks));
+        json_object_del(spec, "tasks_per_node");
+    }
     if (tasks < nodes) {
         snprintf(err, errlen, "field 'tasks': %ld tasks cannot fill %ld nodes (need tasks >= nodes)",
                  tasks, nodes);

@@ -46,7 +46,7 @@ struct job_spec {
     int nodes, tasks, cpus_per_task, gpus;
     int64_t mem_mb, time_limit_s;
     const char *qos;
-    int hold, requeue;
+    int hold, requeue, mpi;
     int ndeps;
     struct job_dep deps[JOB_MAX_DEPS];
     /* Array: indices expanded, and the throttle (0 = none). */
@@ -64,6 +64,12 @@ void job_spec_free(struct job_spec *s);
 int job_array_parse(const char *s, int **idx, int *throttle, char *err, size_t errlen);
 /* Parses "afterok:1:2,afterany:3". Returns count, or -1 with err. */
 int job_deps_parse(const char *s, struct job_dep *deps, int max, char *err, size_t errlen);
+
+/* The PUs and GPUs a job holds on one node (empty when the node reported no topology). */
+struct job_place {
+    int npus, ngpus;
+    int *pus, *gpus;
+};
 
 /* A job in commonsd's memory. Invariant: state PENDING => nalloc == 0;
  * nalloc > 0 && !released => its resources are counted as used on those nodes. */
@@ -86,6 +92,9 @@ struct job {
     char *error;         /* agent-reported error, if any */
     int nalloc;
     int *alloc;          /* node indices */
+    struct job_place *place; /* per allocated node, parallel to alloc (NULL: counts only) */
+    int mpi;             /* run under mpirun across its nodes */
+    char step_key[65];   /* authenticates the job's own spawn requests */
     int released;        /* resources returned to the nodes */
     int launched;        /* the first node's agent acknowledged the start */
     int kill_pending;    /* a kill must reach the agent */

@@ -12,6 +12,7 @@
 #include "cluster.h"
 
 #include "cm_log.h"
+#include "cm_crypto.h"
 #include "cm_util.h"
 
 #include <stdlib.h>
@@ -101,7 +102,7 @@ static int plan_begin(struct cluster *c, int64_t now)
     quota_res *free_now = calloc((size_t)(c->nnodes > 0 ? c->nnodes : 1), sizeof *free_now);
     for (int i = 0; i < c->nnodes; i++) {
         struct node *n = &c->nodes[i];
-        if (n->state != NODE_UP) continue;
+        if (n->state != NODE_UP || n->drain) continue;
         free_now[i].cpus = n->cpus - n->used_cpus;
         free_now[i].gpus = n->gpus - n->used_gpus;
         /* A node that reports no memory is not limited by memory. */
@@ -115,7 +116,7 @@ static int plan_begin(struct cluster *c, int64_t now)
         if (!j || j->released || !j->nalloc) continue;
         quota_res r = job_res(j);
         for (int k = 0; k < j->nalloc; k++)
-            if (c->nodes[j->alloc[k]].state == NODE_UP)
+            if (c->nodes[j->alloc[k]].state == NODE_UP && !c->nodes[j->alloc[k]].drain)
                 quota_plan_release(c->plan, j->alloc[k], &r, j->start_time + j->time_limit_s);
     }
     return 0;
@@ -123,10 +124,19 @@ static int plan_begin(struct cluster *c, int64_t now)
 
 static void start_job(struct cluster *c, struct job *j, const int *nodes, int64_t now)
 {
+    job_free_places(j);
     free(j->alloc);
     j->alloc = malloc(sizeof *j->alloc * (size_t)j->nodes);
     memcpy(j->alloc, nodes, sizeof *nodes * (size_t)j->nodes);
     j->nalloc = j->nodes;
+    /* Nodes that reported a topology get specific PUs and GPUs (node.c). */
+    for (int i = 0; i < j->nalloc; i++) {
+        struct job_place p;
+        if (node_pick(&c->nodes[j->alloc[i]], job_cpus_per_node(j), j->gpus, &p) != 0) continue;
+        if (!j->place) j->place = calloc((size_t)j->nalloc, sizeof *j->place);
+        j->place[i] = p;
+    }
+    if (cm_random_hex(32, j->step_key) != 0) j->step_key[0] = '\0';
     j->released = 0;
     j->launched = 0;
     j->launch_sent_ms = 0;

@@ -13,12 +13,14 @@ static const char *const schema_v1 =
     "  admin INTEGER NOT NULL, unix_user TEXT NOT NULL);"
     "CREATE TABLE tokens(hash TEXT PRIMARY KEY, user TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE nodes(name TEXT PRIMARY KEY, hostname TEXT, cpus INTEGER, memory_mb INTEGER,"
-    "  gpus INTEGER, state TEXT, reason TEXT, last_seen INTEGER);"
+    "  gpus INTEGER, state TEXT, reason TEXT, last_seen INTEGER, topology TEXT,"
+    "  drain INTEGER NOT NULL DEFAULT 0, drain_reason TEXT);"
     "CREATE TABLE jobs(id INTEGER PRIMARY KEY, array_job_id INTEGER, array_task_id INTEGER,"
     "  array_throttle INTEGER, user TEXT NOT NULL, account TEXT NOT NULL, spec TEXT NOT NULL,"
     "  state INTEGER NOT NULL, reason TEXT, submit_time INTEGER, start_time INTEGER,"
     "  end_time INTEGER, exit_code INTEGER, signal INTEGER, error TEXT, alloc TEXT,"
-    "  released INTEGER, launched INTEGER, kill_pending INTEGER, hold INTEGER, requeues INTEGER);"
+    "  released INTEGER, launched INTEGER, kill_pending INTEGER, hold INTEGER, requeues INTEGER,"
+    "  placement TEXT, step_key TEXT);"
     "CREATE INDEX jobs_state ON jobs(state);"
     "CREATE TABLE policies(version INTEGER PRIMARY KEY, text TEXT NOT NULL, sha256 TEXT NOT NULL,"
     "  source TEXT, applied_by TEXT NOT NULL, applied_at INTEGER NOT NULL);"
@@ -98,13 +100,13 @@ int store_open(struct store *s, const char *state_dir, enum store_sync sync, cha
     if (prepare(s,
                 "INSERT INTO jobs(id, array_job_id, array_task_id, array_throttle, user, account,"
                 " spec, state, reason, submit_time, start_time, end_time, exit_code, signal, error,"
-                " alloc, released, launched, kill_pending, hold, requeues)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " alloc, released, launched, kill_pending, hold, requeues, placement, step_key)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 &s->ins_job) ||
         prepare(s,
                 "UPDATE jobs SET state=?2, reason=?3, start_time=?4, end_time=?5, exit_code=?6,"
                 " signal=?7, error=?8, alloc=?9, released=?10, launched=?11, kill_pending=?12,"
-                " hold=?13, requeues=?14, submit_time=?15 WHERE id=?1",
+                " hold=?13, requeues=?14, submit_time=?15, placement=?16, step_key=?17 WHERE id=?1",
                 &s->upd_job) ||
         prepare(s, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", &s->set_meta))
         goto bad;
@@ -169,6 +171,22 @@ static char *alloc_text(const struct job *j, char *buf, size_t len)
     return buf;
 }
 
+/* [[pus...], [gpus...]] per allocated node, or NULL when counts only. */
+static char *placement_text(const struct job *j)
+{
+    if (!j->place || !j->nalloc) return NULL;
+    json_t *a = json_array();
+    for (int i = 0; i < j->nalloc; i++) {
+        json_t *pus = json_array(), *gpus = json_array();
+        for (int k = 0; k < j->place[i].npus; k++) json_array_append_new(pus, json_integer(j->place[i].pus[k]));
+        for (int k = 0; k < j->place[i].ngpus; k++) json_array_append_new(gpus, json_integer(j->place[i].gpus[k]));
+        json_array_append_new(a, json_pack("[o, o]", pus, gpus));
+    }
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return text;
+}
+
 int store_job_insert(struct store *s, const struct job *j)
 {
     sqlite3_stmt *st = s->ins_job;
@@ -196,8 +214,12 @@ int store_job_insert(struct store *s, const struct job *j)
     sqlite3_bind_int(st, 19, j->kill_pending);
     sqlite3_bind_int(st, 20, j->hold);
     sqlite3_bind_int(st, 21, j->requeues);
+    char *place = placement_text(j);
+    sqlite3_bind_text(st, 22, place, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 23, j->step_key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
+    free(place);
     free(spec);
     return rc == SQLITE_DONE ? 0 : fail(s, "insert job");
 }
@@ -222,8 +244,12 @@ int store_job_update(struct store *s, const struct job *j)
     sqlite3_bind_int(st, 13, j->hold);
     sqlite3_bind_int(st, 14, j->requeues);
     sqlite3_bind_int64(st, 15, j->submit_time);
+    char *place = placement_text(j);
+    sqlite3_bind_text(st, 16, place, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 17, j->step_key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
+    free(place);
     return rc == SQLITE_DONE ? 0 : fail(s, "update job");
 }
 
@@ -271,11 +297,24 @@ int store_account_put(struct store *s, const char *name, const char *parent)
 
 int store_node_put(struct store *s, const char *name, const char *hostname, int cpus,
                    int64_t memory_mb, int gpus, const char *state, const char *reason,
-                   int64_t last_seen)
+                   int64_t last_seen, const char *topology)
 {
-    const char *t[] = {name, hostname, NULL, NULL, NULL, state, reason, NULL};
-    int64_t i[] = {0, 0, cpus, memory_mb, gpus, 0, 0, last_seen};
-    return exec_bound(s, "INSERT OR REPLACE INTO nodes VALUES(?,?,?,?,?,?,?,?)", 8, t, i, "ttiiitti");
+    const char *t[] = {name, hostname, NULL, NULL, NULL, state, reason, NULL, topology};
+    int64_t i[] = {0, 0, cpus, memory_mb, gpus, 0, 0, last_seen, 0};
+    /* An upsert that leaves the drain columns alone: drains outlive re-registration. */
+    return exec_bound(s,
+                      "INSERT INTO nodes(name, hostname, cpus, memory_mb, gpus, state, reason, last_seen, topology)"
+                      " VALUES(?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET hostname=excluded.hostname,"
+                      " cpus=excluded.cpus, memory_mb=excluded.memory_mb, gpus=excluded.gpus, state=excluded.state,"
+                      " reason=excluded.reason, last_seen=excluded.last_seen, topology=excluded.topology",
+                      9, t, i, "ttiiittit");
+}
+
+int store_node_drain(struct store *s, const char *name, int drain, const char *reason)
+{
+    const char *t[] = {NULL, reason, name};
+    int64_t i[] = {drain, 0, 0};
+    return exec_bound(s, "UPDATE nodes SET drain=?, drain_reason=? WHERE name=?", 3, t, i, "itt");
 }
 
 int store_policy_put(struct store *s, int64_t version, const char *text, const char *sha256,

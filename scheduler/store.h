@@ -48,7 +48,8 @@ int store_token_revoke_user(struct store *s, const char *user, int *count);
 int store_account_put(struct store *s, const char *name, const char *parent);
 int store_node_put(struct store *s, const char *name, const char *hostname, int cpus,
                    int64_t memory_mb, int gpus, const char *state, const char *reason,
-                   int64_t last_seen);
+                   int64_t last_seen, const char *topology);
+int store_node_drain(struct store *s, const char *name, int drain, const char *reason);
 
 int store_policy_put(struct store *s, int64_t version, const char *text, const char *sha256,
                      const char *source, const char *applied_by, int64_t applied_at);

@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     for (long i = 0; i < nnodes; i++) {
         char name[32];
         snprintf(name, sizeof name, "n%05ld", i);
-        cluster_node_register(&c, name, name, 64, 256 * 1024, i % 8 == 0 ? 8 : 0, err, sizeof err);
+        cluster_node_register(&c, name, name, 64, 256 * 1024, i % 8 == 0 ? 8 : 0, NULL, err, sizeof err);
     }
     struct user *u = cluster_user(&c, "u1");
     static const char *const accounts[] = {"a1", "a2", "a3", "b1", "b2", "c1", "c2", "c3"};

@@ -136,7 +136,7 @@ START_TEST(fifo_and_persistence)
     /* No node yet: rejected with the reason. */
     const char *job = "{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"cpus_per_task\":2}";
     ck_assert_int_eq(submit(&c, u, job), -1);
-    ck_assert_ptr_nonnull(cluster_node_register(&c, "n1", "n1", 4, 1000, 0, err, sizeof err));
+    ck_assert_ptr_nonnull(cluster_node_register(&c, "n1", "n1", 4, 1000, 0, NULL, err, sizeof err));
     ck_assert_int_eq(submit(&c, u, "{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"cpus_per_task\":8}"), -1);
     int64_t a = submit(&c, u, job), b = submit(&c, u, job), x = submit(&c, u, job);
     int64_t held = submit(&c, u, "{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"hold\":true}");
@@ -185,6 +185,54 @@ START_TEST(fifo_and_persistence)
 }
 END_TEST
 
+/* A node of 2 NUMA nodes x 4 PUs with 2 GPUs on each NUMA node. */
+static json_t *two_socket_topology(void)
+{
+    return json_loads("{\"numa\": [{\"id\": 0, \"pus\": [0, 1, 2, 3]}, {\"id\": 1, \"pus\": [4, 5, 6, 7]}],"
+                      " \"gpus\": [{\"index\": 0, \"numa\": 0}, {\"index\": 1, \"numa\": 0},"
+                      " {\"index\": 2, \"numa\": 1}, {\"index\": 3, \"numa\": 1}]}", 0, NULL);
+}
+
+START_TEST(placement_follows_locality)
+{
+    struct node n;
+    memset(&n, 0, sizeof n);
+    n.cpus = 8;
+    n.gpus = 4;
+    char err[256];
+    json_t *t = two_socket_topology();
+    ck_assert_int_eq(node_set_topology(&n, t, err, sizeof err), 0);
+    struct job_place a, b, x;
+    /* 3 PUs + 1 GPU: all in one NUMA node, with a GPU of that NUMA node. */
+    ck_assert_int_eq(node_pick(&n, 3, 1, &a), 0);
+    ck_assert_int_eq(a.npus, 3);
+    ck_assert_int_eq(a.ngpus, 1);
+    int numa_a = a.pus[0] / 4;
+    for (int i = 0; i < 3; i++) ck_assert_int_eq(a.pus[i] / 4, numa_a);
+    ck_assert_int_eq(a.gpus[0] / 2, numa_a);
+    node_mark(&n, &a, +1);
+    /* 4 PUs + 2 GPUs: only the other NUMA node has 4 free PUs and 2 local GPUs. */
+    ck_assert_int_eq(node_pick(&n, 4, 2, &b), 0);
+    for (int i = 0; i < 4; i++) ck_assert_int_ne(b.pus[i] / 4, numa_a);
+    for (int i = 0; i < 2; i++) ck_assert_int_ne(b.gpus[i] / 2, numa_a);
+    node_mark(&n, &b, +1);
+    /* The last free PU and GPU, whatever their place; nothing is handed out twice. */
+    ck_assert_int_eq(node_pick(&n, 1, 1, &x), 0);
+    ck_assert_int_eq(x.npus, 1);
+    for (int i = 0; i < 3; i++) ck_assert_int_ne(x.pus[0], a.pus[i]);
+    ck_assert_int_ne(x.gpus[0], a.gpus[0]);
+    node_mark(&n, &a, -1);
+    ck_assert_int_eq(n.topo.pu_used[a.pus[0]], 0);
+    free(a.pus); free(a.gpus); free(b.pus); free(b.gpus); free(x.pus); free(x.gpus);
+    /* A topology that disagrees with the registered counts is refused. */
+    n.cpus = 6;
+    ck_assert_int_eq(node_set_topology(&n, t, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "8 PUs") != NULL, "%s", err);
+    json_decref(t);
+    node_free_topology(&n);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sched");
@@ -193,6 +241,7 @@ int main(void)
     tcase_add_test(tc, spec_errors);
     tcase_add_test(tc, arrays_and_deps);
     tcase_add_test(tc, fifo_and_persistence);
+    tcase_add_test(tc, placement_follows_locality);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
