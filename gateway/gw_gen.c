@@ -46,7 +46,8 @@ struct gw_run {
     gw_job job;
     bool holding;                /* job holds a replica slot */
     bool replica_failed;
-    char sid[48];                /* id at serve */
+    char sid[48];                /* id at serve: gw<pid>-<n>, + r<k> after k failed starts */
+    int retries;
     char oid[64];                /* id in the OpenAI response */
     int64_t created, t0_ms;
     bool started, done, first_text;
@@ -196,6 +197,9 @@ static int start_generation(gw_run *r, gw_api_err *e, int64_t *retry_after, cons
                                    "no serve replica of model '%s' is reachable; retry later",
                                    r->gen.model);
             }
+            /* A fresh id: the lost start may have reached serve after all. */
+            size_t n = strcspn(r->sid, "r");
+            snprintf(r->sid + n, sizeof r->sid - n, "r%d", ++r->retries);
             if (gw_disp_enqueue(g->disp, &r->job, r->principal, r->reserved) != GW_DISP_OK)
                 return gw_api_fail(e, 500, "server_error", NULL, NULL, "out of memory");
             continue;
