@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -206,6 +207,20 @@ static json_t *parse_stops(json_t *req, serve_seq *q)
     return r;
 }
 
+/* A seed for requests without one: clock and a counter through a 64-bit mixer (unique
+ * per request; unpredictability is not needed). */
+static uint64_t fresh_seed(void)
+{
+    static _Atomic uint64_t counter;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    uint64_t z = (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec +
+                 0x9E3779B97F4A7C15ULL * ++counter;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 static void seq_discard(serve_seq *q)
 {
     infer_sampler_free(q->smp);
@@ -244,6 +259,8 @@ static json_t *gen_start(serve_server *s, json_t *req)
         sp.top_k = (int)top_k;
     if (json_object_get(req, "seed") && !json_is_null(json_object_get(req, "seed")))
         sp.seed = (uint64_t)seed;
+    else   /* no seed: a fresh one, so equal requests do not give equal samples */
+        sp.seed = fresh_seed();
     /* The chat format's end-of-turn text also ends the answer (as in commons-run --chat). */
     const char *eot = fmt != INFER_CHAT_NONE ? infer_chat_end_of_turn(fmt) : NULL;
     if (eot && !(q->stops[q->n_stops++] = strdup(eot))) {

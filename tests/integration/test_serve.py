@@ -66,16 +66,22 @@ class Generation(ServeTest):
         self.assertLess(i["steps"], i["tokens_generated"])
 
     def test_seeded_sampling_equals_commons_run(self):
-        params = dict(temperature=1.2, top_k=40, top_p=0.95, seed=11, max_tokens=20)
+        # The random model's distributions are sharp: a high temperature and no top_p/min_p
+        # cut make the seed matter.
+        params = dict(temperature=3.0, top_k=40, top_p=1.0, min_p=0.0, seed=11, max_tokens=20)
+        flags = ["--temp", "3", "--top-k", "40", "--top-p", "1", "--min-p", "0"]
         a, b = parallel([lambda: self.s.generate("s1", prompt=PROMPTS[2], **params),
                          lambda: self.s.generate("s2", prompt=PROMPTS[2], **params)])
-        want = run_greedy(MODEL, PROMPTS[2], 20, "--temp", "1.2", "--top-k", "40", "--top-p",
-                          "0.95", "--seed", "11")
+        want = run_greedy(MODEL, PROMPTS[2], 20, *flags, "--seed", "11")
         self.assertEqual(a[0], want)
         self.assertEqual(b[0], want)
         other, _, _ = self.s.generate("s3", prompt=PROMPTS[2], **{**params, "seed": 12})
-        self.assertEqual(other, run_greedy(MODEL, PROMPTS[2], 20, "--temp", "1.2", "--top-k", "40",
-                                           "--top-p", "0.95", "--seed", "12"))
+        self.assertEqual(other, run_greedy(MODEL, PROMPTS[2], 20, *flags, "--seed", "12"))
+        self.assertNotEqual(other, want, "seeds 11 and 12 should sample differently here")
+        # Without a seed every request gets a fresh one: equal requests, different samples.
+        unseeded = {k: v for k, v in params.items() if k != "seed"}
+        texts = [self.s.generate(f"u{i}", prompt=PROMPTS[2], **unseeded)[0] for i in range(4)]
+        self.assertGreater(len(set(texts)), 1, texts)
 
     def test_stop_string(self):
         full = run_greedy(MODEL, PROMPTS[1], 30, "--temp", "0")
