@@ -432,6 +432,42 @@ static json_t *serve_info(serve_server *s)
     return r ? r : err_reply("error", "out of memory");
 }
 
+/* Prometheus text exposition of the same numbers (DESIGN: every daemon has metrics). */
+static json_t *serve_metrics(serve_server *s)
+{
+    char buf[2048];
+    pthread_mutex_lock(&s->mu);
+    int n = snprintf(buf, sizeof buf,
+        "# HELP commons_serve_sequences Admitted sequences by state.\n"
+        "# TYPE commons_serve_sequences gauge\n"
+        "commons_serve_sequences{state=\"active\"} %d\n"
+        "commons_serve_sequences{state=\"waiting\"} %d\n"
+        "# HELP commons_serve_kv_blocks KV cache blocks of the pool.\n"
+        "# TYPE commons_serve_kv_blocks gauge\n"
+        "commons_serve_kv_blocks{state=\"free\"} %d\n"
+        "commons_serve_kv_blocks{state=\"reserved\"} %d\n"
+        "# TYPE commons_serve_draining gauge\n"
+        "commons_serve_draining %d\n"
+        "# TYPE commons_serve_steps_total counter\n"
+        "commons_serve_steps_total %llu\n"
+        "# TYPE commons_serve_prompt_tokens_total counter\n"
+        "commons_serve_prompt_tokens_total %llu\n"
+        "# TYPE commons_serve_generated_tokens_total counter\n"
+        "commons_serve_generated_tokens_total %llu\n"
+        "# TYPE commons_serve_requests_total counter\n"
+        "commons_serve_requests_total %llu\n"
+        "# TYPE commons_serve_busy_total counter\n"
+        "commons_serve_busy_total %llu\n",
+        s->n_active, s->n_waiting, s->kv.n_free, s->kv.n_blocks - s->kv.n_free, s->draining,
+        (unsigned long long)s->n_steps, (unsigned long long)s->n_prompt_tokens,
+        (unsigned long long)s->n_tokens_generated, (unsigned long long)s->n_requests,
+        (unsigned long long)s->n_busy);
+    pthread_mutex_unlock(&s->mu);
+    json_t *r = n > 0 && (size_t)n < sizeof buf ?
+                json_pack("{s:b, s:s}", "ok", 1, "metrics", buf) : NULL;
+    return r ? r : err_reply("error", "metrics do not fit");
+}
+
 /* NULL: the request is a held poll. */
 static json_t *handle(serve_worker *w, const char *body, size_t len)
 {
@@ -455,9 +491,11 @@ static json_t *handle(serve_worker *w, const char *body, size_t len)
         r = gen_poll(w, req);
     else if (!strcmp(t, "gen.cancel"))
         r = gen_cancel(w->s, req);
+    else if (!strcmp(t, "serve.metrics"))
+        r = serve_metrics(w->s);
     else
         r = err_reply("bad_request", "unknown type '%s' (serve.info, gen.start, gen.poll, "
-                      "gen.cancel)", t);
+                      "gen.cancel, serve.metrics)", t);
     json_decref(req);
     return r;
 }

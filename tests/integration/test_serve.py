@@ -64,6 +64,13 @@ class Generation(ServeTest):
         self.assertGreaterEqual(i["tokens_generated"], 7 * 10)
         # Batching happened: fewer steps than tokens generated.
         self.assertLess(i["steps"], i["tokens_generated"])
+        m = self.s.call("serve.metrics")["metrics"]
+        values = {l.split(" ")[0]: float(l.split(" ")[1]) for l in m.splitlines()
+                  if l and not l.startswith("#")}
+        self.assertEqual(values["commons_serve_generated_tokens_total"], i["tokens_generated"])
+        self.assertEqual(values['commons_serve_kv_blocks{state="free"}'], 256)
+        self.assertEqual(values['commons_serve_sequences{state="active"}'], 0)
+        self.assertGreaterEqual(values["commons_serve_requests_total"], 7)
 
     def test_seeded_sampling_equals_commons_run(self):
         # The random model's distributions are sharp: a high temperature and no top_p/min_p
