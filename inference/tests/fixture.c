@@ -29,15 +29,24 @@ int fixture_load(const char *path, fixture *f, char *err, size_t errlen)
     if (!expect(fp, "name") || fscanf(fp, "%127s", f->name) != 1 ||
         !expect(fp, "model_fnv1a64") || fscanf(fp, "%llx", &fnv) != 1 ||
         !expect(fp, "n_vocab") || fscanf(fp, "%d", &f->n_vocab) != 1 ||
-        !expect(fp, "n_prompt") || fscanf(fp, "%d", &f->n_prompt) != 1 ||
-        !expect(fp, "tokens") || fscanf(fp, "%d", &f->n_tokens) != 1)
+        !expect(fp, "n_prompt") || fscanf(fp, "%d", &f->n_prompt) != 1)
         BAD("%s: bad header", path);
+    char word[64];
+    if (fscanf(fp, "%63s", word) != 1)
+        BAD("%s: bad header", path);
+    if (!strcmp(word, "first_pos")) {
+        if (fscanf(fp, "%d", &f->first_pos) != 1 || fscanf(fp, "%63s", word) != 1)
+            BAD("%s: bad first_pos line", path);
+    }
+    if (strcmp(word, "tokens") || fscanf(fp, "%d", &f->n_tokens) != 1)
+        BAD("%s: bad tokens line", path);
     f->fnv = fnv;
     if (f->n_tokens < 1 || f->n_tokens > 100000 || f->n_prompt < 1 ||
-        f->n_prompt > f->n_tokens || f->n_vocab < 2)
-        BAD("%s: bad sizes", path);
+        f->n_prompt > f->n_tokens || f->n_vocab < 2 || f->first_pos < 0 ||
+        f->first_pos > f->n_prompt - 1)
+        BAD("%s: bad sizes (first_pos must be at most n_prompt - 1)", path);
     f->tokens = calloc((size_t)f->n_tokens, sizeof *f->tokens);
-    f->pos = calloc((size_t)f->n_tokens, sizeof *f->pos);
+    f->pos = calloc((size_t)(f->n_tokens - f->first_pos), sizeof *f->pos);
     if (!f->tokens || !f->pos)
         BAD("out of memory");
     for (int i = 0; i < f->n_tokens; i++)
@@ -54,8 +63,8 @@ int fixture_load(const char *path, fixture *f, char *err, size_t errlen)
         if (fscanf(fp, "%d", &f->probe_id[i]) != 1 || f->probe_id[i] < 0 ||
             f->probe_id[i] >= f->n_vocab)
             BAD("%s: bad probe id %d", path, i);
-    for (int i = 0; i < f->n_tokens; i++) {
-        fix_pos *p = &f->pos[i];
+    for (int i = f->first_pos; i < f->n_tokens; i++) {
+        fix_pos *p = &f->pos[i - f->first_pos];
         int idx;
         if (!expect(fp, "pos") || fscanf(fp, "%d", &idx) != 1 || idx != i ||
             !expect(fp, "argmax") || fscanf(fp, "%d", &p->argmax) != 1 ||
@@ -87,7 +96,7 @@ fail:
 
 void fixture_free(fixture *f)
 {
-    for (int i = 0; f->pos && i < f->n_tokens; i++)
+    for (int i = 0; f->pos && i < f->n_tokens - f->first_pos; i++)
         free(f->pos[i].probe);
     free(f->pos);
     free(f->tokens);

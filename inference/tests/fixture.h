@@ -6,9 +6,10 @@
  *   model_fnv1a64 HEX
  *   n_vocab V
  *   n_prompt P
+ *   first_pos F          (optional, default 0: positions before F are not stored)
  *   tokens N t0 .. tN-1
  *   probes M id0 .. idM-1
- *   then for each position i: "pos i argmax A gap G maxabs X",
+ *   then for each position i >= F: "pos i argmax A gap G maxabs X",
  *   "top K id v id v ...", "probe v0 .. vM-1"; finally "end". */
 #ifndef TEST_FIXTURE_H
 #define TEST_FIXTURE_H
@@ -32,9 +33,10 @@ typedef struct fixture {
     char name[128];
     uint64_t fnv;
     int n_vocab, n_prompt, n_tokens, n_probe;
+    int first_pos;   /* pos[i] describes position first_pos + i */
     int32_t *tokens;
     int *probe_id;
-    fix_pos *pos;    /* n_tokens */
+    fix_pos *pos;    /* n_tokens - first_pos */
 } fixture;
 
 /* 0 on success; else fills err with the file and what was wrong. */

@@ -37,14 +37,20 @@ grep -v '^#' "$here/synthetic.txt" | while IFS='|' read -r name args atol rtol m
   rm -f "$tmp/$name.gguf"
 done
 
-real() {  # name, token ids (BOS + `commons-run --tokenize TEXT`), tokens to generate
+real() {  # name, token ids (BOS + `commons-run --tokenize TEXT`), tokens to generate,
+          # [first stored position]
   echo "== $1" >&2
   "$py" "$here/reference.py" "$model" --tokens "$2" --generate "$3" --name "$1" \
-    --out "$here/$1.txt"
+    --first-pos "${4:-0}" --out "$here/$1.txt"
 }
 if [ $# -eq 0 ] || [ "${REAL:-0}" = 1 ]; then   # REAL=1: also with NAMEs given
   # "Monday, Tuesday, Wednesday,"
   real gemma3-days "2 49381 236764 9863 236764 10119 236764" 6
   # "January, February, March, April,"
   real gemma3-months "2 36302 236764 7250 236764 5261 236764 5365 236764" 8
+  # "1, 2, ..., 150," (642 tokens, past the 512-token window): only the last prompt
+  # position and the continuation are stored.
+  ids="2 $("$build/inference/commons-run" --model "$model" --tokenize "$(seq -s ', ' 1 150),")"
+  n=$(echo $ids | wc -w)
+  real gemma3-count150 "$ids" 8 $((n - 1))
 fi

@@ -134,7 +134,8 @@ class Model:
         return out.reshape(n, self.n_head * self.d_v)
 
     # --- forward ---
-    def forward(self, tokens, all_logits=True):
+    def forward(self, tokens, all_logits=True, first=0):
+        """Logits [n - first, n_vocab] of positions first.. (all_logits) or of the last."""
         toks = np.asarray(tokens, dtype=np.int64)
         n = len(toks)
         pos = np.arange(n)
@@ -178,8 +179,7 @@ class Model:
             if gemma:
                 f = self.rms(f, self.w(p + 'post_ffw_norm.weight'))
             x = x + f
-        if not all_logits:
-            x = x[-1:]
+        x = x[first:] if all_logits else x[-1:]
         x = self.rms(x, self.w('output_norm.weight'))
         return self.mm(x, 'output.weight' if self.has('output.weight') else 'token_embd.weight')
 
@@ -204,6 +204,8 @@ def main():
     ap.add_argument('--generate', type=int, default=0, help='greedy tokens to append')
     ap.add_argument('--out', help='fixture file to write (default: stdout summary only)')
     ap.add_argument('--name', default='', help='label stored in the fixture')
+    ap.add_argument('--first-pos', type=int, default=0,
+                    help='store positions from this one on (long prompts: n_prompt - 1)')
     args = ap.parse_args()
 
     m = Model(args.model)
@@ -223,7 +225,10 @@ def main():
     for _ in range(args.generate):
         lg = m.forward(toks, all_logits=False)[-1]
         toks.append(int(np.argmax(lg)))
-    logits = m.forward(toks)
+    first = args.first_pos
+    if not 0 <= first < len(toks):
+        sys.exit('--first-pos must be a position of the sequence')
+    logits = m.forward(toks, first=first)
     n_vocab = logits.shape[1]
     text = ''.join(m.vocab[t] for t in toks).replace('\u2581', ' ')
     print(f'tokens: {toks}', file=sys.stderr)
@@ -238,9 +243,11 @@ def main():
         f.write(f'model_fnv1a64 {file_fnv1a64(args.model)}\n')
         f.write(f'n_vocab {n_vocab}\n')
         f.write(f'n_prompt {n_prompt}\n')
+        if first:
+            f.write(f'first_pos {first}\n')
         f.write(f'tokens {len(toks)} ' + ' '.join(map(str, toks)) + '\n')
         f.write(f'probes {len(probes)} ' + ' '.join(map(str, probes)) + '\n')
-        for i, row in enumerate(logits):
+        for i, row in enumerate(logits, start=first):
             order = np.argsort(-row, kind='stable')
             top = order[:TOPK]
             gap = row[order[0]] - row[order[1]]
