@@ -13,6 +13,7 @@
 #include "gw_keys_cli.h"
 #include "cm_log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -62,6 +63,9 @@ static int parse_listen(const char *s, gw_config *cfg, char *host, size_t hostle
     char *end;
     long port = strtol(colon + 1, &end, 10);
     if (*end || port < 0 || port > 65535) return -1;
+    /* Checked here, before daemonizing, so a typo fails the command itself. */
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) return -1;
     cfg->listen_host = host;
     cfg->listen_port = (int)port;
     return 0;
@@ -150,7 +154,8 @@ int main(int argc, char **argv)
         switch (c) {
         case O_LISTEN:
             if (parse_listen(optarg, &g.cfg, host, sizeof host) != 0) {
-                fprintf(stderr, "commons-gateway: --listen expects HOST:PORT, got '%s'\n", optarg);
+                fprintf(stderr, "commons-gateway: --listen expects ADDRESS:PORT with a numeric IPv4 "
+                        "or [IPv6] address, got '%s'\n", optarg);
                 return 2;
             }
             break;
@@ -205,8 +210,16 @@ int main(int argc, char **argv)
         cm_error("%s", err);
         return 1;
     }
-    /* Threads (nng's, MHD's) must start after daemon(). */
+    /* Threads (nng's, MHD's) must start after daemon(), and with these signals
+     * blocked: they inherit the mask, so only main's sigwait() takes them. */
     if (!foreground) daemonize(state);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
     g.metrics = gw_metrics_new();
     g.quota = gw_quota_new(load_tokens, &g);
     if (!g.metrics || !g.quota) {
@@ -217,14 +230,6 @@ int main(int argc, char **argv)
         cm_error("%s", err);
         return 1;
     }
-
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits this; main takes them */
-    signal(SIGPIPE, SIG_IGN);
 
     if (gw_disp_start(g.disp) != 0) {
         cm_error("cannot start the replica health thread");
