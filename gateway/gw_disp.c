@@ -38,8 +38,11 @@ struct gw_disp {
     int nmqs;
     char **models;       /* ever reported by a replica */
     int nmodels;
-    pthread_t health;
-    bool running, stop;
+    pthread_t *health;   /* one per replica */
+    struct health_arg *hargs;
+    int nhealth;         /* threads started */
+    int first_checks;    /* threads past their first serve.info */
+    bool stop;
     pthread_cond_t stop_cv;
 };
 
@@ -126,47 +129,61 @@ static void admit_locked(gw_disp *d)
     }
 }
 
-/* One serve.info round over all replicas (calls made without the lock). */
-static void health_round(gw_disp *d)
+/* One serve.info call to replica i (made without the lock). */
+static void health_check(gw_disp *d, int i)
 {
-    for (int i = 0; i < d->nreps; i++) {
-        json_t *req = json_pack("{s:s}", "type", "serve.info"), *rep = NULL;
-        char err[256];
-        int rc = gw_serve_call(d->reps[i].cli, req, &rep, 2000, err, sizeof err);
-        json_decref(req);
-        const char *model = rc == 0 ? json_string_value(json_object_get(rep, "model")) : NULL;
-        bool ok = rc == 0 && json_is_true(json_object_get(rep, "ok")) && model && *model &&
-                  strlen(model) < GW_MODEL_MAX;
-        pthread_mutex_lock(&d->mu);
-        replica *r = &d->reps[i];
-        if (ok) {
-            if (!r->up) cm_info("serve replica %s is up (model %s)", gw_serve_url(r->cli), model);
-            r->up = true;
-            snprintf(r->model, sizeof r->model, "%s", model);
-            remember_model(d, model);
-            json_int_t mb = json_integer_value(json_object_get(rep, "max_batch"));
-            r->slots = d->opts.slots > 0 ? d->opts.slots : mb > 0 ? (int)mb : 1;
-            r->n_ctx = json_integer_value(json_object_get(rep, "n_ctx"));
-            admit_locked(d);
-        } else {
-            if (r->up)
-                cm_warn("serve replica %s is down: %s", gw_serve_url(r->cli),
-                        rc == 0 ? "serve.info reply without ok and a model" : err);
-            r->up = false;
-        }
-        pthread_mutex_unlock(&d->mu);
-        json_decref(rep);
+    json_t *req = json_pack("{s:s}", "type", "serve.info"), *rep = NULL;
+    char err[256];
+    int rc = gw_serve_call(d->reps[i].cli, req, &rep, 2000, err, sizeof err);
+    json_decref(req);
+    const char *model = rc == 0 ? json_string_value(json_object_get(rep, "model")) : NULL;
+    bool ok = rc == 0 && json_is_true(json_object_get(rep, "ok")) && model && *model &&
+              strlen(model) < GW_MODEL_MAX;
+    pthread_mutex_lock(&d->mu);
+    replica *r = &d->reps[i];
+    if (ok) {
+        if (!r->up) cm_info("serve replica %s is up (model %s)", gw_serve_url(r->cli), model);
+        r->up = true;
+        snprintf(r->model, sizeof r->model, "%s", model);
+        remember_model(d, model);
+        json_int_t mb = json_integer_value(json_object_get(rep, "max_batch"));
+        r->slots = d->opts.slots > 0 ? d->opts.slots : mb > 0 ? (int)mb : 1;
+        r->n_ctx = json_integer_value(json_object_get(rep, "n_ctx"));
+        admit_locked(d);
+    } else {
+        if (r->up)
+            cm_warn("serve replica %s is down: %s", gw_serve_url(r->cli),
+                    rc == 0 ? "serve.info reply without ok and a model" : err);
+        r->up = false;
     }
+    pthread_mutex_unlock(&d->mu);
+    json_decref(rep);
 }
 
+static void gw_disp_stop_health(gw_disp *d);
+
+typedef struct health_arg {
+    gw_disp *d;
+    int replica;
+} health_arg;
+
+/* One thread per replica, so a replica that does not answer (2 s timeout)
+ * never delays what the gateway learns about the others. */
 static void *health_main(void *arg)
 {
-    gw_disp *d = arg;
+    gw_disp *d = ((health_arg *)arg)->d;
+    int i = ((health_arg *)arg)->replica;
+    bool first = false;
     pthread_mutex_lock(&d->mu);
     while (!d->stop) {
         pthread_mutex_unlock(&d->mu);
-        health_round(d);
+        health_check(d, i);
         pthread_mutex_lock(&d->mu);
+        if (!first) {
+            first = true;
+            d->first_checks++;
+            pthread_cond_broadcast(&d->stop_cv);
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += HEALTH_PERIOD_MS / 1000;
@@ -179,22 +196,40 @@ static void *health_main(void *arg)
 
 int gw_disp_start(gw_disp *d)
 {
-    health_round(d);
-    if (pthread_create(&d->health, NULL, health_main, d) != 0) return -1;
-    d->running = true;
+    if (!(d->health = calloc((size_t)d->nreps, sizeof *d->health)) ||
+        !(d->hargs = calloc((size_t)d->nreps, sizeof *d->hargs)))
+        return -1;
+    for (int i = 0; i < d->nreps; i++) {
+        d->hargs[i] = (health_arg){d, i};
+        if (pthread_create(&d->health[i], NULL, health_main, &d->hargs[i]) != 0) {
+            gw_disp_stop_health(d);
+            return -1;
+        }
+        d->nhealth++;
+    }
+    /* Start serving knowing which replicas are up (each first check in parallel). */
+    pthread_mutex_lock(&d->mu);
+    while (d->first_checks < d->nhealth) pthread_cond_wait(&d->stop_cv, &d->mu);
+    pthread_mutex_unlock(&d->mu);
     return 0;
+}
+
+static void gw_disp_stop_health(gw_disp *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->stop = true;
+    pthread_cond_broadcast(&d->stop_cv);
+    pthread_mutex_unlock(&d->mu);
+    for (int i = 0; i < d->nhealth; i++) pthread_join(d->health[i], NULL);
+    d->nhealth = 0;
 }
 
 void gw_disp_free(gw_disp *d)
 {
     if (!d) return;
-    if (d->running) {
-        pthread_mutex_lock(&d->mu);
-        d->stop = true;
-        pthread_cond_broadcast(&d->stop_cv);
-        pthread_mutex_unlock(&d->mu);
-        pthread_join(d->health, NULL);
-    }
+    gw_disp_stop_health(d);
+    free(d->health);
+    free(d->hargs);
     for (int i = 0; i < d->nreps; i++) gw_serve_close(d->reps[i].cli);
     for (int i = 0; i < d->nmqs; i++) gw_fairq_free(d->mqs[i].q);
     for (int i = 0; i < d->nmodels; i++) free(d->models[i]);

@@ -8,7 +8,7 @@
  * in which citizens get the engine is decided here, not by serve's FIFO. When
  * serve still answers "busy" (no KV room), the request goes back to the head of
  * its flow and the replica takes no more until one of its requests ends (or a
- * short back-off passes). A health thread polls serve.info every second; a
+ * short back-off passes). A health thread per replica polls serve.info every second; a
  * replica that fails a call is marked down until it answers again.
  *
  * Thread-safe. Request threads block in gw_disp_wait(); nothing else blocks.
@@ -47,9 +47,10 @@ enum { GW_DISP_OK = 0, GW_DISP_TIMEOUT = -1, GW_DISP_GONE = -2, GW_DISP_ENOMEM =
 
 int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_disp **out,
                 char *err, size_t errlen);
-/* Starts the health thread; the first round of serve.info is done before it returns. */
+/* Starts the health threads (one per replica); the first serve.info of every
+ * replica is done before it returns. */
 int gw_disp_start(gw_disp *d);
-void gw_disp_free(gw_disp *d); /* stops the health thread; no request may still be inside */
+void gw_disp_free(gw_disp *d); /* stops the health threads; no request may still be inside */
 
 /* Model names ever reported by a replica (malloc'd array of malloc'd names). */
 int gw_disp_models(gw_disp *d, char ***names, int *n);
