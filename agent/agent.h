@@ -30,6 +30,8 @@ enum agent_containment {
     AGENT_CONTAIN_SUBREAPER, /* process group + subreaper + COMMONS_JOB_ID sweep */
 };
 
+struct agent_topology; /* agent_internal.h: the node as hwloc describes it */
+
 struct agent_runner_opts {
     const char *state_dir;   /* created (0711) when missing; holds jobs/ and scripts/ */
     const char *node;        /* node name: COMMONS_NODE and the cgroup folder name */
@@ -38,6 +40,10 @@ struct agent_runner_opts {
     const char *cgroup_base; /* NULL: <cgroup2 mount><own cgroup>/commons-<node>-<hash of
                                 state_dir> */
     int lock_wait_ms;        /* how long to wait for the state dir's lock */
+    /* Placement (docs/agent.md, "Placement"); NULL: launches are not placed. */
+    const struct agent_topology *topology;
+    const char *server;      /* commonsd's address, given to jobs as COMMONS_ADDR; NULL: none */
+    const char *rsh_agent;   /* commons-rsh for mpirun (NULL: "commons-rsh" from PATH) */
 };
 
 typedef struct agent_runner agent_runner;
@@ -52,6 +58,8 @@ void agent_runner_close(agent_runner *r);
 
 /* "cgroup" or "subreaper": what this runner uses to end process trees. */
 const char *agent_runner_containment(const agent_runner *r);
+/* "cgroup" (memory.max, cpu.max) or "rlimit" (RLIMIT_AS): how limits are enforced. */
+const char *agent_runner_limits(const agent_runner *r);
 
 /* Handles one LAUNCH object (protocol "launch" command). A job instance is
  * the pair (id, attempt) ("attempt" defaults to 0); an instance seen before
@@ -59,6 +67,13 @@ const char *agent_runner_containment(const agent_runner *r);
  * that carries an id ends that instance with an error event. Returns 0 when
  * handled, -1 (err filled) only when there is no usable "id" or "attempt". */
 int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errlen);
+
+/* Handles a "spawn" command (protocol "Spawning on the job's other nodes"):
+ * runs argv like a job of the same instance, keyed (id, attempt, spawn_id),
+ * reported with spawn_started / spawn_ended events. Returns as launch. */
+int agent_runner_spawn(agent_runner *r, json_t *cmd, char *err, size_t errlen);
+/* Handles "kill_spawns": ends every live spawn of the instance here. */
+void agent_runner_kill_spawns(agent_runner *r, int64_t id, int attempt);
 
 /* Handles a "kill" command: SIGTERM to the instance's tree, SIGKILL after
  * the grace; it ends with cancelled = true. reason is "cancel", "node_fail"
@@ -111,6 +126,7 @@ struct agent_config {
     int gpus;
     int kill_grace_ms;
     enum agent_containment containment;
+    const char *topology_xml; /* --topology FILE.xml, or NULL: this machine */
 };
 
 /* Node resources from the OS: online CPUs and MemTotal in MB. */

@@ -12,6 +12,7 @@
 #include "agent.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -28,6 +29,7 @@ enum agent_phase {
 struct agent_job {
     int64_t id;
     int attempt;                  /* (id, attempt) is the job instance */
+    int64_t spawn_id;             /* 0: the job itself; > 0: a spawn of it (job.spawn) */
     enum agent_phase phase;
     pid_t pid;                    /* main process; also its pgid and sid */
     unsigned long long proc_start; /* /proc/PID/stat starttime: guards pid reuse */
@@ -49,24 +51,48 @@ struct agent_job {
     bool started_pending, ended_pending;
     /* in memory only */
     bool adopted;                 /* re-attached after a restart: not our child */
+    json_t *binding;              /* the placement reported with started, or NULL */
     int64_t term_ms;              /* when SIGTERM was sent, 0 if not */
     int64_t drain_ms;             /* when draining began */
     struct agent_job *next;
 };
 
+/* ---- topology.c ---- */
+#define AGENT_MAX_PUS 1024   /* PU os indices 0..1023 (a cpu_set_t) */
+#define AGENT_MAX_NUMA 64
+#define AGENT_MAX_GPUS 64
+/* The node as hwloc describes it, copied out of hwloc (usable after fork). */
+struct agent_topology {
+    char source[PATH_MAX + 8];     /* "hwloc" or "xml:PATH" */
+    bool applied;                  /* this machine: bindings are applied, else recorded */
+    int packages, cores, npus, nnuma, ngpus;
+    int pu_numa[AGENT_MAX_PUS];    /* NUMA os index of each PU; -2: no such PU; -1: none */
+    int numa_id[AGENT_MAX_NUMA];
+    int64_t numa_mb[AGENT_MAX_NUMA];
+    int64_t memory_mb;
+    int gpu_numa[AGENT_MAX_GPUS];  /* by GPU index (PCI bus order) */
+    char gpu_name[AGENT_MAX_GPUS][128];
+    char gpu_pci[AGENT_MAX_GPUS][16];
+};
+/* Loads this machine's topology (xml NULL) or an hwloc XML file. */
+int agent_topology_load(const char *xml, struct agent_topology *t, char *err, size_t errlen);
+/* The `topology` object of agent.register; limits is "cgroup" or "rlimit". */
+json_t *agent_topology_report(const struct agent_topology *t, const char *limits);
+bool agent_topology_has_pu(const struct agent_topology *t, int pu);
+
 /* ---- jobstore.c ---- */
 /* Writes the job's record atomically (temp + fsync + rename). */
 int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen);
 /* Removes a record (pruning of old tombstones). */
-void agent_store_remove(const char *state_dir, int64_t id, int attempt);
+void agent_store_remove(const char *state_dir, int64_t id, int attempt, int64_t spawn_id);
 /* Hands every record of STATE/jobs to take (which owns it; order
  * unspecified; a nonzero return stops the load with an out-of-memory error).
  * A record that cannot be parsed is renamed to <name>.bad and logged. */
 int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job *), void *arg,
                      char *err, size_t errlen);
 /* Reads the record of one job instance into *j. */
-int agent_store_load_one(const char *state_dir, int64_t id, int attempt, struct agent_job *j,
-                         char *err, size_t errlen);
+int agent_store_load_one(const char *state_dir, int64_t id, int attempt, int64_t spawn_id,
+                         struct agent_job *j, char *err, size_t errlen);
 const char *agent_phase_name(enum agent_phase p);
 
 /* ---- spawn.c ---- */
@@ -76,14 +102,63 @@ struct agent_launch {
     int attempt;
     const char *unix_user, *workdir, *stdout_path, *stderr_path, *script, *name;
     const char *submit_dir, *nodelist;
-    json_t *command;   /* array of strings or NULL */
+    json_t *command;   /* array of strings or NULL ("argv" of a spawn) */
     json_t *env;       /* object of strings or NULL */
     int64_t time_limit_s, cpus, mem_mb, gpus, tasks, array_task_id;
     char default_out[PATH_MAX]; /* WORKDIR/commons-<id>.out when stdout is not given */
+    /* placement (protocol "Topology, placement and multi-node jobs"); n* = 0 when absent */
+    int cpu_list[AGENT_MAX_PUS], ncpu;
+    int gpu_list[AGENT_MAX_GPUS], ngpu;
+    int numa[AGENT_MAX_NUMA], nnuma;
+    json_t *alloc;     /* [{"node", "cpu_list", "gpu_list"}] or NULL */
+    int64_t tasks_per_node, cpus_per_task;
+    bool mpi;
+    const char *step_key;
+    int64_t spawn_id;  /* > 0 for a spawn command */
 };
 /* Checks the fields of a LAUNCH object; borrowed pointers into launch (and
  * into *out itself for the default stdout: do not copy the struct). */
 int agent_launch_parse(json_t *launch, struct agent_launch *out, char *err, size_t errlen);
+/* The same for a "spawn" command ({"op": "spawn", "id", "attempt", "spawn_id", "argv", ...}):
+ * argv becomes command; output goes to /dev/null. */
+int agent_spawn_cmd_parse(json_t *cmd, struct agent_launch *out, char *err, size_t errlen);
+
+/* ---- bind.c ---- */
+#define AGENT_MAX_TASKS 256
+/* How one job instance's processes are placed on this node, computed in
+ * the parent before fork. */
+struct agent_bind {
+    bool apply;                 /* set affinity/memory policy (this machine's topology) */
+    int ntasks;                 /* processes to start here (>= 1) */
+    cpu_set_t *task_cpus;       /* ntasks sets (NULL: unbound) */
+    unsigned long nodemask[AGENT_MAX_NUMA / (8 * sizeof(unsigned long))];
+    bool membind;               /* nodemask is set */
+    int64_t mem_limit_mb;       /* RLIMIT_AS in MB when the cgroup cannot limit; 0: none */
+    json_t *report;             /* the "binding" object of the started event */
+    char **argv_override;       /* mpirun command line for the first node of an mpi job */
+    char mpi_dir[PATH_MAX];     /* where the hostfile/rankfile live ("" if none) */
+};
+/* Checks the launch's placement against the topology (t may be NULL: no
+ * topology, no placement) and fills b; for an mpi job on its first node it
+ * also writes the hostfile and rankfile under dir and the mpirun argv
+ * (rsh_agent: the commons-rsh path). Returns 0, or -1 with err naming the field. */
+struct agent_bind_ctx {
+    const struct agent_topology *topo; /* NULL: no topology, nothing is placed */
+    const char *node;       /* this node's name */
+    const char *mpi_dir;    /* where an mpi job's hostfile/rankfile go (created) */
+    const char *rsh_agent;  /* commons-rsh, Open MPI's plm_rsh_agent */
+    bool rlimit;            /* memory is limited with RLIMIT_AS, not the cgroup */
+    bool as_root;           /* the job runs as root (mpirun needs --allow-run-as-root) */
+    uid_t uid;              /* owner of the mpi files */
+    gid_t gid;
+};
+int agent_bind_plan(const struct agent_launch *l, const struct agent_bind_ctx *c,
+                    struct agent_bind *b, char *err, size_t errlen);
+void agent_bind_free(struct agent_bind *b);
+/* Task i's slice of the node's cpu_list as "0,1,2" (empty when unbound). */
+void agent_bind_task_list(const struct agent_bind *b, int task, char *out, size_t len);
+/* Index of node in the launch's alloc, or 0 when absent. */
+int agent_bind_node_index(const struct agent_launch *l, const char *node);
 
 /* The Unix account a job runs as, resolved in the parent (NSS is not safe
  * after fork in a process with threads). */
@@ -105,6 +180,8 @@ struct agent_spawn_ctx {
     const char *state_dir;
     const char *cgroup;      /* job cgroup to join, or "" */
     const char *exit_path;   /* where the keeper writes the job's wait status */
+    const struct agent_bind *bind; /* placement; NULL: one unbound process */
+    const char *server;      /* commonsd's address for COMMONS_ADDR, or NULL */
 };
 /* Starts a job: the agent forks a keeper, the keeper forks the job's main
  * process (a new session, the job's cgroup) and waits for it, then writes
@@ -133,6 +210,8 @@ struct agent_contain {
     enum agent_containment kind;  /* CGROUP or SUBREAPER once chosen */
     char base[PATH_MAX];          /* cgroup folder holding job-<id> folders */
     char node[128];
+    bool limits;                  /* memory (and cpu, cpuset when there) controllers enabled */
+    bool cpu_ctl, cpuset_ctl;
 };
 /* Picks the containment (AUTO tries the cgroup first). instance tells this
  * agent's cgroup folder apart from other agents' of the same node name. */
@@ -140,8 +219,11 @@ int agent_contain_init(struct agent_contain *c, enum agent_containment want, con
                        const char *instance, const char *cgroup_base, char *err, size_t errlen);
 /* Whether cgroup v2 with cgroup.kill is usable here for `node`. */
 bool agent_contain_cgroup_available(const char *node);
-/* Creates the job instance's cgroup (cgroup mode); fills path. */
-int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, char *path,
+/* Creates the job instance's cgroup (cgroup mode; spawn_id > 0 for a spawn),
+ * with memory.max = mem_mb (0: none), cpu.max for cpus and cpuset.cpus =
+ * cpus_list when the controllers are enabled (c->limits); fills path. */
+int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, int64_t spawn_id,
+                             int64_t mem_mb, int ncpus, const char *cpus_list, char *path,
                              size_t len, char *err, size_t errlen);
 /* Sends sig to the whole tree of job j (SIGKILL: also cgroup.kill). */
 void agent_contain_signal(struct agent_contain *c, const struct agent_job *j, int sig);

@@ -107,6 +107,54 @@ static int default_base(const char *node, const char *instance, char *out, size_
     return (size_t)snprintf(out, len, "%s/commons-%s-%s", own, node, instance) >= len ? -1 : 0;
 }
 
+/* Which controllers job folders can use: those the base folder has. */
+static void probe_controllers(struct agent_contain *c)
+{
+    char p[PATH_MAX + 32], line[512] = "";
+    snprintf(p, sizeof p, "%s/cgroup.controllers", c->base);
+    FILE *f = fopen(p, "re");
+    if (!f) return;
+    if (!fgets(line, sizeof line, f)) line[0] = '\0';
+    fclose(f);
+    for (char *tok = strtok(line, " \n"); tok; tok = strtok(NULL, " \n")) {
+        if (strcmp(tok, "memory") == 0) c->limits = true;
+        if (strcmp(tok, "cpu") == 0) c->cpu_ctl = true;
+        if (strcmp(tok, "cpuset") == 0) c->cpuset_ctl = true;
+    }
+}
+
+/* memory.max, cpu.max and cpuset.cpus of a new job folder. */
+static int set_limits(struct agent_contain *c, const char *path, int64_t mem_mb, int ncpus,
+                      const char *cpus_list, char *err, size_t errlen)
+{
+    char p[PATH_MAX + 32], v[64];
+    snprintf(p, sizeof p, "%s/cgroup.subtree_control", c->base);
+    /* Enabling is idempotent; a controller that cannot be enabled is not used. */
+    if (write_str(p, "+memory") != 0) c->limits = false;
+    if (c->cpu_ctl && write_str(p, "+cpu") != 0) c->cpu_ctl = false;
+    if (c->cpuset_ctl && write_str(p, "+cpuset") != 0) c->cpuset_ctl = false;
+    if (c->limits && mem_mb > 0) {
+        snprintf(p, sizeof p, "%s/memory.max", path);
+        snprintf(v, sizeof v, "%lld", (long long)mem_mb << 20);
+        if (write_str(p, v) != 0) goto fail;
+        snprintf(p, sizeof p, "%s/memory.swap.max", path);
+        write_str(p, "0"); /* absent without swap accounting: then nothing to limit */
+    }
+    if (c->cpu_ctl && ncpus > 0) {
+        snprintf(p, sizeof p, "%s/cpu.max", path);
+        snprintf(v, sizeof v, "%d 100000", ncpus * 100000);
+        if (write_str(p, v) != 0) goto fail;
+    }
+    if (c->cpuset_ctl && cpus_list && cpus_list[0]) {
+        snprintf(p, sizeof p, "%s/cpuset.cpus", path);
+        if (write_str(p, cpus_list) != 0) goto fail;
+    }
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot set %s: %s", p, strerror(errno));
+    return -1;
+}
+
 int agent_contain_init(struct agent_contain *c, enum agent_containment want, const char *node,
                        const char *instance, const char *cgroup_base, char *err, size_t errlen)
 {
@@ -123,6 +171,7 @@ int agent_contain_init(struct agent_contain *c, enum agent_containment want, con
         if (ok == 0) ok = cgroup_base_ready(c->base, why, sizeof why);
         if (ok == 0) {
             c->kind = AGENT_CONTAIN_CGROUP;
+            probe_controllers(c);
             rmdir(c->base); /* made again for the first job; kept if jobs remain */
             return 0;
         }
@@ -144,12 +193,16 @@ bool agent_contain_cgroup_available(const char *node)
                               sizeof err) == 0;
 }
 
-int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, char *path,
+int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, int64_t spawn_id,
+                             int64_t mem_mb, int ncpus, const char *cpus_list, char *path,
                              size_t len, char *err, size_t errlen)
 {
     path[0] = '\0';
     if (c->kind != AGENT_CONTAIN_CGROUP) return 0;
-    if ((size_t)snprintf(path, len, "%s/job-%lld-%d", c->base, (long long)id, attempt) >= len) {
+    char sp[32] = "";
+    if (spawn_id > 0) snprintf(sp, sizeof sp, "-s%lld", (long long)spawn_id);
+    if ((size_t)snprintf(path, len, "%s/job-%lld-%d%s", c->base, (long long)id, attempt, sp) >=
+        len) {
         snprintf(err, errlen, "cgroup path too long under %s", c->base);
         return -1;
     }
@@ -164,7 +217,7 @@ int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, c
         path[0] = '\0';
         return -1;
     }
-    return 0;
+    return set_limits(c, path, mem_mb, ncpus, cpus_list, err, errlen);
 }
 
 /* Calls fn(arg, pid) for each pid listed in the job cgroup's cgroup.procs. */

@@ -20,15 +20,27 @@ const char *agent_phase_name(enum agent_phase p)
     return p <= AJ_ENDED ? phase_names[p] : "?";
 }
 
-static void record_path(const char *state_dir, int64_t id, int attempt, char *out, size_t len)
+/* "<id>-<attempt>.json" for a job, "<id>-<attempt>-s<spawn_id>.json" for a spawn of it. */
+static void record_name(int64_t id, int attempt, int64_t spawn_id, char *out, size_t len)
 {
-    snprintf(out, len, "%s/jobs/%lld-%d.json", state_dir, (long long)id, attempt);
+    if (spawn_id > 0)
+        snprintf(out, len, "%lld-%d-s%lld.json", (long long)id, attempt, (long long)spawn_id);
+    else
+        snprintf(out, len, "%lld-%d.json", (long long)id, attempt);
+}
+
+static void record_path(const char *state_dir, int64_t id, int attempt, int64_t spawn_id,
+                        char *out, size_t len)
+{
+    char name[96];
+    record_name(id, attempt, spawn_id, name, sizeof name);
+    snprintf(out, len, "%s/jobs/%s", state_dir, name);
 }
 
 static json_t *to_json(const struct agent_job *j)
 {
     return json_pack(
-        "{sI si ss sI sI sI sI sI sI ss ss ss sb sb sb ss si si ss sI sb sb}",
+        "{sI si ss sI sI sI sI sI sI ss ss ss sb sb sb ss si si ss sI sb sb sI}",
         "id", (json_int_t)j->id, "attempt", j->attempt, "phase", agent_phase_name(j->phase),
         "pid", (json_int_t)j->pid, "proc_start", (json_int_t)j->proc_start,
         "keeper", (json_int_t)j->keeper, "keeper_start", (json_int_t)j->keeper_start,
@@ -37,7 +49,8 @@ static json_t *to_json(const struct agent_job *j)
         "released", j->released, "timed_out", j->timed_out, "cancelled", j->cancelled,
         "kill_reason", j->kill_reason, "exit_code", j->exit_code, "signal", j->signal,
         "error", j->error, "ended_ms", (json_int_t)j->ended_ms,
-        "started_pending", j->started_pending, "ended_pending", j->ended_pending);
+        "started_pending", j->started_pending, "ended_pending", j->ended_pending,
+        "spawn_id", (json_int_t)j->spawn_id);
 }
 
 int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen)
@@ -50,16 +63,16 @@ int agent_store_save(const char *state_dir, const struct agent_job *j, char *err
         return -1;
     }
     char path[PATH_MAX];
-    record_path(state_dir, j->id, j->attempt, path, sizeof path);
+    record_path(state_dir, j->id, j->attempt, j->spawn_id, path, sizeof path);
     int rc = cm_write_file_atomic(path, text, strlen(text), 0600, err, errlen);
     free(text);
     return rc;
 }
 
-void agent_store_remove(const char *state_dir, int64_t id, int attempt)
+void agent_store_remove(const char *state_dir, int64_t id, int attempt, int64_t spawn_id)
 {
     char path[PATH_MAX];
-    record_path(state_dir, id, attempt, path, sizeof path);
+    record_path(state_dir, id, attempt, spawn_id, path, sizeof path);
     if (unlink(path) != 0 && errno != ENOENT)
         cm_warn("cannot remove %s: %s", path, strerror(errno));
 }
@@ -110,17 +123,30 @@ static int from_json(json_t *o, struct agent_job *j, char *err, size_t errlen)
     j->ended_ms = json_integer_value(json_object_get(o, "ended_ms"));
     j->started_pending = json_is_true(json_object_get(o, "started_pending"));
     j->ended_pending = json_is_true(json_object_get(o, "ended_pending"));
+    j->spawn_id = json_integer_value(json_object_get(o, "spawn_id"));
+    if (j->spawn_id < 0) {
+        snprintf(err, errlen, "malformed spawn_id");
+        return -1;
+    }
     return 0;
 }
 
-/* Record files are "<id>-<attempt>.json"; temp files of interrupted writes
- * and set aside ".bad" files are not. */
+/* Record files are "<id>-<attempt>[-s<spawn_id>].json"; temp files of
+ * interrupted writes and set aside ".bad" files are not. */
 static bool is_record_name(const char *n)
 {
     size_t d = strspn(n, "0123456789");
     if (d == 0 || n[d] != '-') return false;
-    size_t a = strspn(n + d + 1, "0123456789");
-    return a > 0 && strcmp(n + d + 1 + a, ".json") == 0;
+    n += d + 1;
+    size_t a = strspn(n, "0123456789");
+    if (a == 0) return false;
+    n += a;
+    if (n[0] == '-' && n[1] == 's') {
+        size_t s = strspn(n + 2, "0123456789");
+        if (s == 0) return false;
+        n += 2 + s;
+    }
+    return strcmp(n, ".json") == 0;
 }
 
 /* Reads one record file; name is its file name, checked against the record. */
@@ -135,8 +161,8 @@ static int load_path(const char *path, const char *name, struct agent_job *j, ch
     }
     int rc = from_json(o, j, why, len);
     json_decref(o);
-    char want[64];
-    snprintf(want, sizeof want, "%lld-%d.json", (long long)j->id, j->attempt);
+    char want[96];
+    record_name(j->id, j->attempt, j->spawn_id, want, sizeof want);
     if (rc == 0 && strcmp(name, want) != 0) {
         snprintf(why, len, "id and attempt do not match the file name");
         rc = -1;
@@ -144,12 +170,12 @@ static int load_path(const char *path, const char *name, struct agent_job *j, ch
     return rc;
 }
 
-int agent_store_load_one(const char *state_dir, int64_t id, int attempt, struct agent_job *j,
-                         char *err, size_t errlen)
+int agent_store_load_one(const char *state_dir, int64_t id, int attempt, int64_t spawn_id,
+                         struct agent_job *j, char *err, size_t errlen)
 {
-    char path[PATH_MAX], name[64], why[256];
-    record_path(state_dir, id, attempt, path, sizeof path);
-    snprintf(name, sizeof name, "%lld-%d.json", (long long)id, attempt);
+    char path[PATH_MAX], name[96], why[256];
+    record_path(state_dir, id, attempt, spawn_id, path, sizeof path);
+    record_name(id, attempt, spawn_id, name, sizeof name);
     if (load_path(path, name, j, why, sizeof why) != 0) {
         snprintf(err, errlen, "%s: %s", path, why);
         return -1;

@@ -45,6 +45,11 @@ struct loop {
     int64_t next_poll_ms;  /* monotonic: no poll before this */
     char hostname[256];
     char last_refusal[512];
+    struct agent_topology *topo;
+    int cpus, gpus;        /* offered: the topology's unless given on the command line */
+    bool counts_only;      /* --cpus differs from the topology: no topology, no placement */
+    int64_t memory_mb;
+    char rsh_agent[PATH_MAX];
 };
 
 static void read_signals(struct loop *L)
@@ -147,6 +152,16 @@ static void run_commands(struct loop *L, json_t *cmds)
             }
             agent_runner_kill(L->r, json_integer_value(id),
                               att ? (int)json_integer_value(att) : -1, reason ? reason : "cancel");
+        } else if (op && strcmp(op, "spawn") == 0) {
+            if (agent_runner_spawn(L->r, c, err, sizeof err) != 0)
+                cm_warn("ignoring a spawn command: %s", err);
+        } else if (op && strcmp(op, "kill_spawns") == 0) {
+            json_t *id = json_object_get(c, "id"), *att = json_object_get(c, "attempt");
+            if (!json_is_integer(id) || !json_is_integer(att)) {
+                cm_warn("ignoring a kill_spawns command without an integer id and attempt");
+                continue;
+            }
+            agent_runner_kill_spawns(L->r, json_integer_value(id), (int)json_integer_value(att));
         } else {
             cm_warn("ignoring unknown command op \"%s\"", op ? op : "(none)");
         }
@@ -155,19 +170,24 @@ static void run_commands(struct loop *L, json_t *cmds)
 
 static int do_register(struct loop *L)
 {
-    json_t *p = json_pack("{si sI si ss so ss}", "cpus", L->cfg->cpus, "memory_mb",
-                          (json_int_t)L->cfg->memory_mb, "gpus", L->cfg->gpus, "hostname",
+    json_t *p = json_pack("{si sI si ss so ss}", "cpus", L->cpus, "memory_mb",
+                          (json_int_t)L->memory_mb, "gpus", L->gpus, "hostname",
                           L->hostname, "running", agent_runner_running(L->r), "containment",
                           agent_runner_containment(L->r));
+    if (!L->counts_only)
+        json_object_set_new(p, "topology",
+                            agent_topology_report(L->topo, agent_runner_limits(L->r)));
     json_t *reply;
     int rc = call(L, "agent.register", p, CALL_TIMEOUT_MS, &reply);
     if (rc == 0) {
         json_int_t hb = json_integer_value(json_object_get(reply, "heartbeat_ms"));
         /* Poll at least twice per heartbeat period so the node never looks silent. */
         L->poll_wait_ms = hb > 0 && hb / 2 < POLL_WAIT_MS ? (int)(hb / 2) : POLL_WAIT_MS;
-        cm_info("registered as %s with %s: %d CPUs, %lld MB, %d GPUs, containment %s",
-                L->cfg->name, L->cfg->server, L->cfg->cpus, (long long)L->cfg->memory_mb,
-                L->cfg->gpus, agent_runner_containment(L->r));
+        cm_info("registered as %s with %s: %d CPUs, %lld MB, %d GPUs, containment %s, "
+                "limits %s, topology %s (binding %s)", L->cfg->name, L->cfg->server, L->cpus,
+                (long long)L->memory_mb, L->gpus, agent_runner_containment(L->r),
+                agent_runner_limits(L->r), L->topo->source,
+                L->topo->applied ? "applied" : "recorded");
         L->registered = true;
         run_commands(L, json_object_get(reply, "commands"));
     } else if (rc == 1) {
@@ -247,10 +267,39 @@ static int setup(struct loop *L)
         cm_error("signalfd: %s", strerror(errno));
         return -1;
     }
+    if (!(L->topo = malloc(sizeof *L->topo)) ||
+        agent_topology_load(L->cfg->topology_xml, L->topo, err, sizeof err) != 0) {
+        cm_error("topology: %s", L->topo ? err : "out of memory");
+        return -1;
+    }
+    /* A topology is reported only when it agrees with what is offered (cpus =
+     * its PUs); --cpus N other than that offers a plain count, as before. */
+    L->cpus = L->topo->npus;
+    if (L->cfg->cpus > 0 && L->cfg->cpus != L->topo->npus) {
+        if (L->cfg->topology_xml) {
+            cm_error("--cpus %d contradicts --topology %s (%d PUs)", L->cfg->cpus,
+                     L->cfg->topology_xml, L->topo->npus);
+            return -1;
+        }
+        cm_info("--cpus %d differs from this machine's %d PUs: offering a count, no topology",
+                L->cfg->cpus, L->topo->npus);
+        L->cpus = L->cfg->cpus;
+        L->counts_only = true;
+    }
+    L->gpus = L->cfg->gpus > 0 ? L->cfg->gpus : L->topo->ngpus;
+    L->memory_mb = L->cfg->memory_mb > 0 ? L->cfg->memory_mb
+                   : L->cfg->topology_xml ? L->topo->memory_mb : agent_detect_memory_mb();
+    /* commons-rsh is installed next to commons-agent. */
+    ssize_t n = readlink("/proc/self/exe", L->rsh_agent, sizeof L->rsh_agent - 16);
+    char *slash = n > 0 ? memrchr(L->rsh_agent, '/', (size_t)n) : NULL;
+    if (slash) snprintf(slash + 1, 16, "commons-rsh");
+    else snprintf(L->rsh_agent, sizeof L->rsh_agent, "commons-rsh");
     struct agent_runner_opts o = {.state_dir = L->cfg->state_dir, .node = L->cfg->name,
                                   .kill_grace_ms = L->cfg->kill_grace_ms,
                                   .containment = L->cfg->containment,
-                                  .lock_wait_ms = 5000};
+                                  .lock_wait_ms = 5000,
+                                  .topology = L->counts_only ? NULL : L->topo,
+                                  .server = L->cfg->server, .rsh_agent = L->rsh_agent};
     if (agent_runner_open(&o, &L->r, err, sizeof err) != 0) {
         cm_error("%s", err);
         return -1;
@@ -299,5 +348,6 @@ out:
     agent_runner_close(L.r);
     if (L.sfd >= 0) close(L.sfd);
     free(L.key);
+    free(L.topo);
     return status;
 }

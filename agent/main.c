@@ -1,6 +1,6 @@
 /* main.c: commons-agent, the node agent: options, daemonizing, then the
  * protocol loop (loop.c). See docs/agent.md. */
-#include "agent.h"
+#include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -23,14 +23,18 @@ static void usage(FILE *f)
             "  --name NODE           this node's name (letters, digits, '.', '_', '-')\n"
             "  --key-file FILE       the cluster key (commonsd's STATE/cluster.key)\n"
             "  --state DIR           the agent's state dir (job records, scripts)\n"
-            "  --cpus N              CPUs to offer (default: those this process may run on)\n"
+            "  --cpus N              CPUs to offer (default: the topology's PUs; another count\n"
+            "                        offers a plain count with no topology)\n"
             "  --memory-mb M         memory to offer in MB (default: MemTotal)\n"
-            "  --gpus G              GPUs to offer (default 0)\n"
+            "  --gpus G              GPUs to offer (default: those of the topology)\n"
+            "  --topology FILE.xml   play the node an hwloc XML describes (bindings recorded, not applied)\n"
             "  --kill-grace S        seconds between SIGTERM and SIGKILL (default 10)\n"
             "  --containment KIND    auto|cgroup|subreaper (default auto)\n"
             "  --log-level LEVEL     debug|info|warn|error (default info)\n"
             "  --foreground          do not detach from the terminal\n"
-            "  --kill-jobs           end every job of --state (no commonsd needed) and exit\n",
+            "  --kill-jobs           end every job of --state (no commonsd needed) and exit\n"
+            "  --print-topology      print the topology report (JSON) of this machine or\n"
+            "                        --topology FILE.xml and exit\n",
             CM_RPC_DEFAULT_ADDR);
 }
 
@@ -59,6 +63,27 @@ static char *absolute(const char *path)
     return asprintf(&out, "%s/%s", cwd, path) < 0 ? NULL : out;
 }
 
+/* --print-topology: the report agent.register would carry, on stdout. */
+static int print_topology(const char *xml)
+{
+    struct agent_topology *t = malloc(sizeof *t);
+    struct agent_contain c;
+    char err[512];
+    if (!t || agent_topology_load(xml, t, err, sizeof err) != 0) {
+        fprintf(stderr, "commons-agent: %s\n", t ? err : "out of memory");
+        free(t);
+        return 1;
+    }
+    bool cg = agent_contain_init(&c, AGENT_CONTAIN_AUTO, "print-topology", "probe", NULL, err,
+                                 sizeof err) == 0 && c.kind == AGENT_CONTAIN_CGROUP && c.limits;
+    json_t *r = agent_topology_report(t, cg ? "cgroup" : "rlimit");
+    json_dumpf(r, stdout, JSON_INDENT(1) | JSON_SORT_KEYS);
+    putchar('\n');
+    json_decref(r);
+    free(t);
+    return 0;
+}
+
 static int daemonize(void)
 {
     pid_t pid = fork();
@@ -83,7 +108,7 @@ int main(int argc, char **argv)
     struct agent_config cfg = {.server = CM_RPC_DEFAULT_ADDR, .kill_grace_ms = 10000,
                                .containment = AGENT_CONTAIN_AUTO};
     const char *state = NULL, *key = NULL;
-    int foreground = 0, kill_jobs = 0, level = CM_LOG_INFO;
+    int foreground = 0, kill_jobs = 0, print_topo = 0, level = CM_LOG_INFO;
     static const struct option opts[] = {
         {"server", required_argument, 0, 's'},    {"name", required_argument, 0, 'n'},
         {"key-file", required_argument, 0, 'k'},  {"state", required_argument, 0, 'd'},
@@ -91,7 +116,8 @@ int main(int argc, char **argv)
         {"gpus", required_argument, 0, 'g'},      {"kill-grace", required_argument, 0, 'K'},
         {"containment", required_argument, 0, 'C'}, {"log-level", required_argument, 0, 'l'},
         {"foreground", no_argument, 0, 'f'},      {"help", no_argument, 0, 'h'},
-        {"kill-jobs", no_argument, 0, 'X'},
+        {"kill-jobs", no_argument, 0, 'X'},      {"topology", required_argument, 0, 'T'},
+        {"print-topology", no_argument, 0, 'P'},
         {0, 0, 0, 0}};
     int c;
     long long v;
@@ -143,11 +169,14 @@ int main(int argc, char **argv)
             }
             break;
         case 'f': foreground = 1; break;
+        case 'T': cfg.topology_xml = optarg; break;
+        case 'P': print_topo = 1; break;
         case 'X': kill_jobs = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
+    if (print_topo && optind == argc) return print_topology(cfg.topology_xml);
     if (optind < argc || !cfg.name || (!key && !kill_jobs) || !state) {
         fprintf(stderr, "commons-agent: %s\n", optind < argc ? "unexpected argument"
                 : "--name, --key-file and --state are required");
@@ -173,7 +202,16 @@ int main(int argc, char **argv)
     }
     cfg.state_dir = state_abs;
     cfg.key_file = key_abs;
-    if (cfg.cpus <= 0) cfg.cpus = agent_detect_cpus();
+    char *topo_abs = cfg.topology_xml ? absolute(cfg.topology_xml) : NULL;
+    if (cfg.topology_xml) {
+        /* Checked here, while the terminal is attached; the daemon loads it again. */
+        if (!topo_abs || access(topo_abs, R_OK) != 0) {
+            fprintf(stderr, "commons-agent: --topology %s: %s\n", cfg.topology_xml,
+                    strerror(errno));
+            return 1;
+        }
+        cfg.topology_xml = topo_abs;
+    }
     if (cfg.memory_mb <= 0) cfg.memory_mb = agent_detect_memory_mb();
     cm_log_init("commons-agent", (enum cm_log_level)level);
     /* Say what is wrong while the terminal is still attached. */
@@ -191,5 +229,6 @@ int main(int argc, char **argv)
     int rc = agent_loop_run(&cfg);
     free(state_abs);
     free(key_abs);
+    free(topo_abs);
     return rc;
 }

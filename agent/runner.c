@@ -36,7 +36,7 @@
  * its record stays on disk until pruned and is read back if the instance
  * is ever named again. */
 struct agent_done {
-    int64_t id, ended_ms;
+    int64_t id, ended_ms, spawn_id;
     int attempt;
 };
 
@@ -50,13 +50,27 @@ struct agent_runner {
     struct agent_done *done;      /* retired instances */
     size_t ndone, cap_done;
     int64_t last_prune_ms, last_sweep_ms;
+    const struct agent_topology *topo;
+    char server[256], rsh_agent[PATH_MAX];
 };
+
+/* A job instance (sid 0) or one of its spawns (sid > 0). */
+static struct agent_job *find_sp(agent_runner *r, int64_t id, int attempt, int64_t sid)
+{
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->id == id && j->attempt == attempt && j->spawn_id == sid) return j;
+    return NULL;
+}
 
 static struct agent_job *find(agent_runner *r, int64_t id, int attempt)
 {
-    for (struct agent_job *j = r->jobs; j; j = j->next)
-        if (j->id == id && j->attempt == attempt) return j;
-    return NULL;
+    return find_sp(r, id, attempt, 0);
+}
+
+static void free_job(struct agent_job *j)
+{
+    json_decref(j->binding);
+    free(j);
 }
 
 static int save(agent_runner *r, struct agent_job *j)
@@ -76,14 +90,15 @@ static int add_done(agent_runner *r, const struct agent_job *j)
         r->done = d;
         r->cap_done = cap;
     }
-    r->done[r->ndone++] = (struct agent_done){j->id, j->ended_ms, j->attempt};
+    r->done[r->ndone++] = (struct agent_done){j->id, j->ended_ms, j->spawn_id, j->attempt};
     return 0;
 }
 
-static struct agent_done *find_done(agent_runner *r, int64_t id, int attempt)
+static struct agent_done *find_done(agent_runner *r, int64_t id, int attempt, int64_t sid)
 {
     for (size_t i = 0; i < r->ndone; i++)
-        if (r->done[i].id == id && r->done[i].attempt == attempt) return &r->done[i];
+        if (r->done[i].id == id && r->done[i].attempt == attempt && r->done[i].spawn_id == sid)
+            return &r->done[i];
     return NULL;
 }
 
@@ -94,7 +109,7 @@ static void retire(agent_runner *r, struct agent_job *j)
     for (struct agent_job **pp = &r->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
             *pp = j->next;
-            free(j);
+            free_job(j);
             return;
         }
 }
@@ -106,7 +121,8 @@ static struct agent_job *revive(agent_runner *r, struct agent_done *d)
     struct agent_job *j = calloc(1, sizeof *j);
     char err[512];
     if (!j) return NULL;
-    if (agent_store_load_one(r->state_dir, d->id, d->attempt, j, err, sizeof err) != 0) {
+    if (agent_store_load_one(r->state_dir, d->id, d->attempt, d->spawn_id, j, err, sizeof err) !=
+        0) {
         cm_warn("job %lld.%d ended long ago and %s", (long long)d->id, d->attempt, err);
         free(j);
         return NULL;
@@ -119,7 +135,11 @@ static struct agent_job *revive(agent_runner *r, struct agent_done *d)
 
 static void exit_path(agent_runner *r, const struct agent_job *j, char *out, size_t len)
 {
-    snprintf(out, len, "%s/jobs/%lld-%d.exit", r->state_dir, (long long)j->id, j->attempt);
+    if (j->spawn_id > 0)
+        snprintf(out, len, "%s/jobs/%lld-%d-s%lld.exit", r->state_dir, (long long)j->id,
+                 j->attempt, (long long)j->spawn_id);
+    else
+        snprintf(out, len, "%s/jobs/%lld-%d.exit", r->state_dir, (long long)j->id, j->attempt);
 }
 
 static void cleanup(agent_runner *r, struct agent_job *j)
@@ -140,11 +160,13 @@ static void finish(agent_runner *r, struct agent_job *j)
     j->ended_pending = true;
     save(r, j);
     cleanup(r, j);
-    cm_info("job %lld.%d ended: exit %d signal %d%s%s%s%s", (long long)j->id, j->attempt,
-            j->exit_code,
+    cm_info("job %lld.%d%s ended: exit %d signal %d%s%s%s%s", (long long)j->id, j->attempt,
+            j->spawn_id ? " (spawn)" : "", j->exit_code,
             j->signal, j->timed_out ? " (timed out)" : "", j->cancelled ? " (cancelled)" : "",
             j->error[0] ? ": " : "", j->error);
 }
+
+static void end_spawns(agent_runner *r, int64_t id, int attempt, const char *reason);
 
 /* Main process gone: record its status, then end what is left of the tree. */
 static void main_gone(agent_runner *r, struct agent_job *j, int status, const char *error)
@@ -165,12 +187,13 @@ static void main_gone(agent_runner *r, struct agent_job *j, int status, const ch
     save(r, j);
     agent_contain_signal(&r->contain, j, SIGKILL);
     if (!agent_contain_alive(&r->contain, j)) finish(r, j);
+    if (j->spawn_id == 0) end_spawns(r, j->id, j->attempt, "job_ended");
 }
 
 /* A job that failed before it ran anything (bad launch, account, files). */
 static void fail(agent_runner *r, struct agent_job *j, const char *why)
 {
-    cm_warn("job %lld not started: %s", (long long)j->id, why);
+    cm_warn("job %lld%s not started: %s", (long long)j->id, j->spawn_id ? " (spawn)" : "", why);
     j->phase = AJ_DRAINING;
     j->exit_code = -1;
     j->signal = 0;
@@ -214,12 +237,30 @@ static void term(agent_runner *r, struct agent_job *j)
     agent_contain_signal(&r->contain, j, SIGCONT); /* a stopped job must see its SIGTERM */
 }
 
-static struct agent_job *new_job(agent_runner *r, int64_t id, int attempt)
+/* Ends the live spawns of a job instance here (kill_spawns, or the job
+ * itself ended or was killed on this node): SIGTERM, SIGKILL after the grace. */
+static void end_spawns(agent_runner *r, int64_t id, int attempt, const char *reason)
+{
+    for (struct agent_job *j = r->jobs; j; j = j->next) {
+        if (j->id != id || j->attempt != attempt || j->spawn_id == 0 ||
+            j->phase != AJ_RUNNING || j->cancelled || j->timed_out)
+            continue;
+        j->cancelled = true;
+        snprintf(j->kill_reason, sizeof j->kill_reason, "%s", reason);
+        cm_info("job %lld.%d spawn %lld: kill (%s)", (long long)id, attempt,
+                (long long)j->spawn_id, reason);
+        save(r, j);
+        term(r, j);
+    }
+}
+
+static struct agent_job *new_job(agent_runner *r, int64_t id, int attempt, int64_t sid)
 {
     struct agent_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->id = id;
     j->attempt = attempt;
+    j->spawn_id = sid;
     j->exit_code = -1;
     j->next = r->jobs;
     r->jobs = j;
@@ -233,12 +274,12 @@ static void forget(agent_runner *r, struct agent_job *j)
 {
     cm_info("job %lld.%d was never released before the agent stopped; waiting for commonsd "
             "to launch it again", (long long)j->id, j->attempt);
-    agent_store_remove(r->state_dir, j->id, j->attempt);
+    agent_store_remove(r->state_dir, j->id, j->attempt, j->spawn_id);
     cleanup(r, j);
     for (struct agent_job **pp = &r->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
             *pp = j->next;
-            free(j);
+            free_job(j);
             return;
         }
 }
@@ -305,7 +346,7 @@ static int take_record(void *arg, struct agent_job *j)
     agent_runner *r = arg;
     if (j->phase == AJ_ENDED && !j->ended_pending) {
         int rc = add_done(r, j);
-        free(j);
+        free_job(j);
         return rc;
     }
     j->next = r->jobs;
@@ -336,6 +377,9 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
     snprintf(r->state_dir, sizeof r->state_dir, "%s", o->state_dir);
     snprintf(r->node, sizeof r->node, "%s", o->node);
     r->kill_grace_ms = o->kill_grace_ms > 0 ? o->kill_grace_ms : 10000;
+    r->topo = o->topology;
+    snprintf(r->server, sizeof r->server, "%s", o->server ? o->server : "");
+    snprintf(r->rsh_agent, sizeof r->rsh_agent, "%s", o->rsh_agent ? o->rsh_agent : "commons-rsh");
     char path[PATH_MAX + 32];
     /* 0711: job accounts must reach scripts/<id>.sh, but not list anything. */
     if (make_dir(r->state_dir, 0711, err, errlen)) goto fail;
@@ -389,7 +433,7 @@ void agent_runner_close(agent_runner *r)
     if (!r) return;
     while (r->jobs) {
         struct agent_job *n = r->jobs->next;
-        free(r->jobs);
+        free_job(r->jobs);
         r->jobs = n;
     }
     free(r->done);
@@ -400,6 +444,11 @@ void agent_runner_close(agent_runner *r)
 const char *agent_runner_containment(const agent_runner *r)
 {
     return r->contain.kind == AGENT_CONTAIN_CGROUP ? "cgroup" : "subreaper";
+}
+
+const char *agent_runner_limits(const agent_runner *r)
+{
+    return r->contain.kind == AGENT_CONTAIN_CGROUP && r->contain.limits ? "cgroup" : "rlimit";
 }
 
 struct forked_arg {
@@ -435,72 +484,131 @@ static void relaunch(agent_runner *r, struct agent_job *j)
     save(r, j);
 }
 
-int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errlen)
+/* Starts a parsed launch or spawn (prc: its parse result, why: the parse error). */
+static int start(agent_runner *r, struct agent_launch *l, int prc, const char *perr, char *err,
+                 size_t errlen)
 {
-    struct agent_launch l;
     char why[1024];
-    int prc = agent_launch_parse(launch, &l, why, sizeof why);
-    if (l.id < 0) {
-        snprintf(err, errlen, "launch rejected: %s", why);
-        return -1;
-    }
-    struct agent_job *j = find(r, l.id, l.attempt);
-    struct agent_done *d = j ? NULL : find_done(r, l.id, l.attempt);
+    const char *what = l->spawn_id ? "spawn" : "launch";
+    struct agent_job *j = find_sp(r, l->id, l->attempt, l->spawn_id);
+    struct agent_done *d = j ? NULL : find_done(r, l->id, l->attempt, l->spawn_id);
     if (d && !(j = revive(r, d))) {
-        cm_warn("job %lld.%d launched again; it ended here before: not starting it twice",
-                (long long)l.id, l.attempt);
+        cm_warn("job %lld.%d %s again; it ended here before: not starting it twice",
+                (long long)l->id, l->attempt, what);
         return 0;
     }
     if (j) {
         relaunch(r, j);
         return 0;
     }
-    if (!(j = new_job(r, l.id, l.attempt))) {
+    if (!(j = new_job(r, l->id, l->attempt, l->spawn_id))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     j->start_ms = cm_now_ms();
     if (prc != 0) {
         char msg[1100];
-        snprintf(msg, sizeof msg, "launch rejected: %s", why);
+        snprintf(msg, sizeof msg, "%s rejected: %s", what, perr);
         fail(r, j, msg);
         return 0;
     }
-    j->time_limit_s = l.time_limit_s;
-    snprintf(j->unix_user, sizeof j->unix_user, "%s", l.unix_user);
+    j->time_limit_s = l->time_limit_s;
+    snprintf(j->unix_user, sizeof j->unix_user, "%s", l->unix_user);
     struct agent_account acct;
-    if (agent_account_resolve(l.unix_user, &acct, why, sizeof why) != 0 ||
-        agent_contain_job_create(&r->contain, l.id, l.attempt, j->cgroup, sizeof j->cgroup,
-                                 why, sizeof why) != 0) {
+    struct agent_bind bind;
+    char mpi_dir[PATH_MAX];
+    snprintf(mpi_dir, sizeof mpi_dir, "%s/scripts/mpi-%lld-%d", r->state_dir, (long long)l->id,
+             l->attempt);
+    if (agent_account_resolve(l->unix_user, &acct, why, sizeof why) != 0) {
         fail(r, j, why);
         return 0;
     }
-    if (l.script)
+    struct agent_bind_ctx bc = {r->topo, r->node, mpi_dir, r->rsh_agent,
+                                strcmp(agent_runner_limits(r), "rlimit") == 0, acct.uid == 0,
+                                acct.switch_user ? acct.uid : 0, acct.switch_user ? acct.gid : 0};
+    if (agent_bind_plan(l, &bc, &bind, why, sizeof why) != 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "%s rejected: %s", what, why);
+        fail(r, j, msg);
+        return 0;
+    }
+    char cpus[AGENT_MAX_PUS * 5 + 1] = "";
+    agent_bind_task_list(&bind, 0, cpus, sizeof cpus);
+    if (agent_contain_job_create(&r->contain, l->id, l->attempt, l->spawn_id, l->mem_mb,
+                                 l->ncpu ? l->ncpu : (int)l->cpus, bind.apply ? cpus : "",
+                                 j->cgroup, sizeof j->cgroup, why, sizeof why) != 0) {
+        agent_bind_free(&bind);
+        fail(r, j, why);
+        return 0;
+    }
+    j->binding = json_incref(bind.report);
+    if (l->script)
         snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
-                 (long long)l.id, l.attempt);
+                 (long long)l->id, l->attempt);
     /* No record yet: nothing runs before on_forked has saved one, and a job
      * the agent never released runs nothing (see recover). */
     j->phase = AJ_LAUNCHING;
-    if (l.script && agent_script_write(j->script, l.script, &acct, why, sizeof why) != 0) {
+    if (l->script && agent_script_write(j->script, l->script, &acct, why, sizeof why) != 0) {
+        agent_bind_free(&bind);
         fail(r, j, why);
         return 0;
     }
     char ep[PATH_MAX];
     exit_path(r, j, ep, sizeof ep);
-    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup, ep};
+    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup, ep, &bind,
+                                  r->server[0] ? r->server : NULL};
     struct forked_arg fa = {r, j};
     pid_t pid, keeper;
-    if (agent_spawn(&l, &acct, &ctx, j->script, on_forked, &fa, &keeper, &pid, why,
-                    sizeof why) != 0) {
+    int src = agent_spawn(l, &acct, &ctx, j->script, on_forked, &fa, &keeper, &pid, why,
+                          sizeof why);
+    agent_bind_free(&bind);
+    if (src != 0) {
         fail(r, j, why);
         return 0;
     }
     j->released = true;
     j->started_pending = true;
     save(r, j);
-    cm_info("job %lld.%d started: pid %d as %s (%s)", (long long)l.id, l.attempt, (int)pid,
-            acct.name, agent_runner_containment(r));
+    cm_info("job %lld.%d%s started: pid %d as %s (%s)", (long long)l->id, l->attempt,
+            l->spawn_id ? " spawn" : "", (int)pid, acct.name, agent_runner_containment(r));
     return 0;
+}
+
+/* Parses a launch or spawn command and starts it; -1 only without an instance to report on. */
+static int parse_and_start(agent_runner *r, json_t *cmd,
+                           int (*parse)(json_t *, struct agent_launch *, char *, size_t),
+                           const char *what, char *err, size_t errlen)
+{
+    struct agent_launch l;
+    char why[1024];
+    int prc = parse(cmd, &l, why, sizeof why);
+    if (l.id < 0) {
+        snprintf(err, errlen, "%s rejected: %s", what, why);
+        return -1;
+    }
+    return start(r, &l, prc, why, err, errlen);
+}
+
+int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errlen)
+{
+    return parse_and_start(r, launch, agent_launch_parse, "launch", err, errlen);
+}
+
+int agent_runner_spawn(agent_runner *r, json_t *cmd, char *err, size_t errlen)
+{
+    return parse_and_start(r, cmd, agent_spawn_cmd_parse, "spawn", err, errlen);
+}
+
+void agent_runner_kill_spawns(agent_runner *r, int64_t id, int attempt)
+{
+    end_spawns(r, id, attempt, "kill_spawns");
+    /* Ended spawns whose end commonsd has not seen are reported again. */
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->id == id && j->attempt == attempt && j->spawn_id && j->phase == AJ_ENDED &&
+            !j->ended_pending) {
+            j->ended_pending = true;
+            save(r, j);
+        }
 }
 
 static int kill_one(agent_runner *r, struct agent_job *j, const char *reason)
@@ -515,6 +623,7 @@ static int kill_one(agent_runner *r, struct agent_job *j, const char *reason)
     cm_info("job %lld.%d: kill (%s)", (long long)j->id, j->attempt, j->kill_reason);
     int rc = save(r, j);
     term(r, j);
+    if (j->spawn_id == 0) end_spawns(r, j->id, j->attempt, j->kill_reason);
     return rc;
 }
 
@@ -522,17 +631,18 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
 {
     int rc = 0, found = 0;
     for (struct agent_job *j = r->jobs; j; j = j->next)
-        if (j->id == id && (attempt < 0 ? j->phase != AJ_ENDED : j->attempt == attempt)) {
+        if (j->id == id && j->spawn_id == 0 &&
+            (attempt < 0 ? j->phase != AJ_ENDED : j->attempt == attempt)) {
             found = 1;
             rc |= kill_one(r, j, reason);
         }
     if (found || attempt < 0) return rc;
-    struct agent_done *d = find_done(r, id, attempt);
+    struct agent_done *d = find_done(r, id, attempt, 0);
     struct agent_job *j = d ? revive(r, d) : NULL;
     if (j) return kill_one(r, j, reason); /* its end is reported again */
     if (d) return 0;
     /* Remember the instance so a launch that arrives late is never started. */
-    j = new_job(r, id, attempt);
+    j = new_job(r, id, attempt, 0);
     if (!j) return -1;
     j->cancelled = true;
     snprintf(j->kill_reason, sizeof j->kill_reason, "%s", reason ? reason : "cancel");
@@ -543,10 +653,12 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
     return 0;
 }
 
+/* The job instance or any of its spawns (they share its environment ids). */
 static bool is_running_cb(void *arg, int64_t id, int attempt)
 {
-    struct agent_job *j = find(arg, id, attempt);
-    return j && j->phase != AJ_ENDED;
+    for (struct agent_job *j = ((agent_runner *)arg)->jobs; j; j = j->next)
+        if (j->id == id && j->attempt == attempt && j->phase != AJ_ENDED) return true;
+    return false;
 }
 
 static bool is_main_cb(void *arg, pid_t pid)
@@ -575,7 +687,8 @@ static void prune(agent_runner *r, int64_t now)
 {
     for (size_t i = 0; i < r->ndone;) {
         if (now - r->done[i].ended_ms > PRUNE_AFTER_MS) {
-            agent_store_remove(r->state_dir, r->done[i].id, r->done[i].attempt);
+            agent_store_remove(r->state_dir, r->done[i].id, r->done[i].attempt,
+                               r->done[i].spawn_id);
             r->done[i] = r->done[--r->ndone];
         } else {
             i++;
@@ -650,7 +763,10 @@ json_t *agent_runner_running(agent_runner *r)
     json_t *a = json_array();
     for (struct agent_job *j = r->jobs; j; j = j->next)
         if (j->phase != AJ_ENDED || (j->ended_pending && j->pid > 0))
-            json_array_append_new(a, json_pack("[I i]", (json_int_t)j->id, j->attempt));
+            json_array_append_new(a, j->spawn_id
+                                         ? json_pack("[I i I]", (json_int_t)j->id, j->attempt,
+                                                     (json_int_t)j->spawn_id)
+                                         : json_pack("[I i]", (json_int_t)j->id, j->attempt));
     return a;
 }
 
@@ -658,7 +774,8 @@ static int by_id(const void *a, const void *b)
 {
     const struct agent_job *x = *(struct agent_job *const *)a, *y = *(struct agent_job *const *)b;
     if (x->id != y->id) return x->id < y->id ? -1 : 1;
-    return x->attempt < y->attempt ? -1 : x->attempt > y->attempt;
+    if (x->attempt != y->attempt) return x->attempt < y->attempt ? -1 : 1;
+    return x->spawn_id < y->spawn_id ? -1 : x->spawn_id > y->spawn_id;
 }
 
 json_t *agent_runner_events(agent_runner *r)
@@ -674,14 +791,22 @@ json_t *agent_runner_events(agent_runner *r)
     qsort(v, n, sizeof *v, by_id);
     for (size_t i = 0; i < n; i++) {
         struct agent_job *j = v[i];
-        if (j->started_pending && j->pid > 0)
-            json_array_append_new(a, json_pack("{sI si ss si}", "id", (json_int_t)j->id,
-                                               "attempt", j->attempt, "event", "started",
-                                               "pid", (int)j->pid));
+        const char *sp = j->spawn_id ? "spawn_" : "";
+        char kind[32];
+        if (j->started_pending && j->pid > 0) {
+            snprintf(kind, sizeof kind, "%sstarted", sp);
+            json_t *e = json_pack("{sI si ss si}", "id", (json_int_t)j->id, "attempt",
+                                  j->attempt, "event", kind, "pid", (int)j->pid);
+            if (j->spawn_id) json_object_set_new(e, "spawn_id", json_integer(j->spawn_id));
+            if (j->binding) json_object_set(e, "binding", j->binding);
+            json_array_append_new(a, e);
+        }
         if (j->ended_pending) {
+            snprintf(kind, sizeof kind, "%sended", sp);
             json_t *e = json_pack("{sI si ss si si sb sb}", "id", (json_int_t)j->id, "attempt",
-                                  j->attempt, "event", "ended", "exit_code", j->exit_code, "signal", j->signal,
+                                  j->attempt, "event", kind, "exit_code", j->exit_code, "signal", j->signal,
                                   "timed_out", j->timed_out, "cancelled", j->cancelled);
+            if (j->spawn_id) json_object_set_new(e, "spawn_id", json_integer(j->spawn_id));
             if (j->error[0]) json_object_set_new(e, "error", json_string(j->error));
             json_array_append_new(a, e);
         }
@@ -697,12 +822,14 @@ void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked)
     json_array_foreach(sent, i, e) {
         int64_t eid = json_integer_value(json_object_get(e, "id"));
         int att = (int)json_integer_value(json_object_get(e, "attempt"));
+        int64_t sid = json_integer_value(json_object_get(e, "spawn_id"));
         bool ok = false;
         json_array_foreach(acked, k, id)
             if (json_is_integer(id) && json_integer_value(id) == eid) ok = true;
-        struct agent_job *j = ok ? find(r, eid, att) : NULL;
+        struct agent_job *j = ok ? find_sp(r, eid, att, sid) : NULL;
         if (!j) continue;
         const char *kind = json_string_value(json_object_get(e, "event"));
+        if (kind && strncmp(kind, "spawn_", 6) == 0) kind += 6;
         if (kind && strcmp(kind, "started") == 0 && j->started_pending) {
             j->started_pending = false;
             save(r, j);
@@ -719,8 +846,8 @@ void agent_runner_status(agent_runner *r, int64_t id, int attempt, struct agent_
     memset(st, 0, sizeof *st);
     struct agent_job *j = find(r, id, attempt), old;
     char err[512];
-    if (!j && find_done(r, id, attempt) &&
-        agent_store_load_one(r->state_dir, id, attempt, &old, err, sizeof err) == 0)
+    if (!j && find_done(r, id, attempt, 0) &&
+        agent_store_load_one(r->state_dir, id, attempt, 0, &old, err, sizeof err) == 0)
         j = &old;
     if (!j) return;
     st->phase = j->phase == AJ_ENDED ? AGENT_JOB_ENDED : AGENT_JOB_RUNNING;

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +30,11 @@
 extern char **environ;
 
 enum stage { ST_SETGROUPS = 1, ST_SETGID, ST_SETUID, ST_CHDIR, ST_STDIN, ST_STDOUT, ST_STDERR,
-             ST_EXEC };
+             ST_BIND, ST_FORK, ST_EXEC };
+
+#ifndef MPOL_BIND
+#define MPOL_BIND 2 /* linux/mempolicy.h; no libnuma needed for one system call */
+#endif
 
 struct child_report {
     int stage, err;
@@ -82,25 +88,71 @@ static bool agent_owned(const char *name)
     static const char *const owned[] = {
         "COMMONS_JOB_ID", "COMMONS_JOB_ATTEMPT", "COMMONS_JOB_NAME", "COMMONS_ARRAY_TASK_ID",
         "COMMONS_CPUS", "COMMONS_TASKS", "COMMONS_GPUS", "COMMONS_MEM_MB", "COMMONS_NODE",
-        "COMMONS_NODELIST", "COMMONS_SUBMIT_DIR"};
+        "COMMONS_NODELIST", "COMMONS_SUBMIT_DIR", "COMMONS_TASK_ID", "COMMONS_LOCAL_TASK_ID",
+        "COMMONS_CPU_LIST", "COMMONS_TASK_CPU_LIST", "COMMONS_GPU_LIST",
+        "COMMONS_TASKS_PER_NODE", "COMMONS_STEP_KEY", "COMMONS_SPAWN_ID", "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER"};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         if (strcmp(name, owned[i]) == 0) return true;
     return false;
 }
 
+static int add_list(struct strvec *env, const char *name, const int *v, int n)
+{
+    char buf[AGENT_MAX_PUS * 5 + 1];
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && off + 8 < sizeof buf; i++)
+        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%d", i ? "," : "", v[i]);
+    return sv_add(env, "%s=%s", name, buf);
+}
+
+/* The placement variables of one task (docs/agent.md, "Environment"). */
+static int placement_env(const struct agent_launch *l, const struct agent_spawn_ctx *ctx,
+                         int task, struct strvec *env)
+{
+    const struct agent_bind *b = ctx->bind;
+    int rc = 0, tpn = l->tasks_per_node > 0 ? (int)l->tasks_per_node : 1;
+    char slice[AGENT_MAX_PUS * 5 + 1];
+    if (l->spawn_id > 0) rc |= sv_add(env, "COMMONS_SPAWN_ID=%lld", (long long)l->spawn_id);
+    if (l->spawn_id == 0 && !l->mpi) {
+        rc |= sv_add(env, "COMMONS_TASK_ID=%d",
+                     agent_bind_node_index(l, ctx->node) * tpn + task);
+        rc |= sv_add(env, "COMMONS_LOCAL_TASK_ID=%d", task);
+    }
+    rc |= sv_add(env, "COMMONS_TASKS_PER_NODE=%d", tpn);
+    if (l->ncpu) {
+        rc |= add_list(env, "COMMONS_CPU_LIST", l->cpu_list, l->ncpu);
+        agent_bind_task_list(b, task, slice, sizeof slice);
+        rc |= sv_add(env, "COMMONS_TASK_CPU_LIST=%s", slice);
+        int cpt = b && b->task_cpus ? CPU_COUNT(&b->task_cpus[task]) : l->ncpu;
+        if (!sv_has(env, "OMP_NUM_THREADS")) rc |= sv_add(env, "OMP_NUM_THREADS=%d", cpt);
+    }
+    if (l->ngpu || l->gpus == 0) {
+        /* A job without GPUs must not see any either. */
+        rc |= add_list(env, "COMMONS_GPU_LIST", l->gpu_list, l->ngpu);
+        rc |= add_list(env, "CUDA_VISIBLE_DEVICES", l->gpu_list, l->ngpu);
+        rc |= sv_add(env, "CUDA_DEVICE_ORDER=PCI_BUS_ID"); /* the agent's GPU numbering */
+    }
+    if (l->step_key) rc |= sv_add(env, "COMMONS_STEP_KEY=%s", l->step_key);
+    if (ctx->server) rc |= sv_add(env, "COMMONS_ADDR=%s", ctx->server);
+    return rc;
+}
+
 /* Job env first (minus the agent's names), then the agent's COMMONS_*
  * variables, then login defaults the job env did not give. */
 static int build_env(const struct agent_launch *l, const struct agent_account *a,
-                     const char *node, struct strvec *env)
+                     const struct agent_spawn_ctx *ctx, int task, struct strvec *env)
 {
-    const char *k;
+    const char *k, *node = ctx->node;
     json_t *v;
     int rc = 0;
     if (l->env)
         json_object_foreach(l->env, k, v) {
-            if (agent_owned(k)) continue;
+            if (agent_owned(k) || (ctx->server && strcmp(k, "COMMONS_ADDR") == 0)) continue;
             rc |= sv_add(env, "%s=%s", k, json_string_value(v));
         }
+    rc |= placement_env(l, ctx, task, env);
     rc |= sv_add(env, "COMMONS_JOB_ID=%lld", (long long)l->id);
     rc |= sv_add(env, "COMMONS_JOB_ATTEMPT=%d", l->attempt);
     if (l->name) rc |= sv_add(env, "COMMONS_JOB_NAME=%s", l->name);
@@ -121,11 +173,13 @@ static int build_env(const struct agent_launch *l, const struct agent_account *a
     return rc ? -1 : 0;
 }
 
-static int build_argv(const struct agent_launch *l, const char *script_path,
-                      struct strvec *argv)
+static int build_argv(const struct agent_launch *l, const struct agent_bind *b,
+                      const char *script_path, struct strvec *argv)
 {
     int rc = 0;
-    if (l->command) {
+    if (b && b->argv_override) {
+        for (char **p = b->argv_override; *p; p++) rc |= sv_add(argv, "%s", *p);
+    } else if (l->command) {
         size_t i;
         json_t *s;
         json_array_foreach(l->command, i, s) rc |= sv_add(argv, "%s", json_string_value(s));
@@ -188,9 +242,72 @@ static int open_onto(const char *path, int flags, int target)
     return 0;
 }
 
+/* Puts the calling process on task's PUs and its memory on the NUMA nodes
+ * of the allocation. Memory binding is best effort (a container may forbid
+ * set_mempolicy); CPU binding is not. */
+static void apply_bind(const struct agent_bind *b, int task, int rep_fd)
+{
+    if (!b || !b->apply || !b->task_cpus) return;
+    if (sched_setaffinity(0, sizeof(cpu_set_t), &b->task_cpus[task]) != 0) report(rep_fd, ST_BIND);
+    if (b->membind)
+        syscall(SYS_set_mempolicy, MPOL_BIND, b->nodemask, (unsigned long)AGENT_MAX_NUMA + 1);
+}
+
+static void exec_task(const struct agent_bind *b, int task, char **argv, char **envp, int rep_fd)
+{
+    apply_bind(b, task, rep_fd);
+    environ = envp;
+    execvp(argv[0], argv);
+    report(rep_fd, ST_EXEC);
+}
+
+/* Several tasks: this process starts one child per task and ends as the
+ * job's status: 0 when all succeeded, else the first task that failed
+ * (exit status, or the same signal). */
+static void run_tasks(const struct agent_bind *b, char **argv, char ***envs, int rep_fd)
+{
+    pid_t kids[AGENT_MAX_TASKS];
+    for (int i = 0; i < b->ntasks; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) exec_task(b, i, argv, envs[i], rep_fd);
+        if (kids[i] < 0) {
+            for (int k = 0; k < i; k++) kill(kids[k], SIGKILL);
+            report(rep_fd, ST_FORK);
+        }
+    }
+    close(rep_fd); /* the agent's read ends once every task has exec'd */
+    prctl(PR_SET_NAME, "commons-tasks");
+    int left = b->ntasks, first = 0, status;
+    bool failed = false;
+    while (left > 0) {
+        pid_t p = waitpid(-1, &status, 0);
+        if (p < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int i = 0; i < b->ntasks; i++)
+            if (kids[i] == p) {
+                left--;
+                if (!failed && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+                    failed = true;
+                    first = status;
+                }
+            }
+    }
+    if (failed && WIFSIGNALED(first)) {
+        struct rlimit none = {0, 0};
+        setrlimit(RLIMIT_CORE, &none); /* the task dumped core already, if it could */
+        signal(WTERMSIG(first), SIG_DFL);
+        kill(getpid(), WTERMSIG(first));
+        _exit(128 + WTERMSIG(first));
+    }
+    _exit(failed ? WEXITSTATUS(first) : 0);
+}
+
 /* Runs in the forked child: async-signal-safe calls only. */
 static void child_main(const struct agent_launch *l, const struct agent_account *a,
-                       char **argv, char **envp, int go_fd, int rep_fd)
+                       const struct agent_bind *bind, char **argv, char ***envs, int go_fd,
+                       int rep_fd)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -219,9 +336,13 @@ static void child_main(const struct agent_launch *l, const struct agent_account 
     }
     /* Nothing of the agent (sockets, lock, signalfd) may leak into the job. */
     close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-    environ = envp;
-    execvp(argv[0], argv);
-    report(rep_fd, ST_EXEC);
+    if (bind && bind->mem_limit_mb > 0) {
+        /* No memory controller: each process gets at most mem_mb of address space. */
+        struct rlimit lim = {(rlim_t)bind->mem_limit_mb << 20, (rlim_t)bind->mem_limit_mb << 20};
+        if (setrlimit(RLIMIT_AS, &lim) != 0) report(rep_fd, ST_BIND);
+    }
+    if (bind && bind->ntasks > 1) run_tasks(bind, argv, envs, rep_fd);
+    exec_task(bind, 0, argv, envs[0], rep_fd);
 }
 
 static void describe(const struct child_report *r, const struct agent_launch *l,
@@ -245,6 +366,12 @@ static void describe(const struct child_report *r, const struct agent_launch *l,
         break;
     case ST_STDERR:
         snprintf(err, errlen, "cannot open stderr file %s as %s: %s", l->stderr_path, a->name, e);
+        break;
+    case ST_BIND:
+        snprintf(err, errlen, "cannot bind the job to its CPUs or set its memory limit: %s", e);
+        break;
+    case ST_FORK:
+        snprintf(err, errlen, "cannot fork the job's tasks: %s", e);
         break;
     default:
         snprintf(err, errlen, "cannot execute %s as %s: %s%s", argv0, a->name, e,
@@ -290,7 +417,7 @@ int agent_exit_read(const char *path, int *status)
 
 /* Runs in the forked keeper: async-signal-safe calls only. */
 static void keeper_main(const struct agent_launch *l, const struct agent_account *a,
-                        const struct agent_spawn_ctx *ctx, char **argv, char **envp, int go[2],
+                        const struct agent_spawn_ctx *ctx, char **argv, char ***envs, int go[2],
                         int rep[2], int pidp[2])
 {
     sigset_t none;
@@ -338,7 +465,7 @@ static void keeper_main(const struct agent_launch *l, const struct agent_account
         close(pidp[1]);
         close(go[0]);
         close(gj[1]);
-        child_main(l, a, argv, envp, gj[0], rep[1]);
+        child_main(l, a, ctx->bind, argv, envs, gj[0], rep[1]);
     }
     close(gj[0]);
     close(rep[1]);
@@ -381,11 +508,17 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
                 char *err, size_t errlen)
 {
     *pid_out = *keeper_out = 0;
-    struct strvec argv = {0}, env = {0};
+    int ntasks = ctx->bind && ctx->bind->ntasks > 1 ? ctx->bind->ntasks : 1;
+    struct strvec argv = {0}, *env = calloc((size_t)ntasks, sizeof *env);
+    char ***envs = calloc((size_t)ntasks, sizeof *envs);
     int go[2] = {-1, -1}, rep[2] = {-1, -1}, pidp[2] = {-1, -1};
-    int rc = -1;
+    int rc = -1, bad = !env || !envs;
     pid_t keeper = -1, pid = -1;
-    if (build_argv(l, script_path, &argv) || build_env(l, a, ctx->node, &env)) {
+    for (int i = 0; !bad && i < ntasks; i++) {
+        bad |= build_env(l, a, ctx, i, &env[i]);
+        envs[i] = env[i].v;
+    }
+    if (bad || build_argv(l, ctx->bind, script_path, &argv)) {
         snprintf(err, errlen, "out of memory preparing the job");
         goto out;
     }
@@ -399,7 +532,7 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
         snprintf(err, errlen, "fork: %s", strerror(errno));
         goto out;
     }
-    if (keeper == 0) keeper_main(l, a, ctx, argv.v, env.v, go, rep, pidp);
+    if (keeper == 0) keeper_main(l, a, ctx, argv.v, envs, go, rep, pidp);
     close(go[0]);
     close(rep[1]);
     close(pidp[1]);
@@ -431,7 +564,10 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
     if (rc != 0) {
         /* The job exits by itself (no go byte, or after its report); its
          * keeper follows it. */
-        if (pid > 0) kill(pid, SIGKILL);
+        if (pid > 0) {
+            kill(-pid, SIGKILL); /* tasks already started are in its process group */
+            kill(pid, SIGKILL);
+        }
         while (waitpid(keeper, NULL, 0) < 0 && errno == EINTR) {}
         unlink(ctx->exit_path);
     } else {
@@ -445,6 +581,8 @@ out:
         if (pidp[i] >= 0) close(pidp[i]);
     }
     sv_free(&argv);
-    sv_free(&env);
+    for (int i = 0; env && i < ntasks; i++) sv_free(&env[i]);
+    free(env);
+    free(envs);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "cm_util.h"
 
 #include <check.h>
+#include "fixture.h"
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
@@ -22,31 +23,6 @@
 #include <unistd.h>
 
 static enum agent_containment g_contain = AGENT_CONTAIN_SUBREAPER;
-static char g_dir[256], g_state[300], g_work[300], g_node[64];
-static char g_user[64];
-
-static void setup(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/agent-test-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
-    chmod(g_dir, 0711);
-    snprintf(g_state, sizeof g_state, "%s/state", g_dir);
-    snprintf(g_work, sizeof g_work, "%s/work", g_dir);
-    ck_assert_int_eq(mkdir(g_work, 0777), 0);
-    chmod(g_work, 01777); /* jobs of other accounts write their output here */
-    snprintf(g_node, sizeof g_node, "t%d", (int)getpid());
-    struct passwd *pw = getpwuid(geteuid());
-    ck_assert_ptr_nonnull(pw);
-    snprintf(g_user, sizeof g_user, "%s", pw->pw_name);
-}
-
-static void teardown(void)
-{
-    char cmd[PATH_MAX + 32];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", g_dir);
-}
-
 static agent_runner *open_runner_grace(int grace_ms)
 {
     struct agent_runner_opts o = {.state_dir = g_state, .node = g_node,
@@ -835,7 +811,7 @@ START_TEST(test_unrecorded_job_never_runs)
     ck_assert_int_eq(agent_launch_parse(lj, &l, err, sizeof err), 0);
     struct agent_account acct;
     ck_assert_int_eq(agent_account_resolve(g_user, &acct, err, sizeof err), 0);
-    struct agent_spawn_ctx ctx = {g_node, g_state, "", ep};
+    struct agent_spawn_ctx ctx = {g_node, g_state, "", ep, NULL, NULL};
     pid_t seen[2] = {0, 0}, keeper, pid;
     ck_assert_int_eq(agent_spawn(&l, &acct, &ctx, "", refuse_record, seen, &keeper, &pid, err,
                                  sizeof err), -1);
