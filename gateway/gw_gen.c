@@ -57,6 +57,7 @@ struct gw_run {
     int64_t offset;              /* bytes of completion text received: commons-serve
                                   * counts UTF-8 bytes and cuts only between characters */
     char finish[16];
+    int status;                  /* HTTP status answered; 0: the client left first */
     /* streaming */
     enum phase phase;
     char *pending;
@@ -91,6 +92,7 @@ static void client_address(struct MHD_Connection *conn, char *buf, size_t len)
 
 static int refuse(gw_run *r, gw_api_err *e, int64_t retry_after, const char *reason)
 {
+    r->status = e->status;
     if (reason) gw_metrics_reject(r->g->metrics, reason);
     return gw_http_send_error(r->g, r->conn, r->route, e, retry_after);
 }
@@ -318,6 +320,7 @@ static int answer_whole(gw_run *r)
     char *body = gw_api_response(&r->gen, r->oid, r->created, r->text ? r->text : "", r->finish,
                                  r->prompt_tokens, r->completion_tokens);
     gw_metrics_request(r->g->metrics, r->route, 200);
+    r->status = 200;
     return gw_http_send(r->conn, 200, "application/json", body, 0);
 }
 
@@ -406,6 +409,7 @@ static int answer_stream(gw_run *r)
     int ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     gw_metrics_request(r->g->metrics, r->route, 200);
+    r->status = 200;
     return ret;
 }
 
@@ -520,6 +524,12 @@ void gw_gen_finish(gw_gateway *g, gw_run *r)
             cm_error("recording usage of %s: %s", r->principal, err);
         gw_metrics_tokens(g->metrics, r->prompt_tokens, r->completion_tokens);
     }
+    /* The access log: who, what, how it ended; never the prompt or the text. */
+    cm_info("%s %s model=%s status=%d%s finish=%s prompt=%lld completion=%lld %.3fs",
+            r->route, r->principal[0] ? r->principal : "-",
+            r->gen_parsed ? r->gen.model : "-", r->status, r->status ? "" : "(client left)",
+            r->finish[0] ? r->finish : "-", (long long)r->prompt_tokens,
+            (long long)r->completion_tokens, (double)(cm_mono_ms() - r->t0_ms) / 1000.0);
     if (r->gen_parsed) gw_gen_free(&r->gen);
     gw_policy_put(g, r->pol);
     gw_job_destroy(&r->job);
