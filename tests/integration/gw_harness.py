@@ -101,13 +101,18 @@ class Gateway:
         self.policy = os.path.join(workdir, "policy.yaml")
         with open(self.policy, "w") as f:
             f.write(policy or policy_text())
+        self.log_path = os.path.join(workdir, "gateway.log")
+        self.serves, self.extra = serves, extra
+        self.start()
+
+    def start(self):
+        """Starts the process (again, after stop(): same state, a new port)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(workdir, "gateway.log")
         self.log = open(self.log_path, "ab")
         args = [binary("gateway/commons-gateway"), "--listen", f"127.0.0.1:{self.port}",
-                "--policy", self.policy, "--state", self.state, "--foreground", *extra]
-        for s in serves:
+                "--policy", self.policy, "--state", self.state, "--foreground", *self.extra]
+        for s in self.serves:
             args += ["--serve", s.url if hasattr(s, "url") else s]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
         wait_until(self._listening, what="commons-gateway to listen")

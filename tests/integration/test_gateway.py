@@ -508,6 +508,21 @@ class TestReplicaFailure(unittest.TestCase):
         self.assertEqual(status, 200, reply)
         self.assertEqual(self.gw.proc.poll(), None)
 
+    def test_daily_tokens_survive_restart(self):
+        key = self.gw.new_key("thrifty", tier="frugal")  # 100 tokens a day
+        status, _, reply = self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=40), key=key)
+        self.assertEqual(status, 200, reply)
+        used = reply["usage"]["total_tokens"]  # 2 + 40
+        self.assertEqual(self.gw.stop(), 0)
+        self.gw.start()
+        # The budget left is 100 - 42 = 58: a request that may need 2 + 60 is refused...
+        status, headers, reply = self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=60), key=key)
+        self.assertEqual(status, 429, reply)
+        self.assertEqual(reply["error"]["code"], "insufficient_quota")
+        self.assertIn(f"{used} of 100", reply["error"]["message"])
+        # ... and one that fits is served.
+        self.assertEqual(self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=40), key=key)[0], 200)
+
     def test_sigterm_drains(self):
         got = {}
         started = threading.Event()
