@@ -1,0 +1,36 @@
+# kernels/cuda/cuda.cmake: the CUDA backend (issue 6), included by
+# kernels/CMakeLists.txt when COMMONS_HAVE_CUDA. The .cu files compile into
+# an object library for sm_90 machine code plus compute_90 PTX (newer GPUs
+# JIT the PTX) and join commons_kernels, which then links the CUDA runtime
+# and cuBLAS and defines KERN_HAVE_CUDA for api.c and every user.
+find_package(CUDAToolkit REQUIRED)
+add_library(commons_kernels_cuda OBJECT
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cu
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_matmul.cu
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_ops.cu
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_attention.cu
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_sample.cu
+)
+# The top level's -Wall -Wextra are gcc flags nvcc does not take as such:
+# clear the inherited options and pass them to the host compiler.
+set_property(TARGET commons_kernels_cuda PROPERTY COMPILE_OPTIONS "")
+target_compile_options(commons_kernels_cuda PRIVATE -Xcompiler=-Wall,-Wextra --expt-relaxed-constexpr)
+# (device code is optimized by ptxas at -O3 whatever the build type)
+target_compile_definitions(commons_kernels_cuda PRIVATE _GNU_SOURCE)
+set_target_properties(commons_kernels_cuda PROPERTIES
+  CUDA_ARCHITECTURES "90-real;90-virtual"
+  CUDA_STANDARD 17
+  CUDA_STANDARD_REQUIRED ON
+  POSITION_INDEPENDENT_CODE ON)
+target_include_directories(commons_kernels_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(commons_kernels_cuda PRIVATE CUDA::cudart CUDA::cublas)
+
+target_sources(commons_kernels PRIVATE $<TARGET_OBJECTS:commons_kernels_cuda>)
+target_include_directories(commons_kernels PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_compile_definitions(commons_kernels PUBLIC KERN_HAVE_CUDA)
+target_link_libraries(commons_kernels PUBLIC CUDA::cudart CUDA::cublas)
+
+# Runs without a GPU: the backend must refuse cleanly (tests/gpu needs one).
+add_executable(test_kernels_cuda_nodev ${CMAKE_CURRENT_LIST_DIR}/test_cuda_nodev.c)
+target_link_libraries(test_kernels_cuda_nodev PRIVATE commons_kernels)
+add_test(NAME kernels_cuda_nodevice COMMAND test_kernels_cuda_nodev)

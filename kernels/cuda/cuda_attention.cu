@@ -1,0 +1,150 @@
+/* cuda_attention.cu: causal grouped-query attention over a head-major KV
+ * cache (kernels.h), flash-decoding style.
+ *
+ * Each query (position t, head h) sees keys lo..pos (pos = q_pos0 + t,
+ * lo = pos - window + 1 with a sliding window, else 0). That range is cut
+ * into chunks of `chunk` keys; one 4-warp block takes one chunk, each warp
+ * every 4th key of it, with an online softmax (running max m, sum l and
+ * weighted values o in registers: lane d holds elements d, d+32, ...).
+ * Each warp writes its partial (o, m, l); a second kernel merges the
+ * partials of a query: out = sum_s e^(m_s-M) o_s / sum_s e^(m_s-M) l_s.
+ * Splitting the keys is what keeps a single decode query (n_q = 1) from
+ * running on a handful of SMs; prompts get the same kernel with one block
+ * per query and chunk (K/V rows come from L2 for the queries after the
+ * first; a shared-memory tiled prompt kernel is an open point, docs/cuda.md).
+ *
+ * With pos0 on the device (kern_cuda_attention_dev, for CUDA graphs) the
+ * split count is sized for the whole capacity and chunks past n_kv write
+ * empty partials (m = -inf, l = 0). */
+#include "cuda_quant.cuh"
+
+#define ATT_WARPS 4
+#define ATT_MAX_D 256
+#define ATT_DPL (ATT_MAX_D / 32) /* elements of a head per lane */
+
+template <bool F16>
+__device__ __forceinline__ float kv_at(const void *base, size_t i)
+{
+    if (F16) return kcu_h2f(((const uint16_t *)base)[i]);
+    return ((const float *)base)[i];
+}
+
+template <bool F16>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+k_attn_split(float *__restrict__ part, const float *__restrict__ q, const void *__restrict__ kc,
+             const void *__restrict__ vc, int n_head, int group, int hd, int cap, int q_pos0,
+             const int32_t *__restrict__ pos0_dev, int window, float scale, int chunk, int n_split)
+{
+    int qh = blockIdx.x; /* t * n_head + h */
+    int split = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int t = qh / n_head, h = qh % n_head, kvh = h / group;
+    if (pos0_dev) q_pos0 = *pos0_dev;
+    int pos = q_pos0 + t;
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int b = split * chunk, e = b + chunk - 1;
+    if (b < lo) b = lo;
+    if (e > pos) e = pos;
+    if (e >= cap) e = cap - 1; /* a bad device position must not read past the cache */
+    float qv[ATT_DPL], o[ATT_DPL];
+    const float *qr = q + (size_t)qh * hd;
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < hd ? qr[d] : 0.0f;
+        o[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    size_t head_off = (size_t)kvh * cap * hd;
+    for (int j = b + warp; j <= e; j += ATT_WARPS) {
+        size_t r = head_off + (size_t)j * hd;
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) s += qv[i] * kv_at<F16>(kc, r + d);
+        }
+        s = kcu_warp_sum(s) * scale;
+        float mn = fmaxf(m, s), corr = expf(m - mn), p = expf(s - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) {
+            int d = lane + 32 * i;
+            o[i] = o[i] * corr + (d < hd ? p * kv_at<F16>(vc, r + d) : 0.0f);
+        }
+        m = mn;
+    }
+    float *pp = part + (((size_t)qh * n_split + split) * ATT_WARPS + warp) * (hd + 2);
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) pp[d] = o[i];
+    }
+    if (lane == 0) pp[hd] = m, pp[hd + 1] = l;
+}
+
+__global__ void k_attn_merge(float *__restrict__ out, const float *__restrict__ part, int hd, int n_part)
+{
+    int qh = blockIdx.x;
+    const float *pp = part + (size_t)qh * n_part * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_part; s++) M = fmaxf(M, pp[(size_t)s * (hd + 2) + hd]);
+    float L = 0.0f;
+    for (int s = 0; s < n_part; s++) {
+        const float *p = pp + (size_t)s * (hd + 2);
+        if (p[hd] > -INFINITY) L += expf(p[hd] - M) * p[hd + 1];
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < n_part; s++) {
+            const float *p = pp + (size_t)s * (hd + 2);
+            if (p[hd] > -INFINITY) acc += expf(p[hd] - M) * p[d];
+        }
+        out[(size_t)qh * hd + d] = acc / L;
+    }
+}
+
+static int attention(kern_ctx *ctx, float *out, const float *q, const void *k, const void *v,
+                     const kern_kv_layout *l, const kern_attn_params *p, const int32_t *pos0_dev)
+{
+    kern_cuda *c = kcu(ctx);
+    if (l->head_dim > ATT_MAX_D)
+        return kern_fail(ctx, KERN_ENOTSUP, "kern_attention: CUDA backend supports head_dim <= %d, got %d",
+                         ATT_MAX_D, l->head_dim);
+    int span = pos0_dev ? l->capacity : p->n_kv; /* keys any query may see: 0 .. span-1 */
+    int nq = p->n_q * p->n_head;
+    /* enough blocks to fill the GPU twice, chunks of 64 .. any keys */
+    int want = (2 * c->n_sm + nq - 1) / nq;
+    int chunk = (span + want - 1) / want;
+    if (chunk < 64) chunk = 64;
+    int n_split = (span + chunk - 1) / chunk;
+    size_t n_part = (size_t)n_split * ATT_WARPS;
+    int rc = kcu_grow(ctx, &c->part, &c->part_bytes, (size_t)nq * n_part * (l->head_dim + 2) * sizeof(float));
+    if (rc) return rc;
+    dim3 grid(nq, n_split);
+    int group = p->n_head / l->n_head_kv;
+    if (l->type == KERN_TYPE_F16)
+        k_attn_split<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k, v, p->n_head, group,
+                                                                  l->head_dim, l->capacity, p->q_pos0, pos0_dev,
+                                                                  p->window, p->scale, chunk, n_split);
+    else
+        k_attn_split<false><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k, v, p->n_head, group,
+                                                                   l->head_dim, l->capacity, p->q_pos0, pos0_dev,
+                                                                   p->window, p->scale, chunk, n_split);
+    KCU_LAUNCHED();
+    k_attn_merge<<<nq, l->head_dim >= 128 ? 128 : 64, 0, c->stream>>>(out, (const float *)c->part, l->head_dim,
+                                                                      (int)n_part);
+    KCU_LAUNCHED();
+    return KERN_OK;
+}
+
+int kcu_attention(kern_ctx *ctx, float *out, const float *q, const void *k, const void *v,
+                  const kern_kv_layout *l, const kern_attn_params *p)
+{
+    return attention(ctx, out, q, k, v, l, p, NULL);
+}
+
+int kcu_attention_d(kern_ctx *ctx, float *out, const float *q, const void *k, const void *v,
+                    const kern_kv_layout *l, const kern_attn_params *p, const int32_t *pos0_dev)
+{
+    return attention(ctx, out, q, k, v, l, p, pos0_dev);
+}

@@ -1,0 +1,75 @@
+/* kern_cuda.h: the CUDA backend's internal interface (not part of the
+ * kernels.h contract). kern_ctx_create(KERN_BACKEND_CUDA) reaches
+ * kern_cuda_init; everything else here is for callers that know they run
+ * on CUDA (inference/'s GPU decode step, tests/gpu, bench/infer-gpu) and
+ * need what a fast GPU decode needs beyond kernels.h:
+ *  - the ctx's stream (every operation is asynchronous on it; kern_sync or
+ *    kern_download waits),
+ *  - capture of a sequence of operations into a CUDA graph and its replay,
+ *  - variants of the operations that take host arrays (positions, token ids)
+ *    which read them from device memory instead, and attention / KV-store
+ *    positions read from a device int, so a captured decode step stays valid
+ *    from one token to the next (see docs/cuda.md),
+ *  - greedy and top-k sampling on the device.
+ * Every function returns a kern_status and fills kern_ctx_error(ctx). */
+#ifndef COMMONS_KERN_CUDA_H
+#define COMMONS_KERN_CUDA_H
+
+#include "kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Fills ctx's backend table for device ordinal `device`. Fails with
+ * KERN_EBACKEND and a message ("no CUDA device", driver too old, ...) when
+ * the device cannot be used; ctx is then left for the caller to free. */
+int kern_cuda_init(kern_ctx *ctx, int device);
+/* 1 if ctx is a CUDA context. */
+int kern_cuda_is(const kern_ctx *ctx);
+/* The cudaStream_t of ctx (as void *), NULL for other backends. */
+void *kern_cuda_stream(kern_ctx *ctx);
+/* "NVIDIA H200, 139 GiB, cc 9.0" into buf. */
+int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len);
+
+/* ---- CUDA graphs ----
+ * Between begin and end, operations on ctx are recorded, not run; end
+ * instantiates them as *graph (replaces and frees a previous one). Host
+ * arrays passed to operations during capture (pos, ids) are copied at
+ * capture time: use the *_dev variants below for anything that changes
+ * between replays. Memory allocated during capture is refused. */
+typedef struct kern_cuda_graph kern_cuda_graph;
+int kern_cuda_graph_begin(kern_ctx *ctx);
+int kern_cuda_graph_end(kern_ctx *ctx, kern_cuda_graph **graph);
+int kern_cuda_graph_launch(kern_ctx *ctx, kern_cuda_graph *graph);
+void kern_cuda_graph_free(kern_cuda_graph *graph);
+
+/* ---- device-side positions and ids (all pointers are device memory) ----
+ * pos_dev[n_tok]; ids_dev[n_ids] (not range-checked on the device: ids
+ * outside [0, n_rows) are clamped, so a bad id cannot fault the GPU).
+ * pos0_dev: one int, the position of the first token / query. */
+int kern_cuda_rope_dev(kern_ctx *ctx, float *x, int n_tok, int n_head, int head_dim,
+                       const int32_t *pos_dev, const kern_rope_params *p);
+int kern_cuda_get_rows_dev(kern_ctx *ctx, float *dst, const void *table, int t, int n_rows,
+                           int dim, const int32_t *ids_dev, int n_ids);
+int kern_cuda_kv_store_dev(kern_ctx *ctx, void *cache, const kern_kv_layout *l,
+                           const int32_t *pos0_dev, int n, const float *src);
+/* As kern_attention with q_pos0 = *pos0_dev and n_kv = *pos0_dev + n_q; p->q_pos0
+ * and p->n_kv are ignored. */
+int kern_cuda_attention_dev(kern_ctx *ctx, float *out, const float *q, const void *k_cache,
+                            const void *v_cache, const kern_kv_layout *l,
+                            const kern_attn_params *p, const int32_t *pos0_dev);
+
+/* ---- sampling on the device ----
+ * logits[n][vocab] (device). argmax: out_dev[i] = index of the largest logit
+ * of row i (lowest index on ties), out_dev device memory. top-k: the k
+ * largest logits of each row, sorted descending (ties: lower index first),
+ * into vals_dev[n][k] and idx_dev[n][k]; 1 <= k <= 256. */
+int kern_cuda_argmax(kern_ctx *ctx, int32_t *out_dev, const float *logits, int n, int vocab);
+int kern_cuda_topk(kern_ctx *ctx, float *vals_dev, int32_t *idx_dev, const float *logits, int n,
+                   int vocab, int k);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
