@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef KERN_HAVE_CUDA
+int kern_cuda_init(kern_ctx *ctx, int device); /* kernels/cuda/kern_cuda.h */
+#endif
+
 int kern_fail(kern_ctx *ctx, int status, const char *fmt, ...)
 {
     va_list ap;
@@ -22,7 +26,11 @@ int kern_ctx_create(const kern_config *cfg, kern_ctx **out, char *err, size_t er
         if (err) snprintf(err, errlen, "kern_ctx_create: NULL config or output pointer");
         return KERN_EINVAL;
     }
+#ifdef KERN_HAVE_CUDA
+    if (cfg->backend != KERN_BACKEND_CPU && cfg->backend != KERN_BACKEND_CUDA) {
+#else
     if (cfg->backend != KERN_BACKEND_CPU) {
+#endif
         if (err)
             snprintf(err, errlen, "kern_ctx_create: backend %d is not built in (only the CPU backend exists)",
                      (int)cfg->backend);
@@ -35,7 +43,11 @@ int kern_ctx_create(const kern_config *cfg, kern_ctx **out, char *err, size_t er
     }
     ctx->backend = cfg->backend;
     ctx->n_threads = cfg->n_threads > 0 ? cfg->n_threads : 1;
+#ifdef KERN_HAVE_CUDA
+    int rc = cfg->backend == KERN_BACKEND_CUDA ? kern_cuda_init(ctx, cfg->device) : kern_cpu_init(ctx);
+#else
     int rc = kern_cpu_init(ctx);
+#endif
     if (rc) {
         if (err) snprintf(err, errlen, "%s", ctx->err);
         free(ctx);
