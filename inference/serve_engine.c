@@ -204,7 +204,9 @@ static void *engine_main(void *arg)
         }
         pthread_mutex_unlock(&s->mu);
 
+        int64_t t0 = serve_now_ms();
         int rc = infer_batch_step(s->batch, p.bs, p.n, err, sizeof err);
+        int64_t t_fwd = serve_now_ms() - t0;
         int rows = 0;
         const float *lg = rc ? NULL : infer_batch_logits(s->batch, &rows);
         int V = infer_model_hparams(s->model)->n_vocab;
@@ -222,6 +224,14 @@ static void *engine_main(void *arg)
                 plen[i] = sizeof pieces[i];
         }
 
+        int n_tok = 0, n_dec = 0;
+        for (int i = 0; i < p.n; i++) {
+            n_tok += p.bs[i].n_tokens;
+            n_dec += p.seq[i]->state == SEQ_DECODE;
+        }
+        cm_debug("step: %d decoding + %d prefilling sequences, %d tokens, forward %lld ms, "
+                 "sampling %lld ms", n_dec, p.n - n_dec, n_tok, (long long)t_fwd,
+                 (long long)(serve_now_ms() - t0 - t_fwd));
         pthread_mutex_lock(&s->mu);
         s->n_steps++;
         pthread_cond_broadcast(&s->stepped);

@@ -158,6 +158,10 @@ class Generation(ServeTest):
             self.assertFalse(r["ok"], data)
             self.assertEqual(r["error"]["code"], code, f"{data!r}: {r}")
             self.assertTrue(r["error"]["message"])
+        # Over 1 MiB: nng drops the message unanswered; the server keeps serving.
+        big = json.dumps({"type": "gen.start", "v": 1, "id": "big", "prompt": "a" * (1 << 20)})
+        with self.assertRaises(AssertionError):
+            self.s.raw(big, timeout_ms=1500)
         # A duplicate id is refused while the first is known.
         self.assertTrue(self.s.call("gen.start", id="dup", prompt="a", max_tokens=2)["ok"])
         self.assertEqual(self.s.call("gen.start", id="dup", prompt="a")["error"]["code"],
