@@ -273,9 +273,14 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
         m->weight_bytes += t->nbytes;
         return place(m, t->data, t->nbytes, false, ptr, err, errlen);
     }
+    char list[256] = "";
+    for (int ty = 0; ty < INFER_TYPE_COUNT; ty++)
+        if (kern_type_supported(ty) && infer_type_name(ty) &&
+            strlen(list) + strlen(infer_type_name(ty)) + 2 < sizeof list)
+            strcat(strcat(list, " "), infer_type_name(ty));
     FAIL(INFER_EUNSUPPORTED, "%s: tensor '%s' has type %s, which the kernels cannot compute "
-         "with (supported: F32 F16 BF16 Q4_0 Q5_0 Q8_0 Q4_K Q5_K Q6_K)", m->path, name,
-         infer_type_name(t->type) ? infer_type_name(t->type) : "unknown");
+         "with (supported:%s)", m->path, name,
+         infer_type_name(t->type) ? infer_type_name(t->type) : "unknown", list);
 }
 
 static int load_tensors(loader *L, char *err, size_t errlen)
