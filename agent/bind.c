@@ -183,8 +183,12 @@ static int mpi_argv(const struct agent_launch *l, const struct agent_bind_ctx *c
     bool rankfile = b->apply;
     if (mpi_files(l, c, tpn, cpt, rankfile, host, rank, sizeof host, err, errlen)) return -1;
     snprintf(np, sizeof np, "%zu", json_array_size(l->alloc) * (size_t)tpn);
+    /* Without tree spawn Open MPI tells each orted to daemonize, and the
+     * agent ends a spawn's whole tree when its main process exits: the
+     * orteds must stay attached to their spawn. */
     const char *pre[] = {"mpirun", "--hostfile", host, "--mca", "plm_rsh_agent", c->rsh_agent,
-                         "--mca", "plm_rsh_no_tree_spawn", "1", "-np", np};
+                         "--mca", "plm_rsh_no_tree_spawn", "1", "--leave-session-attached",
+                         "-np", np};
     int n = 0, rc = 0;
     for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++) rc |= add_arg(&b->argv_override, &n, pre[i]);
     if (rankfile) {

@@ -1,0 +1,117 @@
+"""Multi-node Open MPI jobs end to end: commonsd and two real agents on this machine
+acting as nodes n1 and n2 run tests/mpi/mpi_report.c (built here with mpicc) as a
+2-node x 2-rank job. The first node's agent runs mpirun with a hostfile/rankfile made
+from the allocation; mpirun starts its daemons on n1 and n2 through commons-rsh and
+commonsd's spawn relay (no ssh). All four ranks report, each on its node and bound to a
+distinct allocated PU; cancelling the running job ends every rank on both nodes.
+
+Both "nodes" are this one host, so Open MPI's shared-memory transport (whose segment
+names use the host name) is turned off for these jobs (OMPI_MCA_btl=^vader)."""
+import os
+import re
+import shutil
+import subprocess
+import time
+import unittest
+
+from harness import ClusterTest, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "..", "mpi", "mpi_report.c")
+LINE = re.compile(r"^rank (\d+) of (\d+) node (\S+) host \S+ cpus (\S+) pid (\d+)$", re.M)
+PUS = len(os.sched_getaffinity(0))
+
+
+def cpu_set(text):
+    out = set()
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class MpiJobs(ClusterTest):
+    def setUp(self):
+        super().setUp()
+        for tool in ("mpicc", "mpirun"):
+            self.assertIsNotNone(shutil.which(tool), f"{tool} not found: install openmpi-bin and libopenmpi-dev")
+        self.prog = os.path.join(self.c.dir, "mpi_report")
+        subprocess.run(["mpicc", "-O1", "-o", self.prog, SOURCE], check=True, timeout=120)
+        os.chmod(self.c.dir, 0o755)
+        self.c.start_scheduler()
+        # --cpus equal to this machine's PUs: the agents report their hwloc topology
+        # and commonsd gives each rank specific PUs.
+        for name in ("n1", "n2"):
+            self.c.start_agent(name, cpus=PUS)
+
+    def submit(self, *args):
+        out = os.path.join(self.c.dir, "mpi-%j.out")
+        return self.c.json("submit", "-N", "2", "--ntasks-per-node", "2", "--mpi", "-o", out,
+                           "--export", "OMPI_MCA_btl=^vader", "--", self.prog, *args)["job_id"]
+
+    def ranks(self, job_id, n=4, timeout=60):
+        path = os.path.join(self.c.dir, f"mpi-{job_id}.out")
+
+        def lines():
+            if not os.path.exists(path):
+                return None
+            with open(path) as f:
+                found = LINE.findall(f.read())
+            return found if len(found) >= n else None
+        return wait_until(lines, timeout=timeout, step=0.2, what=f"{n} ranks of job {job_id} to report")
+
+    def check_placement(self, ranks):
+        self.assertEqual(sorted(int(r[0]) for r in ranks), [0, 1, 2, 3])
+        self.assertTrue(all(r[1] == "4" for r in ranks))
+        by_node = {}
+        for rank, _, node, cpus, _ in ranks:
+            by_node.setdefault(node, []).append((int(rank), cpu_set(cpus)))
+        self.assertEqual(sorted(by_node), ["n1", "n2"], ranks)
+        for node, rs in by_node.items():
+            self.assertEqual(len(rs), 2, ranks)
+            # Ranks 0-1 share one node and 2-3 the other (hostfile slots = tasks per node).
+            self.assertIn(sorted(r for r, _ in rs), ([0, 1], [2, 3]))
+            sets = [s for _, s in rs]
+            self.assertTrue(all(len(s) == 1 for s in sets), f"{node}: each rank on one PU: {rs}")
+            self.assertNotEqual(sets[0], sets[1], f"{node}: ranks share a PU: {rs}")
+        return by_node
+
+    def test_two_nodes_two_ranks_each(self):
+        jid = self.submit()
+        ranks = self.ranks(jid)
+        self.check_placement(ranks)
+        job = self.c.wait_state(jid, ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)
+        self.assertEqual((job["state"], job["exit_code"]), ("COMPLETED", 0), job)
+        # The daemons ran as spawns on both nodes and ended with the job.
+        for name in ("n1", "n2"):
+            self.assertRegex(self.c.log(f"agent-{name}.log"), rf"job {jid}\.0 spawn started")
+            self.assertRegex(self.c.log(f"agent-{name}.log"), rf"job {jid}\.0 \(spawn\) ended: exit 0")
+
+    def test_ranks_bound_to_allocated_pus_and_cancel_ends_all(self):
+        jid = self.submit("120")
+        ranks = self.ranks(jid)
+        by_node = self.check_placement(ranks)
+        for node, rs in by_node.items():
+            used = set(self.c.json("nodes", "--topology", node)["pus_used"])
+            self.assertEqual(set().union(*(s for _, s in rs)), used, f"{node}: ranks vs allocated PUs")
+        pids = [int(r[4]) for r in ranks]
+        self.assertTrue(all(alive(p) for p in pids))
+        self.c.cli("cancel", str(jid))
+        self.c.wait_state(jid, "CANCELLED", timeout=30)
+        wait_until(lambda: not any(alive(p) for p in pids), timeout=30, what="every rank to end")
+        # No daemon of the job is left on either node.
+        for name in ("n1", "n2"):
+            wait_until(lambda: re.search(rf"job {jid}\.0 \(spawn\) ended", self.c.log(f"agent-{name}.log")),
+                       timeout=30, what=f"the spawn on {name} to end")
+
+
+if __name__ == "__main__":
+    unittest.main()
