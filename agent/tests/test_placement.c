@@ -410,7 +410,7 @@ START_TEST(test_mpi_plan)
     }
     ck_assert_msg(strstr(cmdline, "mpirun --hostfile ") == cmdline, "%s", cmdline);
     ck_assert_ptr_nonnull(strstr(cmdline, "--mca plm_rsh_agent /opt/commons-rsh "));
-    ck_assert_ptr_nonnull(strstr(cmdline, "--mca plm_rsh_no_tree_spawn 1 -np 4 "));
+    ck_assert_ptr_nonnull(strstr(cmdline, "--mca plm_rsh_no_tree_spawn 1 --leave-session-attached -np 4 "));
     ck_assert_ptr_nonnull(strstr(cmdline, "--rankfile "));
     ck_assert_ptr_nonnull(strstr(cmdline, "--allow-run-as-root ./hello arg "));
     char p[PATH_MAX + 16], ferr[128];
