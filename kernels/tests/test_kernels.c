@@ -588,12 +588,24 @@ END_TEST
 /* ----------------------------------------------------- context, ISA */
 START_TEST(test_ctx_and_isa)
 {
-    kern_config cfg = {.backend = KERN_BACKEND_CUDA};
+    kern_config cfg = {.backend = (kern_backend)7}; /* no such backend */
     kern_ctx *c = (kern_ctx *)1;
     char err[200] = "";
     ck_assert_int_eq(kern_ctx_create(&cfg, &c, err, sizeof err), KERN_ENOTSUP);
     ck_assert_ptr_null(c);
     ck_assert(strlen(err) > 0);
+    /* CUDA: works where built and a device exists; otherwise a status and a message */
+    cfg.backend = KERN_BACKEND_CUDA;
+    err[0] = 0;
+    int rc = kern_ctx_create(&cfg, &c, err, sizeof err);
+    if (rc == KERN_OK) {
+        ck_assert_int_eq(kern_ctx_backend(c), KERN_BACKEND_CUDA);
+        kern_ctx_destroy(c);
+    } else {
+        ck_assert(rc == KERN_ENOTSUP || rc == KERN_EBACKEND);
+        ck_assert_ptr_null(c);
+        ck_assert(strlen(err) > 0);
+    }
     ck_assert_int_eq(kern_ctx_create(NULL, &c, NULL, 0), KERN_EINVAL);
     c = mk(4);
     ck_assert_int_eq(kern_ctx_threads(c), 4);
