@@ -43,7 +43,8 @@ static void usage(FILE *f)
         "  --swa-period N        gemma3: every Nth layer global (default: key not written, 6)\n"
         "  --rope-base-swa F     gemma3: RoPE base of local layers (default: not written, 1e4)\n"
         "  --rope-base F         RoPE base (default 10000 llama, 1e6 gemma3)\n"
-        "  --type T              matrix type: f32 f16 bf16 q8_0 q5_0 q4_0 q4_k q5_k q6_k "
+        "  --type T              matrix type: f32 f16 bf16 q8_0 q5_0 q5_1 q4_0 q4_1 q4_k q5_k "
+        "q6_k "
         "(default f32)\n"
         "  --embd-type T         token embedding type (default = --type)\n"
         "  --rope-scale F        linear RoPE scaling by F (gemma3: global layers only)\n"
@@ -57,6 +58,7 @@ static int parse_type(const char *s)
     static const struct { const char *name; int type; } t[] = {
         { "f32", INFER_TYPE_F32 }, { "f16", INFER_TYPE_F16 }, { "bf16", INFER_TYPE_BF16 },
         { "q8_0", INFER_TYPE_Q8_0 }, { "q5_0", INFER_TYPE_Q5_0 }, { "q4_0", INFER_TYPE_Q4_0 },
+        { "q5_1", INFER_TYPE_Q5_1 }, { "q4_1", INFER_TYPE_Q4_1 },
         { "q4_k", INFER_TYPE_Q4_K }, { "q5_k", INFER_TYPE_Q5_K }, { "q6_k", INFER_TYPE_Q6_K },
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++)
