@@ -7,6 +7,7 @@
  */
 #include "cm_rpc.h"
 #include "cm_util.h"
+#include "gw_keys_cli.h"
 #include "jobfile.h"
 #include "sim.h"
 #include "quotas.h"
@@ -48,6 +49,8 @@ static const char usage_text[] =
     "  policy check FILE                 validate a policy file (no server needed)\n"
     "  policy apply FILE                 put a policy in force (admin)\n"
     "  policy show [--version N] [--history]\n"
+    "Citizens' API keys (on the gateway's host):\n"
+    "  keys create --state DIR [--name N] [--tier T --policy P] | keys list --state DIR | keys revoke --state DIR ID|NAME\n"
     "Simulator (no server):\n"
     "  sim --trace FILE.swf --policy P.yaml [...]   replay a workload trace (commons sim --help)\n"
     "  whoami   stats\n"
@@ -831,6 +834,17 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "share")) rc = cmd_share(n, args);
     else if (!strcmp(cmd, "prio")) rc = cmd_prio(n, args);
     else if (!strcmp(cmd, "sim")) rc = sim_main(n, args, g.json);
+    else if (!strcmp(cmd, "keys")) {
+        /* Citizens' API keys live in the gateway's store (gateway/gw_keys.h). */
+        char *kargs[n + 2];
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            kargs[k++] = args[i];
+            if (i == 1 && g.json) kargs[k++] = "--json";
+        }
+        kargs[k] = NULL;
+        rc = gw_keys_cli(k, kargs);
+    }
     else rc = usage_error("unknown command '%s'", cmd);
     free(args);
     cm_rpc_client_close(g.rpc);

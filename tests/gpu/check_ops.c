@@ -1,0 +1,329 @@
+/* check_ops.c: every CUDA kernel against the CPU backend (the reference) on
+ * fresh random inputs. Usage: check_ops [--seed N] [--threads N]. Prints one
+ * line per case and exits 0 only if all pass; exits 2 when there is no CUDA
+ * device. Bounds are relative to the largest reference value of the output:
+ * float weights on the warp matvec path agree to ~1e-6; the CPU quantizes
+ * activations to 8 bits for quantized weights and cuBLAS prompt products
+ * round x (and dequantized weights) to bf16, hence 3e-2 there. */
+#include "check_common.h"
+
+#include <time.h>
+
+static const int types[] = {KERN_TYPE_F32,  KERN_TYPE_F16,  KERN_TYPE_BF16, KERN_TYPE_Q4_0,
+                            KERN_TYPE_Q4_1, KERN_TYPE_Q5_0, KERN_TYPE_Q5_1, KERN_TYPE_Q8_0,
+                            KERN_TYPE_Q4_K, KERN_TYPE_Q5_K, KERN_TYPE_Q6_K};
+#define NTYPES (int)(sizeof types / sizeof *types)
+
+static int is_float(int t) { return t == KERN_TYPE_F32 || t == KERN_TYPE_F16 || t == KERN_TYPE_BF16; }
+
+/* y = x . W^T with W random in type t; misalign: weights at an odd byte
+ * address and x at a 4-byte (not 16) offset, to take the fallback paths. */
+static void check_matmul(chk *c, int t, int n, int m, int k, int misalign)
+{
+    size_t rb = kern_row_bytes(t, k), wbytes = rb * m;
+    float *wf = malloc((size_t)m * k * sizeof *wf), *x = malloc(((size_t)n * k + 4) * sizeof *x);
+    float *yc = malloc((size_t)n * m * sizeof *yc);
+    uint8_t *wq = malloc(wbytes + 1);
+    chk_fill(c, wf, (size_t)m * k, 1.0f);
+    chk_fill(c, x, (size_t)n * k + 4, 2.0f);
+    if (kern_quantize(t, wq, wf, m, k, NULL, 0)) fprintf(stderr, "quantize failed\n"), exit(1);
+    int rcc = kern_matmul(c->cpu, yc, x + misalign, wq, t, n, m, k);
+    uint8_t *wd = chk_dev(c, NULL, wbytes + 1);
+    if (kern_upload(c->gpu, wd + misalign, wq, wbytes)) fprintf(stderr, "upload\n"), exit(1);
+    float *xd = chk_dev(c, x, ((size_t)n * k + 4) * sizeof *x), *yd = chk_dev(c, NULL, (size_t)n * m * sizeof *yc);
+    chk_poison(c, yd, (size_t)n * m);
+    int rcg = kern_matmul(c->gpu, yd, xd + misalign, wd + misalign, t, n, m, k);
+    char name[96];
+    snprintf(name, sizeof name, "matmul %s n=%d m=%d k=%d%s", kern_type_name(t), n, m, k, misalign ? " unaligned" : "");
+    int vec = n <= 8 && !misalign && k % 32 == 0;
+    double bound = is_float(t) ? (vec || (t == KERN_TYPE_F32 && !misalign) ? 1e-4 : 2e-2) : 3e-2;
+    chk_cmp(c, name, yd, yc, (size_t)n * m, bound, rcg, rcc);
+    kern_free(c->gpu, wd), kern_free(c->gpu, xd), kern_free(c->gpu, yd);
+    free(wf), free(x), free(yc), free(wq);
+}
+
+static void check_matmul_multi(chk *c, int n)
+{
+    const int k = 512, ms[3] = {256, 64, 96}, ts[3] = {KERN_TYPE_Q4_K, KERN_TYPE_Q8_0, KERN_TYPE_F16};
+    float *x = malloc((size_t)n * k * sizeof *x);
+    chk_fill(c, x, (size_t)n * k, 1.0f);
+    float *xd = chk_dev(c, x, (size_t)n * k * sizeof *x);
+    kern_matmul_op oc[3], og[3];
+    void *wq[3];
+    for (int o = 0; o < 3; o++) {
+        float *wf = malloc((size_t)ms[o] * k * sizeof *wf);
+        chk_fill(c, wf, (size_t)ms[o] * k, 1.0f);
+        wq[o] = malloc(kern_row_bytes(ts[o], k) * ms[o]);
+        kern_quantize(ts[o], wq[o], wf, ms[o], k, NULL, 0);
+        free(wf);
+        oc[o] = (kern_matmul_op){malloc((size_t)n * ms[o] * sizeof(float)), wq[o], ts[o], ms[o]};
+        og[o] = (kern_matmul_op){chk_dev(c, NULL, (size_t)n * ms[o] * sizeof(float)),
+                                 chk_dev(c, wq[o], kern_row_bytes(ts[o], k) * ms[o]), ts[o], ms[o]};
+        chk_poison(c, og[o].y, (size_t)n * ms[o]);
+    }
+    int rcc = kern_matmul_multi(c->cpu, x, n, k, oc, 3), rcg = kern_matmul_multi(c->gpu, xd, n, k, og, 3);
+    for (int o = 0; o < 3; o++) {
+        char name[96];
+        snprintf(name, sizeof name, "matmul_multi n=%d op %d (%s)", n, o, kern_type_name(ts[o]));
+        chk_cmp(c, name, og[o].y, oc[o].y, (size_t)n * ms[o], 3e-2, rcg, rcc);
+        kern_free(c->gpu, og[o].y), kern_free(c->gpu, (void *)og[o].w), free(oc[o].y), free(wq[o]);
+    }
+    kern_free(c->gpu, xd), free(x);
+}
+
+static void check_get_rows(chk *c, int t, int dim)
+{
+    const int rows = 50, n_ids = 7;
+    int32_t ids[7] = {0, 49, 3, 3, 17, 25, 48};
+    float *wf = malloc((size_t)rows * dim * sizeof *wf), *yc = malloc((size_t)n_ids * dim * sizeof *yc);
+    chk_fill(c, wf, (size_t)rows * dim, 1.0f);
+    uint8_t *wq = malloc(kern_row_bytes(t, dim) * rows);
+    kern_quantize(t, wq, wf, rows, dim, NULL, 0);
+    void *wd = chk_dev(c, wq, kern_row_bytes(t, dim) * rows);
+    float *yd = chk_dev(c, NULL, (size_t)n_ids * dim * sizeof *yc);
+    chk_poison(c, yd, (size_t)n_ids * dim);
+    int rcc = kern_get_rows(c->cpu, yc, wq, t, rows, dim, ids, n_ids);
+    int rcg = kern_get_rows(c->gpu, yd, wd, t, rows, dim, ids, n_ids);
+    char name[96];
+    snprintf(name, sizeof name, "get_rows %s dim=%d", kern_type_name(t), dim);
+    chk_cmp(c, name, yd, yc, (size_t)n_ids * dim, 1e-6, rcg, rcc);
+    kern_free(c->gpu, wd), kern_free(c->gpu, yd), free(wf), free(yc), free(wq);
+}
+
+enum { OP_RMS, OP_RMS_NOW, OP_SOFTMAX, OP_SILU, OP_GELU, OP_GSILU, OP_GGELU, OP_ADD, OP_MUL, OP_SCALE };
+static const char *op_names[] = {"rmsnorm", "rmsnorm (no weight, in place)", "softmax", "silu", "gelu",
+                                 "gated silu", "gated gelu", "add", "mul", "scale"};
+
+static void check_rowop(chk *c, int op, int n, int dim)
+{
+    size_t N = (size_t)n * dim;
+    float *a = malloc(N * 4), *b = malloc(N * 4), *w = malloc((size_t)dim * 4), *yc = malloc(N * 4);
+    chk_fill(c, a, N, op == OP_SOFTMAX ? 20.0f : 4.0f);
+    chk_fill(c, b, N, 3.0f);
+    chk_fill(c, w, dim, 1.5f);
+    float *ad = chk_dev(c, a, N * 4), *bd = chk_dev(c, b, N * 4), *wd = chk_dev(c, w, (size_t)dim * 4);
+    float *yd = chk_dev(c, NULL, N * 4);
+    int in_place = op == OP_RMS_NOW || op == OP_SOFTMAX;
+    if (in_place) memcpy(yc, a, N * 4), kern_upload(c->gpu, yd, a, N * 4);
+    else chk_poison(c, yd, N);
+    int rcc = 0, rcg = 0;
+    switch (op) {
+    case OP_RMS: rcc = kern_rmsnorm(c->cpu, yc, a, w, n, dim, 1e-6f), rcg = kern_rmsnorm(c->gpu, yd, ad, wd, n, dim, 1e-6f); break;
+    case OP_RMS_NOW: rcc = kern_rmsnorm(c->cpu, yc, yc, NULL, n, dim, 1e-5f), rcg = kern_rmsnorm(c->gpu, yd, yd, NULL, n, dim, 1e-5f); break;
+    case OP_SOFTMAX: rcc = kern_softmax(c->cpu, yc, n, dim), rcg = kern_softmax(c->gpu, yd, n, dim); break;
+    case OP_SILU: rcc = kern_act_apply(c->cpu, yc, a, N, KERN_ACT_SILU), rcg = kern_act_apply(c->gpu, yd, ad, N, KERN_ACT_SILU); break;
+    case OP_GELU: rcc = kern_act_apply(c->cpu, yc, a, N, KERN_ACT_GELU), rcg = kern_act_apply(c->gpu, yd, ad, N, KERN_ACT_GELU); break;
+    case OP_GSILU: rcc = kern_gated(c->cpu, yc, a, b, N, KERN_ACT_SILU), rcg = kern_gated(c->gpu, yd, ad, bd, N, KERN_ACT_SILU); break;
+    case OP_GGELU: rcc = kern_gated(c->cpu, yc, a, b, N, KERN_ACT_GELU), rcg = kern_gated(c->gpu, yd, ad, bd, N, KERN_ACT_GELU); break;
+    case OP_ADD: rcc = kern_add(c->cpu, yc, a, b, N), rcg = kern_add(c->gpu, yd, ad, bd, N); break;
+    case OP_MUL: rcc = kern_mul(c->cpu, yc, a, b, N), rcg = kern_mul(c->gpu, yd, ad, bd, N); break;
+    case OP_SCALE: rcc = kern_scale(c->cpu, yc, a, 0.37f, N), rcg = kern_scale(c->gpu, yd, ad, 0.37f, N); break;
+    }
+    char name[96];
+    snprintf(name, sizeof name, "%s n=%d dim=%d", op_names[op], n, dim);
+    chk_cmp(c, name, yd, yc, N, 1e-5, rcg, rcc);
+    kern_free(c->gpu, ad), kern_free(c->gpu, bd), kern_free(c->gpu, wd), kern_free(c->gpu, yd);
+    free(a), free(b), free(w), free(yc);
+}
+
+static void check_rope(chk *c, kern_rope_mode mode, int n_rot, int with_ff, float scale, int pos_base)
+{
+    const int n_tok = 9, n_head = 5, hd = 128;
+    size_t N = (size_t)n_tok * n_head * hd;
+    float *x = malloc(N * 4), ff[64];
+    int32_t pos[9];
+    chk_fill(c, x, N, 2.0f);
+    for (int i = 0; i < 64; i++) ff[i] = 1.0f + (float)i / 8;
+    for (int t = 0; t < n_tok; t++) pos[t] = pos_base + 3 * t;
+    float *xd = chk_dev(c, x, N * 4), *ffd = chk_dev(c, ff, sizeof ff);
+    kern_rope_params pc = {mode, n_rot, 10000.0f, scale, with_ff ? ff : NULL}, pg = pc;
+    pg.freq_factors = with_ff ? ffd : NULL;
+    int rcc = kern_rope(c->cpu, x, n_tok, n_head, hd, pos, &pc), rcg = kern_rope(c->gpu, xd, n_tok, n_head, hd, pos, &pg);
+    char name[96];
+    snprintf(name, sizeof name, "rope %s n_rot=%d%s scale=%g pos>=%d", mode == KERN_ROPE_NEOX ? "neox" : "normal",
+             n_rot, with_ff ? " freq_factors" : "", (double)scale, pos_base);
+    chk_cmp(c, name, xd, x, N, 1e-5, rcg, rcc);
+    kern_free(c->gpu, xd), kern_free(c->gpu, ffd), free(x);
+}
+
+/* KV store then attention; both caches filled through kern_kv_store on each
+ * backend, so the store is checked too (by the attention result and directly). */
+static void check_attention(chk *c, int kvt, int n_head, int n_head_kv, int hd, int n_q, int q_pos0, int window)
+{
+    kern_kv_layout l = {kvt, n_head_kv, hd, q_pos0 + n_q + 5};
+    int n_kv = q_pos0 + n_q;
+    size_t kvb = kern_kv_bytes(&l), NK = (size_t)n_kv * n_head_kv * hd, NQ = (size_t)n_q * n_head * hd;
+    float *k = malloc(NK * 4), *v = malloc(NK * 4), *q = malloc(NQ * 4), *oc = malloc(NQ * 4);
+    chk_fill(c, k, NK, 1.0f), chk_fill(c, v, NK, 1.0f), chk_fill(c, q, NQ, 1.0f);
+    void *kc = calloc(1, kvb), *vc = calloc(1, kvb);
+    void *kg = chk_dev(c, kc, kvb), *vg = chk_dev(c, vc, kvb);
+    float *kd = chk_dev(c, k, NK * 4), *vd = chk_dev(c, v, NK * 4), *qd = chk_dev(c, q, NQ * 4);
+    float *od = chk_dev(c, NULL, NQ * 4);
+    int rcc = kern_kv_store(c->cpu, kc, &l, 0, n_kv, k) | kern_kv_store(c->cpu, vc, &l, 0, n_kv, v);
+    int rcg = kern_kv_store(c->gpu, kg, &l, 0, n_kv, kd) | kern_kv_store(c->gpu, vg, &l, 0, n_kv, vd);
+    char name[128];
+    if (kvt == KERN_TYPE_F32) { /* f32 cache: stored bytes must be identical */
+        snprintf(name, sizeof name, "kv_store f32 hkv=%d hd=%d n=%d", n_head_kv, hd, n_kv);
+        chk_cmp(c, name, kg, kc, kvb / 4, 0.0, rcg, rcc);
+    }
+    chk_poison(c, od, NQ);
+    kern_attn_params p = {n_q, n_head, q_pos0, n_kv, window, 1.0f / sqrtf((float)hd)};
+    rcc |= kern_attention(c->cpu, oc, q, kc, vc, &l, &p);
+    rcg |= kern_attention(c->gpu, od, qd, kg, vg, &l, &p);
+    snprintf(name, sizeof name, "attention %s h=%d/%d hd=%d q=%d@%d win=%d", kern_type_name(kvt), n_head, n_head_kv,
+             hd, n_q, q_pos0, window);
+    chk_cmp(c, name, od, oc, NQ, 1e-4, rcg, rcc);
+    kern_free(c->gpu, kg), kern_free(c->gpu, vg), kern_free(c->gpu, kd), kern_free(c->gpu, vd);
+    kern_free(c->gpu, qd), kern_free(c->gpu, od);
+    free(k), free(v), free(q), free(oc), free(kc), free(vc);
+}
+
+/* A decode step (rope, KV store, attention) captured once in a CUDA graph
+ * with the position in device memory, replayed for 5 positions: each replay
+ * must match the CPU running the same step at that position. */
+static void check_graph(chk *c)
+{
+    const int H = 8, HKV = 2, D = 64, CAP = 64;
+    kern_kv_layout l = {KERN_TYPE_F16, HKV, D, CAP};
+    size_t kvb = kern_kv_bytes(&l);
+    void *kc = calloc(1, kvb), *vc = calloc(1, kvb), *kg = chk_dev(c, kc, kvb), *vg = chk_dev(c, vc, kvb);
+    float *q = malloc(H * D * 4), *k = malloc(HKV * D * 4), *v = malloc(HKV * D * 4), *oc = malloc(H * D * 4);
+    float *qd = chk_dev(c, NULL, H * D * 4), *kd = chk_dev(c, NULL, HKV * D * 4), *vd = chk_dev(c, NULL, HKV * D * 4);
+    float *od = chk_dev(c, NULL, H * D * 4);
+    int32_t *posd = chk_dev(c, NULL, 4);
+    kern_rope_params rp = {KERN_ROPE_NORMAL, D, 10000.0f, 1.0f, NULL};
+    kern_attn_params ap = {1, H, 0, 1, 0, 0.125f};
+    kern_cuda_graph *g = NULL;
+    /* warm-up run outside the capture sizes the scratch buffers */
+    int32_t p0 = CAP - 1;
+    kern_upload(c->gpu, posd, &p0, 4);
+    int rc = kern_cuda_attention_dev(c->gpu, od, qd, kg, vg, &l, &ap, posd);
+    rc |= kern_sync(c->gpu);
+    rc |= kern_cuda_graph_begin(c->gpu);
+    rc |= kern_cuda_rope_dev(c->gpu, qd, 1, H, D, posd, &rp);
+    rc |= kern_cuda_rope_dev(c->gpu, kd, 1, HKV, D, posd, &rp);
+    rc |= kern_cuda_kv_store_dev(c->gpu, kg, &l, posd, 1, kd);
+    rc |= kern_cuda_kv_store_dev(c->gpu, vg, &l, posd, 1, vd);
+    rc |= kern_cuda_attention_dev(c->gpu, od, qd, kg, vg, &l, &ap, posd);
+    rc |= kern_cuda_graph_end(c->gpu, &g);
+    if (rc) {
+        printf("FAIL graph capture: %s\n", kern_ctx_error(c->gpu));
+        c->fails++, c->total++;
+    }
+    for (int32_t pos = 0; pos < 5 && !rc; pos++) {
+        chk_fill(c, q, H * D, 1.0f), chk_fill(c, k, HKV * D, 1.0f), chk_fill(c, v, HKV * D, 1.0f);
+        kern_upload(c->gpu, qd, q, H * D * 4), kern_upload(c->gpu, kd, k, HKV * D * 4);
+        kern_upload(c->gpu, vd, v, HKV * D * 4), kern_upload(c->gpu, posd, &pos, 4);
+        chk_poison(c, od, H * D);
+        int rg = kern_cuda_graph_launch(c->gpu, g);
+        int rcpu = kern_rope(c->cpu, q, 1, H, D, &pos, &rp) | kern_rope(c->cpu, k, 1, HKV, D, &pos, &rp) |
+                   kern_kv_store(c->cpu, kc, &l, pos, 1, k) | kern_kv_store(c->cpu, vc, &l, pos, 1, v);
+        kern_attn_params a = ap;
+        a.q_pos0 = pos, a.n_kv = pos + 1;
+        rcpu |= kern_attention(c->cpu, oc, q, kc, vc, &l, &a);
+        char name[64];
+        snprintf(name, sizeof name, "graph replay decode step pos=%d", pos);
+        chk_cmp(c, name, od, oc, H * D, 1e-4, rg, rcpu);
+    }
+    /* host positions inside a capture must be refused, not silently baked in */
+    int32_t hp = 0;
+    kern_cuda_graph_begin(c->gpu);
+    int refused = kern_rope(c->gpu, qd, 1, H, D, &hp, &rp) == KERN_EINVAL;
+    kern_cuda_graph *g2 = NULL;
+    kern_cuda_graph_end(c->gpu, &g2); /* may fail: the capture saw no work */
+    kern_cuda_graph_free(g2);
+    c->total++;
+    if (!refused) c->fails++;
+    printf("%s host positions refused during capture\n", refused ? "ok  " : "FAIL");
+    kern_cuda_graph_free(g);
+    kern_free(c->gpu, kg), kern_free(c->gpu, vg), kern_free(c->gpu, qd), kern_free(c->gpu, kd);
+    kern_free(c->gpu, vd), kern_free(c->gpu, od), kern_free(c->gpu, posd);
+    free(kc), free(vc), free(q), free(k), free(v), free(oc);
+}
+
+static void check_sampling(chk *c, int n, int vocab, int k)
+{
+    float *lg = malloc((size_t)n * vocab * 4);
+    chk_fill(c, lg, (size_t)n * vocab, 10.0f);
+    for (int r = 0; r < n; r++) lg[(size_t)r * vocab + (r * 7919) % vocab] = 10.0f; /* ties with ... */
+    for (int r = 0; r < n; r++) lg[(size_t)r * vocab + (r * 104729 + 5) % vocab] = 10.0f; /* ... each other */
+    float *ld = chk_dev(c, lg, (size_t)n * vocab * 4), *vd = chk_dev(c, NULL, (size_t)n * k * 4);
+    int32_t *am = chk_dev(c, NULL, (size_t)n * 4), *id = chk_dev(c, NULL, (size_t)n * k * 4);
+    int32_t *amh = malloc((size_t)n * 4), *idh = malloc((size_t)n * k * 4);
+    float *vh = malloc((size_t)n * k * 4);
+    int rc = kern_cuda_argmax(c->gpu, am, ld, n, vocab) | kern_cuda_topk(c->gpu, vd, id, ld, n, vocab, k);
+    rc |= kern_download(c->gpu, amh, am, (size_t)n * 4) | kern_download(c->gpu, idh, id, (size_t)n * k * 4);
+    rc |= kern_download(c->gpu, vh, vd, (size_t)n * k * 4);
+    int bad = rc != 0;
+    for (int r = 0; r < n && !bad; r++) {
+        const float *row = lg + (size_t)r * vocab;
+        /* reference: k passes of "best after the previous pick" on the host */
+        float pv = INFINITY;
+        int pi = -1;
+        for (int j = 0; j < k; j++) {
+            int bi = -1;
+            for (int i = 0; i < vocab; i++) {
+                int after = row[i] < pv || (row[i] == pv && i > pi);
+                if (after && (bi < 0 || row[i] > row[bi])) bi = i;
+            }
+            if (j == 0 && amh[r] != bi) bad = 1;
+            if (idh[(size_t)r * k + j] != bi || vh[(size_t)r * k + j] != row[bi]) bad = 1;
+            pv = row[bi], pi = bi;
+        }
+    }
+    c->total++, c->fails += bad;
+    printf("%s argmax and top-%d n=%d vocab=%d%s%s\n", bad ? "FAIL" : "ok  ", k, n, vocab, rc ? ": " : "",
+           rc ? kern_ctx_error(c->gpu) : "");
+    kern_free(c->gpu, ld), kern_free(c->gpu, vd), kern_free(c->gpu, am), kern_free(c->gpu, id);
+    free(lg), free(amh), free(idh), free(vh);
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t seed = (uint64_t)time(NULL);
+    int threads = 8;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else return fprintf(stderr, "usage: check_ops [--seed N] [--threads N]\n"), 2;
+    }
+    chk c;
+    chk_open(&c, seed, threads);
+    for (int ti = 0; ti < NTYPES; ti++) {
+        int t = types[ti], k = kern_type_block_elems(types[ti]) == 256 ? 1024 : 576;
+        check_matmul(&c, t, 1, 333, k, 0);
+        check_matmul(&c, t, 3, 64, 2048, 0);
+        check_matmul(&c, t, 8, 77, k, 0);
+        check_matmul(&c, t, 37, 300, k, 0);
+        check_matmul(&c, t, 2, 50, k, 1);
+        check_get_rows(&c, t, k);
+    }
+    check_matmul(&c, KERN_TYPE_F16, 1, 40, 100, 0); /* float row not a multiple of 32 */
+    check_matmul(&c, KERN_TYPE_BF16, 20, 40, 100, 0);
+    check_get_rows(&c, KERN_TYPE_F32, 100);
+    check_matmul_multi(&c, 1);
+    check_matmul_multi(&c, 16);
+    for (int op = OP_RMS; op <= OP_SCALE; op++) {
+        check_rowop(&c, op, 7, 1000);
+        check_rowop(&c, op, 3, 4096);
+    }
+    check_rowop(&c, OP_RMS, 40, 256); /* QK-norm shape */
+    check_rope(&c, KERN_ROPE_NORMAL, 128, 0, 1.0f, 0);
+    check_rope(&c, KERN_ROPE_NEOX, 128, 0, 0.25f, 100);
+    check_rope(&c, KERN_ROPE_NORMAL, 128, 1, 1.0f, 70000);
+    check_rope(&c, KERN_ROPE_NEOX, 64, 0, 1.0f, 5);
+    check_attention(&c, KERN_TYPE_F32, 8, 2, 64, 1, 999, 0);
+    check_attention(&c, KERN_TYPE_F16, 32, 4, 64, 1, 3000, 0);
+    check_attention(&c, KERN_TYPE_F16, 4, 1, 256, 1, 700, 512);
+    check_attention(&c, KERN_TYPE_F32, 4, 4, 80, 1, 10, 0);
+    check_attention(&c, KERN_TYPE_F32, 8, 2, 128, 37, 5, 0);
+    check_attention(&c, KERN_TYPE_F16, 4, 1, 256, 300, 400, 128);
+    check_attention(&c, KERN_TYPE_F16, 6, 3, 64, 129, 0, 0);
+    check_graph(&c);
+    check_sampling(&c, 3, 32000, 40);
+    check_sampling(&c, 1, 262144, 1);
+    check_sampling(&c, 2, 1000, 256);
+    printf("%d of %d checks failed\n", c.fails, c.total);
+    chk_close(&c);
+    return c.fails ? 1 : 0;
+}

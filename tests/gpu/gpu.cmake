@@ -1,0 +1,16 @@
+# tests/gpu/gpu.cmake: programs of the GPU check (tests/gpu/check.sh) and
+# bench/infer-gpu, included by kernels/cuda/cuda.cmake when CUDA is found.
+# They are built (so CI compiles them) but are not ctest tests: they need a
+# GPU and exit 2 ("no CUDA device") without one.
+add_executable(check_gpu_ops ${CMAKE_CURRENT_LIST_DIR}/check_ops.c)
+target_link_libraries(check_gpu_ops PRIVATE commons_kernels m)
+
+# commons_infer / commons_format are defined by inference/, added after kernels/.
+add_executable(check_gpu_model ${CMAKE_CURRENT_LIST_DIR}/check_model.c)
+target_link_libraries(check_gpu_model PRIVATE commons_infer m)
+
+add_executable(check_gpu_mkvocab ${CMAKE_CURRENT_LIST_DIR}/mkvocab.c)
+target_link_libraries(check_gpu_mkvocab PRIVATE commons_format)
+
+add_executable(bench_infer_gpu ${PROJECT_SOURCE_DIR}/bench/infer-gpu/bench_infer_gpu.c)
+target_link_libraries(bench_infer_gpu PRIVATE commons_infer CUDA::cudart m)
