@@ -13,6 +13,7 @@
 #include <check.h>
 #include "fixture.h"
 #include <dirent.h>
+#include <signal.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,6 +387,53 @@ START_TEST(test_spawns)
 }
 END_TEST
 
+/* A restarted runner re-attaches to a multi-task job and a spawn: both
+ * stay listed, and ending them ends every process. */
+START_TEST(test_restart_reattaches_tasks_and_spawns)
+{
+    load(NULL);
+    agent_runner *r = runner(&g_topo);
+    do_launch(r, launch_sh(70, "exec sleep 60", "{\"tasks_per_node\": 2}"));
+    char err[512] = "";
+    json_t *sp = json_pack("{ss sI si sI s[ss] ss ss}", "op", "spawn", "id", (json_int_t)71,
+                           "attempt", 0, "spawn_id", (json_int_t)9, "argv", "sleep", "60",
+                           "unix_user", g_user, "workdir", g_work);
+    ck_assert_int_eq(agent_runner_spawn(r, sp, err, sizeof err), 0);
+    json_decref(sp);
+    struct agent_job_status st;
+    agent_runner_status(r, 70, 0, &st);
+    pid_t waiter = st.pid, kids[4];
+    int nk = 0;
+    for (int i = 0; i < 200 && (nk = sleeping_children(waiter, kids, 4)) < 2; i++) usleep(10000);
+    ck_assert_int_eq(nk, 2);
+    agent_runner_close(r); /* the agent stops; its jobs go on */
+    r = runner(&g_topo);
+    json_t *running = agent_runner_running(r);
+    char *text = json_dumps(running, JSON_COMPACT);
+    ck_assert_msg(strstr(text, "[70,0]") && strstr(text, "[71,0,9]"), "running: %s", text);
+    free(text);
+    json_decref(running);
+    ck_assert_int_eq(kill(kids[0], 0), 0);
+    agent_runner_kill_spawns(r, 71, 0);
+    ck_assert_int_eq(agent_runner_kill(r, 70, 0, "cancel"), 0);
+    st = wait_end(r, 70);
+    ck_assert(st.cancelled);
+    json_t *ev = NULL;
+    for (int k = 0; k < 500 && !(ev = event(r, 71, 9, "spawn_ended")); k++) {
+        agent_runner_tick(r);
+        usleep(10000);
+    }
+    ck_assert_ptr_nonnull(ev);
+    json_decref(ev);
+    for (int i = 0; i < nk; i++) {
+        struct agent_procstat ps;
+        ck_assert_msg(agent_proc_stat(kids[i], &ps) != 0 || ps.state == 'Z', "task %d alive",
+                      (int)kids[i]);
+    }
+    agent_runner_close(r);
+}
+END_TEST
+
 /* The mpirun command line and its hostfile/rankfile for the first node. */
 START_TEST(test_mpi_plan)
 {
@@ -465,6 +513,7 @@ int main(void)
     tcase_add_test(tc, test_bad_placement);
     tcase_add_test(tc, test_spawns);
     tcase_add_test(tc, test_mpi_plan);
+    tcase_add_test(tc, test_restart_reattaches_tasks_and_spawns);
     tcase_add_test(tc, test_memory_rlimit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
