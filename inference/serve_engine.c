@@ -120,7 +120,7 @@ static void reap(serve_server *s)
 typedef struct step_plan {
     infer_batch_seq *bs;
     serve_seq **seq;
-    int n;
+    int n, n_decode;   /* rows; the first n_decode are decoding sequences */
 } step_plan;
 
 /* Under the lock: choose this step's rows. */
@@ -134,6 +134,7 @@ static void plan_step(serve_server *s, step_plan *p)
                                              .logits = true };
             p->seq[p->n++] = q;
         }
+    p->n_decode = p->n;
     int budget = s->cfg.prefill_chunk;
     for (serve_seq *q = s->seqs; q && budget > 0; q = q->next)
         if (q->state == SEQ_PREFILL) {
@@ -182,7 +183,8 @@ static void *engine_main(void *arg)
 {
     serve_server *s = arg;
     int cap = s->cfg.max_batch * 2 + 1;   /* decoders + prefill chunks, both <= max_batch */
-    step_plan p = { malloc((size_t)cap * sizeof *p.bs), malloc((size_t)cap * sizeof *p.seq), 0 };
+    step_plan p = { malloc((size_t)cap * sizeof *p.bs), malloc((size_t)cap * sizeof *p.seq),
+                    0, 0 };
     int32_t *sampled = malloc((size_t)cap * sizeof *sampled);
     char (*pieces)[256] = malloc((size_t)cap * sizeof *pieces);
     int64_t *plen = malloc((size_t)cap * sizeof *plen);
@@ -224,13 +226,11 @@ static void *engine_main(void *arg)
                 plen[i] = sizeof pieces[i];
         }
 
-        int n_tok = 0, n_dec = 0;
-        for (int i = 0; i < p.n; i++) {
+        int n_tok = 0;
+        for (int i = 0; i < p.n; i++)
             n_tok += p.bs[i].n_tokens;
-            n_dec += p.seq[i]->state == SEQ_DECODE;
-        }
         cm_debug("step: %d decoding + %d prefilling sequences, %d tokens, forward %lld ms, "
-                 "sampling %lld ms", n_dec, p.n - n_dec, n_tok, (long long)t_fwd,
+                 "sampling %lld ms", p.n_decode, p.n - p.n_decode, n_tok, (long long)t_fwd,
                  (long long)(serve_now_ms() - t0 - t_fwd));
         pthread_mutex_lock(&s->mu);
         s->n_steps++;
