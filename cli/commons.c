@@ -579,6 +579,7 @@ static int cmd_show(int argc, char **argv)
         putchar('\n');
         if (*str(spec, "dependency")) printf("   Dependency=%s\n", str(spec, "dependency"));
         if (*str(j, "error")) printf("   Error=%s\n", str(j, "error"));
+        if (*str(j, "note")) printf("   Note=%s\n", str(j, "note"));
         if (json_object_get(spec, "command")) {
             printf("   Command=");
             size_t i;

@@ -1,5 +1,6 @@
 /* api.c: commonsd's request handlers (see api.h, docs/protocol.md). */
 #include "api.h"
+#include "ledger.h"
 
 #include "cm_crypto.h"
 #include "cm_log.h"
@@ -66,6 +67,8 @@ static json_t *job_full(struct cluster *c, const struct job *j, int may_see_priv
     json_object_set_new(o, "spec", spec);
     json_object_set_new(o, "requeues", json_integer(j->requeues));
     if (j->error) json_object_set_new(o, "error", json_string(j->error));
+    if (j->note) json_object_set_new(o, "note", json_string(j->note));
+    if (j->preempted_by) json_object_set_new(o, "preempted_by", json_integer(j->preempted_by));
     if (j->ndeps) json_object_set(o, "dependency", json_object_get(j->spec, "dependency"));
     return o;
 }
@@ -347,6 +350,8 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
     if (strcmp(type, "share") == 0) return handle_share(c);
     if (strcmp(type, "prio") == 0) return handle_prio(c);
     if (strcmp(type, "policy.show") == 0) return handle_policy_show(c, req);
+    json_t *ledger_reply = api_ledger_handle(c, u, type, req); /* ledger.verify, ledger.export, usage.report */
+    if (ledger_reply) return ledger_reply;
     if ((deny = need_admin(u))) return deny;
     if (strcmp(type, "policy.apply") == 0) return handle_policy_apply(c, u, req);
     if (strcmp(type, "node.drain") == 0 || strcmp(type, "node.resume") == 0) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LOST_GRACE_MS 2000   /* a launched job may be briefly missing from a poll */
 #define RELAUNCH_MS 5000     /* resend an unacknowledged launch after this long */
@@ -303,6 +304,8 @@ static int load_job(void *ctx, sqlite3_stmt *st)
     j->requeues = sqlite3_column_int(st, 20);
     load_places(j, (const char *)sqlite3_column_text(st, 21));
     snprintf(j->step_key, sizeof j->step_key, "%s", sqlite3_column_text(st, 22) ? (const char *)sqlite3_column_text(st, 22) : "");
+    j->preempted_by = sqlite3_column_int64(st, 23);
+    if (sqlite3_column_text(st, 24)) j->note = dup_col(st, 24);
     for (int i = 0; i < j->nalloc; i++)
         if (j->alloc[i] < 0 || j->alloc[i] >= c->nnodes) j->nalloc = 0; /* corrupt: drop */
     c->jobs[id] = j;
@@ -330,7 +333,7 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
         store_each(s,
                    "SELECT id, array_job_id, array_task_id, array_throttle, user, account, spec, state,"
                    " reason, submit_time, start_time, end_time, exit_code, signal, error, alloc,"
-                   " released, launched, kill_pending, hold, requeues, placement, step_key FROM jobs ORDER BY id",
+                   " released, launched, kill_pending, hold, requeues, placement, step_key, preempted_by, note FROM jobs ORDER BY id",
                    load_job, c) ||
         store_meta_get_int(s, "next_job_id", &next)) {
         snprintf(err, errlen, "%s", s->err);
@@ -347,6 +350,7 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
 static void job_free(struct job *j)
 {
     job_free_places(j);
+    free(j->note);
     free(j->user);
     free(j->account);
     free(j->name);
@@ -718,6 +722,8 @@ int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t e
 
 /* ---- agents ----------------------------------------------------------- */
 
+static void job_requeue(struct cluster *c, struct job *j, const char *reason);
+
 struct node *cluster_node_register(struct cluster *c, const char *name, const char *hostname,
                                    int cpus, int64_t memory_mb, int gpus, json_t *topology, char *err, size_t errlen)
 {
@@ -804,7 +810,23 @@ int cluster_job_event(struct cluster *c, struct node *n, json_t *ev)
         free(j->error);
         j->error = strndup(error, 1024);
     }
-    if (j->state == JOB_RUNNING) {
+    if (j->state == JOB_RUNNING && j->preempted_by && json_is_true(json_object_get(ev, "cancelled"))) {
+        /* Preempted: back to the queue or cancelled, as its QOS says. */
+        int q = cluster_job_qos(c, j);
+        int cancel = c->policy && q >= 0 && c->policy->qos[q].preempt_mode == QUOTA_PREEMPT_CANCEL;
+        size_t len = strlen(j->note ? j->note : "");
+        char *note = realloc(j->note, len + 32);
+        if (note) {
+            snprintf(note + len, 32, cancel ? ": cancelled" : ": requeued");
+            j->note = note;
+        }
+        if (cancel) {
+            j->preempted_by = 0;
+            job_finish(c, j, JOB_CANCELLED, 1);
+        } else {
+            job_requeue(c, j, "Preempted");
+        }
+    } else if (j->state == JOB_RUNNING) {
         enum job_state st = JOB_COMPLETED;
         if (json_is_true(json_object_get(ev, "timed_out"))) st = JOB_TIMEOUT;
         else if (json_is_true(json_object_get(ev, "cancelled"))) st = JOB_CANCELLED;
@@ -911,30 +933,54 @@ static json_t *kill_command(const struct job *j, const char *reason)
                      j->requeues, "reason", reason);
 }
 
+/* Puts a job that was running back in the queue as a new attempt, keeping its
+ * submit time; what it used so far is charged. */
+static void job_requeue(struct cluster *c, struct job *j, const char *reason)
+{
+    cluster_usage_charge(c, j);
+    cluster_job_use(c, j, -1);
+    job_free_places(j);
+    j->nalloc = 0;
+    j->released = 0;
+    j->launched = 0;
+    j->kill_pending = 0;
+    j->preempted_by = 0;
+    j->requeues++;
+    j->state = JOB_PENDING;
+    j->start_time = 0;
+    snprintf(j->reason, sizeof j->reason, "%s", reason);
+    pending_insert_sorted(c, j->id);
+    c->qstate_valid = 0;
+    c->dirty = 1;
+}
+
 static void lost_job(struct cluster *c, struct job *j, const char *why)
 {
     cm_warn("job %lld: %s", (long long)j->id, why);
     free(j->error);
     j->error = strdup(why);
-    if (j->requeue) {
-        cluster_usage_charge(c, j); /* the lost run still used the machine */
-        cluster_job_use(c, j, -1);
-        job_free_places(j);
-        j->nalloc = 0;
-        j->released = 0;
-        j->launched = 0;
-        j->kill_pending = 0;
-        j->requeues++;
-        j->state = JOB_PENDING;
-        j->start_time = 0;
-        snprintf(j->reason, sizeof j->reason, "Requeued");
-        pending_insert_sorted(c, j->id);
-        c->qstate_valid = 0;
-        c->dirty = 1;
-    } else {
-        job_finish(c, j, JOB_NODE_FAIL, 1);
-    }
+    if (j->requeue) job_requeue(c, j, "Requeued");
+    else job_finish(c, j, JOB_NODE_FAIL, 1);
     cluster_job_save(c, j);
+}
+
+void cluster_job_preempt(struct cluster *c, struct job *victim, const struct job *for_job, const char *qos_name)
+{
+    char note[512];
+    char when[32];
+    time_t now = (time_t)(cm_now_ms() / 1000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(note, sizeof note, "%s%spreempted at %s for job %lld (QOS %s, may preempt QOS %s)", victim->note ? victim->note : "",
+             victim->note ? "; " : "", when, (long long)for_job->id, for_job->qos, qos_name);
+    free(victim->note);
+    victim->note = strdup(note);
+    victim->preempted_by = for_job->id;
+    victim->kill_pending = 1;
+    victim->kill_sent_ms = 0;
+    cm_info("job %lld: preempted for job %lld", (long long)victim->id, (long long)for_job->id);
+    cluster_job_save(c, victim);
 }
 
 json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running)
@@ -978,7 +1024,7 @@ json_t *cluster_node_commands(struct cluster *c, struct node *n, json_t *running
                 cluster_job_save(c, j);
                 c->dirty = 1;
             } else if (now - j->kill_sent_ms >= REKILL_MS) {
-                json_array_append_new(cmds, kill_command(j, "cancel"));
+                json_array_append_new(cmds, kill_command(j, j->preempted_by ? "preempt" : "cancel"));
                 j->kill_sent_ms = now;
             }
             continue;

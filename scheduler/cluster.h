@@ -200,6 +200,10 @@ const char *spawn_state_name(const struct spawn *s);
 /* Adds cpu_list, gpu_list and numa of the job's k-th node to obj. */
 void cluster_place_fields(struct cluster *c, const struct job *j, int k, json_t *obj);
 
+/* Marks victim to be stopped for for_job (whose QOS may preempt qos_name);
+ * its end then requeues or cancels it as its QOS says. */
+void cluster_job_preempt(struct cluster *c, struct job *victim, const struct job *for_job, const char *qos_name);
+
 /* Within scheduler/ only. */
 void cluster_job_use(struct cluster *c, struct job *j, int sign);
 void job_free_places(struct job *j);

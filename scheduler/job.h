@@ -95,6 +95,8 @@ struct job {
     struct job_place *place; /* per allocated node, parallel to alloc (NULL: counts only) */
     int mpi;             /* run under mpirun across its nodes */
     char step_key[65];   /* authenticates the job's own spawn requests */
+    int64_t preempted_by; /* the pending job this one is being preempted for (0: none) */
+    char *note;          /* what happened to it that `commons show` explains (preemptions) */
     int released;        /* resources returned to the nodes */
     int launched;        /* the first node's agent acknowledged the start */
     int kill_pending;    /* a kill must reach the agent */

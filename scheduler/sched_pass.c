@@ -149,6 +149,64 @@ static void start_job(struct cluster *c, struct job *j, const int *nodes, int64_
     c->qstate_valid = 0;
 }
 
+#define PREEMPT_MAX_PER_PASS 16
+
+/* May QOS a preempt QOS v? */
+static int qos_preempts(const quota_policy *p, int a, int v)
+{
+    if (a < 0 || v < 0 || !p->qos[v].preemptible) return 0;
+    for (int i = 0; i < p->qos[a].npreempts; i++)
+        if (p->qos[a].preempts[i] == v) return 1;
+    return 0;
+}
+
+/* For a blocked single-node job whose QOS may preempt others: find one node
+ * where its free resources plus those of preemptible running jobs (youngest
+ * first) would fit it, and preempt just enough of them. Returns 1 if it did. */
+static int preempt_for(struct cluster *c, struct job *j)
+{
+    const quota_policy *p = c->policy;
+    int q = cluster_job_qos(c, j);
+    if (q < 0) q = p->default_qos;
+    if (j->nodes != 1 || p->qos[q].npreempts == 0) return 0;
+    int cpus = job_cpus_per_node(j);
+    for (int64_t id = 1; id < c->next_id; id++) /* already preempting for it: wait */
+        if (c->jobs[id] && c->jobs[id]->preempted_by == j->id && !c->jobs[id]->released) return 0;
+    for (int ni = 0; ni < c->nnodes; ni++) {
+        struct node *n = &c->nodes[ni];
+        if (n->state != NODE_UP || n->drain || n->cpus < cpus || n->gpus < j->gpus) continue;
+        int fc = n->cpus - n->used_cpus, fg = n->gpus - n->used_gpus;
+        int64_t fm = n->memory_mb ? n->memory_mb - n->used_mem : INT64_MAX / 4;
+        /* Victims on this node, youngest first, so the least work is lost. */
+        struct job *victims[256];
+        int nv = 0;
+        for (int64_t id = c->next_id - 1; id >= 1 && nv < 256; id--) {
+            struct job *v = c->jobs[id];
+            if (!v || v->state != JOB_RUNNING || v->kill_pending || v->released || v->nalloc != 1 || v->alloc[0] != ni)
+                continue;
+            if (qos_preempts(p, q, cluster_job_qos(c, v))) victims[nv++] = v;
+        }
+        for (int a = 0; a < nv; a++)
+            for (int b = a + 1; b < nv; b++)
+                if (victims[b]->start_time > victims[a]->start_time) {
+                    struct job *x = victims[a];
+                    victims[a] = victims[b];
+                    victims[b] = x;
+                }
+        int take = 0;
+        while ((fc < cpus || fg < j->gpus || fm < j->mem_mb) && take < nv) {
+            fc += job_cpus_per_node(victims[take]);
+            fg += victims[take]->gpus;
+            fm += victims[take]->mem_mb;
+            take++;
+        }
+        if (fc < cpus || fg < j->gpus || fm < j->mem_mb) continue;
+        for (int k = 0; k < take; k++) cluster_job_preempt(c, victims[k], j, p->qos[cluster_job_qos(c, victims[k])].name);
+        return take > 0;
+    }
+    return 0;
+}
+
 int cluster_schedule(struct cluster *c)
 {
     c->dirty = 0;
@@ -213,6 +271,18 @@ int cluster_schedule(struct cluster *c)
     }
     free(nodes);
     c->npending = keep;
+    /* Preemption: the highest-priority blocked jobs whose QOS may preempt others. */
+    if (c->policy) {
+        int tried = 0;
+        for (size_t i = 0; i < c->npending && tried < PREEMPT_MAX_PER_PASS; i++) {
+            struct job *j = c->jobs[c->pending[i]];
+            if (strcmp(j->reason, "Resources") && strcmp(j->reason, "Priority")) continue;
+            int q = cluster_job_qos(c, j);
+            if (c->policy->qos[q < 0 ? c->policy->default_qos : q].npreempts == 0) continue;
+            tried++;
+            if (preempt_for(c, j)) snprintf(j->reason, sizeof j->reason, "Preempting");
+        }
+    }
     c->stats.started += (uint64_t)started;
     return started;
 }

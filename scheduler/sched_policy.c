@@ -8,6 +8,7 @@
  * it by account name so it outlives policy changes.
  */
 #include "cluster.h"
+#include "ledger.h"
 
 #include "cm_crypto.h"
 #include "cm_log.h"
@@ -167,6 +168,7 @@ int cluster_policy_apply(struct cluster *c, const char *text, size_t len, const 
     int64_t version = c->policy_version + 1;
     char *copy = strndup(text, len);
     int st = store_policy_put(&c->store, version, copy, sha, source, applied_by, cm_now_ms() / 1000);
+    if (st == 0) st = ledger_record_policy(c, version, sha, applied_by, source);
     free(copy);
     if (st != 0) {
         snprintf(err, errlen, "%s", c->store.err);
@@ -244,6 +246,7 @@ static double job_billed(struct cluster *c, struct job *j, double seconds)
 
 void cluster_usage_charge(struct cluster *c, struct job *j)
 {
+    ledger_record_job(c, j); /* with or without a policy: the ledger records every run */
     if (!c->policy || !j->start_time) return;
     int a = cluster_job_account(c, j);
     if (a < 0) return; /* the account left the policy; nothing to charge */

@@ -20,7 +20,7 @@ static const char *const schema_v1 =
     "  state INTEGER NOT NULL, reason TEXT, submit_time INTEGER, start_time INTEGER,"
     "  end_time INTEGER, exit_code INTEGER, signal INTEGER, error TEXT, alloc TEXT,"
     "  released INTEGER, launched INTEGER, kill_pending INTEGER, hold INTEGER, requeues INTEGER,"
-    "  placement TEXT, step_key TEXT);"
+    "  placement TEXT, step_key TEXT, preempted_by INTEGER NOT NULL DEFAULT 0, note TEXT);"
     "CREATE INDEX jobs_state ON jobs(state);"
     "CREATE TABLE policies(version INTEGER PRIMARY KEY, text TEXT NOT NULL, sha256 TEXT NOT NULL,"
     "  source TEXT, applied_by TEXT NOT NULL, applied_at INTEGER NOT NULL);"
@@ -100,13 +100,14 @@ int store_open(struct store *s, const char *state_dir, enum store_sync sync, cha
     if (prepare(s,
                 "INSERT INTO jobs(id, array_job_id, array_task_id, array_throttle, user, account,"
                 " spec, state, reason, submit_time, start_time, end_time, exit_code, signal, error,"
-                " alloc, released, launched, kill_pending, hold, requeues, placement, step_key)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " alloc, released, launched, kill_pending, hold, requeues, placement, step_key, preempted_by, note)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 &s->ins_job) ||
         prepare(s,
                 "UPDATE jobs SET state=?2, reason=?3, start_time=?4, end_time=?5, exit_code=?6,"
                 " signal=?7, error=?8, alloc=?9, released=?10, launched=?11, kill_pending=?12,"
-                " hold=?13, requeues=?14, submit_time=?15, placement=?16, step_key=?17 WHERE id=?1",
+                " hold=?13, requeues=?14, submit_time=?15, placement=?16, step_key=?17, preempted_by=?18,"
+                " note=?19 WHERE id=?1",
                 &s->upd_job) ||
         prepare(s, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", &s->set_meta))
         goto bad;
@@ -217,6 +218,8 @@ int store_job_insert(struct store *s, const struct job *j)
     char *place = placement_text(j);
     sqlite3_bind_text(st, 22, place, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 23, j->step_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 24, j->preempted_by);
+    sqlite3_bind_text(st, 25, j->note, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     free(place);
@@ -247,6 +250,8 @@ int store_job_update(struct store *s, const struct job *j)
     char *place = placement_text(j);
     sqlite3_bind_text(st, 16, place, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 17, j->step_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 18, j->preempted_by);
+    sqlite3_bind_text(st, 19, j->note, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     free(place);

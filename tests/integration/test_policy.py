@@ -142,6 +142,69 @@ class Policy(ClusterTest):
         self.assertIsNone(c.sched.poll())
 
 
+PREEMPT_POLICY = f"""
+version: 1
+qos:
+  normal: {{priority: 10}}
+  urgent: {{priority: 100, preempt: [scavenger, keep]}}
+  scavenger: {{priority: 0, preemptible: true, preempt_mode: requeue}}
+  oneshot: {{priority: 0, preemptible: true, preempt_mode: cancel}}
+  keep: {{priority: 0, preemptible: false}}
+default_qos: normal
+accounts:
+  lab: {{shares: 1}}
+users:
+  alice: {{default_account: lab, unix_user: {ME}}}
+"""
+
+
+class Preemption(ClusterTest):
+    def test_urgent_work_preempts_scavengers_only(self):
+        c = self.c
+        path = os.path.join(c.dir, "p.yaml")
+        with open(path, "w") as f:
+            f.write(PREEMPT_POLICY.replace("[scavenger, keep]", "[scavenger, keep, oneshot]"))
+        c.start_scheduler(extra=["--policy", path])
+        c.start_agent("n1", cpus=3)
+        tok = c.cli("admin", "token", "create", "alice").stdout.strip()
+
+        def sub(*args):
+            return json.loads(c.cli("--json", "submit", *args, token=tok).stdout)["job_id"]
+        keep = sub("-q", "keep", "--", "sleep", "300")
+        scav = sub("-q", "scavenger", "--", "sleep", "300")
+        once = sub("-q", "oneshot", "--", "sleep", "300")
+        for j in (keep, scav, once):
+            c.wait_state(j, "RUNNING")
+        # A normal job does not preempt; it waits.
+        normal = sub("--", "true")
+        time.sleep(0.5)
+        self.assertEqual(c.job(normal)["state"], "PENDING")
+        c.cli("cancel", str(normal))
+        # An urgent job takes one CPU from the youngest preemptible job: 'once' (cancel mode).
+        urgent = sub("-q", "urgent", "--", "true")
+        c.wait_state(urgent, "COMPLETED", timeout=30)
+        j = c.wait_state(once, "CANCELLED")
+        self.assertIn(f"for job {urgent}", j["note"])
+        self.assertIn("cancelled", j["note"])
+        self.assertEqual(c.job(keep)["state"], "RUNNING")  # its QOS forbids preemption
+        self.assertEqual(c.job(scav)["state"], "RUNNING")
+        # Two more urgent CPUs: the scavenger is requeued (keeping its submit time), 'keep' never.
+        submit_time = c.job(scav)["submit_time"]
+        big = sub("-q", "urgent", "-c", "2", "--", "sleep", "1")
+        c.wait_state(big, ("RUNNING", "COMPLETED"), timeout=30)
+        j = c.job(scav)
+        self.assertEqual(j["requeues"], 1)
+        self.assertIn(f"for job {big}", j["note"])
+        self.assertIn("requeued", j["note"])
+        self.assertEqual(j["submit_time"], submit_time)
+        self.assertEqual(c.job(keep)["state"], "RUNNING")
+        self.assertIn("preempted", c.cli("show", str(scav)).stdout)
+        # Once the urgent job is done, the scavenger runs again.
+        c.wait_state(scav, "RUNNING", timeout=30)
+        for jid in (keep, scav):
+            c.cli("cancel", str(jid))
+
+
 class Backfill(ClusterTest):
     def test_easy_backfill_never_delays_the_reservation(self):
         c = self.c
