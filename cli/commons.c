@@ -9,6 +9,7 @@
 #include "cm_util.h"
 #include "gw_keys_cli.h"
 #include "jobfile.h"
+#include "ledger.h"
 #include "sim.h"
 #include "quotas.h"
 #include "table.h"
@@ -45,6 +46,8 @@ static const char usage_text[] =
     "  nodes drain NODE --reason TEXT    (admin) nothing new starts there; nodes resume NODE\n"
     "  share                             fair-share tree (like sshare)\n"
     "  prio                              pending jobs' priority factors (like sprio)\n"
+    "  ledger verify [--anchor SEQ:HASH] | ledger export [--format json|csv] [--out FILE]\n"
+    "  usage --by institution|account|user [--period day|month] [--since YYYY-MM-DD]\n"
     "Policy:\n"
     "  policy check FILE                 validate a policy file (no server needed)\n"
     "  policy apply FILE                 put a policy in force (admin)\n"
@@ -834,6 +837,8 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "policy")) rc = cmd_policy(n, args);
     else if (!strcmp(cmd, "share")) rc = cmd_share(n, args);
     else if (!strcmp(cmd, "prio")) rc = cmd_prio(n, args);
+    else if (!strcmp(cmd, "ledger")) rc = cli_ledger_main(n, args, call, g.json);
+    else if (!strcmp(cmd, "usage")) rc = cli_usage_main(n, args, call, g.json);
     else if (!strcmp(cmd, "sim")) rc = sim_main(n, args, g.json);
     else if (!strcmp(cmd, "keys")) {
         /* Citizens' API keys live in the gateway's store (gateway/gw_keys.h). */
