@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BENCH_RPC_TIMEOUT_MS 60000
+#define BENCH_RPC_TIMEOUT_MS 60000   /* a submit under heavy load */
+#define BENCH_SETUP_TIMEOUT_MS 10000 /* whoami and stats before a run: is commonsd there? */
 
 struct bench_opts {
     const char *addr;

@@ -65,7 +65,7 @@ static double metric(const char *text, const char *name)
 int bench_server_stats(cm_rpc_client *c, const char *token, struct bench_server_stats *out, char *err, size_t errlen)
 {
     json_t *req = json_pack("{s:s, s:s}", "type", "stats", "token", token), *reply = NULL;
-    int rc = cm_rpc_call(c, req, &reply, BENCH_RPC_TIMEOUT_MS, err, errlen);
+    int rc = cm_rpc_call(c, req, &reply, BENCH_SETUP_TIMEOUT_MS, err, errlen);
     json_decref(req);
     if (rc != 0) return -1;
     const char *text = json_string_value(json_object_get(reply, "text"));

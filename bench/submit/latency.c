@@ -56,12 +56,21 @@ static void *submit_main(void *arg)
     snprintf(cmd, sizeof cmd, "date +%%s%%N; exec sleep %g", o->sleep_s);
     snprintf(out, sizeof out, "%s/%%j.out", o->outdir);
     const char *const argv[] = {"/bin/sh", "-c", cmd, NULL};
-    int open_failed = cm_rpc_client_open(o->addr, &c, err, sizeof err) != 0;
+    int lost = cm_rpc_client_open(o->addr, &c, err, sizeof err) != 0;
     for (int i = 0; i < s->njobs; i++) {
+        if (lost) { /* the run is lost: count the rest as failed at once */
+            pthread_mutex_lock(&r->mu);
+            r->nfailed += s->njobs - i;
+            r->nsubmitted_or_failed += s->njobs - i;
+            if (!r->first_err[0]) snprintf(r->first_err, sizeof r->first_err, "client %d: %s", s->index, err);
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
         char name[64];
         snprintf(name, sizeof name, "lat-%d-%d", s->index, i);
         json_t *req = bench_submit_req(o->token, name, argv, 0, o->outdir, out);
-        int64_t id = open_failed ? -1 : bench_submit_once(c, req, err, sizeof err);
+        int64_t id = bench_submit_once(c, req, err, sizeof err);
+        lost = id < 0; /* a transport failure ends this client too */
         double t = bench_now_ms();
         json_decref(req);
         pthread_mutex_lock(&r->mu);
@@ -150,6 +159,17 @@ static double proc_start_ms(const char *outdir, int64_t id)
 
 int bench_latency(const struct bench_opts *o)
 {
+    {
+        struct bench_server_stats st;
+        cm_rpc_client *c = NULL;
+        char err[512] = "";
+        int ok = cm_rpc_client_open(o->addr, &c, err, sizeof err) == 0 && bench_server_stats(c, o->token, &st, err, sizeof err) == 0;
+        cm_rpc_client_close(c);
+        if (!ok) {
+            fprintf(stderr, "submit_bench latency: commonsd at %s does not answer 'stats': %s\n", o->addr, err);
+            return 1;
+        }
+    }
     struct run r = {.o = o};
     pthread_mutex_init(&r.mu, NULL);
     r.slots = calloc((size_t)o->jobs, sizeof *r.slots);

@@ -29,7 +29,7 @@ static void *client_main(void *arg)
     char err[512] = "";
     json_t *who = json_pack("{s:s, s:s}", "type", "whoami", "token", cl->o->token), *reply = NULL;
     if (cm_rpc_client_open(cl->o->addr, &c, err, sizeof err) != 0 ||
-        cm_rpc_call(c, who, &reply, BENCH_RPC_TIMEOUT_MS, err, sizeof err) != 0 ||
+        cm_rpc_call(c, who, &reply, BENCH_SETUP_TIMEOUT_MS, err, sizeof err) != 0 ||
         !json_is_true(json_object_get(reply, "ok"))) {
         if (reply) cm_reply_error_text(reply, err, sizeof err);
         snprintf(cl->first_err, sizeof cl->first_err, "client %d cannot start: %s", cl->index, err);
@@ -56,6 +56,7 @@ static void *client_main(void *arg)
             if (id == 0) cl->rejected++;
             else cl->failed++;
             if (!cl->first_err[0]) snprintf(cl->first_err, sizeof cl->first_err, "client %d: %s", cl->index, err);
+            if (id < 0) break; /* transport failure: the run is lost; do not wait out a timeout per job */
         }
     }
     cm_rpc_client_close(c);
@@ -68,15 +69,23 @@ int bench_throughput(const struct bench_opts *o)
     struct client *cls = calloc((size_t)nc, sizeof *cls);
     pthread_t *th = calloc((size_t)nc, sizeof *th);
     double *lat = calloc((size_t)o->jobs, sizeof *lat);
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)nc + 1);
     /* commonsd's counters before and after tell how many requests shared
      * each commit and how much of the time was COMMIT (fsync). */
     struct bench_server_stats s0 = {0}, s1 = {0};
     cm_rpc_client *sc = NULL;
     char serr[512] = "";
-    int have_stats = cm_rpc_client_open(o->addr, &sc, serr, sizeof serr) == 0 &&
-                     bench_server_stats(sc, o->token, &s0, serr, sizeof serr) == 0;
+    if (cm_rpc_client_open(o->addr, &sc, serr, sizeof serr) != 0 ||
+        bench_server_stats(sc, o->token, &s0, serr, sizeof serr) != 0) {
+        fprintf(stderr, "submit_bench throughput: commonsd at %s does not answer 'stats': %s\n", o->addr, serr);
+        cm_rpc_client_close(sc);
+        free(cls);
+        free(th);
+        free(lat);
+        return 1;
+    }
+    int have_stats = 1;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)nc + 1);
     int off = 0;
     for (int i = 0; i < nc; i++) {
         cls[i].o = o;
