@@ -4,6 +4,8 @@
 # JIT the PTX) and join commons_kernels, which then links the CUDA runtime
 # and cuBLAS and defines KERN_HAVE_CUDA for api.c and every user.
 find_package(CUDAToolkit REQUIRED)
+set(COMMONS_CUDA_ARCHITECTURES "90-real;90-virtual" CACHE STRING
+    "GPU targets of the CUDA backend (CMake CUDA_ARCHITECTURES syntax)")
 add_library(commons_kernels_cuda OBJECT
   ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_matmul.cu
@@ -18,7 +20,7 @@ target_compile_options(commons_kernels_cuda PRIVATE -Xcompiler=-Wall,-Wextra --e
 # (device code is optimized by ptxas at -O3 whatever the build type)
 target_compile_definitions(commons_kernels_cuda PRIVATE _GNU_SOURCE)
 set_target_properties(commons_kernels_cuda PROPERTIES
-  CUDA_ARCHITECTURES "90-real;90-virtual"
+  CUDA_ARCHITECTURES "${COMMONS_CUDA_ARCHITECTURES}"
   CUDA_STANDARD 17
   CUDA_STANDARD_REQUIRED ON
   POSITION_INDEPENDENT_CODE ON)
@@ -34,3 +36,6 @@ target_link_libraries(commons_kernels PUBLIC CUDA::cudart CUDA::cublas)
 add_executable(test_kernels_cuda_nodev ${CMAKE_CURRENT_LIST_DIR}/test_cuda_nodev.c)
 target_link_libraries(test_kernels_cuda_nodev PRIVATE commons_kernels)
 add_test(NAME kernels_cuda_nodevice COMMAND test_kernels_cuda_nodev)
+
+# GPU check programs and bench/infer-gpu (built, never run by ctest)
+include(${PROJECT_SOURCE_DIR}/tests/gpu/gpu.cmake)

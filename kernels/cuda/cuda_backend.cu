@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+__global__ void k_probe(void) {}
+
 static void cu_destroy(kern_ctx *ctx)
 {
     kern_cuda *c = kcu(ctx);
@@ -17,6 +19,7 @@ static void cu_destroy(kern_ctx *ctx)
     cudaFree(c->xs);
     cudaFree(c->part);
     cudaFree(c->ring_dev);
+    cudaFree(c->blas_ws);
     cudaFreeHost(c->ring_host);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -47,6 +50,7 @@ static void cu_free(kern_ctx *ctx, void *p)
 
 static int cu_upload(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
 {
+    if (kcu(ctx)->capturing) return kern_fail(ctx, KERN_EINVAL, "kern_upload: not allowed during CUDA graph capture");
     if (!bytes) return KERN_OK;
     /* From pageable memory this returns once src has been staged, so the
      * caller may reuse src at once; stream order keeps earlier kernels safe. */
@@ -152,14 +156,26 @@ extern "C" int kern_cuda_init(kern_ctx *ctx, int device)
         goto fail;
     }
     c->n_sm = prop.multiProcessorCount;
-    if (prop.major < 7) {
-        kern_fail(ctx, KERN_ENOTSUP, "kern_ctx_create: CUDA device %d (%s) has compute capability %d.%d; "
-                  "the kernels need 7.0 or newer (built for 9.0 plus PTX)", device, prop.name, prop.major, prop.minor);
-        rc = KERN_ENOTSUP;
+    {
+        /* fails when the binary holds no code this GPU can run (built for
+         * sm_90 + compute_90 PTX: Hopper and newer) */
+        cudaFuncAttributes fa;
+        if ((e = cudaFuncGetAttributes(&fa, k_probe)) != cudaSuccess) {
+            kern_fail(ctx, KERN_ENOTSUP, "kern_ctx_create: CUDA device %d (%s, compute capability %d.%d) cannot run "
+                      "these kernels (%s); set COMMONS_CUDA_ARCHITECTURES to include it and rebuild", device,
+                      prop.name, prop.major, prop.minor, cudaGetErrorString(e));
+            rc = KERN_ENOTSUP;
+            goto fail;
+        }
+    }
+    if ((e = cudaMalloc(&c->blas_ws, KCU_BLAS_WS)) != cudaSuccess) {
+        kern_fail(ctx, KERN_EBACKEND, "kern_ctx_create: cuBLAS workspace: %s", cudaGetErrorString(e));
         goto fail;
     }
     if ((bs = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS ||
-        (bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) {
+        (bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS ||
+        /* a fixed workspace: cuBLAS must not allocate inside a graph capture */
+        (bs = cublasSetWorkspace(c->blas, c->blas_ws, KCU_BLAS_WS)) != CUBLAS_STATUS_SUCCESS) {
         kern_fail(ctx, KERN_EBACKEND, "kern_ctx_create: cuBLAS: %s", cublasGetStatusString(bs));
         goto fail;
     }

@@ -14,6 +14,7 @@
 #include "kern_internal.h"
 
 #define KCU_RING_BYTES (1 << 20) /* pinned + device staging ring for host arrays */
+#define KCU_BLAS_WS ((size_t)32 << 20) /* cuBLAS workspace */
 
 typedef struct kern_cuda {
     int device;
@@ -30,6 +31,7 @@ typedef struct kern_cuda {
     void *tile; size_t tile_bytes;  /* weights dequantized to bf16 for cuBLAS */
     void *xs; size_t xs_bytes;      /* activations converted to bf16 */
     void *part; size_t part_bytes;  /* flash-decoding partial results */
+    void *blas_ws;                  /* cuBLAS workspace, KCU_BLAS_WS bytes */
 } kern_cuda;
 
 static inline kern_cuda *kcu(kern_ctx *ctx) { return (kern_cuda *)ctx->scratch; }

@@ -8,8 +8,8 @@
  * per 256-thread block, lanes of a warp read consecutive chunks.
  *
  * Prompts (larger n), unaligned operands, float rows not a multiple of 32:
- * cuBLAS. F32 weights: SGEMM (exact fp32). BF16 weights: x is rounded to
- * bf16 and cublasGemmEx runs bf16 x bf16 -> fp32. Other types: the weights
+ * cuBLAS. 16-byte aligned F32 weights: SGEMM (fp32). Aligned BF16 weights:
+ * x is rounded to bf16 and cublasGemmEx runs bf16 x bf16 -> fp32. Others: the weights
  * are dequantized to bf16 a tile of rows at a time (at most KCU_TILE_ELEMS
  * elements) and go through the same GemmEx. bf16 (not f16) keeps f32's
  * range: large activations (Gemma's FFN) cannot overflow. The CPU backend
@@ -124,7 +124,10 @@ static int launch_gemm(kern_ctx *ctx, const float *x, int n, int k, const kern_m
     kern_cuda *c = kcu(ctx);
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t bs;
-    if (op->wt == KERN_TYPE_F32) {
+    /* cuBLAS reads W in place only when it is 16-byte aligned (a pointer
+     * into a packed file may be anywhere): else the byte-loading tile path */
+    bool w16 = (uintptr_t)op->w % 16 == 0;
+    if (op->wt == KERN_TYPE_F32 && w16) {
         bs = cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, op->m, n, k, &one, (const float *)op->w, k, x, k, &zero,
                          op->y, op->m);
         return bs == CUBLAS_STATUS_SUCCESS ? KERN_OK : blas_fail(ctx, bs, "SGEMM");
@@ -137,7 +140,7 @@ static int launch_gemm(kern_ctx *ctx, const float *x, int n, int k, const kern_m
         KCU_LAUNCHED();
         *x_bf16_done = true;
     }
-    if (op->wt == KERN_TYPE_BF16) {
+    if (op->wt == KERN_TYPE_BF16 && w16) {
         bs = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, op->m, n, k, &one, op->w, CUDA_R_16BF, k, c->xs,
                           CUDA_R_16BF, k, &zero, op->y, CUDA_R_32F, op->m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         return bs == CUBLAS_STATUS_SUCCESS ? KERN_OK : blas_fail(ctx, bs, "GemmEx bf16");

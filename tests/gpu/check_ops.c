@@ -16,27 +16,29 @@ static const int types[] = {KERN_TYPE_F32,  KERN_TYPE_F16,  KERN_TYPE_BF16, KERN
 
 static int is_float(int t) { return t == KERN_TYPE_F32 || t == KERN_TYPE_F16 || t == KERN_TYPE_BF16; }
 
-/* y = x . W^T with W random in type t; misalign: weights at an odd byte
- * address and x at a 4-byte (not 16) offset, to take the fallback paths. */
-static void check_matmul(chk *c, int t, int n, int m, int k, int misalign)
+/* y = x . W^T with W random in type t. wofs: weights placed that many bytes
+ * past an aligned address; xofs: x that many floats past one (both take the
+ * kernels' fallback paths: byte loads, cuBLAS instead of the matvec). */
+static void check_matmul(chk *c, int t, int n, int m, int k, int wofs, int xofs)
 {
     size_t rb = kern_row_bytes(t, k), wbytes = rb * m;
     float *wf = malloc((size_t)m * k * sizeof *wf), *x = malloc(((size_t)n * k + 4) * sizeof *x);
     float *yc = malloc((size_t)n * m * sizeof *yc);
-    uint8_t *wq = malloc(wbytes + 1);
+    uint8_t *wq = malloc(wbytes);
     chk_fill(c, wf, (size_t)m * k, 1.0f);
     chk_fill(c, x, (size_t)n * k + 4, 2.0f);
     if (kern_quantize(t, wq, wf, m, k, NULL, 0)) fprintf(stderr, "quantize failed\n"), exit(1);
-    int rcc = kern_matmul(c->cpu, yc, x + misalign, wq, t, n, m, k);
-    uint8_t *wd = chk_dev(c, NULL, wbytes + 1);
-    if (kern_upload(c->gpu, wd + misalign, wq, wbytes)) fprintf(stderr, "upload\n"), exit(1);
+    int rcc = kern_matmul(c->cpu, yc, x + xofs, wq, t, n, m, k);
+    uint8_t *wd = chk_dev(c, NULL, wbytes + 16);
+    if (kern_upload(c->gpu, wd + wofs, wq, wbytes)) fprintf(stderr, "upload\n"), exit(1);
     float *xd = chk_dev(c, x, ((size_t)n * k + 4) * sizeof *x), *yd = chk_dev(c, NULL, (size_t)n * m * sizeof *yc);
     chk_poison(c, yd, (size_t)n * m);
-    int rcg = kern_matmul(c->gpu, yd, xd + misalign, wd + misalign, t, n, m, k);
+    int rcg = kern_matmul(c->gpu, yd, xd + xofs, wd + wofs, t, n, m, k);
     char name[96];
-    snprintf(name, sizeof name, "matmul %s n=%d m=%d k=%d%s", kern_type_name(t), n, m, k, misalign ? " unaligned" : "");
-    int vec = n <= 8 && !misalign && k % 32 == 0;
-    double bound = is_float(t) ? (vec || (t == KERN_TYPE_F32 && !misalign) ? 1e-4 : 2e-2) : 3e-2;
+    snprintf(name, sizeof name, "matmul %s n=%d m=%d k=%d%s%s", kern_type_name(t), n, m, k,
+             wofs ? " w+1B" : "", xofs ? " x+4B" : "");
+    int vec = n <= 8 && !xofs && k % 32 == 0;
+    double bound = is_float(t) ? (vec || (t == KERN_TYPE_F32 && !wofs) ? 1e-4 : 2e-2) : 3e-2;
     chk_cmp(c, name, yd, yc, (size_t)n * m, bound, rcg, rcc);
     kern_free(c->gpu, wd), kern_free(c->gpu, xd), kern_free(c->gpu, yd);
     free(wf), free(x), free(yc), free(wq);
@@ -291,15 +293,18 @@ int main(int argc, char **argv)
     chk_open(&c, seed, threads);
     for (int ti = 0; ti < NTYPES; ti++) {
         int t = types[ti], k = kern_type_block_elems(types[ti]) == 256 ? 1024 : 576;
-        check_matmul(&c, t, 1, 333, k, 0);
-        check_matmul(&c, t, 3, 64, 2048, 0);
-        check_matmul(&c, t, 8, 77, k, 0);
-        check_matmul(&c, t, 37, 300, k, 0);
-        check_matmul(&c, t, 2, 50, k, 1);
+        check_matmul(&c, t, 1, 333, k, 0, 0);
+        check_matmul(&c, t, 3, 64, 2048, 0, 0);
+        check_matmul(&c, t, 8, 77, k, 0, 0);
+        check_matmul(&c, t, 37, 300, k, 0, 0);
+        check_matmul(&c, t, 2, 50, k, 1, 0);
+        check_matmul(&c, t, 2, 50, k, 0, 1);
+        check_matmul(&c, t, 20, 50, k, 1, 0);
         check_get_rows(&c, t, k);
     }
-    check_matmul(&c, KERN_TYPE_F16, 1, 40, 100, 0); /* float row not a multiple of 32 */
-    check_matmul(&c, KERN_TYPE_BF16, 20, 40, 100, 0);
+    check_matmul(&c, KERN_TYPE_F16, 1, 40, 100, 0, 0); /* float row not a multiple of 32 */
+    check_matmul(&c, KERN_TYPE_BF16, 20, 40, 100, 0, 0);
+    check_matmul(&c, KERN_TYPE_F32, 3, 40, 100, 0, 0);
     check_get_rows(&c, KERN_TYPE_F32, 100);
     check_matmul_multi(&c, 1);
     check_matmul_multi(&c, 16);
