@@ -171,9 +171,9 @@ int cli_usage_main(int argc, char **argv, cli_call_fn call, int json)
         struct tm tm;
         memset(&tm, 0, sizeof tm);
         char *end;
-        if (!strcmp(a, "--by") && v) {
+        if (!strcmp(a, "--by") && v && (!strcmp(v, "institution") || !strcmp(v, "account") || !strcmp(v, "user"))) {
             json_object_set_new(req, "by", json_string(by = v));
-        } else if (!strcmp(a, "--period") && v) {
+        } else if (!strcmp(a, "--period") && v && (!strcmp(v, "day") || !strcmp(v, "month"))) {
             json_object_set_new(req, "period", json_string(v));
         } else if (!strcmp(a, "--since") && v && (end = strptime(v, "%Y-%m-%d", &tm)) && !*end) {
             json_object_set_new(req, "since", json_integer((json_int_t)timegm(&tm)));
