@@ -171,19 +171,38 @@ int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
         return b;
     }
     cand *c = s->cands;
-    for (int j = 0; j < V; j++)
-        c[j] = (cand){ l[j], j };
-    int n = V;
-    if (p->top_k > 0 && p->top_k < n) {
-        select_top(c, n, p->top_k);
+    int n = 0;
+    double sum = 0, mx;
+    if (p->top_k > 0 && p->top_k < V) {
+        for (int j = 0; j < V; j++)
+            c[j] = (cand){ l[j], j };
+        select_top(c, V, p->top_k);
         n = p->top_k;
+        mx = c[0].logit;
+        for (int i = 0; i < n; i++)   /* probabilities over the top k */
+            sum += exp((double)c[i].logit - mx);
     } else {
+        /* All tokens are candidates. Sorting a large vocabulary for every token is
+         * avoided without changing the result: a token with probability below
+         * (1 - top_p) / V can never be inside the top-p prefix (the tokens from it on
+         * would weigh less than 1 - top_p in all), nor one below min_p * p_max in the
+         * min-p set; so only tokens above both bounds are sorted, and the
+         * probabilities keep the sum over the whole vocabulary. */
+        mx = l[0];
+        for (int j = 1; j < V; j++)
+            mx = l[j] > mx ? l[j] : mx;
+        for (int j = 0; j < V; j++)
+            sum += exp((double)l[j] - mx);
+        double cut = -INFINITY;
+        if (p->top_p < 1)
+            cut = mx + log(sum * (1.0 - p->top_p) / V);
+        if (p->min_p > 0 && mx + log((double)p->min_p) > cut)
+            cut = mx + log((double)p->min_p);
+        for (int j = 0; j < V; j++)
+            if ((double)l[j] >= cut)
+                c[n++] = (cand){ l[j], j };
         qsort(c, (size_t)n, sizeof *c, cand_cmp);
     }
-    /* Probabilities of the untempered logits over the candidates. */
-    double sum = 0, mx = c[0].logit;
-    for (int i = 0; i < n; i++)
-        sum += exp((double)c[i].logit - mx);
     if (p->top_p < 1) {
         double cum = 0;
         int keep = n;

@@ -117,6 +117,43 @@ static void test_top_p_min_p(void)
     infer_sampler_free(s);
 }
 
+/* top_k 0 with top_p: every draw lies in the top-p prefix computed by brute force, and
+ * every token of that prefix with a fair share is drawn. A large flat tail (5000 tokens
+ * holding ~67% of the mass) makes the prefix boundary fall inside the tail. */
+static void test_top_p_full_vocabulary(void)
+{
+    enum { N = 5010 };
+    static float l[N];
+    for (int i = 0; i < N; i++)
+        l[i] = i < 10 ? 8.0f - 0.1f * (float)i : 2.0f;
+    double sum = 0, mx = 8.0;
+    for (int i = 0; i < N; i++)
+        sum += exp(l[i] - mx);
+    /* Brute force: sorted order is 0..9 then the tail in id order. */
+    double cum = 0, top_p = 0.7;
+    int keep = 0;
+    while (keep < N && cum < top_p)
+        cum += exp(l[keep++] - mx) / sum;
+    CHECK(keep > 10 && keep < N, "the boundary is inside the tail (%d)", keep);
+    infer_sampler_params p = { .temp = 1, .top_p = (float)top_p, .repeat_penalty = 1,
+                               .seed = 9 };
+    infer_sampler *s;
+    char err[256];
+    CHECK(infer_sampler_new(&p, N, &s, err, sizeof err) == INFER_OK, "%s", err);
+    int outside = 0, seen_head = 0, tail = 0;
+    for (int i = 0; i < 3000; i++) {
+        int32_t t = infer_sampler_sample(s, l);
+        outside += t >= keep;
+        seen_head |= t == 9;
+        tail += t >= 10;
+    }
+    /* The kept tail tokens hold about (0.7 - 0.33) / 0.7 of the kept mass. */
+    CHECK(tail > 1200 && tail < 1950, "%d of 3000 draws from the kept tail", tail);
+    CHECK(outside == 0, "%d draws outside the top-p prefix of %d tokens", outside, keep);
+    CHECK(seen_head, "the 10th best token is drawn");
+    infer_sampler_free(s);
+}
+
 static void test_penalties(void)
 {
     float l[V];
@@ -268,6 +305,7 @@ int main(int argc, char **argv)
     test_greedy_and_topk1();
     test_seed_determinism();
     test_top_p_min_p();
+    test_top_p_full_vocabulary();
     test_penalties();
     test_bad_params();
     test_stop_strings();
