@@ -264,8 +264,9 @@ int agent_proc_stat(pid_t pid, struct agent_procstat *st);
 bool agent_proc_same(pid_t pid, unsigned long long starttime);
 /* The job instance named by COMMONS_JOB_ID and COMMONS_JOB_ATTEMPT (0 when
  * absent) in pid's initial environment, if it also has COMMONS_NODE ==
- * node; returns the id, or -1 when absent or unreadable. */
-int64_t agent_proc_job_id(pid_t pid, const char *node, int *attempt);
+ * node; returns the id, or -1 when absent or unreadable. *spawn_id is its
+ * COMMONS_SPAWN_ID (0: the job itself, not one of its spawns). */
+int64_t agent_proc_job_id(pid_t pid, const char *node, int *attempt, int64_t *spawn_id);
 /* Calls fn for each numeric entry of /proc; stops when fn returns nonzero. */
 void agent_proc_each(int (*fn)(void *, pid_t), void *arg);
 

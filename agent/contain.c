@@ -256,9 +256,12 @@ static int sweep_one(void *arg, pid_t pid)
     struct agent_procstat st;
     if (pid == getpid() || agent_proc_stat(pid, &st) != 0 || st.state == 'Z') return 0;
     int attempt;
+    int64_t sid;
+    /* A job and its spawns on this node share the job's ids: the spawn id
+     * tells their trees apart. */
     bool mine = (s->job->pid > 0 && st.pgrp == s->job->pid) ||
-                (agent_proc_job_id(pid, s->node, &attempt) == s->job->id &&
-                 attempt == s->job->attempt);
+                (agent_proc_job_id(pid, s->node, &attempt, &sid) == s->job->id &&
+                 attempt == s->job->attempt && sid == s->job->spawn_id);
     if (!mine) return 0;
     s->found++;
     if (s->sig) kill(pid, s->sig);
@@ -317,7 +320,8 @@ static int orphan_one(void *arg, pid_t pid)
     if (agent_proc_stat(pid, &st) != 0 || st.ppid != o->self || st.state == 'Z') return 0;
     if (o->pid_is_main(o->arg, pid)) return 0;
     int attempt;
-    int64_t id = agent_proc_job_id(pid, o->node, &attempt);
+    int64_t sid;
+    int64_t id = agent_proc_job_id(pid, o->node, &attempt, &sid);
     if (id >= 0 && o->is_running(o->arg, id, attempt)) return 0;
     cm_info("killing orphan process %d (job %lld, no longer running)", (int)pid, (long long)id);
     kill(pid, SIGKILL);

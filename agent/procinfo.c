@@ -65,9 +65,10 @@ bool agent_proc_same(pid_t pid, unsigned long long starttime)
     return st.state != 'Z' && st.state != 'X' && st.starttime == starttime;
 }
 
-int64_t agent_proc_job_id(pid_t pid, const char *node, int *attempt)
+int64_t agent_proc_job_id(pid_t pid, const char *node, int *attempt, int64_t *spawn_id)
 {
     *attempt = 0;
+    *spawn_id = 0;
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
     size_t cap = 256 * 1024;
@@ -84,6 +85,8 @@ int64_t agent_proc_job_id(pid_t pid, const char *node, int *attempt)
             if (end != kv + 15 && *end == '\0' && v >= 0) id = v;
         } else if (strncmp(kv, "COMMONS_JOB_ATTEMPT=", 20) == 0) {
             *attempt = atoi(kv + 20);
+        } else if (strncmp(kv, "COMMONS_SPAWN_ID=", 17) == 0) {
+            *spawn_id = strtoll(kv + 17, NULL, 10);
         } else if (strncmp(kv, "COMMONS_NODE=", 13) == 0) {
             node_ok = strcmp(kv + 13, node) == 0;
         }

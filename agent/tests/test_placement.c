@@ -29,15 +29,20 @@ static void load(const char *xml)
     ck_assert_msg(agent_topology_load(xml, &g_topo, err, sizeof err) == 0, "%s", err);
 }
 
-static agent_runner *runner(const struct agent_topology *t)
+static agent_runner *runner_with(const struct agent_topology *t, enum agent_containment how)
 {
     struct agent_runner_opts o = {.state_dir = g_state, .node = g_node, .kill_grace_ms = 300,
-                                  .containment = AGENT_CONTAIN_AUTO, .topology = t,
+                                  .containment = how, .topology = t,
                                   .server = "tcp://127.0.0.1:1", .rsh_agent = "/x/commons-rsh"};
     agent_runner *r = NULL;
     char err[512] = "";
     ck_assert_msg(agent_runner_open(&o, &r, err, sizeof err) == 0, "open: %s", err);
     return r;
+}
+
+static agent_runner *runner(const struct agent_topology *t)
+{
+    return runner_with(t, AGENT_CONTAIN_AUTO);
 }
 
 /* A launch of `sh -c CMD` with placement fields given as JSON text. */
@@ -387,6 +392,41 @@ START_TEST(test_spawns)
 }
 END_TEST
 
+/* Subreaper containment finds trees by environment too: the end of a spawn
+ * (COMMONS_SPAWN_ID set) leaves the job of the same id on this node alone. */
+START_TEST(test_spawn_end_spares_its_job)
+{
+    load(NULL);
+    agent_runner *r = runner_with(&g_topo, AGENT_CONTAIN_SUBREAPER);
+    do_launch(r, launch_sh(80, "exec sleep 30", "{}"));
+    char err[512] = "";
+    json_t *sp = json_pack("{ss sI si sI s[sss] ss ss}", "op", "spawn", "id", (json_int_t)80,
+                           "attempt", 0, "spawn_id", (json_int_t)1, "argv", "/bin/sh", "-c",
+                           "sleep 0.3", "unix_user", g_user, "workdir", g_work);
+    ck_assert_int_eq(agent_runner_spawn(r, sp, err, sizeof err), 0);
+    json_decref(sp);
+    json_t *ev = NULL;
+    for (int k = 0; k < 500 && !(ev = event(r, 80, 1, "spawn_ended")); k++) {
+        agent_runner_tick(r);
+        usleep(10000);
+    }
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_int_eq(json_integer_value(json_object_get(ev, "exit_code")), 0);
+    json_decref(ev);
+    for (int k = 0; k < 30; k++) {
+        agent_runner_tick(r);
+        usleep(10000);
+    }
+    struct agent_job_status st;
+    agent_runner_status(r, 80, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_RUNNING);
+    ck_assert_int_eq(kill(st.pid, 0), 0);
+    ck_assert_int_eq(agent_runner_kill(r, 80, 0, "cancel"), 0);
+    ck_assert(wait_end(r, 80).cancelled);
+    agent_runner_close(r);
+}
+END_TEST
+
 /* A restarted runner re-attaches to a multi-task job and a spawn: both
  * stay listed, and ending them ends every process. */
 START_TEST(test_restart_reattaches_tasks_and_spawns)
@@ -514,6 +554,7 @@ int main(void)
     tcase_add_test(tc, test_spawns);
     tcase_add_test(tc, test_mpi_plan);
     tcase_add_test(tc, test_restart_reattaches_tasks_and_spawns);
+    tcase_add_test(tc, test_spawn_end_spares_its_job);
     tcase_add_test(tc, test_memory_rlimit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -853,7 +853,8 @@ START_TEST(test_procinfo_and_records_resist_odd_input)
     ck_assert(agent_proc_same(pid, st.starttime));
     ck_assert(!agent_proc_same(pid, st.starttime + 1)); /* a reused pid is not the job */
     int attempt;
-    ck_assert_int_eq(agent_proc_job_id(pid, g_node, &attempt), -1); /* not a job */
+    int64_t sid;
+    ck_assert_int_eq(agent_proc_job_id(pid, g_node, &attempt, &sid), -1); /* not a job */
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     ck_assert_int_eq(agent_proc_stat(pid, &st), -1);

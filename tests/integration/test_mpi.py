@@ -39,6 +39,8 @@ def alive(pid):
 
 
 class MpiJobs(ClusterTest):
+    agent_extra = ()
+
     def setUp(self):
         super().setUp()
         for tool in ("mpicc", "mpirun"):
@@ -50,7 +52,7 @@ class MpiJobs(ClusterTest):
         # --cpus equal to this machine's PUs: the agents report their hwloc topology
         # and commonsd gives each rank specific PUs.
         for name in ("n1", "n2"):
-            self.c.start_agent(name, cpus=PUS)
+            self.c.start_agent(name, cpus=PUS, extra=self.agent_extra)
 
     def submit(self, *args):
         out = os.path.join(self.c.dir, "mpi-%j.out")
@@ -111,6 +113,12 @@ class MpiJobs(ClusterTest):
         for name in ("n1", "n2"):
             wait_until(lambda: re.search(rf"job {jid}\.0 \(spawn\) ended", self.c.log(f"agent-{name}.log")),
                        timeout=30, what=f"the spawn on {name} to end")
+
+
+class MpiJobsSubreaper(MpiJobs):
+    """The same with subreaper containment (process trees found by process group and
+    environment instead of cgroups)."""
+    agent_extra = ("--containment", "subreaper")
 
 
 if __name__ == "__main__":
