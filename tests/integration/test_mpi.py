@@ -14,7 +14,7 @@ import subprocess
 import time
 import unittest
 
-from harness import ClusterTest, wait_until
+from harness import ClusterTest, binary, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "..", "mpi", "mpi_report.c")
@@ -119,6 +119,29 @@ class MpiJobsSubreaper(MpiJobs):
     """The same with subreaper containment (process trees found by process group and
     environment instead of cgroups)."""
     agent_extra = ("--containment", "subreaper")
+
+
+class CommonsRsh(ClusterTest):
+    """commons-rsh's refusals: usage, a missing job environment, a wrong step key."""
+
+    def run_rsh(self, *args, env=None):
+        return subprocess.run([binary("agent/commons-rsh"), *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def test_refusals(self):
+        self.assertEqual(self.run_rsh().returncode, 2)
+        p = self.run_rsh("n2", "true", env={"PATH": os.environ["PATH"]})
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("COMMONS_ADDR is not set", p.stderr)
+        self.c.start_scheduler()
+        env = {"PATH": os.environ["PATH"], "COMMONS_ADDR": self.c.addr, "COMMONS_STEP_KEY": "0" * 64,
+               "COMMONS_JOB_ID": "1", "COMMONS_JOB_ATTEMPT": "0"}
+        p = self.run_rsh("n2", "true", env=env)
+        self.assertEqual(p.returncode, 255, p.stderr)
+        self.assertIn("job.spawn on n2 refused", p.stderr)
+        p = self.run_rsh("n2", "true", env={**env, "COMMONS_JOB_ID": "x"})
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("COMMONS_JOB_ID", p.stderr)
 
 
 if __name__ == "__main__":
