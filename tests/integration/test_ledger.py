@@ -216,3 +216,39 @@ class Ledger(ClusterTest):
         v = json.loads(p.stdout)
         self.assertEqual((v["valid"], v["first_bad_seq"], v["problem"]), (False, 5, "missing"))
         self.assertIn("entry 5 is missing", v["message"])
+
+
+class LedgerRequeue(ClusterTest):
+    node_timeout = 2
+
+    def test_lost_node_requeue_and_node_fail(self):
+        c = self.c
+        c.start_scheduler()
+        c.start_agent("n1", cpus=2)
+        token = c.add_user("alice", "physics", unix_user=ME)
+        lost = json.loads(c.cli("--json", "submit", "--", "sleep", "300", token=token).stdout)["job_id"]
+        again = json.loads(c.cli("--json", "submit", "--requeue", "--", "sleep", "300", token=token).stdout)["job_id"]
+        c.wait_state(lost, "RUNNING")
+        first = c.wait_state(again, "RUNNING")
+        c.agents["n1"].send_signal(signal.SIGKILL)
+        c.agents["n1"].wait()
+        wait_until(lambda: c.job(again)["requeues"] == 1, timeout=15, what="requeue")
+        c.start_agent("n1", cpus=2)
+        second = c.wait_state(again, "RUNNING", timeout=30)
+        c.cli("cancel", str(again))
+        c.wait_state(again, "CANCELLED")
+        self.assertEqual(c.cli("ledger", "verify").returncode, 0)
+        entries = json.loads(c.cli("--json", "ledger", "export").stdout)
+        check_chain(self, entries)
+        got = [(e["kind"], json.loads(e["body"])) for e in entries]
+        self.assertEqual(sorted((k, b["job"], b["state"], b["attempt"]) for k, b in got),
+                         [("job_end", lost, "NODE_FAIL", 0), ("job_end", again, "CANCELLED", 1),
+                          ("job_requeue", again, "REQUEUED", 0)])
+        runs = {(k, b["job"]): b for k, b in got}
+        self.assertEqual(runs[("job_requeue", again)]["start"], first["start_time"])
+        self.assertEqual(runs[("job_end", again)]["start"], second["start_time"])
+        self.assertLessEqual(runs[("job_requeue", again)]["end"], second["start_time"])
+        rows = c.json("usage", "--by", "user", "--period", "month")
+        self.assertEqual((sum(r["jobs"] for r in rows), sum(r["runs"] for r in rows)), (2, 3))
+        secs = sum(b["end"] - b["start"] for _, b in got)
+        self.assertAlmostEqual(sum(r["cpu_hours"] for r in rows), secs / 3600, places=9)
