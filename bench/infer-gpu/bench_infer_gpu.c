@@ -10,12 +10,12 @@
  *    products, attention over one sequence instead of 32.
  * Prints one markdown table row (header with --header).
  * Usage: bench_infer_gpu MODEL.gguf --label NAME [--gen N] [--header] */
-#include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "gpu_bw.h"
 #include "kern_cuda.h"
 #include "model.h"
 
@@ -24,26 +24,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static double copy_bandwidth(void)
-{
-    size_t bytes = (size_t)512 << 20;
-    void *a = NULL, *b = NULL;
-    if (cudaMalloc(&a, bytes) || cudaMalloc(&b, bytes)) return 0;
-    cudaMemset(a, 1, bytes);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice); /* warm-up */
-    cudaEventRecord(e0, 0);
-    const int iters = 20;
-    for (int i = 0; i < iters; i++) cudaMemcpy(i & 1 ? a : b, i & 1 ? b : a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1, 0);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    cudaFree(a), cudaFree(b);
-    return ms > 0 ? 2.0 * bytes * iters / (ms * 1e-3) : 0;
 }
 
 int main(int argc, char **argv)
@@ -64,7 +44,7 @@ int main(int argc, char **argv)
     kern_ctx *kc = NULL;
     kern_config cfg = {.backend = KERN_BACKEND_CUDA, .n_threads = 1, .device = 0};
     if (kern_ctx_create(&cfg, &kc, err, sizeof err)) return fprintf(stderr, "%s\n", err), 2;
-    double bw = copy_bandwidth();
+    double bw = gpu_copy_bandwidth();
     infer_model *m = NULL;
     infer_ctx *c = NULL;
     const int chunk = 32, n_chunks = 4;

@@ -20,6 +20,8 @@ static void cu_destroy(kern_ctx *ctx)
     cudaFree(c->part);
     cudaFree(c->ring_dev);
     cudaFree(c->blas_ws);
+    for (int i = 0; i < c->n_retired; i++) cudaFree(c->retired[i]);
+    free(c->retired);
     cudaFreeHost(c->ring_host);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -106,7 +108,15 @@ int kcu_grow(kern_ctx *ctx, void **buf, size_t *have, size_t bytes)
         return kern_fail(ctx, KERN_EINVAL,
                          "a scratch buffer must grow to %zu bytes during CUDA graph capture: run the "
                          "captured sequence once before capturing it", bytes);
-    cudaFree(*buf);
+    kern_cuda *c = kcu(ctx);
+    if (*buf && c->graphs_made) {
+        void **r = (void **)realloc(c->retired, (c->n_retired + 1) * sizeof *r);
+        if (!r) return kern_fail(ctx, KERN_ENOMEM, "out of host memory");
+        c->retired = r;
+        c->retired[c->n_retired++] = *buf;
+    } else {
+        cudaFree(*buf);
+    }
     *buf = NULL;
     *have = 0;
     KCU_CHECK(cudaMalloc(buf, bytes));
@@ -207,6 +217,14 @@ extern "C" int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len)
     return KERN_OK;
 }
 
+extern "C" int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes)
+{
+    NEED_CUDA();
+    if (!dst_dev || !src_dev) return kern_fail(ctx, KERN_EINVAL, "kern_cuda_copy: NULL pointer");
+    if (bytes) KCU_CHECK(cudaMemcpyAsync(dst_dev, src_dev, bytes, cudaMemcpyDeviceToDevice, kcu(ctx)->stream));
+    return KERN_OK;
+}
+
 /* ---- graphs ---- */
 struct kern_cuda_graph {
     cudaGraphExec_t exec;
@@ -242,6 +260,7 @@ extern "C" int kern_cuda_graph_end(kern_ctx *ctx, kern_cuda_graph **graph)
         return kern_fail(ctx, KERN_ENOMEM, "kern_cuda_graph_end: out of memory");
     }
     out->exec = exec;
+    c->graphs_made = 1;
     kern_cuda_graph_free(*graph);
     *graph = out;
     return KERN_OK;

@@ -32,6 +32,12 @@ typedef struct kern_cuda {
     void *xs; size_t xs_bytes;      /* activations converted to bf16 */
     void *part; size_t part_bytes;  /* flash-decoding partial results */
     void *blas_ws;                  /* cuBLAS workspace, KCU_BLAS_WS bytes */
+    /* Once a graph exists it may hold the addresses of the buffers above, so
+     * a buffer that grows afterwards is retired here (freed with the ctx),
+     * never freed while a graph could still replay into it. */
+    int graphs_made;
+    void **retired;
+    int n_retired;
 } kern_cuda;
 
 static inline kern_cuda *kcu(kern_ctx *ctx) { return (kern_cuda *)ctx->scratch; }

@@ -32,12 +32,20 @@ void *kern_cuda_stream(kern_ctx *ctx);
 /* "NVIDIA H200, 139 GiB, cc 9.0" into buf. */
 int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len);
 
+/* Device-to-device copy of bytes on ctx's stream (e.g. gathering paged KV
+ * blocks, which inference/batch.c does with memcpy on the CPU). */
+int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes);
+
 /* ---- CUDA graphs ----
  * Between begin and end, operations on ctx are recorded, not run; end
  * instantiates them as *graph (replaces and frees a previous one). Host
- * arrays passed to operations during capture (pos, ids) are copied at
- * capture time: use the *_dev variants below for anything that changes
- * between replays. Memory allocated during capture is refused. */
+ * arrays (pos, ids) are refused during capture (their replay would read stale
+ * values): use the *_dev variants below for anything that changes between
+ * replays, and run the sequence once before capturing it (scratch
+ * buffers cannot grow during capture). Allocation, upload, download and
+ * sync are refused during capture. A graph stays valid until freed: scratch
+ * that grows later (a longer prompt) gets new memory and the old buffers
+ * are kept until the ctx is destroyed. Graphs must be freed before their ctx. */
 typedef struct kern_cuda_graph kern_cuda_graph;
 int kern_cuda_graph_begin(kern_ctx *ctx);
 int kern_cuda_graph_end(kern_ctx *ctx, kern_cuda_graph **graph);

@@ -6,8 +6,10 @@
 #     inputs (outputs poisoned with NaN first; NaN never passes),
 #  3. check_gpu_model: whole-model logits GPU vs CPU on synthetic models of the
 #     default model's shape (Gemma 3 270M) and Llama shapes, generated here,
-#  4. bench/infer-gpu: generation speed vs the memory-bandwidth floor for
-#     synthetic TinyLlama-1.1B (BF16, Q8_0) and default-model shapes.
+#  4. bench/infer-gpu: a kernel-level decode step (eager vs CUDA graph, whose
+#     logits must match bit for bit), then generation through infer_eval vs the
+#     memory-bandwidth floor for synthetic TinyLlama-1.1B (BF16, Q8_0) and
+#     default-model shapes.
 # Usage: sh tests/gpu/check.sh [BUILD_DIR]   (default build-gpu; SKIP_BENCH=1
 # skips step 4). Every step has a time limit; the script prints a summary and
 # exits non-zero if any step failed. Results also go to $OUT when it is set.
@@ -38,7 +40,10 @@ run() {
 }
 finish() {
     say "== summary: $(($(date +%s) - START)) s"
-    if [ -n "${OUT:-}" ]; then cp "$LOG" "$OUT/gpu-check.log"; [ -f "$WORK/bench.md" ] && cp "$WORK/bench.md" "$OUT/"; fi
+    if [ -n "${OUT:-}" ]; then
+        cp "$LOG" "$OUT/gpu-check.log"
+        for f in bench.md step.md; do [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"; done
+    fi
     if [ -n "$FAILED" ]; then say "FAILED:$FAILED"; exit 1; fi
     say "all GPU checks passed"; exit 0
 }
@@ -49,7 +54,7 @@ command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
 run configure 120 cmake -S "$ROOT" -B "$BUILD" -DCOMMONS_INFERENCE_ONLY=ON -DCMAKE_BUILD_TYPE=Release || finish
 grep -q '^COMMONS_HAVE_CUDA\|CUDA found' "$LOG" || say "note: configure output did not mention CUDA"
 run build 400 cmake --build "$BUILD" -j "$JOBS" --target check_gpu_ops check_gpu_model check_gpu_mkvocab \
-    bench_infer_gpu commons-mkmodel test_kernels_cuda_nodev || finish
+    bench_infer_gpu bench_step_gpu commons-mkmodel test_kernels_cuda_nodev || finish
 B=$BUILD/kernels
 run ctx_smoke 60 "$B/test_kernels_cuda_nodev"
 run kernels_vs_cpu 180 "$B/check_gpu_ops" --threads "$JOBS"
@@ -72,6 +77,13 @@ run logits_llama_q4k 120 "$M" "$WORK/llama-q4k.gguf" --threads "$JOBS"
 run logits_llama_bf16 120 "$M" "$WORK/llama-bf16.gguf" --threads "$JOBS" --kv f16
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
+    # kernel-level decode step: eager vs CUDA graph (also checks graph == eager logits)
+    ST=$B/bench_step_gpu
+    : > "$WORK/step.md"
+    run step_bf16 120 sh -c "'$ST' --type bf16 --header >> '$WORK/step.md'"
+    run step_q8_0 120 sh -c "'$ST' --type q8_0 >> '$WORK/step.md'"
+    run step_q4_k 120 sh -c "'$ST' --type q4_k >> '$WORK/step.md'"
+    tee -a "$LOG" < "$WORK/step.md"
     run mk_tiny_bf16 180 "$MK" --vocab "$WORK/vocab32k.gguf" --out "$WORK/tinyllama-bf16.gguf" $TINY --type bf16
     run mk_tiny_q8 180 "$MK" --vocab "$WORK/vocab32k.gguf" --out "$WORK/tinyllama-q8_0.gguf" $TINY --type q8_0
     BI=$B/bench_infer_gpu

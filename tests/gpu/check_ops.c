@@ -243,6 +243,18 @@ static void check_graph(chk *c)
     free(kc), free(vc), free(q), free(k), free(v), free(oc);
 }
 
+static void check_copy(chk *c)
+{
+    const size_t n = 100003;
+    float *h = malloc(n * 4), *back = malloc(n * 4);
+    chk_fill(c, h, n, 5.0f);
+    float *a = chk_dev(c, h, n * 4), *b = chk_dev(c, NULL, n * 4);
+    chk_poison(c, b, n);
+    int rc = kern_cuda_copy(c->gpu, b, a, n * 4);
+    chk_cmp(c, "kern_cuda_copy 100003 floats", b, h, n, 0.0, rc, 0);
+    kern_free(c->gpu, a), kern_free(c->gpu, b), free(h), free(back);
+}
+
 static void check_sampling(chk *c, int n, int vocab, int k)
 {
     float *lg = malloc((size_t)n * vocab * 4);
@@ -325,6 +337,7 @@ int main(int argc, char **argv)
     check_attention(&c, KERN_TYPE_F16, 4, 1, 256, 300, 400, 128);
     check_attention(&c, KERN_TYPE_F16, 6, 3, 64, 129, 0, 0);
     check_graph(&c);
+    check_copy(&c);
     check_sampling(&c, 3, 32000, 40);
     check_sampling(&c, 1, 262144, 1);
     check_sampling(&c, 2, 1000, 256);

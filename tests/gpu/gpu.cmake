@@ -14,3 +14,6 @@ target_link_libraries(check_gpu_mkvocab PRIVATE commons_format)
 
 add_executable(bench_infer_gpu ${PROJECT_SOURCE_DIR}/bench/infer-gpu/bench_infer_gpu.c)
 target_link_libraries(bench_infer_gpu PRIVATE commons_infer CUDA::cudart m)
+
+add_executable(bench_step_gpu ${PROJECT_SOURCE_DIR}/bench/infer-gpu/bench_step_gpu.c)
+target_link_libraries(bench_step_gpu PRIVATE commons_kernels CUDA::cudart)
