@@ -6,9 +6,9 @@
  * needs later (which PUs exist, each PU's NUMA node, each GPU's NUMA node)
  * is copied into plain arrays, so nothing of hwloc is touched after fork.
  *
- * GPUs: PCI devices of NVIDIA (0x10de) or AMD (0x1002) that are 3D
- * controllers (class 0x0302) or display controllers with a GPU/compute OS
- * device (see is_gpu), numbered in PCI bus order; that is the order
+ * GPUs: PCI devices of NVIDIA (0x10de) or AMD (0x1002) that are 3D or
+ * other display controllers (class 0x0302, 0x0380), or VGA controllers with
+ * a GPU/compute OS device (see is_gpu), numbered in PCI bus order; that is the order
  * CUDA uses with CUDA_DEVICE_ORDER=PCI_BUS_ID, which the agent sets. A
  * GPU's NUMA node is the first NUMA node of its nearest non-I/O ancestor. */
 #include "agent_internal.h"
@@ -55,14 +55,15 @@ static const char *gpu_name(hwloc_obj_t pci)
     return pci->attr->pcidev.vendor_id == 0x10de ? "NVIDIA GPU" : "AMD GPU";
 }
 
-/* A compute GPU: a 3D controller (class 0x0302) from NVIDIA or AMD, or any
- * of their display controllers that a GPU/compute backend (CUDA, NVML,
- * RSMI, OpenCL) reported; plain server VGA chips are not GPUs. */
+/* A compute GPU: a 3D or "other" display controller (class 0x0302, 0x0380)
+ * from NVIDIA or AMD, or any of their display controllers that a GPU/compute
+ * backend (CUDA, NVML, RSMI, OpenCL) reported; plain server VGA chips are
+ * not GPUs. */
 static bool is_gpu(hwloc_obj_t p)
 {
     unsigned cls = p->attr->pcidev.class_id, vendor = p->attr->pcidev.vendor_id;
     if ((cls >> 8) != 0x03 || (vendor != 0x10de && vendor != 0x1002)) return false;
-    if (cls == 0x0302) return true;
+    if (cls == 0x0302 || cls == 0x0380) return true; /* 3D / other: compute accelerators */
     for (hwloc_obj_t c = p->io_first_child; c; c = c->next_sibling) {
         if (c->type != HWLOC_OBJ_OS_DEVICE || !c->name) continue;
         /* DRM's card0/renderD128 exist for any display chip. */
@@ -149,6 +150,10 @@ int agent_topology_load(const char *xml, struct agent_topology *topo, char *err,
     int rc = -1;
     /* PCI devices are needed for GPUs and their locality. */
     hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+    /* On Linux, sysfs gives the PCI devices and their locality; hwloc's
+     * libpciaccess component would add only device names, and leaks at
+     * every load. */
+    if (!xml) hwloc_topology_set_components(t, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "pci");
     if (xml && hwloc_topology_set_xml(t, xml) != 0) {
         snprintf(err, errlen, "--topology %s: cannot read it as an hwloc XML file", xml);
         goto out;
