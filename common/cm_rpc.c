@@ -22,7 +22,7 @@ int cm_rpc_client_open(const char *addr, cm_rpc_client **out, char *err, size_t 
         return -1;
     }
     int rv = nng_req0_open(&c->sock);
-    if (rv == 0) rv = nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, CM_RPC_MAX_MSG);
+    if (rv == 0) rv = nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, CM_RPC_MAX_REPLY);
     /* Resending is the caller's decision (a resent submit could be accepted twice). */
     if (rv == 0) rv = nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     if (rv == 0) rv = nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 50);

@@ -11,7 +11,8 @@
 #include <stddef.h>
 
 #define CM_RPC_VERSION 1
-#define CM_RPC_MAX_MSG (1024 * 1024) /* bytes; larger messages are dropped */
+#define CM_RPC_MAX_MSG (1024 * 1024) /* bytes; larger requests are dropped */
+#define CM_RPC_MAX_REPLY (256 * 1024 * 1024) /* bytes; replies (job lists) may be large */
 #define CM_RPC_DEFAULT_ADDR "tcp://127.0.0.1:7600"
 
 typedef struct cm_rpc_client cm_rpc_client;

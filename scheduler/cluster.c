@@ -178,7 +178,7 @@ static int load_node(void *ctx, sqlite3_stmt *st)
     if (topo) {
         char err[256];
         json_t *t = json_loads(topo, 0, NULL);
-        if (node_set_topology(n, t, err, sizeof err) != 0) cm_warn("node %s: stored topology ignored: %s", n->name, err);
+        if (node_set_topology(n, t, err, sizeof err) < 0) cm_warn("node %s: stored topology ignored: %s", n->name, err);
         json_decref(t);
     }
     n->drain = sqlite3_column_int(st, 8);
@@ -748,7 +748,9 @@ struct node *cluster_node_register(struct cluster *c, const char *name, const ch
     n->memory_mb = memory_mb;
     n->gpus = gpus;
     /* Keep which PUs running jobs hold across the re-registration. */
-    if (node_set_topology(n, topology, err, errlen) != 0) return NULL;
+    int topo = node_set_topology(n, topology, err, errlen);
+    if (topo < 0) return NULL;
+    if (topo > 0) cm_warn("node %s: %s", name, err);
     for (int64_t id = 1; id < c->next_id; id++) {
         struct job *j = c->jobs[id];
         if (!j || j->released || !j->place) continue;

@@ -177,7 +177,9 @@ int cluster_job_qos(struct cluster *c, struct job *j);
 int cluster_job_account(struct cluster *c, struct job *j);
 
 /* Nodes (node.c). */
-/* Takes a reported topology (or NULL); returns 0 or -1 with err (bad shape). */
+/* Takes a reported topology (or NULL); returns 0, 1 when it is ignored because its
+ * PU or GPU count differs from what the node offers (err says why), or -1 with
+ * err for a malformed topology. */
 int node_set_topology(struct node *n, json_t *topology, char *err, size_t errlen);
 void node_free_topology(struct node *n);
 /* Chooses cpus PUs (and gpus GPUs near them) among the free ones; fills the

@@ -40,10 +40,17 @@ int node_set_topology(struct node *n, json_t *topology, char *err, size_t errlen
     json_t *nn, *pu;
     json_array_foreach(numa, i, nn) t.npus += (int)json_array_size(json_object_get(nn, "pus"));
     t.ngpus = (int)json_array_size(gpus);
-    if (t.npus != n->cpus || t.ngpus != n->gpus) {
-        snprintf(err, errlen, "topology lists %d PUs and %d GPUs but the node registers %d CPUs and %d GPUs", t.npus,
-                 t.ngpus, n->cpus, n->gpus);
-        return -1;
+    if (t.npus != n->cpus) {
+        /* An agent told to offer more or fewer CPUs than the machine has (--cpus) cannot
+         * bind to PUs it does not have: the node is scheduled by counts instead. */
+        snprintf(err, errlen, "topology lists %d PUs but the node offers %d CPUs; placing by counts, unbound", t.npus,
+                 n->cpus);
+        return 1;
+    }
+    if (t.ngpus != n->gpus) {
+        snprintf(err, errlen, "topology lists %d GPUs but the node offers %d; placing by counts, unbound", t.ngpus,
+                 n->gpus);
+        return 1;
     }
     t.pus = calloc((size_t)t.npus + 1, sizeof *t.pus);
     t.pu_numa = calloc((size_t)t.npus + 1, sizeof *t.pu_numa);

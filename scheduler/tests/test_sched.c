@@ -224,10 +224,12 @@ START_TEST(placement_follows_locality)
     node_mark(&n, &a, -1);
     ck_assert_int_eq(n.topo.pu_used[a.pus[0]], 0);
     free(a.pus); free(a.gpus); free(b.pus); free(b.gpus); free(x.pus); free(x.gpus);
-    /* A topology that disagrees with the registered counts is refused. */
+    /* A topology that disagrees with the offered counts is ignored: counts only. */
     n.cpus = 6;
-    ck_assert_int_eq(node_set_topology(&n, t, err, sizeof err), -1);
+    ck_assert_int_eq(node_set_topology(&n, t, err, sizeof err), 1);
     ck_assert_msg(strstr(err, "8 PUs") != NULL, "%s", err);
+    ck_assert_ptr_null(n.topology);
+    ck_assert_int_eq(node_pick(&n, 1, 0, &x), -1);
     json_decref(t);
     node_free_topology(&n);
 }
