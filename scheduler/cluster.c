@@ -1,6 +1,7 @@
 /* cluster.c: jobs, nodes, users and accounts in memory, mirrored to the store
  * (see cluster.h for the invariants). */
 #include "cluster.h"
+#include "ledger.h"
 
 #include "cm_crypto.h"
 #include "cm_log.h"
@@ -980,6 +981,15 @@ void cluster_job_preempt(struct cluster *c, struct job *victim, const struct job
     victim->note = strdup(note);
     victim->preempted_by = for_job->id;
     victim->kill_pending = 1;
+    int q = cluster_job_qos(c, victim);
+    int cancel = c->policy && q >= 0 && c->policy->qos[q].preempt_mode == QUOTA_PREEMPT_CANCEL;
+    json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s, s:s, s:I}", "job", (json_int_t)victim->id, "user",
+                            victim->user, "account", victim->account, "qos", victim->qos, "for_job",
+                            (json_int_t)for_job->id, "for_qos", for_job->qos, "action", cancel ? "cancel" : "requeue",
+                            "time", (json_int_t)now);
+    if (ledger_append(&c->store, (int64_t)now, LEDGER_PREEMPTION, rec) < 0)
+        cm_error("job %lld: the preemption could not be written to the ledger: %s", (long long)victim->id, c->store.err);
+    json_decref(rec);
     victim->kill_sent_ms = 0;
     cm_info("job %lld: preempted for job %lld", (long long)victim->id, (long long)for_job->id);
     cluster_job_save(c, victim);

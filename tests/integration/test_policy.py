@@ -199,6 +199,13 @@ class Preemption(ClusterTest):
         self.assertEqual(j["submit_time"], submit_time)
         self.assertEqual(c.job(keep)["state"], "RUNNING")
         self.assertIn("preempted", c.cli("show", str(scav)).stdout)
+        # Each preemption is in the transparency ledger, and the chain verifies.
+        export = os.path.join(c.dir, "ledger.json")
+        c.cli("ledger", "export", "--format", "json", "--out", export)
+        with open(export) as f:
+            text = f.read()
+        self.assertEqual(text.count('"kind": "preemption"') + text.count('"kind":"preemption"'), 2, text[:2000])
+        c.cli("ledger", "verify")
         # Once the urgent job is done, the scavenger runs again.
         c.wait_state(scav, "RUNNING", timeout=30)
         for jid in (keep, scav):
