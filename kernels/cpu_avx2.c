@@ -105,134 +105,122 @@ KERN_DOTX_INSTANCE(AVX2, dotx_f32, float_dotx, F_F32)
 KERN_DOTX_INSTANCE(AVX2, dotx_f16, float_dotx, F_F16)
 KERN_DOTX_INSTANCE(AVX2, dotx_bf16, float_dotx, F_BF16)
 
-/* ------------------------------------------------------ Q4_0 and Q8_0 */
-AVX2 static float dot_q8_0(int k, const void *w, const void *x)
-{
-    const kblock_q8_0 *a = w, *b = x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int nb = k / KQK, i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        __m256i p1 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i + 1].qs),
-                            _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i + 1].d) * f16(b[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
-    }
-    for (; i < nb; i++) {
-        __m256i p0 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-AVX2 static float dot_q4_0(int k, const void *w, const void *x)
-{
-    const kblock_q4_0 *a = w;
-    const kblock_q8_0 *b = x;
-    const __m256i eight = _mm256_set1_epi8(8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int nb = k / KQK, i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        __m256i q0 = _mm256_sub_epi8(q4_0_bytes(a[i].qs), eight);
-        __m256i q1 = _mm256_sub_epi8(q4_0_bytes(a[i + 1].qs), eight);
-        __m256i p0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)b[i].qs));
-        __m256i p1 = dot_i8(q1, _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i + 1].d) * f16(b[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
-    }
-    for (; i < nb; i++) {
-        __m256i q0 = _mm256_sub_epi8(q4_0_bytes(a[i].qs), eight);
-        __m256i p0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-AVX2 static inline __m256i q5_0_bytes(const kblock_q5_0 *b)
-{
-    uint32_t qh;
-    memcpy(&qh, b->qh, 4);
-    __m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
-    return _mm256_sub_epi8(_mm256_or_si256(q4_0_bytes(b->qs), hi), _mm256_set1_epi8(16));
-}
-
-AVX2 static float dot_q5_0(int k, const void *w, const void *x)
-{
-    const kblock_q5_0 *a = w;
-    const kblock_q8_0 *b = x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int nb = k / KQK, i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        __m256i p0 = dot_i8(q5_0_bytes(&a[i]), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        __m256i p1 = dot_i8(q5_0_bytes(&a[i + 1]), _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i + 1].d) * f16(b[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
-    }
-    for (; i < nb; i++) {
-        __m256i p0 = dot_i8(q5_0_bytes(&a[i]), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * f16(b[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-/* 4 weight rows x nx (1..4) activation rows of 32-element blocks. Each
- * weight block is decoded once and used for all nx activation rows (prompt
- * tiles); decode uses nx = 1. Q4_0/Q5_0 values are used unsigned (0..15 /
- * 0..31) and the offset (8 / 16) times the activations, computed once per
- * block and activation row, is subtracted in int16 (|pair sums| <=
- * 2*31*127: no saturation). Q8_0 uses the sign trick. */
+/* ------------------------------------- 32-element blocks: Q4_0 ... Q8_0 */
+/* Q4_0/Q5_0 values are used unsigned (0..15 / 0..31) and the offset (8 /
+ * 16) times the activations, computed once per block and activation row, is
+ * subtracted in int16 (|pair sums| <= 2*31*127: no saturation). Q4_1/Q5_1
+ * (x = d*q + m) add m*dy*sum(y). Q8_0 uses the sign trick. */
 enum { B_Q4_0, B_Q5_0, B_Q8_0, B_Q4_1, B_Q5_1 };
 
+static inline size_t b32_bytes(int kind)
+{
+    return kern_type_block_bytes(kind == B_Q4_0   ? KERN_TYPE_Q4_0
+                                 : kind == B_Q5_0 ? KERN_TYPE_Q5_0
+                                 : kind == B_Q8_0 ? KERN_TYPE_Q8_0
+                                 : kind == B_Q4_1 ? KERN_TYPE_Q4_1
+                                                  : KERN_TYPE_Q5_1);
+}
+
+/* the 32 quantized values of the block at br, as bytes in element order */
+AVX2 static inline __attribute__((always_inline)) __m256i b32_decode(int kind, const uint8_t *br)
+{
+    if (kind == B_Q4_0) return q4_0_bytes(br + 2);
+    if (kind == B_Q4_1) return q4_0_bytes(br + 4);
+    if (kind == B_Q8_0) return _mm256_loadu_si256((const __m256i *)(br + 2));
+    const uint8_t *qhp = br + (kind == B_Q5_0 ? 2 : 4);
+    uint32_t qh;
+    memcpy(&qh, qhp, 4);
+    return _mm256_or_si256(q4_0_bytes(qhp + 4), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
+}
+
+/* 8 int32 lanes summing to sum(q*y) (offset included); off = the kind's
+ * offset products of yv (unused for Q8_0 and the affine kinds) */
+AVX2 static inline __attribute__((always_inline)) __m256i b32_dot(int kind, __m256i q, __m256i yv, __m256i off)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (kind == B_Q8_0) return dot_i8(q, yv);
+    if (kind == B_Q4_1 || kind == B_Q5_1) return _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones);
+    return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), off), ones);
+}
+
+AVX2 static inline __m256i b32_offset(int kind, __m256i yv)
+{
+    return _mm256_maddubs_epi16(_mm256_set1_epi8(kind == B_Q4_0 ? 8 : 16), yv);
+}
+
+/* 8 int32 lanes summing to sum(y) */
+AVX2 static inline __m256i ysum8(__m256i yv)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), yv), _mm256_set1_epi16(1));
+}
+
+/* One row (decode of long rows): two blocks per step into two accumulators
+ * (independent FMA chains). */
+AVX2 static inline __attribute__((always_inline)) void dot1_block(int kind, const uint8_t *blk, const kblock_q8_0 *y,
+                                                                  __m256 *acc)
+{
+    __m256i yv = _mm256_loadu_si256((const __m256i *)y->qs);
+    __m256i off = kind == B_Q4_0 || kind == B_Q5_0 ? b32_offset(kind, yv) : yv;
+    __m256i s = b32_dot(kind, b32_decode(kind, blk), yv, off);
+    uint16_t dh;
+    memcpy(&dh, blk, 2);
+    float dy = f16(y->d);
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(dh) * dy), _mm256_cvtepi32_ps(s), *acc);
+    if (kind == B_Q4_1 || kind == B_Q5_1) { /* + m*dy*sum(y): the lanes add up in the final sum */
+        uint16_t mh;
+        memcpy(&mh, blk + 2, 2);
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(mh) * dy), _mm256_cvtepi32_ps(ysum8(yv)), *acc);
+    }
+}
+
+AVX2 static inline __attribute__((always_inline)) float dot1_blocks(int kind, int k, const void *w, const void *x)
+{
+    const uint8_t *a = w;
+    const kblock_q8_0 *y = x;
+    const size_t bb = b32_bytes(kind);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int nb = k / KQK, i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        dot1_block(kind, a + (size_t)i * bb, &y[i], &acc0);
+        dot1_block(kind, a + (size_t)(i + 1) * bb, &y[i + 1], &acc1);
+    }
+    if (i < nb) dot1_block(kind, a + (size_t)i * bb, &y[i], &acc0);
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+AVX2 static float dot_q4_0(int k, const void *w, const void *x) { return dot1_blocks(B_Q4_0, k, w, x); }
+AVX2 static float dot_q5_0(int k, const void *w, const void *x) { return dot1_blocks(B_Q5_0, k, w, x); }
+AVX2 static float dot_q8_0(int k, const void *w, const void *x) { return dot1_blocks(B_Q8_0, k, w, x); }
+AVX2 static float dot_q4_1(int k, const void *w, const void *x) { return dot1_blocks(B_Q4_1, k, w, x); }
+AVX2 static float dot_q5_1(int k, const void *w, const void *x) { return dot1_blocks(B_Q5_1, k, w, x); }
+
+/* 4 weight rows x nx (1..4) activation rows. Each weight block is decoded
+ * once and used for all nx activation rows (prompt tiles); decode of short
+ * rows uses nx = 1. */
 AVX2 static inline __attribute__((always_inline)) void dot4_blocks(int kind, int nx, int k, const void *w, size_t ws,
                                                                    const void *x, size_t xs, float *out, size_t os)
 {
     const uint8_t *w0 = w;
-    const size_t bb = kern_type_block_bytes(kind == B_Q4_0   ? KERN_TYPE_Q4_0
-                                            : kind == B_Q5_0 ? KERN_TYPE_Q5_0
-                                            : kind == B_Q8_0 ? KERN_TYPE_Q8_0
-                                            : kind == B_Q4_1 ? KERN_TYPE_Q4_1
-                                                             : KERN_TYPE_Q5_1);
-    const int affine = kind == B_Q4_1 || kind == B_Q5_1; /* x = d*q + m: no offset, m*sum(y) */
-    const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1),
-                  offv = _mm256_set1_epi8(kind == B_Q4_0 ? 8 : 16);
+    const size_t bb = b32_bytes(kind);
+    const int affine = kind == B_Q4_1 || kind == B_Q5_1;
     __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int i = 0; i < k / KQK; i++) {
         prefetch_ahead(w0, ws, i, bb);
         const uint8_t *blk = w0 + (size_t)i * bb;
         __m256i q[4];
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *br = blk + r * ws;
-            if (kind == B_Q4_0) {
-                q[r] = q4_0_bytes(br + 2);
-            } else if (kind == B_Q5_0 || kind == B_Q5_1) {
-                const uint8_t *qhp = br + (kind == B_Q5_0 ? 2 : 4);
-                uint32_t qh;
-                memcpy(&qh, qhp, 4);
-                q[r] = _mm256_or_si256(q4_0_bytes(qhp + 4), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
-            } else if (kind == B_Q4_1) {
-                q[r] = q4_0_bytes(br + 4);
-            } else {
-                q[r] = _mm256_loadu_si256((const __m256i *)(br + 2));
-            }
-        }
+        for (int r = 0; r < 4; r++) q[r] = b32_decode(kind, blk + r * ws);
         __m128 sw = scales4(blk, ws, 1.0f), mw = affine ? scales4(blk + 2, ws, 1.0f) : sw;
         for (int xi = 0; xi < nx; xi++) {
             const kblock_q8_0 *y = (const kblock_q8_0 *)((const uint8_t *)x + xi * xs) + i;
             __m256i yv = _mm256_loadu_si256((const __m256i *)y->qs), s[4];
-            if (kind == B_Q8_0) {
-                for (int r = 0; r < 4; r++) s[r] = dot_i8(q[r], yv);
-            } else if (affine) {
-                for (int r = 0; r < 4; r++) s[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], yv), ones);
-                /* + m * dy * sum(y), for the 4 rows' m */
-                __m256i ys = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yv), ones);
+            __m256i off = kind == B_Q4_0 || kind == B_Q5_0 ? b32_offset(kind, yv) : yv;
+            for (int r = 0; r < 4; r++) s[r] = b32_dot(kind, q[r], yv, off);
+            if (affine) { /* + m * dy * sum(y), for the 4 rows' m */
+                __m256i ys = ysum8(yv);
                 __m128i y4 = _mm_add_epi32(_mm256_castsi256_si128(ys), _mm256_extracti128_si256(ys, 1));
                 y4 = _mm_hadd_epi32(y4, y4);
                 y4 = _mm_hadd_epi32(y4, y4); /* sum(y) in every lane */
                 acc[xi] = _mm_fmadd_ps(_mm_mul_ps(mw, _mm_set1_ps(f16(y->d))), _mm_cvtepi32_ps(y4), acc[xi]);
-            } else {
-                __m256i off = _mm256_maddubs_epi16(offv, yv);
-                for (int r = 0; r < 4; r++)
-                    s[r] = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(q[r], yv), off), ones);
             }
             __m128 sc = _mm_mul_ps(sw, _mm_set1_ps(f16(y->d)));
             acc[xi] = _mm_fmadd_ps(sc, _mm_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc[xi]);
@@ -246,40 +234,6 @@ KERN_DOT4_INSTANCE(AVX2, dot4_q5_0, dot4_blocks, B_Q5_0)
 KERN_DOT4_INSTANCE(AVX2, dot4_q8_0, dot4_blocks, B_Q8_0)
 KERN_DOT4_INSTANCE(AVX2, dot4_q4_1, dot4_blocks, B_Q4_1)
 KERN_DOT4_INSTANCE(AVX2, dot4_q5_1, dot4_blocks, B_Q5_1)
-
-/* One row of Q4_1 (q5 = 0) or Q5_1 (q5 = 1): d*dy*sum(q*y) + m*dy*sum(y),
- * both accumulated as vectors (the lanes of sum(y) add up at the end). */
-AVX2 static inline __attribute__((always_inline)) float dot_affine(int q5, int k, const void *w, const void *x)
-{
-    const uint8_t *a = w;
-    const kblock_q8_0 *b = x;
-    const size_t bb = q5 ? sizeof(kblock_q5_1) : sizeof(kblock_q4_1);
-    const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
-    __m256 acc = _mm256_setzero_ps();
-    for (int i = 0; i < k / KQK; i++, a += bb) {
-        uint16_t dh, mh;
-        memcpy(&dh, a, 2);
-        memcpy(&mh, a + 2, 2);
-        __m256i q;
-        if (q5) {
-            uint32_t qh;
-            memcpy(&qh, a + 4, 4);
-            q = _mm256_or_si256(q4_0_bytes(a + 8), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
-        } else {
-            q = q4_0_bytes(a + 4);
-        }
-        __m256i yv = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones);
-        __m256i ys = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, yv), ones);
-        float dy = f16(b[i].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(dh) * dy), _mm256_cvtepi32_ps(p), acc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(mh) * dy), _mm256_cvtepi32_ps(ys), acc);
-    }
-    return hsum_ps(acc);
-}
-
-AVX2 static float dot_q4_1(int k, const void *w, const void *x) { return dot_affine(0, k, w, x); }
-AVX2 static float dot_q5_1(int k, const void *w, const void *x) { return dot_affine(1, k, w, x); }
 
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* Unpacks the 12 bytes of 6-bit scales and mins into 8 scale bytes
