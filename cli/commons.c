@@ -60,7 +60,7 @@ static const char usage_text[] =
     "Admin:\n"
     "  admin account add NAME [--parent NAME]    admin account list\n"
     "  admin user add NAME --account A [--accounts A,B] [--admin] [--unix-user U]\n"
-    "  admin user list    admin token create USER    admin token revoke USER\n"
+    "  admin user list    admin token create USER [--expires 30d]    admin token revoke USER\n"
     "\n"
     "Connection: --addr or COMMONS_ADDR (default " CM_RPC_DEFAULT_ADDR "); the token comes from\n"
     "COMMONS_TOKEN, --token-file, COMMONS_TOKEN_FILE, or ~/.config/commons/token.\n"
@@ -742,8 +742,19 @@ static int cmd_admin(int argc, char **argv)
     if (argc < 4) return usage_error("admin %s: expected a name", what);
     const char *name = argv[3];
     if (!strcmp(what, "token") && (!strcmp(act, "create") || !strcmp(act, "revoke"))) {
-        if (argc != 4) return usage_error("admin token %s: expected one user name", act);
-        return simple(!strcmp(act, "create") ? "token.create" : "token.revoke", json_pack("{s:s}", "user", name),
+        json_t *req = json_pack("{s:s}", "user", name);
+        if (argc == 6 && !strcmp(act, "create") && !strcmp(argv[4], "--expires")) {
+            int64_t secs = cm_parse_duration(argv[5]);
+            if (secs <= 0) {
+                json_decref(req);
+                return usage_error("admin token create: --expires needs a duration such as 30d or 12h, got '%s'", argv[5]);
+            }
+            json_object_set_new(req, "expires_s", json_integer(secs));
+        } else if (argc != 4) {
+            json_decref(req);
+            return usage_error("admin token %s: expected a user name (and for create, optionally --expires DURATION)", act);
+        }
+        return simple(!strcmp(act, "create") ? "token.create" : "token.revoke", req,
                       !strcmp(act, "create") ? "token" : "revoked");
     }
     if (!strcmp(what, "account") && !strcmp(act, "add")) {

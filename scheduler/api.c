@@ -392,7 +392,13 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
         if (!cluster_user(c, name)) return cm_reply_err("not_found", "no user '%s'", name);
         json_t *r = cm_reply_ok();
         if (type[6] == 'c') {
-            if (cluster_token_create(c, name, token, err, sizeof err) != 0) {
+            json_t *exp = json_object_get(req, "expires_s");
+            if (exp && (!json_is_integer(exp) || json_integer_value(exp) < 1)) {
+                json_decref(r);
+                return cm_reply_err("bad_request", "field 'expires_s': expected a positive number of seconds");
+            }
+            int64_t expires = exp ? cm_now_ms() / 1000 + json_integer_value(exp) : 0;
+            if (cluster_token_create(c, name, expires, token, err, sizeof err) != 0) {
                 json_decref(r);
                 return cm_reply_err("unavailable", "%s", err);
             }
@@ -640,7 +646,9 @@ json_t *api_handle(struct daemon *d, struct srv_req *r, json_t *req)
     if (strcmp(type, "job.spawn") == 0 || strcmp(type, "job.spawn_wait") == 0) return handle_spawn(&d->c, type, req);
     const char *token = json_string_value(json_object_get(req, "token"));
     if (!token) return cm_reply_err("unauthorized", "no token: set COMMONS_TOKEN or use --token-file");
-    struct user *u = cluster_user_by_token(&d->c, token);
+    int expired;
+    struct user *u = cluster_user_by_token(&d->c, token, &expired);
+    if (expired) return cm_reply_err("unauthorized", "expired token: ask an admin for a new one (commons admin token create)");
     if (!u) return cm_reply_err("unauthorized", "unknown or revoked token");
     return handle_user(d, u, type, req);
 }

@@ -27,12 +27,26 @@ struct user *cluster_user(struct cluster *c, const char *name)
     return i < 0 ? NULL : &c->users[i];
 }
 
-struct user *cluster_user_by_token(struct cluster *c, const char *token)
+struct user *cluster_user_by_token(struct cluster *c, const char *token, int *expired)
 {
     char hash[65];
     cm_sha256_hex(token, strlen(token), hash);
     int i = strmap_get(&c->user_by_token, hash);
-    return i < 0 ? NULL : &c->users[i];
+    *expired = 0;
+    if (i < 0) return NULL;
+    if (c->tokens[i].expires && c->tokens[i].expires <= cm_now_ms() / 1000) {
+        *expired = 1;
+        return NULL;
+    }
+    return &c->users[c->tokens[i].user];
+}
+
+static void token_remember(struct cluster *c, const char *hash, int user, int64_t expires)
+{
+    c->tokens = realloc(c->tokens, sizeof *c->tokens * (size_t)(c->ntokens + 1));
+    c->tokens[c->ntokens].user = user;
+    c->tokens[c->ntokens].expires = expires;
+    strmap_put(&c->user_by_token, hash, c->ntokens++);
 }
 
 int cluster_account_exists(struct cluster *c, const char *name)
@@ -156,7 +170,7 @@ static int load_token(void *ctx, sqlite3_stmt *st)
 {
     struct cluster *c = ctx;
     int u = strmap_get(&c->user_by_name, (const char *)sqlite3_column_text(st, 1));
-    if (u >= 0) strmap_put(&c->user_by_token, (const char *)sqlite3_column_text(st, 0), u);
+    if (u >= 0) token_remember(c, (const char *)sqlite3_column_text(st, 0), u, sqlite3_column_int64(st, 2));
     return 0;
 }
 
@@ -327,7 +341,7 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
     struct store *s = &c->store;
     if (store_each(s, "SELECT name, parent FROM accounts", load_account, c) ||
         store_each(s, "SELECT name, account, accounts, admin, unix_user FROM users", load_user, c) ||
-        store_each(s, "SELECT hash, user FROM tokens WHERE revoked=0", load_token, c) ||
+        store_each(s, "SELECT hash, user, expires FROM tokens WHERE revoked=0", load_token, c) ||
         store_each(s, "SELECT name, hostname, cpus, memory_mb, gpus, state, reason, topology, drain, drain_reason"
                       " FROM nodes ORDER BY rowid",
                    load_node, c) ||
@@ -400,6 +414,7 @@ void cluster_free(struct cluster *c)
     strmap_free(&c->node_by_name);
     strmap_free(&c->user_by_name);
     strmap_free(&c->user_by_token);
+    free(c->tokens);
     strmap_free(&c->account_by_name);
     store_close(&c->store);
     memset(c, 0, sizeof *c);
@@ -426,7 +441,7 @@ int cluster_account_add(struct cluster *c, const char *name, const char *parent,
     return 0;
 }
 
-static int new_token(struct cluster *c, int user_index, char *token_out, char *err, size_t errlen)
+static int new_token(struct cluster *c, int user_index, int64_t expires, char *token_out, char *err, size_t errlen)
 {
     char rnd[65], hash[65];
     if (cm_random_hex(32, rnd) != 0) {
@@ -435,11 +450,11 @@ static int new_token(struct cluster *c, int user_index, char *token_out, char *e
     }
     snprintf(token_out, 72, "cm_%s", rnd);
     cm_sha256_hex(token_out, strlen(token_out), hash);
-    if (store_token_put(&c->store, hash, c->users[user_index].name)) {
+    if (store_token_put(&c->store, hash, c->users[user_index].name, expires)) {
         snprintf(err, errlen, "%s", c->store.err);
         return -1;
     }
-    strmap_put(&c->user_by_token, hash, user_index);
+    token_remember(c, hash, user_index, expires);
     return 0;
 }
 
@@ -482,17 +497,18 @@ int cluster_user_add(struct cluster *c, const char *name, const char *account, j
     u->admin = admin;
     u->unix_user = strdup(unix_user);
     strmap_put(&c->user_by_name, name, c->nusers++);
-    return new_token(c, c->nusers - 1, token_out, err, errlen);
+    return new_token(c, c->nusers - 1, 0, token_out, err, errlen);
 }
 
-int cluster_token_create(struct cluster *c, const char *user, char *token_out, char *err, size_t errlen)
+int cluster_token_create(struct cluster *c, const char *user, int64_t expires, char *token_out, char *err,
+                         size_t errlen)
 {
     int i = strmap_get(&c->user_by_name, user);
     if (i < 0) {
         snprintf(err, errlen, "no user '%s'", user);
         return -1;
     }
-    return new_token(c, i, token_out, err, errlen);
+    return new_token(c, i, expires, token_out, err, errlen);
 }
 
 int cluster_token_revoke(struct cluster *c, const char *user, int *count, char *err, size_t errlen)
@@ -504,7 +520,10 @@ int cluster_token_revoke(struct cluster *c, const char *user, int *count, char *
     /* The map holds hashes only, so rebuild it from the live tokens. */
     strmap_free(&c->user_by_token);
     strmap_init(&c->user_by_token);
-    if (store_each(&c->store, "SELECT hash, user FROM tokens WHERE revoked=0", load_token, c) != 0) {
+    free(c->tokens);
+    c->tokens = NULL;
+    c->ntokens = 0;
+    if (store_each(&c->store, "SELECT hash, user, expires FROM tokens WHERE revoked=0", load_token, c) != 0) {
         snprintf(err, errlen, "%s", c->store.err);
         return -1;
     }

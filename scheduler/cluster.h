@@ -103,7 +103,9 @@ struct cluster {
     struct strmap node_by_name;
     struct user *users;
     int nusers;
-    struct strmap user_by_name, user_by_token; /* token hash -> user index */
+    struct strmap user_by_name, user_by_token; /* token hash -> index into tokens */
+    struct token_ref { int user; int64_t expires; } *tokens; /* expires: Unix s, 0 = never */
+    int ntokens;
     struct account *accounts;
     int naccounts;
     struct strmap account_by_name;
@@ -119,7 +121,9 @@ int cluster_load(struct cluster *c, char *err, size_t errlen);
 void cluster_free(struct cluster *c);
 
 struct job *cluster_job(struct cluster *c, int64_t id);
-struct user *cluster_user_by_token(struct cluster *c, const char *token);
+/* The user a live token belongs to; NULL for an unknown or revoked token, and
+ * NULL with *expired set for one past its expiry. */
+struct user *cluster_user_by_token(struct cluster *c, const char *token, int *expired);
 struct user *cluster_user(struct cluster *c, const char *name);
 int cluster_account_exists(struct cluster *c, const char *name);
 struct node *cluster_node(struct cluster *c, const char *name);
@@ -133,7 +137,9 @@ int cluster_hold(struct cluster *c, struct job *j, int hold, char *err, size_t e
 
 int cluster_user_add(struct cluster *c, const char *name, const char *account, json_t *accounts,
                      int admin, const char *unix_user, char *token_out, char *err, size_t errlen);
-int cluster_token_create(struct cluster *c, const char *user, char *token_out, char *err, size_t errlen);
+/* expires: Unix seconds, 0 for a token that does not expire. */
+int cluster_token_create(struct cluster *c, const char *user, int64_t expires, char *token_out, char *err,
+                         size_t errlen);
 /* Revokes every token of user; *count says how many were live. */
 int cluster_token_revoke(struct cluster *c, const char *user, int *count, char *err, size_t errlen);
 int cluster_account_add(struct cluster *c, const char *name, const char *parent, char *err, size_t errlen);

@@ -11,7 +11,8 @@ static const char *const schema_v1 =
     "CREATE TABLE accounts(name TEXT PRIMARY KEY, parent TEXT);"
     "CREATE TABLE users(name TEXT PRIMARY KEY, account TEXT NOT NULL, accounts TEXT NOT NULL,"
     "  admin INTEGER NOT NULL, unix_user TEXT NOT NULL);"
-    "CREATE TABLE tokens(hash TEXT PRIMARY KEY, user TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE tokens(hash TEXT PRIMARY KEY, user TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,"
+    "  expires INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE nodes(name TEXT PRIMARY KEY, hostname TEXT, cpus INTEGER, memory_mb INTEGER,"
     "  gpus INTEGER, state TEXT, reason TEXT, last_seen INTEGER, topology TEXT,"
     "  drain INTEGER NOT NULL DEFAULT 0, drain_reason TEXT);"
@@ -280,10 +281,11 @@ int store_user_put(struct store *s, const char *name, const char *account, const
     return exec_bound(s, "INSERT OR REPLACE INTO users VALUES(?,?,?,?,?)", 5, t, i, "tttit");
 }
 
-int store_token_put(struct store *s, const char *hash, const char *user)
+int store_token_put(struct store *s, const char *hash, const char *user, int64_t expires)
 {
-    const char *t[] = {hash, user};
-    return exec_bound(s, "INSERT INTO tokens(hash, user) VALUES(?,?)", 2, t, NULL, "tt");
+    const char *t[] = {hash, user, NULL};
+    int64_t i[] = {0, 0, expires};
+    return exec_bound(s, "INSERT INTO tokens(hash, user, expires) VALUES(?,?,?)", 3, t, i, "tti");
 }
 
 int store_token_revoke_user(struct store *s, const char *user, int *count)

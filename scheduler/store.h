@@ -43,7 +43,7 @@ int store_job_update(struct store *s, const struct job *j); /* mutable fields on
 int store_exec(struct store *s, const char *sql); /* for the simple writes below */
 int store_user_put(struct store *s, const char *name, const char *account, const char *accounts_json,
                    int admin, const char *unix_user);
-int store_token_put(struct store *s, const char *hash, const char *user);
+int store_token_put(struct store *s, const char *hash, const char *user, int64_t expires);
 int store_token_revoke_user(struct store *s, const char *user, int *count);
 int store_account_put(struct store *s, const char *name, const char *parent);
 int store_node_put(struct store *s, const char *name, const char *hostname, int cpus,

@@ -153,8 +153,17 @@ START_TEST(fifo_and_persistence)
 
     /* Restart: the same jobs, states, allocation and token. */
     open_cluster(&c);
-    ck_assert_ptr_nonnull(cluster_user_by_token(&c, token));
-    ck_assert_ptr_null(cluster_user_by_token(&c, "cm_wrong"));
+    int expired;
+    ck_assert_ptr_nonnull(cluster_user_by_token(&c, token, &expired));
+    ck_assert_ptr_null(cluster_user_by_token(&c, "cm_wrong", &expired));
+    ck_assert_int_eq(expired, 0);
+    /* A token past its expiry is refused and said to be expired. */
+    char old_token[80];
+    ck_assert_int_eq(store_begin(&c.store), 0);
+    ck_assert_int_eq(cluster_token_create(&c, "alice", 1000, old_token, err, sizeof err), 0);
+    ck_assert_int_eq(store_commit(&c.store), 0);
+    ck_assert_ptr_null(cluster_user_by_token(&c, old_token, &expired));
+    ck_assert_int_eq(expired, 1);
     ck_assert_int_eq(cluster_job(&c, a)->state, JOB_RUNNING);
     ck_assert_int_eq(cluster_node(&c, "n1")->used_cpus, 4);
     ck_assert_int_eq(c.npending, 2);

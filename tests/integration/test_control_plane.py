@@ -184,6 +184,14 @@ class ControlPlane(ClusterTest):
         self.assertIn("forbidden", p.stderr)
         p = self.c.cli("submit", "-A", "biology", "--", "true", token=self.alice, check=False)
         self.assertIn("may not charge account 'biology'", p.stderr)
+        # A token past its expiry is refused as expired.
+        short = self.c.cli("admin", "token", "create", "bob", "--expires", "1s").stdout.strip()
+        self.assertEqual(self.c.cli("whoami", token=short).stdout.strip(), "bob")
+        time.sleep(2.1)
+        p = self.c.cli("whoami", token=short, check=False)
+        self.assertIn("expired token", p.stderr)
+        p = self.c.cli("admin", "token", "create", "bob", "--expires", "soon", check=False)
+        self.assertEqual(p.returncode, 2)
         # Revoked tokens stop working at once.
         self.c.cli("admin", "token", "revoke", "bob")
         p = self.c.cli("queue", token=self.bob, check=False)
