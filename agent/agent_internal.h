@@ -51,7 +51,7 @@ struct agent_job {
     bool started_pending, ended_pending;
     /* in memory only */
     bool adopted;                 /* re-attached after a restart: not our child */
-    json_t *binding;              /* the placement reported with started, or NULL */
+    json_t *binding;              /* the placement applied or recorded (sent with started), or NULL */
     int64_t term_ms;              /* when SIGTERM was sent, 0 if not */
     int64_t drain_ms;             /* when draining began */
     struct agent_job *next;

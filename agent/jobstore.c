@@ -56,6 +56,7 @@ static json_t *to_json(const struct agent_job *j)
 int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen)
 {
     json_t *o = to_json(j);
+    if (o && j->binding) json_object_set(o, "binding", j->binding); /* what was applied or recorded */
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!text) {
@@ -128,6 +129,8 @@ static int from_json(json_t *o, struct agent_job *j, char *err, size_t errlen)
         snprintf(err, errlen, "malformed spawn_id");
         return -1;
     }
+    json_t *b = json_object_get(o, "binding");
+    j->binding = json_is_object(b) ? json_incref(b) : NULL;
     return 0;
 }
 
@@ -159,6 +162,7 @@ static int load_path(const char *path, const char *name, struct agent_job *j, ch
         snprintf(why, len, "line %d: %s", jerr.line, jerr.text);
         return -1;
     }
+    j->binding = NULL; /* from_json may fail before it clears j */
     int rc = from_json(o, j, why, len);
     json_decref(o);
     char want[96];
@@ -166,6 +170,10 @@ static int load_path(const char *path, const char *name, struct agent_job *j, ch
     if (rc == 0 && strcmp(name, want) != 0) {
         snprintf(why, len, "id and attempt do not match the file name");
         rc = -1;
+    }
+    if (rc != 0) {
+        json_decref(j->binding);
+        j->binding = NULL;
     }
     return rc;
 }

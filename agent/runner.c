@@ -858,4 +858,5 @@ void agent_runner_status(agent_runner *r, int64_t id, int attempt, struct agent_
     st->timed_out = j->timed_out;
     st->cancelled = j->cancelled;
     snprintf(st->error, sizeof st->error, "%s", j->error);
+    if (j == &old) json_decref(old.binding);
 }

@@ -453,6 +453,14 @@ START_TEST(test_restart_reattaches_tasks_and_spawns)
     ck_assert_msg(strstr(text, "[70,0]") && strstr(text, "[71,0,9]"), "running: %s", text);
     free(text);
     json_decref(running);
+    /* The binding is part of the record: the started event sent again carries it. */
+    json_t *started = event(r, 70, 0, "started");
+    ck_assert_ptr_nonnull(started);
+    json_t *bind = json_object_get(started, "binding");
+    ck_assert(json_is_object(bind));
+    ck_assert(json_is_false(json_object_get(bind, "applied"))); /* no cpu_list: nothing bound */
+    ck_assert(json_is_array(json_object_get(bind, "tasks")));
+    json_decref(started);
     ck_assert_int_eq(kill(kids[0], 0), 0);
     agent_runner_kill_spawns(r, 71, 0);
     ck_assert_int_eq(agent_runner_kill(r, 70, 0, "cancel"), 0);
