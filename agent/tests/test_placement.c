@@ -388,6 +388,17 @@ START_TEST(test_spawns)
     ck_assert_int_eq(agent_runner_spawn(r, bad, err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "spawn_id"));
     json_decref(bad);
+    /* A spawn with a bad argv ends at once, its error naming the field. */
+    bad = json_pack("{ss sI si sI ss ss ss}", "op", "spawn", "id", (json_int_t)42, "attempt", 0,
+                    "spawn_id", (json_int_t)3, "argv", "not a list", "unix_user", g_user,
+                    "workdir", g_work);
+    ck_assert_int_eq(agent_runner_spawn(r, bad, err, sizeof err), 0);
+    json_decref(bad);
+    ev = event(r, 42, 3, "spawn_ended");
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_int_eq(json_integer_value(json_object_get(ev, "exit_code")), -1);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(ev, "error")), "\"argv\""));
+    json_decref(ev);
     agent_runner_close(r);
 }
 END_TEST
