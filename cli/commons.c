@@ -31,7 +31,7 @@ static struct {
 } g = {.timeout_ms = 30000};
 
 static const char usage_text[] =
-    "usage: commons [--addr URL] [--token-file FILE] [--json] COMMAND ...\n"
+    "usage: commons [--addr URL] [--token-file FILE] [--timeout 30s] [--json] COMMAND ...\n"
     "\n"
     "Jobs:\n"
     "  submit [OPTIONS] SCRIPT [ARGS]    submit a batch script (#COMMONS directives allowed)\n"
@@ -63,7 +63,8 @@ static const char usage_text[] =
     "  admin user list    admin token create USER [--expires 30d]    admin token revoke USER\n"
     "\n"
     "Connection: --addr or COMMONS_ADDR (default " CM_RPC_DEFAULT_ADDR "); the token comes from\n"
-    "COMMONS_TOKEN, --token-file, COMMONS_TOKEN_FILE, or ~/.config/commons/token.\n"
+    "COMMONS_TOKEN, --token-file, COMMONS_TOKEN_FILE, or ~/.config/commons/token. With a\n"
+    "tls+tcp:// address, COMMONS_TLS_CA names the PEM file of the CA that signed commonsd's certificate.\n"
     "Exit status: 0 ok, 1 refused by commonsd, 2 bad usage or input, 3 commonsd unreachable.\n";
 
 static const char submit_usage[] =
@@ -808,6 +809,14 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--json")) g.json = 1;
         else if (!strcmp(argv[i], "--addr") && i + 1 < argc) g.addr = argv[++i];
         else if (!strcmp(argv[i], "--token-file") && i + 1 < argc) g.token_file = argv[++i];
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+            int64_t s = cm_parse_duration(argv[++i]);
+            if (s <= 0) {
+                fprintf(stderr, "commons: --timeout: expected a duration such as 30s, got '%s'\n", argv[i]);
+                return EXIT_USAGE;
+            }
+            g.timeout_ms = (int)(s * 1000);
+        }
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(usage_text, stdout);
             return 0;

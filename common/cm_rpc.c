@@ -5,6 +5,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,33 @@ int cm_rpc_client_open(const char *addr, cm_rpc_client **out, char *err, size_t 
     if (rv == 0) rv = nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     if (rv == 0) rv = nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 50);
     if (rv == 0) rv = nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 1000);
-    if (rv == 0) rv = nng_dial(c->sock, addr, NULL, NNG_FLAG_NONBLOCK);
+    nng_dialer d;
+    if (rv == 0) rv = nng_dialer_create(&d, c->sock, addr);
+    if (rv == 0 && strncmp(addr, "tls+tcp://", 10) == 0) {
+        const char *ca = getenv("COMMONS_TLS_CA");
+        char host[256];
+        snprintf(host, sizeof host, "%s", addr + 10);
+        host[strcspn(host, ":/")] = '\0';
+        nng_tls_config *cfg = NULL;
+        if (!ca || !*ca) {
+            snprintf(err, errlen, "%s: set COMMONS_TLS_CA to the PEM file of the CA that signed the server's certificate", addr);
+            nng_close(c->sock);
+            free(c);
+            return -1;
+        }
+        if ((rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT)) == 0 &&
+            (rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED)) == 0 &&
+            (rv = nng_tls_config_ca_file(cfg, ca)) == 0 && (rv = nng_tls_config_server_name(cfg, host)) == 0)
+            rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+        if (cfg) nng_tls_config_free(cfg); /* the dialer holds its own reference */
+        if (rv != 0) {
+            snprintf(err, errlen, "TLS setup for %s with CA file %s: %s", addr, ca, nng_strerror(rv));
+            nng_close(c->sock);
+            free(c);
+            return -1;
+        }
+    }
+    if (rv == 0) rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         snprintf(err, errlen, "cannot dial %s: %s", addr, nng_strerror(rv));
         nng_close(c->sock);

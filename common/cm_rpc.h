@@ -17,8 +17,11 @@
 
 typedef struct cm_rpc_client cm_rpc_client;
 
-/* Dials addr (tcp://host:port). The connection is made lazily by nng and
- * re-made after failures, so open only fails on a malformed address. */
+/* Dials addr (tcp://host:port, or tls+tcp://host:port). The connection is
+ * made lazily by nng and re-made after failures, so open only fails on a
+ * malformed address. With tls+tcp, the server's certificate must chain to the
+ * CA certificates in the PEM file named by the environment variable
+ * COMMONS_TLS_CA and match the host name of addr. */
 int cm_rpc_client_open(const char *addr, cm_rpc_client **out, char *err, size_t errlen);
 void cm_rpc_client_close(cm_rpc_client *c);
 

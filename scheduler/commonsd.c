@@ -39,7 +39,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: commonsd --state DIR [--listen URL] [--foreground] [--node-timeout SECONDS]\n"
-            "                [--policy FILE] [--backfill easy|none] [--sync full|normal]\n"
+            "                [--policy FILE] [--backfill easy|none] [--tls-cert FILE] [--sync full|normal]\n"
             "                [--log-level debug|info|warn|error]\n"
             "  --state DIR          state directory (SQLite database, keys); created if missing\n"
             "  --listen URL         where clients and agents connect (default %s)\n"
@@ -48,6 +48,8 @@ static void usage(FILE *f)
             "  --policy FILE        quota policy to apply at start and on SIGHUP when it changed\n"
             "                       (commons policy apply does the same over the wire)\n"
             "  --backfill MODE      easy (default): EASY backfill; none: strict priority order\n"
+            "  --tls-cert FILE      PEM with the certificate chain and key; listen on tls+tcp://...\n"
+            "                       (clients set COMMONS_TLS_CA to the CA's PEM file)\n"
             "  --sync full|normal   SQLite synchronous mode (default full: survives power loss;\n"
             "                       normal survives a crash of commonsd but not of the machine)\n",
             CM_RPC_DEFAULT_ADDR);
@@ -155,7 +157,7 @@ static int reload(struct daemon *d, const char *state_dir, enum store_sync sync)
 
 int main(int argc, char **argv)
 {
-    const char *state_dir = NULL, *listen = CM_RPC_DEFAULT_ADDR, *policy_path = NULL;
+    const char *state_dir = NULL, *listen = CM_RPC_DEFAULT_ADDR, *policy_path = NULL, *tls_cert = NULL;
     quota_backfill backfill = QUOTA_BACKFILL_EASY;
     int foreground = 0, level = CM_LOG_INFO;
     double node_timeout = 30;
@@ -165,6 +167,7 @@ int main(int argc, char **argv)
         {"foreground", no_argument, 0, 'f'}, {"node-timeout", required_argument, 0, 't'},
         {"sync", required_argument, 0, 'y'}, {"log-level", required_argument, 0, 'v'},
         {"policy", required_argument, 0, 'p'}, {"backfill", required_argument, 0, 'b'},
+        {"tls-cert", required_argument, 0, 'c'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -196,6 +199,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'p': policy_path = optarg; break;
+        case 'c': tls_cert = optarg; break;
         case 'b':
             if (strcmp(optarg, "easy") == 0) backfill = QUOTA_BACKFILL_EASY;
             else if (strcmp(optarg, "none") == 0) backfill = QUOTA_BACKFILL_NONE;
@@ -226,7 +230,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (policy_path && apply_policy_file(&d, policy_path, "commonsd --policy") != 0) return 1;
-    if (server_open(&d.srv, listen, err, sizeof err) != 0) {
+    if (server_open(&d.srv, listen, tls_cert, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;
     }

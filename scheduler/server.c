@@ -6,6 +6,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,7 +64,7 @@ static void req_cb(void *arg)
     nng_mtx_unlock(s->mtx);
 }
 
-int server_open(struct server **out, const char *url, char *err, size_t errlen)
+int server_open(struct server **out, const char *url, const char *tls_cert_key, char *err, size_t errlen)
 {
     struct server *s = calloc(1, sizeof *s);
     int rv;
@@ -82,7 +83,29 @@ int server_open(struct server **out, const char *url, char *err, size_t errlen)
             return -1;
         }
     }
-    if ((rv = nng_listen(s->sock, url, NULL, 0)) != 0) {
+    int tls = strncmp(url, "tls+tcp://", 10) == 0;
+    if (tls != (tls_cert_key != NULL)) {
+        snprintf(err, errlen, tls ? "%s needs --tls-cert FILE (certificate chain and key, PEM)"
+                                  : "--tls-cert needs a tls+tcp:// listen address, not %s", url);
+        nng_close(s->sock);
+        return -1;
+    }
+    nng_listener l;
+    rv = nng_listener_create(&l, s->sock, url);
+    if (rv == 0 && tls) {
+        nng_tls_config *cfg = NULL;
+        if ((rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_SERVER)) == 0 &&
+            (rv = nng_tls_config_cert_key_file(cfg, tls_cert_key, NULL)) == 0)
+            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
+        if (cfg) nng_tls_config_free(cfg);
+        if (rv != 0) {
+            snprintf(err, errlen, "TLS certificate %s: %s", tls_cert_key, nng_strerror(rv));
+            nng_close(s->sock);
+            return -1;
+        }
+    }
+    if (rv == 0) rv = nng_listener_start(l, 0);
+    if (rv != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
         nng_close(s->sock);
         return -1;

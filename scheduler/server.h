@@ -17,7 +17,9 @@
 struct server;
 struct srv_req; /* one request in flight; owned by the server */
 
-int server_open(struct server **out, const char *url, char *err, size_t errlen);
+/* url: tcp://host:port, or tls+tcp://host:port with tls_cert_key the PEM file
+ * holding the server's certificate chain and private key. */
+int server_open(struct server **out, const char *url, const char *tls_cert_key, char *err, size_t errlen);
 void server_close(struct server *s);
 /* Waits up to timeout_ms for requests; returns how many were taken into out. */
 size_t server_take(struct server *s, struct srv_req **out, size_t max, int timeout_ms);
