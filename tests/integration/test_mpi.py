@@ -3,7 +3,8 @@ acting as nodes n1 and n2 run tests/mpi/mpi_report.c (built here with mpicc) as 
 2-node x 2-rank job. The first node's agent runs mpirun with a hostfile/rankfile made
 from the allocation; mpirun starts its daemons on n1 and n2 through commons-rsh and
 commonsd's spawn relay (no ssh). All four ranks report, each on its node and bound to a
-distinct allocated PU; cancelling the running job ends every rank on both nodes.
+distinct allocated PU; cancelling the running job ends every rank on both nodes. The same
+with subreaper containment, and on two XML nodes (bindings recorded: ranks unbound).
 
 Both "nodes" are this one host, so Open MPI's shared-memory transport (whose segment
 names use the host name) is turned off for these jobs (OMPI_MCA_btl=^vader)."""
@@ -38,8 +39,13 @@ def alive(pid):
         return False
 
 
-class MpiJobs(ClusterTest):
-    agent_extra = ()
+def my_cpus():
+    with open("/proc/self/status") as f:
+        return cpu_set(f.read().split("Cpus_allowed_list:")[1].split()[0])
+
+
+class MpiBase(ClusterTest):
+    """commonsd, the MPI program, and two agents n1 and n2 (start_nodes)."""
 
     def setUp(self):
         super().setUp()
@@ -49,10 +55,7 @@ class MpiJobs(ClusterTest):
         subprocess.run(["mpicc", "-O1", "-o", self.prog, SOURCE], check=True, timeout=120)
         os.chmod(self.c.dir, 0o755)
         self.c.start_scheduler()
-        # --cpus equal to this machine's PUs: the agents report their hwloc topology
-        # and commonsd gives each rank specific PUs.
-        for name in ("n1", "n2"):
-            self.c.start_agent(name, cpus=PUS, extra=self.agent_extra)
+        self.start_nodes()
 
     def submit(self, *args):
         out = os.path.join(self.c.dir, "mpi-%j.out")
@@ -85,6 +88,16 @@ class MpiJobs(ClusterTest):
             self.assertTrue(all(len(s) == 1 for s in sets), f"{node}: each rank on one PU: {rs}")
             self.assertNotEqual(sets[0], sets[1], f"{node}: ranks share a PU: {rs}")
         return by_node
+
+
+class MpiJobs(MpiBase):
+    agent_extra = ()
+
+    def start_nodes(self):
+        # --cpus equal to this machine's PUs: the agents report their hwloc topology
+        # and commonsd gives each rank specific PUs.
+        for name in ("n1", "n2"):
+            self.c.start_agent(name, cpus=PUS, extra=self.agent_extra)
 
     def test_two_nodes_two_ranks_each(self):
         jid = self.submit()
@@ -119,6 +132,27 @@ class MpiJobsSubreaper(MpiJobs):
     """The same with subreaper containment (process trees found by process group and
     environment instead of cgroups)."""
     agent_extra = ("--containment", "subreaper")
+
+
+class MpiOnXmlNodes(MpiBase):
+    """Two agents playing the 2 x 56-core node of configs/topologies: bindings are recorded,
+    not applied, so mpirun gets no rankfile (--bind-to none) and the ranks run unbound."""
+
+    def start_nodes(self):
+        xml = os.path.join(HERE, "..", "..", "configs", "topologies", "gpu-2x56c-8gpu.xml")
+        for name in ("n1", "n2"):
+            self.c.start_agent(name, cpus=112, memory_mb=500000, extra=("--topology", xml))
+
+    def test_two_nodes_two_ranks_each(self):
+        jid = self.submit()
+        ranks = self.ranks(jid)
+        self.assertEqual(sorted(int(r[0]) for r in ranks), [0, 1, 2, 3])
+        self.assertEqual(sorted(r[2] for r in ranks), ["n1", "n1", "n2", "n2"])
+        mine = my_cpus()
+        for r in ranks:
+            self.assertEqual(cpu_set(r[3]), mine, f"rank {r[0]} was bound on a recorded node")
+        job = self.c.wait_state(jid, ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)
+        self.assertEqual((job["state"], job["exit_code"]), ("COMPLETED", 0), job)
 
 
 class CommonsRsh(ClusterTest):
