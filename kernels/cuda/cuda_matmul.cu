@@ -35,6 +35,8 @@ k_matvec(const uint8_t *__restrict__ w, size_t rb, const float *__restrict__ x, 
 #pragma unroll
     for (int r = 0; r < KCU_MATVEC_MAX_N; r++) acc[r] = 0.0f;
     int nc = k >> 5;
+    /* unrolled twice: two chunks' loads in flight per lane before the math */
+#pragma unroll 2
     for (int c = lane; c < nc; c += 32) {
         float wv[32];
         kcu_deq32<T, A>(wr, c, wv);
