@@ -9,9 +9,8 @@
  * Each warp writes its partial (o, m, l); a second kernel merges the
  * partials of a query: out = sum_s e^(m_s-M) o_s / sum_s e^(m_s-M) l_s.
  * Splitting the keys is what keeps a single decode query (n_q = 1) from
- * running on a handful of SMs; prompts get the same kernel with one block
- * per query and chunk (K/V rows come from L2 for the queries after the
- * first; a shared-memory tiled prompt kernel is an open point, docs/cuda.md).
+ * running on a handful of SMs. Prompts (n_q >= TQ/2) use k_attn_tiled below
+ * instead: queries in tiles, K/V staged in shared memory.
  *
  * With pos0 on the device (kern_cuda_attention_dev, for CUDA graphs) the
  * split count is sized for the whole capacity and chunks past n_kv write
@@ -103,6 +102,89 @@ __global__ void k_attn_merge(float *__restrict__ out, const float *__restrict__ 
     }
 }
 
+/* Prompts: a block takes TQ consecutive queries of one head (each warp
+ * TQ/ATT_WARPS of them) and walks the keys any of them sees in tiles of TK
+ * rows of K and V staged in shared memory as f32, so each K/V row is read
+ * from memory once per TQ queries instead of once per query. Same online
+ * softmax per query as the split kernel; no merge pass. */
+#define TQ 16
+#define TK 16
+#define QPW (TQ / ATT_WARPS)
+
+template <bool F16>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+k_attn_tiled(float *__restrict__ out, const float *__restrict__ q, const void *__restrict__ kc,
+             const void *__restrict__ vc, int n_q, int n_head, int group, int hd, int cap, int q_pos0,
+             const int32_t *__restrict__ pos0_dev, int window, float scale)
+{
+    __shared__ float ks[TK][ATT_MAX_D], vs[TK][ATT_MAX_D];
+    int h = blockIdx.y, kvh = h / group, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (pos0_dev) q_pos0 = *pos0_dev;
+    int t0 = blockIdx.x * TQ, t_end = t0 + TQ < n_q ? t0 + TQ : n_q;
+    float qv[QPW][ATT_DPL], o[QPW][ATT_DPL], m[QPW], l[QPW];
+    int pos[QPW], lo[QPW];
+#pragma unroll
+    for (int j = 0; j < QPW; j++) {
+        int t = t0 + warp * QPW + j;
+        pos[j] = t < t_end ? q_pos0 + t : -1; /* -1: no query, sees no key */
+        lo[j] = window > 0 && pos[j] - window + 1 > 0 ? pos[j] - window + 1 : 0;
+        m[j] = -INFINITY, l[j] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) {
+            int d = lane + 32 * i;
+            qv[j][i] = pos[j] >= 0 && d < hd ? q[((size_t)t * n_head + h) * hd + d] : 0.0f;
+            o[j][i] = 0.0f;
+        }
+    }
+    int last = q_pos0 + t_end - 1, first = window > 0 && q_pos0 + t0 - window + 1 > 0 ? q_pos0 + t0 - window + 1 : 0;
+    if (last >= cap) last = cap - 1; /* a bad device position must not read past the cache */
+    size_t head_off = (size_t)kvh * cap * hd;
+    for (int k0 = first; k0 <= last; k0 += TK) {
+        int nk = last - k0 + 1 < TK ? last - k0 + 1 : TK;
+        __syncthreads(); /* the previous tile is no longer read */
+        for (int e = threadIdx.x; e < nk * hd; e += blockDim.x) {
+            int r = e / hd, d = e % hd;
+            size_t g = head_off + (size_t)(k0 + r) * hd + d;
+            ks[r][d] = kv_at<F16>(kc, g);
+            vs[r][d] = kv_at<F16>(vc, g);
+        }
+        __syncthreads();
+        for (int r = 0; r < nk; r++) {
+            int key = k0 + r;
+#pragma unroll
+            for (int j = 0; j < QPW; j++) {
+                if (key < lo[j] || key > pos[j]) continue; /* uniform across the warp */
+                float sc = 0.0f;
+#pragma unroll
+                for (int i = 0; i < ATT_DPL; i++) {
+                    int d = lane + 32 * i;
+                    if (d < hd) sc += qv[j][i] * ks[r][d];
+                }
+                sc = kcu_warp_sum(sc) * scale;
+                float mn = fmaxf(m[j], sc), corr = expf(m[j] - mn), p = expf(sc - mn);
+                l[j] = l[j] * corr + p;
+#pragma unroll
+                for (int i = 0; i < ATT_DPL; i++) {
+                    int d = lane + 32 * i;
+                    o[j][i] = o[j][i] * corr + (d < hd ? p * vs[r][d] : 0.0f);
+                }
+                m[j] = mn;
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < QPW; j++) {
+        if (pos[j] < 0) continue;
+        int t = t0 + warp * QPW + j;
+        float inv = 1.0f / l[j];
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) out[((size_t)t * n_head + h) * hd + d] = o[j][i] * inv;
+        }
+    }
+}
+
 static int attention(kern_ctx *ctx, float *out, const float *q, const void *k, const void *v,
                      const kern_kv_layout *l, const kern_attn_params *p, const int32_t *pos0_dev)
 {
@@ -110,6 +192,20 @@ static int attention(kern_ctx *ctx, float *out, const float *q, const void *k, c
     if (l->head_dim > ATT_MAX_D)
         return kern_fail(ctx, KERN_ENOTSUP, "kern_attention: CUDA backend supports head_dim <= %d, got %d",
                          ATT_MAX_D, l->head_dim);
+    int group = p->n_head / l->n_head_kv;
+    if (p->n_q >= TQ / 2) { /* prompts: tiled, K/V shared by TQ queries */
+        dim3 grid((p->n_q + TQ - 1) / TQ, p->n_head);
+        if (l->type == KERN_TYPE_F16)
+            k_attn_tiled<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, p->n_q, p->n_head, group,
+                                                                      l->head_dim, l->capacity, p->q_pos0, pos0_dev,
+                                                                      p->window, p->scale);
+        else
+            k_attn_tiled<false><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, k, v, p->n_q, p->n_head, group,
+                                                                       l->head_dim, l->capacity, p->q_pos0, pos0_dev,
+                                                                       p->window, p->scale);
+        KCU_LAUNCHED();
+        return KERN_OK;
+    }
     int span = pos0_dev ? l->capacity : p->n_kv; /* keys any query may see: 0 .. span-1 */
     int nq = p->n_q * p->n_head;
     /* enough blocks to fill the GPU twice, chunks of 64 .. any keys */
@@ -121,7 +217,6 @@ static int attention(kern_ctx *ctx, float *out, const float *q, const void *k, c
     int rc = kcu_grow(ctx, &c->part, &c->part_bytes, (size_t)nq * n_part * (l->head_dim + 2) * sizeof(float));
     if (rc) return rc;
     dim3 grid(nq, n_split);
-    int group = p->n_head / l->n_head_kv;
     if (l->type == KERN_TYPE_F16)
         k_attn_split<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k, v, p->n_head, group,
                                                                   l->head_dim, l->capacity, p->q_pos0, pos0_dev,

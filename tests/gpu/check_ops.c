@@ -333,7 +333,8 @@ int main(int argc, char **argv)
     check_attention(&c, KERN_TYPE_F16, 32, 4, 64, 1, 3000, 0);
     check_attention(&c, KERN_TYPE_F16, 4, 1, 256, 1, 700, 512);
     check_attention(&c, KERN_TYPE_F32, 4, 4, 80, 1, 10, 0);
-    check_attention(&c, KERN_TYPE_F32, 8, 2, 128, 37, 5, 0);
+    check_attention(&c, KERN_TYPE_F16, 8, 2, 128, 5, 60, 16); /* few queries: split kernel */
+    check_attention(&c, KERN_TYPE_F32, 8, 2, 128, 37, 5, 0);  /* prompts: tiled kernel */
     check_attention(&c, KERN_TYPE_F16, 4, 1, 256, 300, 400, 128);
     check_attention(&c, KERN_TYPE_F16, 6, 3, 64, 129, 0, 0);
     check_graph(&c);
