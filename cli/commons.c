@@ -15,6 +15,7 @@
 #include "table.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,10 @@ static const char usage_text[] =
     "  prio                              pending jobs' priority factors (like sprio)\n"
     "  ledger verify [--anchor SEQ:HASH] | ledger export [--format json|csv] [--out FILE]\n"
     "  usage --by institution|account|user [--period day|month] [--since YYYY-MM-DD]\n"
+    "Services (inference replicas as jobs):\n"
+    "  service deploy NAME --model M.gguf --replicas MIN..MAX [--account A] [--qos Q]\n"
+    "          [--cpus-per-replica N] [--gpus-per-replica N] [--mem SIZE] [--serve-bin PATH]\n"
+    "  service list [NAME]   service scale NAME N   service remove NAME\n"
     "Policy:\n"
     "  policy check FILE                 validate a policy file (no server needed)\n"
     "  policy apply FILE                 put a policy in force (admin)\n"
@@ -499,6 +504,132 @@ static int cmd_prio(int argc, char **argv)
     return 0;
 }
 
+/* ---- services ---------------------------------------------------------------- */
+
+static int simple(const char *type, json_t *req_extra, const char *print_key);
+
+/* commons-serve next to this program in the build tree (cli/../inference/). */
+static int default_serve_bin(char *out, size_t len)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return -1;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash) return -1;
+    *slash = '\0';
+    char guess[4200];
+    snprintf(guess, sizeof guess, "%s/../inference/commons-serve", self);
+    return realpath(guess, out) && access(out, X_OK) == 0 && len >= 2 ? 0 : -1;
+}
+
+static int cmd_service(int argc, char **argv)
+{
+    int rc;
+    if (argc < 2) return usage_error("service: expected deploy, list, scale or remove%s", "");
+    const char *act = argv[1];
+    if (!strcmp(act, "list")) {
+        json_t *req = json_pack("{s:s}", "type", "service.list");
+        if (argc == 3) json_object_set_new(req, "name", json_string(argv[2]));
+        json_t *reply = call(req, &rc);
+        if (!reply) return rc;
+        if (g.json) print_json(json_object_get(reply, "services"));
+        else {
+            static const char *const h[] = {"SERVICE", "OWNER", "REPLICAS(T/MIN..MAX)", "JOB", "STATE", "ENDPOINT(REASON)"};
+            struct table *t = table_new(6, h);
+            size_t i, k;
+            json_t *s, *r;
+            json_array_foreach(json_object_get(reply, "services"), i, s) {
+                char reps[64];
+                snprintf(reps, sizeof reps, "%lld/%lld..%lld", num(s, "target"), num(s, "min"), num(s, "max"));
+                if (json_array_size(json_object_get(s, "replicas")) == 0)
+                    table_addf(t, "%s\t%s\t%s\t-\t-\t-", str(s, "name"), str(s, "owner"), reps);
+                json_array_foreach(json_object_get(s, "replicas"), k, r) {
+                    char where[600];
+                    if (*str(r, "endpoint")) snprintf(where, sizeof where, "%s", str(r, "endpoint"));
+                    else snprintf(where, sizeof where, "(%s)", str(r, "reason"));
+                    table_addf(t, "%s\t%s\t%s\t%lld\t%s%s\t%s", k ? "" : str(s, "name"), k ? "" : str(s, "owner"),
+                               k ? "" : reps, num(r, "job"), str(r, "state"),
+                               json_is_true(json_object_get(r, "stopping")) ? "+STOPPING" : "", where);
+                }
+            }
+            table_print(t, stdout);
+            table_free(t);
+        }
+        json_decref(reply);
+        return 0;
+    }
+    if (argc < 3) return usage_error("service %s: expected a service name", act);
+    const char *name = argv[2];
+    if (!strcmp(act, "scale")) {
+        char *end;
+        long n = argc == 4 ? strtol(argv[3], &end, 10) : -1;
+        if (argc != 4 || *end || n < 0) return usage_error("service scale: expected NAME REPLICAS%s", "");
+        return simple("service.scale", json_pack("{s:s, s:i}", "name", name, "target", (int)n), NULL);
+    }
+    if (!strcmp(act, "remove")) {
+        if (argc != 3) return usage_error("service remove: expected NAME%s", "");
+        return simple("service.remove", json_pack("{s:s}", "name", name), NULL);
+    }
+    if (strcmp(act, "deploy") != 0) return usage_error("service: unknown action '%s' (deploy, list, scale, remove)", act);
+    json_t *replica = json_object();
+    char err[1024], path[4096], bin[4096] = "";
+    long lo = -1, hi = -1;
+    for (int i = 3; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            json_decref(replica);
+            return usage_error("service deploy: option '%s' needs a value", a);
+        }
+        i++;
+        if (!strcmp(a, "--model")) {
+            if (!realpath(v, path)) {
+                json_decref(replica);
+                fprintf(stderr, "commons service deploy: --model %s: %s\n", v, strerror(errno));
+                return EXIT_USAGE;
+            }
+            json_object_set_new(replica, "model", json_string(path));
+        } else if (!strcmp(a, "--serve-bin")) {
+            if (!realpath(v, bin)) bin[0] = '\0';
+        } else if (!strcmp(a, "--replicas")) {
+            if (sscanf(v, "%ld..%ld", &lo, &hi) != 2) {
+                json_decref(replica);
+                return usage_error("service deploy: --replicas expects MIN..MAX, got '%s'", v);
+            }
+        } else {
+            const char *flag = !strcmp(a, "--gpus-per-replica") ? "gpus" : !strcmp(a, "--cpus-per-replica") ? "cpus-per-task"
+                             : !strcmp(a, "--account") ? "account" : !strcmp(a, "--qos") ? "qos" : !strcmp(a, "--mem") ? "mem"
+                             : !strcmp(a, "--time") ? "time" : NULL;
+            if (!flag || jobfile_apply_flag(replica, flag, v, "command line", err, sizeof err) != 0) {
+                json_decref(replica);
+                if (flag) fprintf(stderr, "commons service deploy: %s\n", err);
+                return flag ? EXIT_USAGE : usage_error("service deploy: unknown option '%s'", a);
+            }
+        }
+    }
+    if (!bin[0] && default_serve_bin(bin, sizeof bin) != 0) {
+        json_decref(replica);
+        fprintf(stderr, "commons service deploy: no commons-serve next to this program; give --serve-bin PATH\n");
+        return EXIT_USAGE;
+    }
+    if (!json_object_get(replica, "model") || lo < 0) {
+        json_decref(replica);
+        return usage_error("service deploy: --model M.gguf and --replicas MIN..MAX are required%s", "");
+    }
+    char cwd[4096];
+    json_object_set_new(replica, "serve_bin", json_string(bin));
+    json_object_set_new(replica, "workdir", json_string(getcwd(cwd, sizeof cwd) ? cwd : "/"));
+    json_object_set_new(replica, "name", json_string(name));
+    json_object_set_new(replica, "stdout", json_string("service-%j.log"));
+    if (!json_object_get(replica, "cpus_per_task")) json_object_set_new(replica, "cpus_per_task", json_integer(1));
+    if (!json_object_get(replica, "time_limit_s")) json_object_set_new(replica, "time_limit_s", json_integer(30 * 86400));
+    rc = simple("service.deploy", json_pack("{s:s, s:o, s:i, s:i}", "name", name, "replica", replica, "min", (int)lo, "max",
+                                            (int)hi),
+                NULL);
+    if (!rc && !g.json) printf("Service %s deployed: %ld..%ld replicas of %s\n", name, lo, hi, bin);
+    return rc;
+}
+
 /* ---- queries --------------------------------------------------------------- */
 
 static int cmd_queue(int argc, char **argv)
@@ -857,6 +988,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "policy")) rc = cmd_policy(n, args);
     else if (!strcmp(cmd, "share")) rc = cmd_share(n, args);
     else if (!strcmp(cmd, "prio")) rc = cmd_prio(n, args);
+    else if (!strcmp(cmd, "service")) rc = cmd_service(n, args);
     else if (!strcmp(cmd, "ledger")) rc = cli_ledger_main(n, args, call, g.json);
     else if (!strcmp(cmd, "usage")) rc = cli_usage_main(n, args, call, g.json);
     else if (!strcmp(cmd, "sim")) rc = sim_main(n, args, g.json);

@@ -18,7 +18,8 @@
 static const char *const mutating_types[] = {"job.submit", "job.cancel", "job.hold", "job.release",
                                              "user.add", "token.create", "token.revoke",
                                              "account.add", "policy.apply", "node.drain", "node.resume",
-                                             "job.spawn", "agent", NULL};
+                                             "job.spawn", "service.deploy", "service.scale", "service.remove",
+                                             "agent", NULL};
 
 int api_is_mutating(const char *type)
 {
@@ -130,6 +131,8 @@ static json_t *handle_submit(struct cluster *c, const struct user *u, json_t *re
 {
     struct job_spec spec;
     char err[1024];
+    if (json_object_get(json_object_get(req, "job"), "service"))
+        return cm_reply_err("invalid_job", "field 'service' is set by commonsd for service replicas (commons service deploy)");
     if (job_spec_validate(json_object_get(req, "job"), &spec, err, sizeof err) != 0) {
         c->stats.rejected++;
         return cm_reply_err("invalid_job", "%s", err);
@@ -297,6 +300,53 @@ static json_t *handle_policy_apply(struct cluster *c, const struct user *u, json
     return reply;
 }
 
+static json_t *handle_service(struct cluster *c, struct user *u, const char *type, json_t *req)
+{
+    char err[1024];
+    const char *name = json_string_value(json_object_get(req, "name"));
+    if (strcmp(type, "service.list") == 0) {
+        json_t *all = json_array();
+        for (int i = 0; i < c->nservices; i++)
+            if (!name || strcmp(name, c->services[i].name) == 0) json_array_append_new(all, cluster_service_json(c, &c->services[i]));
+        json_t *r = cm_reply_ok();
+        json_object_set_new(r, "services", all);
+        return r;
+    }
+    if (!name || !*name || strlen(name) > 64 ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != strlen(name))
+        return cm_reply_err("bad_request", "field 'name': expected a service name of letters, digits, '_', '-', '.'");
+    struct service *s = cluster_service(c, name);
+    if (strcmp(type, "service.deploy") == 0) {
+        json_t *spec = json_object_get(req, "replica"), *mn = json_object_get(req, "min"), *mx = json_object_get(req, "max");
+        const char *model = json_string_value(json_object_get(spec, "model"));
+        const char *bin = json_string_value(json_object_get(spec, "serve_bin"));
+        if (!json_is_object(spec) || !model || model[0] != '/' || !bin || bin[0] != '/')
+            return cm_reply_err("bad_request", "field 'replica': expected an object with absolute paths 'model' and 'serve_bin'");
+        if (!json_is_integer(mn) || !json_is_integer(mx))
+            return cm_reply_err("bad_request", "fields 'min' and 'max': expected the replica range as integers");
+        if (json_object_get(spec, "command") || json_object_get(spec, "script") || json_object_get(spec, "array"))
+            return cm_reply_err("bad_request", "field 'replica': commonsd writes the replica's command; no command, script or array");
+        if (cluster_service_deploy(c, u, name, spec, (int)json_integer_value(mn), (int)json_integer_value(mx), err,
+                                   sizeof err) != 0)
+            return cm_reply_err("bad_request", "%s", err);
+        cm_info("service %s deployed by %s", name, u->name);
+        return cm_reply_ok();
+    }
+    if (!s) return cm_reply_err("not_found", "no service '%s'", name);
+    if (!u->admin && strcmp(s->user, u->name) != 0)
+        return cm_reply_err("forbidden", "service '%s' belongs to %s", name, s->user);
+    if (strcmp(type, "service.scale") == 0) {
+        json_t *t = json_object_get(req, "target");
+        if (!json_is_integer(t)) return cm_reply_err("bad_request", "field 'target': expected a number of replicas");
+        if (cluster_service_scale(c, s, (int)json_integer_value(t), err, sizeof err) != 0)
+            return cm_reply_err("bad_request", "%s", err);
+        return cm_reply_ok();
+    }
+    if (cluster_service_remove(c, s, err, sizeof err) != 0) return cm_reply_err("unavailable", "%s", err);
+    cm_info("service %s removed by %s", name, u->name);
+    return cm_reply_ok();
+}
+
 static json_t *handle_user(struct daemon *d, struct user *u, const char *type, json_t *req)
 {
     struct cluster *c = &d->c;
@@ -347,6 +397,9 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
         return r;
     }
     if (strcmp(type, "stats") == 0) return api_stats(d);
+    if (strncmp(type, "service.", 8) == 0 &&
+        (!strcmp(type + 8, "list") || !strcmp(type + 8, "deploy") || !strcmp(type + 8, "scale") || !strcmp(type + 8, "remove")))
+        return handle_service(c, u, type, req);
     if (strcmp(type, "share") == 0) return handle_share(c);
     if (strcmp(type, "prio") == 0) return handle_prio(c);
     if (strcmp(type, "policy.show") == 0) return handle_policy_show(c, req);

@@ -358,6 +358,10 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
     if (c->next_id < 1) c->next_id = 1;
     ensure_job_slot(c, c->next_id);
     if (cluster_policy_restore(c, err, errlen) != 0) return -1;
+    if (cluster_services_load(c) != 0) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
     c->dirty = 1;
     return 0;
 }
@@ -411,6 +415,7 @@ void cluster_free(struct cluster *c)
         free(c->spawns[i].error);
     }
     free(c->spawns);
+    cluster_services_free(c);
     strmap_free(&c->node_by_name);
     strmap_free(&c->user_by_name);
     strmap_free(&c->user_by_token);

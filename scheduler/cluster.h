@@ -74,6 +74,13 @@ struct spawn {
 };
 #define CLUSTER_MAX_SPAWNS 4096
 
+/* An inference service: replicas of commons-serve kept running as jobs (service.c). */
+struct service {
+    char *name, *user; /* user: the owner, whose jobs the replicas are */
+    json_t *spec;      /* job fields of a replica plus "model" and "serve_bin" */
+    int min, max, target;
+};
+
 struct cluster_stats {
     uint64_t submitted, started, ended, batches, batch_requests, rejected;
     uint64_t commit_us_total;
@@ -93,6 +100,8 @@ struct cluster {
     quota_plan *plan;
     int plan_nodes;
     quota_backfill backfill;
+    struct service *services;
+    int nservices;
     struct spawn *spawns;
     int nspawns;
     int64_t next_spawn_id;
@@ -196,6 +205,19 @@ void node_mark(struct node *n, const struct job_place *p, int sign);
 int cluster_node_drain(struct cluster *c, struct node *n, int drain, const char *reason, char *err, size_t errlen);
 /* The node as JSON; with_topology adds its PUs/GPUs and which are in use. */
 json_t *node_json(const struct node *n, int with_topology);
+
+/* Services (service.c). */
+struct service *cluster_service(struct cluster *c, const char *name);
+int cluster_services_load(struct cluster *c);
+void cluster_services_free(struct cluster *c);
+int cluster_service_deploy(struct cluster *c, const struct user *u, const char *name, json_t *spec, int min, int max,
+                           char *err, size_t errlen);
+int cluster_service_scale(struct cluster *c, struct service *s, int target, char *err, size_t errlen);
+int cluster_service_remove(struct cluster *c, struct service *s, char *err, size_t errlen);
+/* Starts or stops replicas so each service has its target (each scheduling pass). */
+void cluster_services_reconcile(struct cluster *c);
+json_t *cluster_service_json(struct cluster *c, const struct service *s);
+int service_port(int64_t job_id);
 
 /* Spawns (spawn.c). */
 int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node, json_t *argv, json_t *env,

@@ -205,7 +205,7 @@ static int valid_name_chars(const char *s)
 static const char *const known_fields[] = {
     "name", "account", "command", "script", "workdir", "env", "stdout", "stderr", "nodes",
     "tasks", "cpus_per_task", "gpus", "mem_mb", "time_limit_s", "qos", "dependency",
-    "array", "hold", "requeue", "mpi", "tasks_per_node", NULL};
+    "array", "hold", "requeue", "mpi", "tasks_per_node", "service", NULL};
 
 int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t errlen)
 {

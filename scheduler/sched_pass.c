@@ -210,6 +210,7 @@ static int preempt_for(struct cluster *c, struct job *j)
 int cluster_schedule(struct cluster *c)
 {
     c->dirty = 0;
+    cluster_services_reconcile(c);
     int64_t now = cm_now_ms() / 1000;
     if (c->policy) sched_order_multifactor(c, c->pending, c->npending);
     else c->order(c, c->pending, c->npending);

@@ -25,7 +25,9 @@ static const char *const schema_v1 =
     "CREATE INDEX jobs_state ON jobs(state);"
     "CREATE TABLE policies(version INTEGER PRIMARY KEY, text TEXT NOT NULL, sha256 TEXT NOT NULL,"
     "  source TEXT, applied_by TEXT NOT NULL, applied_at INTEGER NOT NULL);"
-    "CREATE TABLE usage(account TEXT PRIMARY KEY, usage REAL NOT NULL, updated INTEGER NOT NULL);";
+    "CREATE TABLE usage(account TEXT PRIMARY KEY, usage REAL NOT NULL, updated INTEGER NOT NULL);"
+    "CREATE TABLE services(name TEXT PRIMARY KEY, user TEXT NOT NULL, spec TEXT NOT NULL, min INTEGER NOT NULL,"
+    "  max INTEGER NOT NULL, target INTEGER NOT NULL);";
 
 static int fail(struct store *s, const char *what)
 {
@@ -342,6 +344,20 @@ int store_usage_put(struct store *s, const char *account, double usage, int64_t 
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : fail(s, "usage");
+}
+
+int store_service_put(struct store *s, const char *name, const char *user, const char *spec, int min, int max,
+                      int target)
+{
+    const char *t[] = {name, user, spec, NULL, NULL, NULL};
+    int64_t i[] = {0, 0, 0, min, max, target};
+    return exec_bound(s, "INSERT OR REPLACE INTO services VALUES(?,?,?,?,?,?)", 6, t, i, "tttiii");
+}
+
+int store_service_delete(struct store *s, const char *name)
+{
+    const char *t[] = {name};
+    return exec_bound(s, "DELETE FROM services WHERE name=?", 1, t, NULL, "t");
 }
 
 int store_each(struct store *s, const char *sql, store_row_fn fn, void *ctx)

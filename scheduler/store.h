@@ -55,6 +55,10 @@ int store_policy_put(struct store *s, int64_t version, const char *text, const c
                      const char *source, const char *applied_by, int64_t applied_at);
 int store_usage_put(struct store *s, const char *account, double usage, int64_t updated);
 
+int store_service_put(struct store *s, const char *name, const char *user, const char *spec, int min, int max,
+                      int target);
+int store_service_delete(struct store *s, const char *name);
+
 /* Row iteration: calls fn for each row of a SELECT. */
 typedef int (*store_row_fn)(void *ctx, sqlite3_stmt *row);
 int store_each(struct store *s, const char *sql, store_row_fn fn, void *ctx);

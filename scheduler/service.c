@@ -1,0 +1,221 @@
+/* service.c: inference as a scheduled service. A service keeps between min
+ * and max replicas of commons-serve running as ordinary jobs (placed, pinned,
+ * charged to its account's fair-share and limits like any job); `target` is
+ * how many it wants now, changed by `commons service scale` or the gateway's
+ * autoscaler within [min, max].
+ *
+ * Invariant after each pass (service_reconcile): the number of the service's
+ * replica jobs that are pending or running and not being stopped equals its
+ * target; replicas that end are replaced. A replica of job id J listens on
+ * port SERVICE_PORT_BASE + J % SERVICE_PORT_SPAN of its node.
+ */
+#include "cluster.h"
+
+#include "cm_log.h"
+#include "cm_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SERVICE_PORT_BASE 20000
+#define SERVICE_PORT_SPAN 20000
+
+int service_port(int64_t job_id) { return SERVICE_PORT_BASE + (int)(job_id % SERVICE_PORT_SPAN); }
+
+struct service *cluster_service(struct cluster *c, const char *name)
+{
+    for (int i = 0; i < c->nservices; i++)
+        if (strcmp(c->services[i].name, name) == 0) return &c->services[i];
+    return NULL;
+}
+
+static void service_free(struct service *s)
+{
+    free(s->name);
+    free(s->user);
+    json_decref(s->spec);
+}
+
+void cluster_services_free(struct cluster *c)
+{
+    for (int i = 0; i < c->nservices; i++) service_free(&c->services[i]);
+    free(c->services);
+    c->services = NULL;
+    c->nservices = 0;
+}
+
+static int service_save(struct cluster *c, const struct service *s)
+{
+    char *text = json_dumps(s->spec, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = store_service_put(&c->store, s->name, s->user, text, s->min, s->max, s->target);
+    free(text);
+    return rc;
+}
+
+static int load_service(void *ctx, sqlite3_stmt *st)
+{
+    struct cluster *c = ctx;
+    json_t *spec = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
+    if (!spec) return 0;
+    c->services = realloc(c->services, sizeof *c->services * (size_t)(c->nservices + 1));
+    struct service *s = &c->services[c->nservices++];
+    s->name = strdup((const char *)sqlite3_column_text(st, 0));
+    s->user = strdup((const char *)sqlite3_column_text(st, 1));
+    s->spec = spec;
+    s->min = sqlite3_column_int(st, 3);
+    s->max = sqlite3_column_int(st, 4);
+    s->target = sqlite3_column_int(st, 5);
+    return 0;
+}
+
+int cluster_services_load(struct cluster *c)
+{
+    return store_each(&c->store, "SELECT name, user, spec, min, max, target FROM services ORDER BY name", load_service, c);
+}
+
+int cluster_service_deploy(struct cluster *c, const struct user *u, const char *name, json_t *spec, int min, int max,
+                           char *err, size_t errlen)
+{
+    if (cluster_service(c, name)) {
+        snprintf(err, errlen, "service '%s' exists; scale it or remove it first", name);
+        return -1;
+    }
+    if (min < 0 || max < 1 || min > max || max > 1024) {
+        snprintf(err, errlen, "replicas %d..%d: expected 0 <= MIN <= MAX, 1 <= MAX <= 1024", min, max);
+        return -1;
+    }
+    /* The replica's job spec must validate like any job, with a placeholder command. */
+    json_t *probe = json_deep_copy(spec);
+    json_object_del(probe, "model");
+    json_object_del(probe, "serve_bin");
+    json_object_set_new(probe, "command", json_pack("[s]", "commons-serve"));
+    struct job_spec js;
+    int rc = job_spec_validate(probe, &js, err, errlen);
+    json_decref(probe);
+    if (rc != 0) return -1;
+    job_spec_free(&js);
+    c->services = realloc(c->services, sizeof *c->services * (size_t)(c->nservices + 1));
+    struct service *s = &c->services[c->nservices++];
+    s->name = strdup(name);
+    s->user = strdup(u->name);
+    s->spec = json_incref(spec);
+    s->min = min;
+    s->max = max;
+    s->target = min > 0 ? min : 1;
+    if (s->target > max) s->target = max;
+    c->dirty = 1;
+    if (service_save(c, s) != 0) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
+    return 0;
+}
+
+int cluster_service_scale(struct cluster *c, struct service *s, int target, char *err, size_t errlen)
+{
+    if (target < s->min || target > s->max) {
+        snprintf(err, errlen, "service '%s' keeps %d..%d replicas; %d is outside", s->name, s->min, s->max, target);
+        return -1;
+    }
+    s->target = target;
+    c->dirty = 1;
+    return service_save(c, s) ? (snprintf(err, errlen, "%s", c->store.err), -1) : 0;
+}
+
+/* Jobs of service s that count as its replicas (not ended, not being stopped). */
+static int live_replicas(struct cluster *c, const struct service *s, struct job **out, int max)
+{
+    int n = 0;
+    for (int64_t id = 1; id < c->next_id; id++) {
+        struct job *j = c->jobs[id];
+        if (!j || job_state_is_final(j->state) || j->kill_pending) continue;
+        const char *svc = json_string_value(json_object_get(j->spec, "service"));
+        if (svc && strcmp(svc, s->name) == 0 && n < max) out[n++] = j;
+    }
+    return n;
+}
+
+static void submit_replica(struct cluster *c, struct service *s)
+{
+    struct user *u = cluster_user(c, s->user);
+    if (!u) {
+        cm_warn("service %s: its owner %s no longer exists; no replica started", s->name, s->user);
+        return;
+    }
+    json_t *spec = json_deep_copy(s->spec);
+    const char *bin = json_string_value(json_object_get(s->spec, "serve_bin"));
+    const char *model = json_string_value(json_object_get(s->spec, "model"));
+    json_object_del(spec, "serve_bin");
+    json_object_del(spec, "model");
+    json_object_set_new(spec, "service", json_string(s->name));
+    json_object_set_new(spec, "requeue", json_true());
+    /* The port follows the job id, which the submit assigns: next_id now. */
+    char listen[64], threads[16];
+    snprintf(listen, sizeof listen, "tcp://0.0.0.0:%d", service_port(c->next_id));
+    snprintf(threads, sizeof threads, "%lld", (long long)json_integer_value(json_object_get(spec, "cpus_per_task")));
+    json_object_set_new(spec, "command", json_pack("[s, s, s, s, s, s, s, s, s]", bin, "--model", model, "--listen",
+                                                   listen, "--threads", threads, "--name", s->name, "--foreground"));
+    struct job_spec js;
+    char err[512];
+    const char *code;
+    if (job_spec_validate(spec, &js, err, sizeof err) != 0 || cluster_submit(c, u, &js, &code, err, sizeof err) < 0)
+        cm_warn("service %s: cannot submit a replica: %s", s->name, err);
+    job_spec_free(&js);
+    json_decref(spec);
+}
+
+void cluster_services_reconcile(struct cluster *c)
+{
+    for (int i = 0; i < c->nservices; i++) {
+        struct service *s = &c->services[i];
+        struct job *reps[1024];
+        int n = live_replicas(c, s, reps, 1024);
+        for (; n < s->target; n++) submit_replica(c, s);
+        /* Too many: stop the youngest first (pending before running). */
+        while (n > s->target) {
+            struct job *victim = reps[--n];
+            char err[256];
+            cluster_cancel(c, victim, err, sizeof err);
+        }
+    }
+}
+
+int cluster_service_remove(struct cluster *c, struct service *s, char *err, size_t errlen)
+{
+    s->target = 0;
+    s->min = 0;
+    cluster_services_reconcile(c);
+    if (store_service_delete(&c->store, s->name) != 0) {
+        snprintf(err, errlen, "%s", c->store.err);
+        return -1;
+    }
+    service_free(s);
+    *s = c->services[--c->nservices];
+    return 0;
+}
+
+json_t *cluster_service_json(struct cluster *c, const struct service *s)
+{
+    json_t *reps = json_array();
+    for (int64_t id = 1; id < c->next_id; id++) {
+        struct job *j = c->jobs[id];
+        if (!j || job_state_is_final(j->state)) continue;
+        const char *svc = json_string_value(json_object_get(j->spec, "service"));
+        if (!svc || strcmp(svc, s->name) != 0) continue;
+        json_t *r = json_pack("{s:I, s:s, s:b}", "job", (json_int_t)j->id, "state", job_state_name(j->state), "stopping",
+                              j->kill_pending);
+        if (j->state == JOB_RUNNING && j->nalloc) {
+            const struct node *n = &c->nodes[j->alloc[0]];
+            char ep[512];
+            snprintf(ep, sizeof ep, "tcp://%s:%d", n->hostname && *n->hostname ? n->hostname : n->name, service_port(j->id));
+            json_object_set_new(r, "node", json_string(n->name));
+            json_object_set_new(r, "endpoint", json_string(ep));
+        } else {
+            json_object_set_new(r, "reason", json_string(j->reason));
+        }
+        json_array_append_new(reps, r);
+    }
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:O, s:o}", "name", s->name, "owner", s->user, "min", s->min, "max",
+                     s->max, "target", s->target, "spec", s->spec, "replicas", reps);
+}

@@ -1,0 +1,81 @@
+"""Inference as a scheduled service: `commons service deploy` keeps MIN..MAX replicas
+of the real commons-serve running as jobs on a real agent; scale, replacement of a
+replica that ends, permissions, and removal."""
+import getpass
+import json
+import os
+import subprocess
+import unittest
+
+from harness import ClusterTest, binary, wait_until
+from serve_harness import make_model
+
+ME = getpass.getuser()
+
+
+def rawsend(addr, req):
+    p = subprocess.run([binary("tests/rawsend"), addr, "-", "3000"], input=json.dumps(req).encode(),
+                       capture_output=True, timeout=30)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+class Service(ClusterTest):
+    def running(self, name, want):
+        def ready():
+            svc = self.c.json("service", "list", name)
+            reps = [r for r in svc[0]["replicas"] if r["state"] == "RUNNING" and not r["stopping"]] if svc else []
+            return len(reps) == want and reps
+        return wait_until(ready, timeout=60, what=f"{want} running replicas")
+
+    def test_deploy_scale_replace_remove(self):
+        c = self.c
+        model = make_model(os.path.join(c.dir, "tiny.gguf"), "--arch", "llama", "--embd", "64", "--layers", "2",
+                           "--heads", "4", "--kv-heads", "2", "--ff", "128", "--ctx", "256", "--type", "q8_0")
+        c.start_scheduler()
+        c.start_agent("n1", cpus=4)
+        alice = c.add_user("alice", "physics", unix_user=ME)
+        bob = c.add_user("bob", "biology", unix_user=ME)
+        p = c.cli("service", "deploy", "chat", "--model", model, "--replicas", "1..3", token=alice)
+        self.assertIn("deployed", p.stdout)
+        reps = self.running("chat", 1)
+        # The replica is a real commons-serve answering on its endpoint.
+        port = reps[0]["endpoint"].rsplit(":", 1)[1]
+        info = wait_until(lambda: rawsend(f"tcp://127.0.0.1:{port}", {"type": "serve.info", "v": 1}), timeout=60,
+                          what="the replica to answer")
+        self.assertTrue(info["ok"], info)
+        job = c.job(reps[0]["job"], token=alice)
+        self.assertEqual((job["user"], job["account"], job["name"]), ("alice", "physics", "chat"))
+        # Scale within MIN..MAX; outside is refused; others may not touch it.
+        c.cli("service", "scale", "chat", "2", token=alice)
+        reps = self.running("chat", 2)
+        p = c.cli("service", "scale", "chat", "5", token=alice, check=False)
+        self.assertIn("1..3", p.stderr)
+        p = c.cli("service", "scale", "chat", "1", token=bob, check=False)
+        self.assertIn("forbidden", p.stderr)
+        p = c.cli("submit", "--", "true", token=alice, check=False)  # ordinary jobs still work beside it
+        self.assertEqual(p.returncode, 0)
+        # A replica that ends is replaced.
+        c.cli("cancel", str(reps[0]["job"]), token=alice)
+        wait_until(lambda: reps[0]["job"] not in [r["job"] for r in self.running("chat", 2)], timeout=60,
+                   what="a replacement replica")
+        self.assertIn("chat", c.cli("service", "list", token=bob).stdout)
+        c.cli("service", "scale", "chat", "1", token=alice)
+        self.running("chat", 1)
+        c.cli("service", "remove", "chat", token=alice)
+        self.assertEqual(c.json("service", "list"), [])
+        wait_until(lambda: not [j for j in c.json("queue") if j["name"] == "chat"], timeout=60,
+                   what="the replicas to end")
+        # Bad input.
+        p = c.cli("service", "deploy", "x", "--model", "/nonexistent.gguf", "--replicas", "1..2", token=alice,
+                  check=False)
+        self.assertEqual(p.returncode, 2)
+        p = c.cli("service", "deploy", "x", "--model", model, "--replicas", "3..2", token=alice, check=False)
+        self.assertIn("MIN <= MAX", p.stderr)
+        bad = json.dumps({"type": "job.submit", "v": 1, "token": alice,
+                          "job": {"command": ["x"], "workdir": "/tmp", "service": "chat"}}).encode()
+        r = json.loads(subprocess.run([binary("tests/rawsend"), c.addr, "-"], input=bad, capture_output=True).stdout)
+        self.assertIn("set by commonsd", r["error"]["message"])
+
+
+if __name__ == "__main__":
+    unittest.main()
