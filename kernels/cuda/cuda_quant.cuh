@@ -178,7 +178,11 @@ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, float *w)
  * multiple of 32). */
 __device__ __forceinline__ float kcu_float_elem(int t, const uint8_t *row, int64_t i)
 {
-    if (t == KERN_TYPE_F32) return ((const float *)row)[i];
+    /* byte loads: the row may sit at any address */
+    if (t == KERN_TYPE_F32) {
+        const uint8_t *p = row + 4 * i;
+        return __uint_as_float((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    }
     uint16_t h = (uint16_t)(row[2 * i] | row[2 * i + 1] << 8);
     return t == KERN_TYPE_F16 ? kcu_h2f(h) : kcu_b2f(h);
 }

@@ -317,6 +317,8 @@ int main(int argc, char **argv)
     check_matmul(&c, KERN_TYPE_F16, 1, 40, 100, 0, 0); /* float row not a multiple of 32 */
     check_matmul(&c, KERN_TYPE_BF16, 20, 40, 100, 0, 0);
     check_matmul(&c, KERN_TYPE_F32, 3, 40, 100, 0, 0);
+    check_matmul(&c, KERN_TYPE_F32, 12, 40, 100, 1, 0); /* float tail at an odd address */
+    check_get_rows(&c, KERN_TYPE_F16, 100);
     check_get_rows(&c, KERN_TYPE_F32, 100);
     check_matmul_multi(&c, 1);
     check_matmul_multi(&c, 16);
