@@ -302,6 +302,11 @@ int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t e
             }
         }
     }
+    if (out->mpi && script) {
+        snprintf(err, errlen, "field 'mpi': an MPI job runs a program under mpirun, once per rank; give the program "
+                              "and its arguments (commons submit --mpi -- PROGRAM ARGS), not a batch script");
+        goto fail;
+    }
     if (!workdir || workdir[0] != '/') {
         snprintf(err, errlen, "field 'workdir': expected an absolute path");
         goto fail;

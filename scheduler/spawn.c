@@ -85,6 +85,7 @@ static json_t *spawn_command(struct cluster *c, const struct spawn *s, const str
                             "unix_user", u ? u->unix_user : j->user, "workdir",
                             json_string_value(json_object_get(j->spec, "workdir")), "time_limit_s",
                             (json_int_t)j->time_limit_s);
+    json_object_set_new(cmd, "mem_mb", json_integer(j->mem_mb)); /* spawns are limited like the job */
     for (int i = 0; i < j->nalloc; i++)
         if (j->alloc[i] == s->node) cluster_place_fields(c, j, i, cmd);
     return cmd;

@@ -66,6 +66,7 @@ START_TEST(spec_errors)
         {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"array\":\"5-1\"}", "array '5-1'"},
         {"{\"command\":[\"x\"],\"workdir\":\"/tmp\",\"array\":\"1-3%0\"}", "throttle"},
         {"[1,2]", "JSON object"},
+        {"{\"script\":\"#!/bin/sh\",\"workdir\":\"/tmp\",\"mpi\":true}", "not a batch script"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char err[512] = "";
