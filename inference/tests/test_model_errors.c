@@ -123,6 +123,63 @@ static void expect_fail(kern_ctx *kc, const char *path, const defect *d, int wan
         infer_model_free(m);
 }
 
+/* Flip bytes of a good model, mostly in its header and metadata (a deterministic
+ * sweep): every load must fail with a message or succeed, and a model that loads must
+ * evaluate without crashing. SHOW_FLIPS=1 prints each rejection. */
+static void byte_flip_sweep(kern_ctx *kc, const char *path)
+{
+    write_model(path, &(defect){ .arch = "gemma3" });
+    FILE *f = fopen(path, "rb");
+    static unsigned char good[1 << 20];
+    size_t n = f ? fread(good, 1, sizeof good, f) : 0;
+    if (f)
+        fclose(f);
+    CHECK(n > 2048, "read back the model (%zu bytes)", n);
+    size_t meta = 1500 < n ? 1500 : n;   /* header, metadata, tensor infos */
+    unsigned x = 2463534242u;
+    int loaded = 0, failed_with_message = 0, silent = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        static unsigned char bad[1 << 20];
+        memcpy(bad, good, n);
+        for (int k = 0; k < 1 + trial % 3; k++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            /* Odd trials anywhere (weights too: NaN and Inf must not crash either). */
+            bad[x % (trial % 2 ? n : meta)] ^= (unsigned char)(1u << (x >> 8) % 8);
+        }
+        FILE *w = fopen(path, "wb");
+        if (!w || fwrite(bad, 1, n, w) != n) {
+            CHECK(0, "write %s", path);
+            if (w)
+                fclose(w);
+            return;
+        }
+        fclose(w);
+        infer_model *m = NULL;
+        char err[1024] = "";
+        int rc = infer_model_load(path, kc, NULL, NULL, &m, err, sizeof err);
+        if (rc == INFER_OK) {
+            loaded++;
+            infer_ctx *c = NULL;
+            int32_t toks[3] = { 1, 2, 3 };
+            if (infer_ctx_create(m, kc, &(infer_ctx_params){ .n_ctx = 8 }, &c, err,
+                                 sizeof err) == INFER_OK)
+                infer_eval(c, toks, 3, true, err, sizeof err);
+            infer_ctx_free(c);
+            infer_model_free(m);
+        } else if (err[0] && m == NULL) {
+            failed_with_message++;
+            if (getenv("SHOW_FLIPS"))
+                printf("  flip %d: %s\n", trial, err);
+        } else {
+            silent++;
+        }
+    }
+    CHECK(silent == 0, "%d corrupt files failed without a message", silent);
+    CHECK(failed_with_message > 0, "corruption was detected at least once");
+    printf("ok: byte flips: %d loaded, %d rejected with a message\n", loaded,
+           failed_with_message);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -175,6 +232,8 @@ int main(int argc, char **argv)
     rc = infer_model_load("/nonexistent/model.gguf", kc, NULL, NULL, &m, err, sizeof err);
     CHECK(rc == INFER_EIO && strstr(err, "/nonexistent/model.gguf"), "missing file: %d %s",
           rc, err);
+
+    byte_flip_sweep(kc, path);
 
     /* A good model, then bad calls. */
     write_model(path, &(defect){ 0 });
