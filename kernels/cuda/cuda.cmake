@@ -16,7 +16,7 @@ add_library(commons_kernels_cuda OBJECT
 # The top level's -Wall -Wextra are gcc flags nvcc does not take as such:
 # clear the inherited options and pass them to the host compiler.
 set_property(TARGET commons_kernels_cuda PROPERTY COMPILE_OPTIONS "")
-target_compile_options(commons_kernels_cuda PRIVATE -Xcompiler=-Wall,-Wextra --expt-relaxed-constexpr)
+target_compile_options(commons_kernels_cuda PRIVATE -Xcompiler=-Wall,-Wextra,-Wno-unknown-pragmas --expt-relaxed-constexpr)
 # (device code is optimized by ptxas at -O3 whatever the build type)
 target_compile_definitions(commons_kernels_cuda PRIVATE _GNU_SOURCE)
 set_target_properties(commons_kernels_cuda PROPERTIES
@@ -36,6 +36,16 @@ target_link_libraries(commons_kernels PUBLIC CUDA::cudart CUDA::cublas)
 add_executable(test_kernels_cuda_nodev ${CMAKE_CURRENT_LIST_DIR}/test_cuda_nodev.c)
 target_link_libraries(test_kernels_cuda_nodev PRIVATE commons_kernels)
 add_test(NAME kernels_cuda_nodevice COMMAND test_kernels_cuda_nodev)
+
+# Runs on the host, no GPU: the device dequantization code against the CPU's.
+add_executable(test_kernels_cuda_dequant ${CMAKE_CURRENT_LIST_DIR}/test_cuda_dequant.cu)
+set_property(TARGET test_kernels_cuda_dequant PROPERTY COMPILE_OPTIONS "")
+target_compile_options(test_kernels_cuda_dequant PRIVATE -Xcompiler=-Wall,-Wextra,-Wno-unknown-pragmas --expt-relaxed-constexpr)
+set_target_properties(test_kernels_cuda_dequant PROPERTIES CUDA_ARCHITECTURES "${COMMONS_CUDA_ARCHITECTURES}"
+  CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+target_include_directories(test_kernels_cuda_dequant PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(test_kernels_cuda_dequant PRIVATE commons_kernels m)
+add_test(NAME kernels_cuda_dequant_host COMMAND test_kernels_cuda_dequant)
 
 # GPU check programs and bench/infer-gpu (built, never run by ctest)
 include(${PROJECT_SOURCE_DIR}/tests/gpu/gpu.cmake)

@@ -9,6 +9,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kern_cuda.h"
 #include "kern_internal.h"
@@ -61,8 +62,37 @@ int kcu_grow(kern_ctx *ctx, void **buf, size_t *have, size_t bytes);
 /* ---- device helpers ---- */
 #ifdef __CUDACC__
 #include <cuda_fp16.h>
-__device__ __forceinline__ float kcu_h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-__device__ __forceinline__ float kcu_b2f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+/* The dequantization helpers are __host__ __device__ so a host-only ctest
+ * (test_cuda_dequant.cu) can check the block layouts without a GPU. */
+__host__ __device__ __forceinline__ float kcu_bits_f(uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+__host__ __device__ __forceinline__ float kcu_h2f(uint16_t h)
+{
+#ifdef __CUDA_ARCH__
+    return __half2float(__ushort_as_half(h));
+#else
+    return kern_f16_to_f32(h);
+#endif
+}
+__host__ __device__ __forceinline__ float kcu_b2f(uint16_t h) { return kcu_bits_f((uint32_t)h << 16); }
+/* read-only cached load on the device, a plain load on the host */
+template <class T>
+__host__ __device__ __forceinline__ T kcu_ldg(const T *p)
+{
+#ifdef __CUDA_ARCH__
+    return __ldg(p);
+#else
+    return *p;
+#endif
+}
 __device__ __forceinline__ uint16_t kcu_f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
 __device__ __forceinline__ float kcu_warp_sum(float v)
 {

@@ -20,22 +20,22 @@ __host__ __device__ constexpr int kcu_nat_align(int t)
 
 /* NB bytes at src (aligned to A) into words dst[NB/4] (little-endian). */
 template <int A, int NB>
-__device__ __forceinline__ void kcu_ld(uint32_t *dst, const uint8_t *src)
+__host__ __device__ __forceinline__ void kcu_ld(uint32_t *dst, const uint8_t *src)
 {
     static_assert(NB % 4 == 0, "whole words");
     if constexpr (A >= 16 && NB % 16 == 0) {
 #pragma unroll
         for (int i = 0; i < NB / 16; i++) {
-            uint4 v = __ldg((const uint4 *)src + i);
+            uint4 v = kcu_ldg((const uint4 *)src + i);
             dst[4 * i] = v.x, dst[4 * i + 1] = v.y, dst[4 * i + 2] = v.z, dst[4 * i + 3] = v.w;
         }
     } else if constexpr (A >= 4) {
 #pragma unroll
-        for (int i = 0; i < NB / 4; i++) dst[i] = __ldg((const uint32_t *)src + i);
+        for (int i = 0; i < NB / 4; i++) dst[i] = kcu_ldg((const uint32_t *)src + i);
     } else if constexpr (A >= 2) {
 #pragma unroll
         for (int i = 0; i < NB / 4; i++)
-            dst[i] = (uint32_t)__ldg((const uint16_t *)src + 2 * i) | (uint32_t)__ldg((const uint16_t *)src + 2 * i + 1) << 16;
+            dst[i] = (uint32_t)kcu_ldg((const uint16_t *)src + 2 * i) | (uint32_t)kcu_ldg((const uint16_t *)src + 2 * i + 1) << 16;
     } else {
 #pragma unroll
         for (int i = 0; i < NB / 4; i++)
@@ -45,16 +45,16 @@ __device__ __forceinline__ void kcu_ld(uint32_t *dst, const uint8_t *src)
 }
 
 template <int A>
-__device__ __forceinline__ uint16_t kcu_ld16(const uint8_t *p)
+__host__ __device__ __forceinline__ uint16_t kcu_ld16(const uint8_t *p)
 {
-    if constexpr (A >= 2) return __ldg((const uint16_t *)p);
+    if constexpr (A >= 2) return kcu_ldg((const uint16_t *)p);
     else return (uint16_t)(p[0] | p[1] << 8);
 }
 
-__device__ __forceinline__ int kcu_byte(const uint32_t *w, int j) { return (w[j >> 2] >> (8 * (j & 3))) & 0xFF; }
+__host__ __device__ __forceinline__ int kcu_byte(const uint32_t *w, int j) { return (w[j >> 2] >> (8 * (j & 3))) & 0xFF; }
 
 /* 6-bit scale and min of sub-block j (Q4_K/Q5_K), scales as 3 words. */
-__device__ __forceinline__ void kcu_k4_scale_min(int j, const uint32_t *s, float *sc, float *m)
+__host__ __device__ __forceinline__ void kcu_k4_scale_min(int j, const uint32_t *s, float *sc, float *m)
 {
     if (j < 4) {
         *sc = (float)(kcu_byte(s, j) & 63);
@@ -66,13 +66,13 @@ __device__ __forceinline__ void kcu_k4_scale_min(int j, const uint32_t *s, float
 }
 
 template <int T, int A>
-__device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, float *w)
+__host__ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, float *w)
 {
     if constexpr (T == KERN_TYPE_F32) {
         uint32_t v[32];
         kcu_ld<A, 128>(v, row + 128 * (size_t)c);
 #pragma unroll
-        for (int i = 0; i < 32; i++) w[i] = __uint_as_float(v[i]);
+        for (int i = 0; i < 32; i++) w[i] = kcu_bits_f(v[i]);
     } else if constexpr (T == KERN_TYPE_F16 || T == KERN_TYPE_BF16) {
         uint32_t v[16];
         kcu_ld<A, 64>(v, row + 64 * (size_t)c);
@@ -176,12 +176,12 @@ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, float *w)
 
 /* One element i of a float-type row (tails of rows whose length is not a
  * multiple of 32). */
-__device__ __forceinline__ float kcu_float_elem(int t, const uint8_t *row, int64_t i)
+__host__ __device__ __forceinline__ float kcu_float_elem(int t, const uint8_t *row, int64_t i)
 {
     /* byte loads: the row may sit at any address */
     if (t == KERN_TYPE_F32) {
         const uint8_t *p = row + 4 * i;
-        return __uint_as_float((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        return kcu_bits_f((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
     }
     uint16_t h = (uint16_t)(row[2 * i] | row[2 * i + 1] << 8);
     return t == KERN_TYPE_F16 ? kcu_h2f(h) : kcu_b2f(h);
