@@ -29,6 +29,11 @@ typedef struct model_q {
     gw_fairq *q;
 } model_q;
 
+typedef struct health_arg {
+    struct gw_disp *d; /* NULL: no health thread runs for this replica */
+    int replica;
+} health_arg;
+
 struct gw_disp {
     pthread_mutex_t mu;
     gw_disp_opts opts;
@@ -50,7 +55,19 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
                 char *err, size_t errlen)
 {
     gw_disp *d = calloc(1, sizeof *d);
-    if (!d || !(d->reps = calloc((size_t)n, sizeof *d->reps))) {
+    /* Fixed capacity: replicas are added at run time while other threads hold indices. */
+    if (n > GW_DISP_MAX_REPLICAS) {
+        free(d);
+        snprintf(err, errlen, "at most %d replicas", GW_DISP_MAX_REPLICAS);
+        return -1;
+    }
+    if (!d || !(d->reps = calloc(GW_DISP_MAX_REPLICAS, sizeof *d->reps)) ||
+        !(d->health = calloc(GW_DISP_MAX_REPLICAS, sizeof *d->health)) ||
+        !(d->hargs = calloc(GW_DISP_MAX_REPLICAS, sizeof *d->hargs))) {
+        if (d) {
+            free(d->reps);
+            free(d->health);
+        }
         free(d);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -162,10 +179,6 @@ static void health_check(gw_disp *d, int i)
 
 static void gw_disp_stop_health(gw_disp *d);
 
-typedef struct health_arg {
-    gw_disp *d;
-    int replica;
-} health_arg;
 
 /* One thread per replica, so a replica that does not answer (2 s timeout)
  * never delays what the gateway learns about the others. */
@@ -196,12 +209,10 @@ static void *health_main(void *arg)
 
 int gw_disp_start(gw_disp *d)
 {
-    if (!(d->health = calloc((size_t)d->nreps, sizeof *d->health)) ||
-        !(d->hargs = calloc((size_t)d->nreps, sizeof *d->hargs)))
-        return -1;
     for (int i = 0; i < d->nreps; i++) {
         d->hargs[i] = (health_arg){d, i};
         if (pthread_create(&d->health[i], NULL, health_main, &d->hargs[i]) != 0) {
+            d->hargs[i].d = NULL;
             gw_disp_stop_health(d);
             return -1;
         }
@@ -214,13 +225,68 @@ int gw_disp_start(gw_disp *d)
     return 0;
 }
 
+int gw_disp_add(gw_disp *d, const char *url, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < d->nreps; i++)
+        if (strcmp(gw_serve_url(d->reps[i].cli), url) == 0) {
+            pthread_mutex_unlock(&d->mu);
+            return 0;
+        }
+    int full = d->nreps >= GW_DISP_MAX_REPLICAS || d->stop;
+    pthread_mutex_unlock(&d->mu);
+    if (full) {
+        snprintf(err, errlen, "cannot add replica %s: at most %d replicas", url, GW_DISP_MAX_REPLICAS);
+        return -1;
+    }
+    gw_serve *cli;
+    if (gw_serve_open(url, &cli, err, errlen) != 0) return -1;
+    /* Only the discovery thread adds, so the slot taken here stays ours. */
+    pthread_mutex_lock(&d->mu);
+    int i = d->nreps;
+    memset(&d->reps[i], 0, sizeof d->reps[i]);
+    d->reps[i].cli = cli;
+    d->reps[i].slots = 1;
+    d->hargs[i] = (health_arg){d, i};
+    d->nreps++;
+    pthread_mutex_unlock(&d->mu);
+    if (pthread_create(&d->health[i], NULL, health_main, &d->hargs[i]) != 0) {
+        d->hargs[i].d = NULL; /* never up, never joined */
+        snprintf(err, errlen, "cannot start the health thread of %s", url);
+        return -1;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->nhealth++;
+    pthread_mutex_unlock(&d->mu);
+    cm_info("serve replica %s added", url);
+    return 1;
+}
+
+void gw_disp_load(gw_disp *d, int *queued, int *inflight, int *slots)
+{
+    pthread_mutex_lock(&d->mu);
+    *queued = *inflight = *slots = 0;
+    for (int m = 0; m < d->nmqs; m++) *queued += (int)gw_fairq_len(d->mqs[m].q);
+    for (int r = 0; r < d->nreps; r++) {
+        if (!d->reps[r].up) continue;
+        *inflight += d->reps[r].inflight;
+        *slots += d->reps[r].slots;
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void gw_disp_stop_health(gw_disp *d)
 {
     pthread_mutex_lock(&d->mu);
     d->stop = true;
     pthread_cond_broadcast(&d->stop_cv);
     pthread_mutex_unlock(&d->mu);
-    for (int i = 0; i < d->nhealth; i++) pthread_join(d->health[i], NULL);
+    /* A replica's health thread exists exactly when its hargs point at d. */
+    for (int i = 0; i < d->nreps; i++)
+        if (d->hargs[i].d) {
+            pthread_join(d->health[i], NULL);
+            d->hargs[i].d = NULL;
+        }
     d->nhealth = 0;
 }
 

@@ -25,6 +25,7 @@
 #include "gw_serve.h"
 
 #define GW_MODEL_MAX 128
+#define GW_DISP_MAX_REPLICAS 256 /* --serve replicas plus those learned from commonsd */
 
 typedef struct gw_disp gw_disp;
 
@@ -50,6 +51,12 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
 /* Starts the health threads (one per replica); the first serve.info of every
  * replica is done before it returns. */
 int gw_disp_start(gw_disp *d);
+/* Adds a replica after start (one learned from commonsd's service list) and
+ * starts its health thread; a URL already known is left alone. Returns 1 when
+ * added, 0 when known, -1 with err (bad URL, GW_DISP_MAX_REPLICAS reached). */
+int gw_disp_add(gw_disp *d, const char *url, char *err, size_t errlen);
+/* Load for autoscaling: requests waiting, in flight, and slots of up replicas. */
+void gw_disp_load(gw_disp *d, int *queued, int *inflight, int *slots);
 void gw_disp_free(gw_disp *d); /* stops the health threads; no request may still be inside */
 
 /* Model names ever reported by a replica (malloc'd array of malloc'd names). */

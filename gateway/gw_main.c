@@ -10,6 +10,7 @@
  */
 #include "gw_gateway.h"
 
+#include "gw_discover.h"
 #include "gw_keys_cli.h"
 #include "cm_log.h"
 
@@ -45,7 +46,13 @@ static void usage(FILE *f)
             "  --default-max-tokens N max_tokens of a request that gives none (default 256)\n"
             "  --replica-slots N      requests in flight per replica (default: serve's max_batch)\n"
             "  --quantum TOKENS       fair-queue credit per turn (default 32)\n"
-            "  --drain SECONDS        on SIGTERM, wait this long for requests in flight (default 10)\n");
+            "  --drain SECONDS        on SIGTERM, wait this long for requests in flight (default 10)\n"
+            "  --service NAME         also route to the replicas of this commonsd service (service.list)\n"
+            "  --commonsd URL         commonsd to ask (default tcp://127.0.0.1:7600)\n"
+            "  --token-file FILE      a token of the service's owner or an admin\n"
+            "  --autoscale            ask commonsd to scale the service within MIN..MAX from the load\n"
+            "  --scale-up-after S     requests waiting with all slots busy this long: one more replica (10)\n"
+            "  --scale-down-after S   under 30%% of slots busy, none waiting, this long: one fewer (60)\n");
 }
 
 static int parse_listen(const char *s, gw_config *cfg, char *host, size_t hostlen)
@@ -135,9 +142,14 @@ int main(int argc, char **argv)
     int64_t drain_s = 10;
     gw_disp_opts dopts = {0};
     enum { O_LISTEN = 1, O_SERVE, O_POLICY, O_STATE, O_FG, O_LOG, O_BODY, O_HEADER, O_CONNS,
-           O_PERIP, O_IDLE, O_QTIMEOUT, O_DEFMAX, O_SLOTS, O_QUANTUM, O_DRAIN, O_HELP };
+           O_PERIP, O_IDLE, O_QTIMEOUT, O_DEFMAX, O_SLOTS, O_QUANTUM, O_DRAIN, O_HELP, O_SERVICE, O_COMMONSD,
+           O_TOKENFILE, O_AUTOSCALE, O_UPAFTER, O_DOWNAFTER };
+    gw_discover_opts disc = {.commonsd = "tcp://127.0.0.1:7600"};
     static struct option opts[] = {
         {"listen", required_argument, 0, O_LISTEN}, {"serve", required_argument, 0, O_SERVE},
+        {"service", required_argument, 0, O_SERVICE}, {"commonsd", required_argument, 0, O_COMMONSD},
+        {"token-file", required_argument, 0, O_TOKENFILE}, {"autoscale", no_argument, 0, O_AUTOSCALE},
+        {"scale-up-after", required_argument, 0, O_UPAFTER}, {"scale-down-after", required_argument, 0, O_DOWNAFTER},
         {"policy", required_argument, 0, O_POLICY}, {"state", required_argument, 0, O_STATE},
         {"foreground", no_argument, 0, O_FG}, {"log-level", required_argument, 0, O_LOG},
         {"max-body", required_argument, 0, O_BODY}, {"max-header", required_argument, 0, O_HEADER},
@@ -187,6 +199,12 @@ int main(int argc, char **argv)
         case O_SLOTS: dopts.slots = (int)num_arg("--replica-slots", optarg, 1); break;
         case O_QUANTUM: dopts.quantum = num_arg("--quantum", optarg, 1); break;
         case O_DRAIN: drain_s = num_arg("--drain", optarg, 0); break;
+        case O_SERVICE: disc.service = optarg; break;
+        case O_COMMONSD: disc.commonsd = optarg; break;
+        case O_TOKENFILE: disc.token_file = optarg; break;
+        case O_AUTOSCALE: disc.autoscale = 1; break;
+        case O_UPAFTER: disc.up_after_ms = (int64_t)(strtod(optarg, NULL) * 1000); break;
+        case O_DOWNAFTER: disc.down_after_ms = (int64_t)(strtod(optarg, NULL) * 1000); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -197,7 +215,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (nserves == 0) serves[nserves++] = "tcp://127.0.0.1:7700";
+    if (disc.service && !disc.token_file) {
+        fprintf(stderr, "commons-gateway: --service needs --token-file (a token of the service's owner)\n");
+        return 2;
+    }
+    if (disc.autoscale && !disc.service) {
+        fprintf(stderr, "commons-gateway: --autoscale needs --service NAME\n");
+        return 2;
+    }
+    if (nserves == 0 && !disc.service) serves[nserves++] = "tcp://127.0.0.1:7700";
     cm_log_init("commons-gateway", (enum cm_log_level)level);
 
     char err[1024] = "";
@@ -235,6 +261,11 @@ int main(int argc, char **argv)
         cm_error("cannot start the replica health thread");
         return 1;
     }
+    gw_discover *discover = NULL;
+    if (disc.service && gw_discover_start(g.disp, &disc, &discover, err, sizeof err) != 0) {
+        cm_error("--service %s: %s", disc.service, err);
+        return 1;
+    }
     if (gw_http_start(&g, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;
@@ -255,6 +286,7 @@ int main(int argc, char **argv)
         break;
     }
     gw_http_stop(&g, drain_s * 1000);
+    gw_discover_stop(discover);
     gw_disp_free(g.disp);
     gw_quota_free(g.quota);
     gw_metrics_free(g.metrics);

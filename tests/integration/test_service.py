@@ -7,6 +7,9 @@ import os
 import subprocess
 import unittest
 
+import threading
+
+from gw_harness import Gateway
 from harness import ClusterTest, binary, wait_until
 from serve_harness import make_model
 
@@ -75,6 +78,54 @@ class Service(ClusterTest):
                           "job": {"command": ["x"], "workdir": "/tmp", "service": "chat"}}).encode()
         r = json.loads(subprocess.run([binary("tests/rawsend"), c.addr, "-"], input=bad, capture_output=True).stdout)
         self.assertIn("set by commonsd", r["error"]["message"])
+
+
+    def test_gateway_routes_to_and_scales_the_service(self):
+        c = self.c
+        model = make_model(os.path.join(c.dir, "tiny.gguf"), "--arch", "llama", "--embd", "64", "--layers", "2",
+                           "--heads", "4", "--kv-heads", "2", "--ff", "128", "--ctx", "512", "--type", "q8_0")
+        c.start_scheduler()
+        c.start_agent("n1", cpus=4)
+        alice = c.add_user("alice", "physics", unix_user=ME)
+        token_file = os.path.join(c.dir, "alice.token")
+        with open(token_file, "w") as f:
+            f.write(alice + "\n")
+        c.cli("service", "deploy", "chat", "--model", model, "--replicas", "1..2", token=alice)
+        self.running("chat", 1)
+        gw = Gateway(c.dir, [], extra=["--service", "chat", "--commonsd", c.addr, "--token-file", token_file,
+                                       "--autoscale", "--scale-up-after", "1", "--scale-down-after", "3",
+                                       "--replica-slots", "1", "--queue-timeout", "120"])
+        self.addCleanup(gw.stop)
+        key = gw.new_key("ada")
+
+        def models():
+            status, _, body = gw.request("GET", "/v1/models", key=key)
+            return status == 200 and json.loads(body)["data"]
+        name = wait_until(models, timeout=60, what="the gateway to learn the replica")[0]["id"]
+        status, _, r = gw.post("/v1/completions", {"model": name, "prompt": "hello", "max_tokens": 8}, key=key)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["usage"]["completion_tokens"], 8)
+        # A flood keeps the single slot busy with requests waiting: the gateway asks for a second replica.
+        results = []
+
+        def one():
+            st, _, body = gw.post("/v1/completions", {"model": name, "prompt": "tell me", "max_tokens": 256,
+                                                      "temperature": 0}, key=key, timeout=300)
+            results.append(st)
+        threads = [threading.Thread(target=one) for _ in range(24)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: c.json("service", "list", "chat")[0]["target"] == 2, timeout=60,
+                   what="the autoscaler to add a replica")
+        self.running("chat", 2)
+        for t in threads:
+            t.join(timeout=300)
+        self.assertEqual(results, [200] * 24)
+        self.assertIn("scaled 1 -> 2", gw.read_log())
+        # Idle again: back down to the minimum.
+        wait_until(lambda: c.json("service", "list", "chat")[0]["target"] == 1, timeout=60,
+                   what="the autoscaler to remove a replica")
+        self.assertIn("scaled 2 -> 1", gw.read_log())
 
 
 if __name__ == "__main__":
