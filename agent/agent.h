@@ -127,6 +127,7 @@ struct agent_config {
     int kill_grace_ms;
     enum agent_containment containment;
     const char *topology_xml; /* --topology FILE.xml, or NULL: this machine */
+    const char *hostname;     /* --hostname: how others reach this node (services), or NULL: gethostname */
 };
 
 /* Node resources from the OS: online CPUs and MemTotal in MB. */

@@ -308,7 +308,9 @@ static int setup(struct loop *L)
         cm_error("--server %s: %s", L->cfg->server, err);
         return -1;
     }
-    if (gethostname(L->hostname, sizeof L->hostname - 1) != 0)
+    if (L->cfg->hostname)
+        snprintf(L->hostname, sizeof L->hostname, "%s", L->cfg->hostname);
+    else if (gethostname(L->hostname, sizeof L->hostname - 1) != 0)
         snprintf(L->hostname, sizeof L->hostname, "%s", L->cfg->name);
     L->poll_wait_ms = POLL_WAIT_MS;
     L->backoff_ms = BACKOFF_MIN_MS;

@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "  --memory-mb M         memory to offer in MB (default: MemTotal)\n"
             "  --gpus G              GPUs to offer (default: those of the topology)\n"
             "  --topology FILE.xml   play the node an hwloc XML describes (bindings recorded, not applied)\n"
+            "  --hostname NAME       the name or address others reach this node by (service endpoints;\n"
+            "                        default: this machine's host name)\n"
             "  --kill-grace S        seconds between SIGTERM and SIGKILL (default 10)\n"
             "  --containment KIND    auto|cgroup|subreaper (default auto)\n"
             "  --log-level LEVEL     debug|info|warn|error (default info)\n"
@@ -117,7 +119,7 @@ int main(int argc, char **argv)
         {"containment", required_argument, 0, 'C'}, {"log-level", required_argument, 0, 'l'},
         {"foreground", no_argument, 0, 'f'},      {"help", no_argument, 0, 'h'},
         {"kill-jobs", no_argument, 0, 'X'},      {"topology", required_argument, 0, 'T'},
-        {"print-topology", no_argument, 0, 'P'},
+        {"print-topology", no_argument, 0, 'P'}, {"hostname", required_argument, 0, 'H'},
         {0, 0, 0, 0}};
     int c;
     long long v;
@@ -170,6 +172,7 @@ int main(int argc, char **argv)
             break;
         case 'f': foreground = 1; break;
         case 'T': cfg.topology_xml = optarg; break;
+        case 'H': cfg.hostname = optarg; break;
         case 'P': print_topo = 1; break;
         case 'X': kill_jobs = 1; break;
         case 'h': usage(stdout); return 0;

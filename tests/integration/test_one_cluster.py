@@ -1,0 +1,145 @@
+"""One cluster for both (issue 8): commonsd, two agents (one playing an 8-GPU node from
+an hwloc XML), a service of 1..3 commons-serve replicas behind the gateway, and a batch
+workload in a scavenger QOS that fills the GPUs. Inference load rises: the gateway
+scales the service up and replicas take GPUs by preempting scavenger jobs, which are
+requeued and later finish; load falls and the service scales down; the ledger verifies
+and its GPU-hours equal the sum over the jobs."""
+import getpass
+import json
+import os
+import threading
+import time
+import unittest
+
+from gw_harness import Gateway
+from harness import ClusterTest, wait_until
+from serve_harness import make_model
+
+ME = getpass.getuser()
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+XML = os.path.join(REPO, "configs", "topologies", "gpu-2x56c-8gpu.xml")
+
+POLICY = f"""
+version: 1
+qos:
+  normal: {{priority: 10}}
+  scavenger: {{priority: 0, preemptible: true, preempt_mode: requeue}}
+  service: {{priority: 100, preempt: [scavenger]}}
+default_qos: normal
+accounts:
+  nation:
+    children:
+      uni-north:
+        shares: 50
+        children:
+          physics: {{shares: 1}}
+      public:
+        shares: 50
+        children:
+          inference: {{shares: 1}}
+users:
+  alice: {{default_account: physics, unix_user: {ME}}}
+  svc: {{default_account: inference, unix_user: {ME}}}
+citizens:
+  tiers:
+    open:
+      tokens_per_day: 10000000
+      requests_per_minute: 100000
+      max_tokens_per_request: 1024
+      concurrent_requests: 100
+  default_tier: open
+"""
+
+
+class OneCluster(ClusterTest):
+    def test_batch_and_inference_share_the_gpus(self):
+        c = self.c
+        model = make_model(os.path.join(c.dir, "tiny.gguf"), "--arch", "llama", "--embd", "64", "--layers", "2",
+                           "--heads", "4", "--kv-heads", "2", "--ff", "128", "--ctx", "512", "--type", "q8_0")
+        policy = os.path.join(c.dir, "policy.yaml")
+        with open(policy, "w") as f:
+            f.write(POLICY)
+        c.start_scheduler(extra=["--policy", policy])
+        c.start_agent("cpu1", cpus=2)
+        c.start_agent("gpu8", cpus=112, gpus=8, extra=["--topology", XML, "--hostname", "127.0.0.1"])
+        gpu8 = [n for n in c.json("nodes") if n["name"] == "gpu8"][0]
+        self.assertEqual(gpu8["gpus"], 8)
+        alice = c.cli("admin", "token", "create", "alice").stdout.strip()
+        svc = c.cli("admin", "token", "create", "svc").stdout.strip()
+        svc_file = os.path.join(c.dir, "svc.token")
+        with open(svc_file, "w") as f:
+            f.write(svc + "\n")
+
+        # Scavenger batch work fills all 8 GPUs.
+        batch = [json.loads(c.cli("--json", "submit", "-q", "scavenger", "-G", "1", "-t", "10:00", "--", "sleep",
+                                  "6", token=alice).stdout)["job_id"] for _ in range(8)]
+        for j in batch:
+            c.wait_state(j, "RUNNING", token=alice)
+        self.assertEqual([n for n in c.json("nodes") if n["name"] == "gpu8"][0]["gpus_used"], 8)
+
+        # The service's first replica needs a GPU: it preempts one scavenger job.
+        c.cli("service", "deploy", "chat", "--model", model, "--replicas", "1..3", "--gpus-per-replica", "1",
+              "--qos", "service", token=svc)
+
+        def live_replicas():
+            s = c.json("service", "list", "chat")[0]
+            return [r for r in s["replicas"] if r["state"] == "RUNNING" and not r["stopping"]]
+        wait_until(lambda: len(live_replicas()) == 1, timeout=60, what="the first replica")
+        gw = Gateway(c.dir, [], policy=POLICY, extra=[
+            "--service", "chat", "--commonsd", c.addr, "--token-file", svc_file, "--autoscale",
+            "--scale-up-after", "1", "--scale-down-after", "4", "--replica-slots", "1", "--queue-timeout", "120"])
+        self.addCleanup(gw.stop)
+        key = gw.new_key("citizen")
+
+        def models():
+            status, _, body = gw.request("GET", "/v1/models", key=key)
+            return status == 200 and json.loads(body)["data"]
+        name = wait_until(models, timeout=60, what="the gateway to learn the replica")[0]["id"]
+
+        # Inference load rises: the service scales up, taking more GPUs from scavengers.
+        results = []
+
+        def ask():
+            st, _, _ = gw.post("/v1/completions", {"model": name, "prompt": "hello", "max_tokens": 256,
+                                                   "temperature": 0}, key=key, timeout=300)
+            results.append(st)
+        threads = [threading.Thread(target=ask) for _ in range(30)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: c.json("service", "list", "chat")[0]["target"] >= 2, timeout=90, what="a scale-up")
+        wait_until(lambda: len(live_replicas()) >= 2, timeout=90, what="a second replica running")
+        for t in threads:
+            t.join(timeout=300)
+        self.assertEqual(results, [200] * 30)
+        preempted = [j for j in batch if c.job(j, token=alice)["requeues"] >= 1]
+        self.assertGreaterEqual(len(preempted), 2)
+        for j in preempted:
+            self.assertIn("preempted", c.job(j, token=alice)["note"])
+
+        # Load falls: the service scales back to its minimum.
+        wait_until(lambda: c.json("service", "list", "chat")[0]["target"] == 1, timeout=90, what="a scale-down")
+        # Every scavenger job, preempted or not, finishes.
+        for j in batch:
+            c.wait_state(j, "COMPLETED", timeout=120, token=alice)
+        c.cli("service", "remove", "chat", token=svc)
+        wait_until(lambda: not [j for j in c.json("queue") if j["name"] == "chat"], timeout=60,
+                   what="the replicas to end")
+
+        # The ledger verifies, records each preemption, and its GPU-hours equal the jobs'.
+        c.cli("ledger", "verify")
+        export = os.path.join(c.dir, "ledger.json")
+        c.cli("ledger", "export", "--format", "json", "--out", export)
+        with open(export) as f:
+            entries = json.load(f)
+        kinds = [e["kind"] for e in entries]
+        self.assertGreaterEqual(kinds.count("preemption"), len(preempted))
+        # Bodies are kept as the exact hashed text (docs/ledger.md).
+        runs = [json.loads(e["body"]) for e in entries if e["kind"] in ("job_end", "job_requeue")]
+        ledger_gpu_h = sum(r["gpus"] * (r["end"] - r["start"]) for r in runs) / 3600
+        report = c.json("usage", "--by", "account", "--period", "month")
+        self.assertAlmostEqual(sum(r["gpu_hours"] for r in report), ledger_gpu_h, places=6)
+        self.assertEqual({r["name"] for r in report if r["gpu_hours"] > 0}, {"physics", "inference"})
+
+
+if __name__ == "__main__":
+    unittest.main()
