@@ -23,6 +23,8 @@ struct gw_discover {
     pthread_cond_t cv;
     bool stop;
     int64_t saturated_since, idle_since, last_change;
+    json_t *cluster; /* guarded by mu */
+    int polls;
     char last_error[512];
 };
 
@@ -96,6 +98,35 @@ static void poll_once(gw_discover *g)
     json_decref(reply);
 }
 
+/* The status page's view of the cluster, refreshed every few polls. */
+static void refresh_cluster(gw_discover *g)
+{
+    static const char *const parts[][2] = {{"node.list", "nodes"}, {"job.list", "jobs"}, {"share", "accounts"}};
+    json_t *view = json_object();
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        json_t *r = call(g, json_pack("{s:s}", "type", parts[i][0]));
+        json_object_set(view, i == 2 ? "share" : parts[i][1], r ? json_object_get(r, parts[i][1]) : json_array());
+        json_decref(r);
+    }
+    json_t *u = call(g, json_pack("{s:s, s:s, s:s}", "type", "usage.report", "by", "institution", "period", "day"));
+    json_object_set(view, "usage", u ? json_object_get(u, "rows") : json_array());
+    json_decref(u);
+    json_object_set_new(view, "updated", json_integer(cm_now_ms() / 1000));
+    pthread_mutex_lock(&g->mu);
+    json_decref(g->cluster);
+    g->cluster = view;
+    pthread_mutex_unlock(&g->mu);
+}
+
+json_t *gw_discover_cluster(gw_discover *g)
+{
+    if (!g) return NULL;
+    pthread_mutex_lock(&g->mu);
+    json_t *v = json_incref(g->cluster);
+    pthread_mutex_unlock(&g->mu);
+    return v;
+}
+
 static void *discover_main(void *arg)
 {
     gw_discover *g = arg;
@@ -103,6 +134,7 @@ static void *discover_main(void *arg)
     while (!g->stop) {
         pthread_mutex_unlock(&g->mu);
         poll_once(g);
+        if (g->polls++ % 5 == 0) refresh_cluster(g);
         pthread_mutex_lock(&g->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -162,6 +194,7 @@ void gw_discover_stop(gw_discover *g)
     cm_rpc_client_close(g->rpc);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
+    json_decref(g->cluster);
     free(g->token);
     free(g);
 }

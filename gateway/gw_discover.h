@@ -17,6 +17,8 @@
 
 #include "gw_disp.h"
 
+#include <jansson.h>
+
 typedef struct gw_discover_opts {
     const char *commonsd;   /* tcp://host:port of commonsd */
     const char *service;    /* service name */
@@ -29,5 +31,9 @@ typedef struct gw_discover gw_discover;
 
 int gw_discover_start(gw_disp *d, const gw_discover_opts *o, gw_discover **out, char *err, size_t errlen);
 void gw_discover_stop(gw_discover *g); /* NULL is fine */
+/* The last view of the cluster for the status page (a new reference, or NULL
+ * before the first): {"nodes": [...], "jobs": [...], "share": [...],
+ * "usage": [...] (billed units per institution and day, from the ledger)}. */
+json_t *gw_discover_cluster(gw_discover *g);
 
 #endif

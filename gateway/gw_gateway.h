@@ -46,6 +46,7 @@ typedef struct gw_gateway {
     uint64_t next_id;
     int active;               /* requests being handled, for draining */
     struct MHD_Daemon *mhd;
+    struct gw_discover *discover; /* replicas and the cluster view from commonsd, or NULL */
 } gw_gateway;
 
 gw_policy_ref *gw_policy_get(gw_gateway *g);
@@ -69,9 +70,8 @@ int gw_gen_handle(gw_gateway *g, struct MHD_Connection *conn, int kind, const ch
  * cancels what is still running and settles quota and usage. */
 void gw_gen_finish(gw_gateway *g, gw_run *run);
 
-/* The status page (gw_status.c): JSON (new reference) and HTML (malloc'd). */
+/* The status page's data (gw_status.c), a new reference; the page itself is gw_www.h. */
 json_t *gw_status_json(gw_gateway *g);
-char *gw_status_html(gw_gateway *g);
 
 /* Helpers shared by the HTTP files. */
 int gw_http_send(struct MHD_Connection *conn, int status, const char *content_type, char *body,

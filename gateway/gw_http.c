@@ -14,12 +14,14 @@
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include "gw_www.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 enum route { R_OTHER, R_MODELS, R_COMPLETIONS, R_CHAT, R_HEALTH, R_METRICS, R_STATUS, R_PAGE };
+/* R_PAGE: "/" and the page's script and style sheet (gw_www.h). */
 static const char *ROUTE_NAMES[] = {"other", "models", "completions", "chat", "health", "metrics",
                                     "status", "page"};
 
@@ -68,7 +70,8 @@ static enum route route_of(const char *url)
     if (!strcmp(url, "/health")) return R_HEALTH;
     if (!strcmp(url, "/metrics")) return R_METRICS;
     if (!strcmp(url, "/status")) return R_STATUS;
-    if (!strcmp(url, "/")) return R_PAGE;
+    for (const gw_asset *a = gw_assets; a->path; a++)
+        if (!strcmp(url, a->path)) return R_PAGE;
     return R_OTHER;
 }
 
@@ -117,11 +120,19 @@ static int answer_metrics(gw_gateway *g, struct MHD_Connection *conn)
     return gw_http_send(conn, 200, "text/plain; version=0.0.4", text, 0);
 }
 
-static int answer_status(gw_gateway *g, struct MHD_Connection *conn, bool html)
+static int answer_status(gw_gateway *g, struct MHD_Connection *conn, const char *url, bool html)
 {
     char *body = NULL;
     if (html) {
-        body = gw_status_html(g);
+        for (const gw_asset *a = gw_assets; a->path; a++) {
+            if (strcmp(url, a->path) != 0) continue;
+            if (!(body = malloc(a->len + 1))) return MHD_NO;
+            memcpy(body, a->data, a->len);
+            body[a->len] = '\0';
+            gw_metrics_request(g->metrics, "page", 200);
+            return gw_http_send(conn, 200, a->content_type, body, 0);
+        }
+        return MHD_NO;
     } else {
         json_t *st = gw_status_json(g);
         body = st ? json_dumps(st, JSON_COMPACT) : NULL;
@@ -223,7 +234,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req->route == R_MODELS) return (enum MHD_Result)answer_models(g, conn);
         if (req->route == R_HEALTH) return (enum MHD_Result)answer_health(g, conn);
         if (req->route == R_STATUS || req->route == R_PAGE)
-            return (enum MHD_Result)answer_status(g, conn, req->route == R_PAGE);
+            return (enum MHD_Result)answer_status(g, conn, url, req->route == R_PAGE);
         return (enum MHD_Result)answer_metrics(g, conn);
     }
 }

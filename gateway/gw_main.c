@@ -266,6 +266,7 @@ int main(int argc, char **argv)
         cm_error("--service %s: %s", disc.service, err);
         return 1;
     }
+    g.discover = discover;
     if (gw_http_start(&g, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;

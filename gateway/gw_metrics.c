@@ -89,6 +89,15 @@ void gw_metrics_ttft(gw_metrics *m, double seconds)
     pthread_mutex_unlock(&m->mu);
 }
 
+void gw_metrics_summary(gw_metrics *m, int64_t *generations, int64_t *completion_tokens, double *mean_ttft)
+{
+    pthread_mutex_lock(&m->mu);
+    *generations = m->ttft_count;
+    *completion_tokens = m->completion_tokens;
+    *mean_ttft = m->ttft_count ? m->ttft_sum / (double)m->ttft_count : 0;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void gw_metrics_write(gw_metrics *m, FILE *f)
 {
     pthread_mutex_lock(&m->mu);

@@ -23,5 +23,7 @@ void gw_metrics_reject(gw_metrics *m, const char *reason);
 void gw_metrics_ttft(gw_metrics *m, double seconds);
 
 void gw_metrics_write(gw_metrics *m, FILE *f);
+/* For the status page: generations so far, tokens, and mean time to first token (s). */
+void gw_metrics_summary(gw_metrics *m, int64_t *generations, int64_t *completion_tokens, double *mean_ttft);
 
 #endif

@@ -5,8 +5,11 @@ scales the service up and replicas take GPUs by preempting scavenger jobs, which
 requeued and later finish; load falls and the service scales down; the ledger verifies
 and its GPU-hours equal the sum over the jobs."""
 import getpass
+import html.parser
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 import unittest
@@ -121,6 +124,7 @@ class OneCluster(ClusterTest):
         # Every scavenger job, preempted or not, finishes.
         for j in batch:
             c.wait_state(j, "COMPLETED", timeout=120, token=alice)
+        self.check_status_page(gw, c)
         c.cli("service", "remove", "chat", token=svc)
         wait_until(lambda: not [j for j in c.json("queue") if j["name"] == "chat"], timeout=60,
                    what="the replicas to end")
@@ -139,6 +143,66 @@ class OneCluster(ClusterTest):
         report = c.json("usage", "--by", "account", "--period", "month")
         self.assertAlmostEqual(sum(r["gpu_hours"] for r in report), ledger_gpu_h, places=6)
         self.assertEqual({r["name"] for r in report if r["gpu_hours"] > 0}, {"physics", "inference"})
+
+
+    def check_status_page(self, gw, c):
+        """The public status page, rendered by headless Chromium, shows what the API says."""
+        def status():
+            st, _, body = gw.request("GET", "/status")
+            st = json.loads(body)
+            cl = st.get("cluster") or {}
+            names = {r["name"] for r in cl.get("usage", []) if r["billed"] > 0}
+            return {"uni-north", "public"} <= names and st
+        st = wait_until(status, timeout=60, what="the cluster view with both institutions' usage")
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        self.assertIsNotNone(chromium, "Debian's chromium package is needed (scripts/install-deps)")
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=8000"]
+        dom = subprocess.run([chromium, *flags, "--dump-dom", gw.base + "/"], capture_output=True, text=True,
+                             timeout=120).stdout
+        artifacts = os.path.join(os.environ.get("COMMONS_BUILD", "."), "test-artifacts")
+        os.makedirs(artifacts, exist_ok=True)
+        shot = os.path.join(artifacts, "status-page.png")
+        subprocess.run([chromium, *flags, "--window-size=1000,1600", f"--screenshot={shot}", gw.base + "/"],
+                       capture_output=True, timeout=120)
+        self.assertGreater(os.path.getsize(shot), 10000)
+
+        class Page(html.parser.HTMLParser):
+            def __init__(self):
+                super().__init__()
+                self.ids, self.rows, self.cur, self.cls, self.rects = {}, {}, None, None, 0
+                self.row = None
+
+            def handle_starttag(self, tag, attrs):
+                a = dict(attrs)
+                self.cur, self.cls = a.get("id"), a.get("class")
+                if tag == "tr" and ("data-account" in a or "data-institution" in a):
+                    self.row = a.get("data-account") or a.get("data-institution")
+                    self.rows[self.row] = {}
+                if tag == "rect" and "data-day" in a:
+                    self.rects += 1
+
+            def handle_data(self, data):
+                if self.cur:
+                    self.ids[self.cur] = data.strip()
+                if self.row and self.cls:
+                    self.rows[self.row][self.cls] = data.strip()
+                self.cur = self.cls = None
+        page = Page()
+        page.feed(dom)
+        cl = st["cluster"]
+        self.assertEqual(int(page.ids["gpus-total"]), sum(n["gpus"] for n in cl["nodes"]))
+        self.assertEqual(int(page.ids["cpus-total"]), sum(n["cpus"] for n in cl["nodes"]))
+        self.assertEqual(int(page.ids["nodes-total"]), len(cl["nodes"]))
+        self.assertEqual(page.rows["uni-north"]["policy"], "50.0%")
+        self.assertEqual(page.rows["public"]["policy"], "50.0%")
+        usage = [r for r in cl["usage"] if r["billed"] > 0]
+        total = sum(r["billed"] for r in usage)
+        for inst in ("uni-north", "public"):
+            mine = sum(r["billed"] for r in usage if r["name"] == inst)
+            self.assertEqual(page.rows[inst]["delivered"], f"{100 * mine / total:.1f}%")
+        self.assertGreaterEqual(page.rects, 2)  # a bar per institution and day
+        self.assertEqual(int(page.ids["generations"]), st["inference"]["generations"])
+        self.assertEqual(int(page.ids["generations"]), 30)
 
 
 if __name__ == "__main__":
