@@ -61,7 +61,7 @@ int64_t cm_parse_duration(const char *s)
         }
         if (*p) return -1;
         for (int i = 0; i < nf; i++)
-            if (f[i] < 0) return -1;
+            if (f[i] < 0 || f[i] > 100000000) return -1; /* bounded, so the sum below cannot overflow */
         if (days > 100000) return -1;
         return days * 86400 + f[0] * 3600 + f[1] * 60 + f[2];
     }

@@ -325,11 +325,39 @@ static char *dump(json_t *j)
     return s;
 }
 
+/* Copies in to out (outlen > 0) replacing each byte that does not start or
+ * continue a valid UTF-8 sequence with '?': error texts quote client input,
+ * and JSON strings must be valid UTF-8. */
+static const char *utf8_clean(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)in;
+    while (*p && o + 5 < outlen) {
+        int n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 && *p >= 0xC2 ? 2 : (*p & 0xF0) == 0xE0 ? 3
+              : (*p & 0xF8) == 0xF0 && *p <= 0xF4 ? 4 : 0;
+        for (int k = 1; k < n; k++)
+            if ((p[k] & 0xC0) != 0x80) n = 0;
+        if (n == 0) {
+            out[o++] = '?';
+            p++;
+            continue;
+        }
+        memcpy(out + o, p, (size_t)n);
+        o += (size_t)n;
+        p += n;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 static json_t *error_obj(const gw_api_err *e)
 {
-    return json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", e->message, "type",
+    char msg[2048], param[256];
+    utf8_clean(e->message, msg, sizeof msg);
+    utf8_clean(e->param, param, sizeof param);
+    return json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", msg, "type",
                      e->type ? e->type : "invalid_request_error", "param",
-                     e->param[0] ? json_string(e->param) : json_null(), "code",
+                     param[0] ? json_string(param) : json_null(), "code",
                      e->code ? json_string(e->code) : json_null());
 }
 

@@ -252,7 +252,8 @@ static bool reserve(quota_plan *pl, const quota_plan_job *job, int *scratch)
 {
     /* Two sorted runs, walked as one: the sorted prefix, and the rest sorted
      * now (usually just the jobs started earlier in this pass). */
-    qsort(pl->rel + pl->sorted, pl->nrel - pl->sorted, sizeof *pl->rel, cmp_release);
+    if (pl->nrel > pl->sorted) /* qsort of nothing on a NULL array is undefined */
+        qsort(pl->rel + pl->sorted, pl->nrel - pl->sorted, sizeof *pl->rel, cmp_release);
     memcpy(pl->work, pl->free, (size_t)pl->nnodes * sizeof *pl->work);
     int64_t fitting = 0;
     for (int i = 0; i < pl->nnodes; i++)

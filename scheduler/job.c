@@ -72,7 +72,7 @@ int job_array_parse(const char *s, int **idx, int *throttle, char *err, size_t e
                   (colon && (parse_int_span(colon + 1, item_end, &step) || step < 1)) || hi < lo;
         } else {
             bad = colon != NULL || parse_int_span(p, item_end, &lo);
-            hi = lo;
+            hi = bad ? 0 : lo;
         }
         if (bad) {
             snprintf(err, errlen,
@@ -327,8 +327,15 @@ int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t e
         }
     }
     if (!name) {
-        json_object_set_new(spec, "name", json_string(script ? "script" : json_string_value(json_array_get(cmd, 0))));
-        get_str(spec, "name", 4096, &name, err, errlen);
+        /* The default name is the program, cut to the name limit at a UTF-8 character boundary. */
+        const char *def = script ? "script" : json_string_value(json_array_get(cmd, 0));
+        size_t t = strlen(def);
+        if (t > 256) {
+            t = 256;
+            while (t > 0 && ((unsigned char)def[t] & 0xC0) == 0x80) t--;
+        }
+        json_object_set_new(spec, "name", json_stringn(def, t));
+        get_str(spec, "name", 256, &name, err, errlen);
     }
     if (qos && (!*qos || !valid_name_chars(qos))) {
         snprintf(err, errlen, "field 'qos': expected a name of letters, digits, '_', '-', '.'");

@@ -33,7 +33,9 @@ int main(int argc, char **argv)
     nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout);
     nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout);
     nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-    if (nng_send(s, buf, n, 0) != 0) {
+    int sent = nng_send(s, buf, n, 0);
+    free(buf);
+    if (sent != 0) {
         fprintf(stderr, "rawsend: send failed\n");
         return 1;
     }
@@ -47,6 +49,5 @@ int main(int argc, char **argv)
     putchar('\n');
     nng_free(reply, len);
     nng_close(s);
-    free(buf);
     return 0;
 }
