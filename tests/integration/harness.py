@@ -27,7 +27,12 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Slower builds (sanitizers) stretch every wait: COMMONS_TEST_TIME_SCALE=4 makes 10 s 40 s.
+TIME_SCALE = float(os.environ.get("COMMONS_TEST_TIME_SCALE", "1"))
+
+
 def wait_until(pred, timeout=10.0, step=0.05, what="condition"):
+    timeout *= TIME_SCALE
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = pred()
