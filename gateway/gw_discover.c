@@ -105,11 +105,13 @@ static void refresh_cluster(gw_discover *g)
     json_t *view = json_object();
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
         json_t *r = call(g, json_pack("{s:s}", "type", parts[i][0]));
-        json_object_set(view, i == 2 ? "share" : parts[i][1], r ? json_object_get(r, parts[i][1]) : json_array());
+        json_t *part = r ? json_object_get(r, parts[i][1]) : NULL;
+        json_object_set_new(view, i == 2 ? "share" : parts[i][1], part ? json_incref(part) : json_array());
         json_decref(r);
     }
     json_t *u = call(g, json_pack("{s:s, s:s, s:s}", "type", "usage.report", "by", "institution", "period", "day"));
-    json_object_set(view, "usage", u ? json_object_get(u, "rows") : json_array());
+    json_t *rows = u ? json_object_get(u, "rows") : NULL;
+    json_object_set_new(view, "usage", rows ? json_incref(rows) : json_array());
     json_decref(u);
     json_object_set_new(view, "updated", json_integer(cm_now_ms() / 1000));
     pthread_mutex_lock(&g->mu);

@@ -64,6 +64,17 @@ static void req_cb(void *arg)
     nng_mtx_unlock(s->mtx);
 }
 
+/* Frees a server whose contexts never started receiving. */
+static void server_free_unstarted(struct server *s)
+{
+    nng_close(s->sock);
+    for (int i = 0; i < SERVER_CONTEXTS; i++)
+        if (s->reqs[i].aio) nng_aio_free(s->reqs[i].aio);
+    if (s->cv) nng_cv_free(s->cv);
+    if (s->mtx) nng_mtx_free(s->mtx);
+    free(s);
+}
+
 int server_open(struct server **out, const char *url, const char *tls_cert_key, char *err, size_t errlen)
 {
     struct server *s = calloc(1, sizeof *s);
@@ -80,6 +91,7 @@ int server_open(struct server **out, const char *url, const char *tls_cert_key, 
         r->srv = s;
         if ((rv = nng_ctx_open(&r->ctx, s->sock)) != 0 || (rv = nng_aio_alloc(&r->aio, req_cb, r)) != 0) {
             snprintf(err, errlen, "cannot open server contexts: %s", nng_strerror(rv));
+            server_free_unstarted(s);
             return -1;
         }
     }
@@ -87,7 +99,7 @@ int server_open(struct server **out, const char *url, const char *tls_cert_key, 
     if (tls != (tls_cert_key != NULL)) {
         snprintf(err, errlen, tls ? "%s needs --tls-cert FILE (certificate chain and key, PEM)"
                                   : "--tls-cert needs a tls+tcp:// listen address, not %s", url);
-        nng_close(s->sock);
+        server_free_unstarted(s);
         return -1;
     }
     nng_listener l;
@@ -100,14 +112,14 @@ int server_open(struct server **out, const char *url, const char *tls_cert_key, 
         if (cfg) nng_tls_config_free(cfg);
         if (rv != 0) {
             snprintf(err, errlen, "TLS certificate %s: %s", tls_cert_key, nng_strerror(rv));
-            nng_close(s->sock);
+            server_free_unstarted(s);
             return -1;
         }
     }
     if (rv == 0) rv = nng_listener_start(l, 0);
     if (rv != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
-        nng_close(s->sock);
+        server_free_unstarted(s);
         return -1;
     }
     for (int i = 0; i < SERVER_CONTEXTS; i++) {

@@ -28,6 +28,7 @@ int main(int argc, char **argv)
     int timeout = argc > 3 ? atoi(argv[3]) : 3000;
     if (nng_req0_open(&s) || nng_dial(s, argv[1], NULL, 0)) {
         fprintf(stderr, "rawsend: cannot connect to %s\n", argv[1]);
+        free(buf);
         return 1;
     }
     nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout);

@@ -153,8 +153,15 @@ class TestGatewayApi(GatewayBase):
         self.assertEqual(status, 200)
         self.assertTrue(headers["content-type"].startswith("text/html"))
         page = body.decode()
-        self.assertIn("<td>fake-model</td><td>up</td>", page)
-        self.assertIn("<td>slowpoke</td><td>1000000</td><td>2</td>", page)
+        # The page is shipped with the gateway and fills itself from /status: no external CDN.
+        self.assertIn('<script src="/status.js"></script>', page)
+        self.assertNotRegex(page, r'(src|href)="https?://')
+        status, headers, body = self.gw.request("GET", "/status.js")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/javascript"))
+        self.assertIn('fetch("/status"', body.decode())
+        status, headers, _ = self.gw.request("GET", "/status.css")
+        self.assertEqual((status, headers["content-type"].split(";")[0]), (200, "text/css"))
 
     # -- curl ----------------------------------------------------------------
     def curl(self, *args):
