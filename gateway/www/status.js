@@ -71,7 +71,7 @@ function renderCluster(c) {
 function drawChart(days, insts, usage, policy) {
   const svg = document.getElementById("share-chart"), NS = "http://www.w3.org/2000/svg";
   svg.replaceChildren();
-  const W = 720, H = 240, L = 40, R = 150, T = 10, B = 30, pw = W - L - R, ph = H - T - B;
+  const W = 760, H = 240, L = 40, R = 220, T = 10, B = 30, pw = W - L - R, ph = H - T - B;
   const add = (tag, attrs, content) => {
     const e = document.createElementNS(NS, tag);
     for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
