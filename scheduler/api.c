@@ -397,8 +397,8 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
         return r;
     }
     if (strcmp(type, "stats") == 0) return api_stats(d);
-    if (strncmp(type, "service.", 8) == 0 &&
-        (!strcmp(type + 8, "list") || !strcmp(type + 8, "deploy") || !strcmp(type + 8, "scale") || !strcmp(type + 8, "remove")))
+    if (!strcmp(type, "service.list") || !strcmp(type, "service.deploy") || !strcmp(type, "service.scale") ||
+        !strcmp(type, "service.remove"))
         return handle_service(c, u, type, req);
     if (strcmp(type, "share") == 0) return handle_share(c);
     if (strcmp(type, "prio") == 0) return handle_prio(c);

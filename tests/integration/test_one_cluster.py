@@ -153,12 +153,22 @@ class OneCluster(ClusterTest):
             cl = st.get("cluster") or {}
             names = {r["name"] for r in cl.get("usage", []) if r["billed"] > 0}
             return {"uni-north", "public"} <= names and st
-        st = wait_until(status, timeout=60, what="the cluster view with both institutions' usage")
+        wait_until(status, timeout=60, what="the cluster view with both institutions' usage")
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         self.assertIsNotNone(chromium, "Debian's chromium package is needed (scripts/install-deps)")
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=8000"]
-        dom = subprocess.run([chromium, *flags, "--dump-dom", gw.base + "/"], capture_output=True, text=True,
-                             timeout=120).stdout
+        # Compare against the view the page rendered: the one /status gives both before
+        # and after the render (a job ending in between changes usage; then try again).
+        for _ in range(5):
+            before = status()
+            dom = subprocess.run([chromium, *flags, "--dump-dom", gw.base + "/"], capture_output=True, text=True,
+                                 timeout=120).stdout
+            st = status()
+            same = before and st and all(before["cluster"][k] == st["cluster"][k] for k in ("nodes", "usage", "share"))
+            if same and before["inference"]["generations"] == st["inference"]["generations"]:
+                break
+        else:
+            self.fail("the cluster view kept changing while the page rendered")
         artifacts = os.path.join(os.environ.get("COMMONS_BUILD", "."), "test-artifacts")
         os.makedirs(artifacts, exist_ok=True)
         shot = os.path.join(artifacts, "status-page.png")
