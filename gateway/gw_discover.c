@@ -23,6 +23,8 @@ struct gw_discover {
     pthread_cond_t cv;
     bool stop;
     int64_t saturated_since, idle_since, last_change;
+    int64_t last_gens;     /* generations and TTFT total at the previous poll, */
+    double last_ttft_sum;  /* for the mean TTFT of recent requests */
     json_t *cluster; /* guarded by mu */
     int polls;
     char last_error[512];
@@ -56,7 +58,18 @@ static void autoscale(gw_discover *g, json_t *svc)
     int64_t now = cm_mono_ms();
     int target = (int)json_integer_value(json_object_get(svc, "target"));
     int min = (int)json_integer_value(json_object_get(svc, "min")), max = (int)json_integer_value(json_object_get(svc, "max"));
-    bool saturated = queued > 0 && inflight >= slots;
+    /* Mean time to first token of the requests answered since the last poll. */
+    int64_t gens = 0, toks;
+    double mean = 0, recent_ms = 0;
+    if (g->o.metrics) {
+        gw_metrics_summary(g->o.metrics, &gens, &toks, &mean);
+        double sum = mean * (double)gens;
+        if (gens > g->last_gens) recent_ms = 1000 * (sum - g->last_ttft_sum) / (double)(gens - g->last_gens);
+        g->last_gens = gens;
+        g->last_ttft_sum = sum;
+    }
+    bool slow = g->o.ttft_ms > 0 && recent_ms > (double)g->o.ttft_ms;
+    bool saturated = (queued > 0 && inflight >= slots) || slow;
     bool idle = queued == 0 && inflight * 10 < slots * 3;
     g->saturated_since = saturated ? (g->saturated_since ? g->saturated_since : now) : 0;
     g->idle_since = idle ? (g->idle_since ? g->idle_since : now) : 0;
@@ -67,8 +80,8 @@ static void autoscale(gw_discover *g, json_t *svc)
     if (want == target) return;
     json_t *r = call(g, json_pack("{s:s, s:s, s:i}", "type", "service.scale", "name", g->o.service, "target", want));
     if (r) {
-        cm_info("service %s: scaled %d -> %d (%d waiting, %d/%d slots busy)", g->o.service, target, want, queued,
-                inflight, slots);
+        cm_info("service %s: scaled %d -> %d (%d waiting, %d/%d slots busy, recent time to first token %.0f ms)",
+                g->o.service, target, want, queued, inflight, slots, recent_ms);
         g->last_change = now;
         g->saturated_since = g->idle_since = 0;
         json_decref(r);
@@ -165,6 +178,7 @@ int gw_discover_start(gw_disp *d, const gw_discover_opts *o, gw_discover **out, 
     if (g->o.period_ms <= 0) g->o.period_ms = 1000;
     if (g->o.up_after_ms <= 0) g->o.up_after_ms = 10000;
     if (g->o.down_after_ms <= 0) g->o.down_after_ms = 60000;
+    if (g->o.ttft_ms == 0) g->o.ttft_ms = 2000;
     if (!(g->token = cm_read_secret(o->token_file, err, errlen)) ||
         cm_rpc_client_open(o->commonsd, &g->rpc, err, errlen) != 0) {
         free(g->token);

@@ -4,8 +4,9 @@
  * replicas every period (service.list) and adds each new endpoint to the
  * dispatcher; replicas that go away fail their health checks and take no more
  * requests. With --autoscale it also asks commonsd to scale the service within
- * its MIN..MAX: up by one when requests have been waiting with every slot busy
- * for up_after_ms, down by one when fewer than 30% of slots have been busy and
+ * its MIN..MAX: up by one when requests have been waiting with every slot busy,
+ * or the mean time to first token of the requests since the last poll has
+ * been above ttft_ms, for up_after_ms; down by one when fewer than 30% of slots have been busy and
  * nothing waited for down_after_ms; after each change it waits up_after_ms
  * before deciding again, so it does not flap.
  */
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "gw_disp.h"
+#include "gw_metrics.h"
 
 #include <jansson.h>
 
@@ -25,6 +27,8 @@ typedef struct gw_discover_opts {
     const char *token_file; /* a token of the service's owner (or an admin) */
     int autoscale;
     int64_t period_ms, up_after_ms, down_after_ms; /* defaults 1000, 10000, 60000 */
+    int64_t ttft_ms;        /* time to first token that counts as overload (default 2000; <0: off) */
+    gw_metrics *metrics;    /* where the gateway records time to first token */
 } gw_discover_opts;
 
 typedef struct gw_discover gw_discover;

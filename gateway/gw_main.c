@@ -52,7 +52,9 @@ static void usage(FILE *f)
             "  --token-file FILE      a token of the service's owner or an admin\n"
             "  --autoscale            ask commonsd to scale the service within MIN..MAX from the load\n"
             "  --scale-up-after S     requests waiting with all slots busy this long: one more replica (10)\n"
-            "  --scale-down-after S   under 30%% of slots busy, none waiting, this long: one fewer (60)\n");
+            "  --scale-down-after S   under 30%% of slots busy, none waiting, this long: one fewer (60)\n"
+            "  --scale-ttft-ms MS     recent mean time to first token above this also counts as overload\n"
+            "                         (default 2000; -1: off)\n");
 }
 
 static int parse_listen(const char *s, gw_config *cfg, char *host, size_t hostlen)
@@ -143,13 +145,14 @@ int main(int argc, char **argv)
     gw_disp_opts dopts = {0};
     enum { O_LISTEN = 1, O_SERVE, O_POLICY, O_STATE, O_FG, O_LOG, O_BODY, O_HEADER, O_CONNS,
            O_PERIP, O_IDLE, O_QTIMEOUT, O_DEFMAX, O_SLOTS, O_QUANTUM, O_DRAIN, O_HELP, O_SERVICE, O_COMMONSD,
-           O_TOKENFILE, O_AUTOSCALE, O_UPAFTER, O_DOWNAFTER };
+           O_TOKENFILE, O_AUTOSCALE, O_UPAFTER, O_DOWNAFTER, O_TTFT };
     gw_discover_opts disc = {.commonsd = "tcp://127.0.0.1:7600"};
     static struct option opts[] = {
         {"listen", required_argument, 0, O_LISTEN}, {"serve", required_argument, 0, O_SERVE},
         {"service", required_argument, 0, O_SERVICE}, {"commonsd", required_argument, 0, O_COMMONSD},
         {"token-file", required_argument, 0, O_TOKENFILE}, {"autoscale", no_argument, 0, O_AUTOSCALE},
         {"scale-up-after", required_argument, 0, O_UPAFTER}, {"scale-down-after", required_argument, 0, O_DOWNAFTER},
+        {"scale-ttft-ms", required_argument, 0, O_TTFT},
         {"policy", required_argument, 0, O_POLICY}, {"state", required_argument, 0, O_STATE},
         {"foreground", no_argument, 0, O_FG}, {"log-level", required_argument, 0, O_LOG},
         {"max-body", required_argument, 0, O_BODY}, {"max-header", required_argument, 0, O_HEADER},
@@ -205,6 +208,7 @@ int main(int argc, char **argv)
         case O_AUTOSCALE: disc.autoscale = 1; break;
         case O_UPAFTER: disc.up_after_ms = (int64_t)(strtod(optarg, NULL) * 1000); break;
         case O_DOWNAFTER: disc.down_after_ms = (int64_t)(strtod(optarg, NULL) * 1000); break;
+        case O_TTFT: disc.ttft_ms = num_arg("--scale-ttft-ms", optarg, -1); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -262,6 +266,7 @@ int main(int argc, char **argv)
         return 1;
     }
     gw_discover *discover = NULL;
+    disc.metrics = g.metrics;
     if (disc.service && gw_discover_start(g.disp, &disc, &discover, err, sizeof err) != 0) {
         cm_error("--service %s: %s", disc.service, err);
         return 1;
