@@ -36,8 +36,9 @@ def cpu_set(text):
     return out
 
 
-def job_processes(job_id):
-    """pid -> environment of every process whose environment names the job."""
+def job_processes(job_id, addr=None):
+    """pid -> environment of every process whose environment names the job (and, with
+    addr, whose agent serves that commonsd: other tests' clusters reuse job ids)."""
     found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -47,7 +48,7 @@ def job_processes(job_id):
                 env = dict(kv.split("=", 1) for kv in f.read().decode(errors="replace").split("\0") if "=" in kv)
         except OSError:
             continue
-        if env.get("COMMONS_JOB_ID") == str(job_id):
+        if env.get("COMMONS_JOB_ID") == str(job_id) and (addr is None or env.get("COMMONS_ADDR") == addr):
             found[int(name)] = env
     return found
 
@@ -72,7 +73,7 @@ class ThisMachine(ClusterTest):
         jid = self.c.json("submit", "-n", "2", "-c", "1", "-o", out, "--", "/bin/sh", "-c",
                           "echo task $COMMONS_LOCAL_TASK_ID slice $COMMONS_TASK_CPU_LIST; exec sleep 60")["job_id"]
         self.c.wait_state(jid, "RUNNING")
-        tasks = wait_until(lambda: (t := {p: e for p, e in job_processes(jid).items()
+        tasks = wait_until(lambda: (t := {p: e for p, e in job_processes(jid, self.c.addr).items()
                                           if "COMMONS_LOCAL_TASK_ID" in e and status_field(p, "Name") == "sleep"})
                            and len(t) == 2 and t, timeout=20, what="two running tasks")
         used = set(self.c.json("nodes", "--topology", "m1")["pus_used"])
@@ -88,7 +89,7 @@ class ThisMachine(ClusterTest):
         self.assertNotEqual(allowed["0"], allowed["1"])
         self.c.cli("cancel", str(jid))
         self.c.wait_state(jid, "CANCELLED")
-        wait_until(lambda: not job_processes(jid), timeout=20, what="the tasks to end")
+        wait_until(lambda: not job_processes(jid, self.c.addr), timeout=20, what="the tasks to end")
 
     def test_memory_limit(self):
         limits = self.c.json("nodes", "--topology", "m1")["topology"]["limits"]
