@@ -30,7 +30,8 @@ struct gw_discover {
     char last_error[512];
 };
 
-static json_t *call(gw_discover *g, json_t *req)
+/* quiet: failures are expected (a cluster view piece that needs a policy) and not logged. */
+static json_t *call_q(gw_discover *g, json_t *req, bool quiet)
 {
     char err[512];
     json_object_set_new(req, "token", json_string(g->token));
@@ -43,6 +44,7 @@ static json_t *call(gw_discover *g, json_t *req)
         reply = NULL;
         rc = -1;
     }
+    if (quiet) return reply;
     if (rc != 0 && strcmp(err, g->last_error) != 0) { /* log each new problem once */
         cm_warn("service %s at %s: %s", g->o.service, g->o.commonsd, err);
         snprintf(g->last_error, sizeof g->last_error, "%s", err);
@@ -50,6 +52,8 @@ static json_t *call(gw_discover *g, json_t *req)
     if (rc == 0) g->last_error[0] = '\0';
     return reply;
 }
+
+static json_t *call(gw_discover *g, json_t *req) { return call_q(g, req, false); }
 
 static void autoscale(gw_discover *g, json_t *svc)
 {
@@ -117,12 +121,13 @@ static void refresh_cluster(gw_discover *g)
     static const char *const parts[][2] = {{"node.list", "nodes"}, {"job.list", "jobs"}, {"share", "accounts"}};
     json_t *view = json_object();
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
-        json_t *r = call(g, json_pack("{s:s}", "type", parts[i][0]));
+        json_t *r = call_q(g, json_pack("{s:s}", "type", parts[i][0]), true);
         json_t *part = r ? json_object_get(r, parts[i][1]) : NULL;
         json_object_set_new(view, i == 2 ? "share" : parts[i][1], part ? json_incref(part) : json_array());
         json_decref(r);
     }
-    json_t *u = call(g, json_pack("{s:s, s:s, s:s}", "type", "usage.report", "by", "institution", "period", "day"));
+    json_t *u = call_q(g, json_pack("{s:s, s:s, s:s}", "type", "usage.report", "by", "institution", "period", "day"),
+                       true);
     json_t *rows = u ? json_object_get(u, "rows") : NULL;
     json_object_set_new(view, "usage", rows ? json_incref(rows) : json_array());
     json_decref(u);

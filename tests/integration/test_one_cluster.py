@@ -90,7 +90,7 @@ class OneCluster(ClusterTest):
         wait_until(lambda: len(live_replicas()) == 1, timeout=60, what="the first replica")
         gw = Gateway(c.dir, [], policy=POLICY, extra=[
             "--service", "chat", "--commonsd", c.addr, "--token-file", svc_file, "--autoscale",
-            "--scale-up-after", "1", "--scale-down-after", "4", "--replica-slots", "1", "--queue-timeout", "120"])
+            "--scale-up-after", "0.5", "--scale-down-after", "4", "--replica-slots", "1", "--queue-timeout", "120"])
         self.addCleanup(gw.stop)
         key = gw.new_key("citizen")
 
@@ -103,17 +103,17 @@ class OneCluster(ClusterTest):
         results = []
 
         def ask():
-            st, _, _ = gw.post("/v1/completions", {"model": name, "prompt": "hello", "max_tokens": 256,
+            st, _, _ = gw.post("/v1/completions", {"model": name, "prompt": "hello", "max_tokens": 500,
                                                    "temperature": 0}, key=key, timeout=300)
             results.append(st)
-        threads = [threading.Thread(target=ask) for _ in range(30)]
+        threads = [threading.Thread(target=ask) for _ in range(48)]
         for t in threads:
             t.start()
         wait_until(lambda: c.json("service", "list", "chat")[0]["target"] >= 2, timeout=90, what="a scale-up")
         wait_until(lambda: len(live_replicas()) >= 2, timeout=90, what="a second replica running")
         for t in threads:
             t.join(timeout=300)
-        self.assertEqual(results, [200] * 30)
+        self.assertEqual(results, [200] * 48)
         preempted = [j for j in batch if c.job(j, token=alice)["requeues"] >= 1]
         self.assertGreaterEqual(len(preempted), 2)
         for j in preempted:
@@ -212,7 +212,7 @@ class OneCluster(ClusterTest):
             self.assertEqual(page.rows[inst]["delivered"], f"{100 * mine / total:.1f}%")
         self.assertGreaterEqual(page.rects, 2)  # a bar per institution and day
         self.assertEqual(int(page.ids["generations"]), st["inference"]["generations"])
-        self.assertEqual(int(page.ids["generations"]), 30)
+        self.assertEqual(int(page.ids["generations"]), 48)
 
 
 if __name__ == "__main__":

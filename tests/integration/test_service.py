@@ -93,7 +93,7 @@ class Service(ClusterTest):
         c.cli("service", "deploy", "chat", "--model", model, "--replicas", "1..2", token=alice)
         self.running("chat", 1)
         gw = Gateway(c.dir, [], extra=["--service", "chat", "--commonsd", c.addr, "--token-file", token_file,
-                                       "--autoscale", "--scale-up-after", "1", "--scale-down-after", "3",
+                                       "--autoscale", "--scale-up-after", "0.5", "--scale-down-after", "3",
                                        "--replica-slots", "1", "--queue-timeout", "120"])
         self.addCleanup(gw.stop)
         key = gw.new_key("ada")
@@ -109,10 +109,12 @@ class Service(ClusterTest):
         results = []
 
         def one():
-            st, _, body = gw.post("/v1/completions", {"model": name, "prompt": "tell me", "max_tokens": 256,
+            st, _, body = gw.post("/v1/completions", {"model": name, "prompt": "tell me", "max_tokens": 500,
                                                       "temperature": 0}, key=key, timeout=300)
             results.append(st)
-        threads = [threading.Thread(target=one) for _ in range(24)]
+        # Enough work to keep the one slot busy with requests waiting for several seconds
+        # even on a fast, quiet machine.
+        threads = [threading.Thread(target=one) for _ in range(48)]
         for t in threads:
             t.start()
         wait_until(lambda: c.json("service", "list", "chat")[0]["target"] == 2, timeout=60,
@@ -120,7 +122,7 @@ class Service(ClusterTest):
         self.running("chat", 2)
         for t in threads:
             t.join(timeout=300)
-        self.assertEqual(results, [200] * 24)
+        self.assertEqual(results, [200] * 48)
         self.assertIn("scaled 1 -> 2", gw.read_log())
         # Idle again: back down to the minimum.
         wait_until(lambda: c.json("service", "list", "chat")[0]["target"] == 1, timeout=60,
