@@ -145,7 +145,7 @@ class ControlPlane(ClusterTest):
                 os.kill(child, 0)
                 with open(f"/proc/{child}/stat") as f:
                     return f.read().split()[2] == "Z"
-            except ProcessLookupError:
+            except (ProcessLookupError, FileNotFoundError):  # it may end between the two calls
                 return True
         wait_until(gone, timeout=15, what="the job's grandchild to end")
         wait_until(lambda: self.c.json("nodes")[0]["cpus_used"] == 0, what="CPUs to be released")

@@ -44,6 +44,10 @@ def my_cpus():
         return cpu_set(f.read().split("Cpus_allowed_list:")[1].split()[0])
 
 
+
+class OpenMpiCrashed(Exception):
+    """The MPI job failed before all ranks reported (Open MPI's own daemon crashed)."""
+
 class MpiBase(ClusterTest):
     """commonsd, the MPI program, and two agents n1 and n2 (start_nodes)."""
 
@@ -70,8 +74,24 @@ class MpiBase(ClusterTest):
                 return None
             with open(path) as f:
                 found = LINE.findall(f.read())
-            return found if len(found) >= n else None
+            if len(found) >= n:
+                return found
+            if self.c.job(job_id)["state"] == "FAILED":
+                raise OpenMpiCrashed(f"job {job_id} failed before its ranks reported: {self.c.job(job_id)}")
+            return None
         return wait_until(lines, timeout=timeout, step=0.2, what=f"{n} ranks of job {job_id} to report")
+
+    def launch(self, *args):
+        """submit() and ranks(), once more if Open MPI itself crashed first: its orted was
+        seen to segfault (exit 139) in about one CI run in four when both "nodes" are one
+        host. The retry is printed, and a second crash fails the test."""
+        jid = self.submit(*args)
+        try:
+            return jid, self.ranks(jid)
+        except OpenMpiCrashed as e:
+            print(f"\nretrying once after an Open MPI crash: {e}")
+        jid = self.submit(*args)
+        return jid, self.ranks(jid)
 
     def check_placement(self, ranks):
         self.assertEqual(sorted(int(r[0]) for r in ranks), [0, 1, 2, 3])
@@ -100,8 +120,7 @@ class MpiJobs(MpiBase):
             self.c.start_agent(name, cpus=PUS, extra=self.agent_extra)
 
     def test_two_nodes_two_ranks_each(self):
-        jid = self.submit()
-        ranks = self.ranks(jid)
+        jid, ranks = self.launch()
         self.check_placement(ranks)
         job = self.c.wait_state(jid, ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)
         self.assertEqual((job["state"], job["exit_code"]), ("COMPLETED", 0), job)
@@ -111,8 +130,7 @@ class MpiJobs(MpiBase):
             self.assertRegex(self.c.log(f"agent-{name}.log"), rf"job {jid}\.0 \(spawn\) ended: exit 0")
 
     def test_ranks_bound_to_allocated_pus_and_cancel_ends_all(self):
-        jid = self.submit("120")
-        ranks = self.ranks(jid)
+        jid, ranks = self.launch("120")
         by_node = self.check_placement(ranks)
         for node, rs in by_node.items():
             used = set(self.c.json("nodes", "--topology", node)["pus_used"])
@@ -144,8 +162,7 @@ class MpiOnXmlNodes(MpiBase):
             self.c.start_agent(name, cpus=112, memory_mb=500000, extra=("--topology", xml))
 
     def test_two_nodes_two_ranks_each(self):
-        jid = self.submit()
-        ranks = self.ranks(jid)
+        jid, ranks = self.launch()
         self.assertEqual(sorted(int(r[0]) for r in ranks), [0, 1, 2, 3])
         self.assertEqual(sorted(r[2] for r in ranks), ["n1", "n1", "n2", "n2"])
         mine = my_cpus()
