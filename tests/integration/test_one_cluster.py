@@ -157,18 +157,16 @@ class OneCluster(ClusterTest):
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         self.assertIsNotNone(chromium, "Debian's chromium package is needed (scripts/install-deps)")
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=8000"]
-        # Compare against the view the page rendered: the one /status gives both before
-        # and after the render (a job ending in between changes usage; then try again).
+        # Compare against the view the page rendered: /status just before or just after
+        # the render (replicas still ending while the service scales down change usage).
+        views = []
         for _ in range(5):
             before = status()
             dom = subprocess.run([chromium, *flags, "--dump-dom", gw.base + "/"], capture_output=True, text=True,
                                  timeout=120).stdout
-            st = status()
-            same = before and st and all(before["cluster"][k] == st["cluster"][k] for k in ("nodes", "usage", "share"))
-            if same and before["inference"]["generations"] == st["inference"]["generations"]:
+            views = [v for v in (before, status()) if v]
+            if views and "data-institution" in dom:
                 break
-        else:
-            self.fail("the cluster view kept changing while the page rendered")
         artifacts = os.path.join(os.environ.get("COMMONS_BUILD", "."), "test-artifacts")
         os.makedirs(artifacts, exist_ok=True)
         shot = os.path.join(artifacts, "status-page.png")
@@ -199,19 +197,23 @@ class OneCluster(ClusterTest):
                 self.cur = self.cls = None
         page = Page()
         page.feed(dom)
+
+        def matches(st):
+            cl = st["cluster"]
+            usage = [r for r in cl["usage"] if r["billed"] > 0]
+            total = sum(r["billed"] for r in usage)
+            return all(page.rows[i]["delivered"] == f"{100 * sum(r['billed'] for r in usage if r['name'] == i) / total:.1f}%"
+                       for i in ("uni-north", "public")) and \
+                int(page.ids["generations"]) == st["inference"]["generations"]
+        st = views[-1]
         cl = st["cluster"]
         self.assertEqual(int(page.ids["gpus-total"]), sum(n["gpus"] for n in cl["nodes"]))
         self.assertEqual(int(page.ids["cpus-total"]), sum(n["cpus"] for n in cl["nodes"]))
         self.assertEqual(int(page.ids["nodes-total"]), len(cl["nodes"]))
         self.assertEqual(page.rows["uni-north"]["policy"], "50.0%")
         self.assertEqual(page.rows["public"]["policy"], "50.0%")
-        usage = [r for r in cl["usage"] if r["billed"] > 0]
-        total = sum(r["billed"] for r in usage)
-        for inst in ("uni-north", "public"):
-            mine = sum(r["billed"] for r in usage if r["name"] == inst)
-            self.assertEqual(page.rows[inst]["delivered"], f"{100 * mine / total:.1f}%")
+        self.assertTrue(any(matches(v) for v in views), f"page {page.rows} {page.ids} vs /status {views}")
         self.assertGreaterEqual(page.rects, 2)  # a bar per institution and day
-        self.assertEqual(int(page.ids["generations"]), st["inference"]["generations"])
         self.assertEqual(int(page.ids["generations"]), 48)
 
 
