@@ -196,7 +196,10 @@ class ControlPlane(ClusterTest):
         self.c.cli("admin", "token", "revoke", "bob")
         p = self.c.cli("queue", token=self.bob, check=False)
         self.assertIn("unknown or revoked token", p.stderr)
-        self.c.cli("cancel", str(jid))  # admin may
+        # An admin may cancel anyone's job (a fresh one: the first may have ended by now).
+        other = self.submit("--", "sleep", "30")
+        self.c.cli("cancel", str(other))
+        self.assertEqual(self.c.job(other)["state"], "CANCELLED")
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root to switch users")
     def test_runs_as_mapped_unix_user(self):
