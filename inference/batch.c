@@ -11,12 +11,16 @@
  *
  * Sliding-window layers gather only the blocks the window can reach: positions are
  * shifted by the first gathered block's start, which changes neither the causal nor
- * the window mask (both are relative). */
+ * the window mask (both are relative).
+ *
+ * Any backend: scratch, the gathered caches and the logits of the head live in backend
+ * memory; blocks are gathered with kern_kv_gather and rows moved with kern_copy (memcpy
+ * on the CPU, device copies on CUDA); only the step's token ids and positions (host
+ * arrays the kernels take) and the returned logits are host memory. */
 #include "batch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "model_internal.h"
 
@@ -27,11 +31,13 @@ struct infer_batch {
     kern_ctx *kc;
     infer_paged_kv *kv;
     infer_batch_params p;
-    /* Scratch (host memory), sized for p.max_tokens rows. */
+    /* Scratch (backend memory), sized for p.max_tokens rows. */
     float *x, *h, *q, *k, *v, *attn, *o, *gate, *up;
     float *xl, *hl;        /* [max_logits][n_embd]: rows that want logits, normed */
     uint8_t *gk, *gv;      /* gathered caches: [n_head_kv][g_cap][head_dim] */
+    float *logits_dev;     /* [max_logits][n_vocab]; NULL on host memory (== logits) */
     int g_cap;             /* positions of the gathered caches (whole blocks) */
+    /* Host memory */
     int32_t *tok, *pos;    /* [max_tokens] */
     float *logits;         /* [max_logits][n_vocab] */
     int n_logits;
@@ -41,10 +47,13 @@ void infer_batch_free(infer_batch *b)
 {
     if (!b)
         return;
-    void *bufs[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->xl, b->hl,
-                     b->gk, b->gv, b->tok, b->pos, b->logits };
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        free(bufs[i]);
+    void *dev[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->xl, b->hl,
+                    b->gk, b->gv, b->logits_dev };
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        kern_free(b->kc, dev[i]);
+    free(b->tok);
+    free(b->pos);
+    free(b->logits);
     free(b);
 }
 
@@ -55,9 +64,6 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
     *out = NULL;
     if (!m || !kc || !kv || !p)
         FAIL(INFER_EINVAL, "infer_batch_create: NULL argument");
-    if (!kern_ctx_host_memory(kc))
-        FAIL(INFER_EUNSUPPORTED, "batched serving needs a host-memory kernel backend (CPU) "
-             "for now: paged attention gathers blocks with memcpy");
     const infer_hparams *hp = &m->hp;
     if (p->max_tokens < 1 || p->max_logits < 1 || p->n_ctx < 1 || p->n_ctx > hp->n_ctx_train)
         FAIL(INFER_EINVAL, "batch: max_tokens %d and max_logits %d must be >= 1, n_ctx %d in "
@@ -68,6 +74,9 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
         FAIL(INFER_EINVAL, "batch: KV pool shape (layers %d, kv heads %d, head dim %d) does "
              "not match the model (%d, %d, %d)", kv->n_layer, kv->block.n_head_kv,
              kv->block.head_dim, hp->n_layer, hp->n_head_kv, hp->head_dim);
+    if (!kern_ctx_host_memory(kc) && (kv->kc != kc || m->kc != kc))
+        FAIL(INFER_EINVAL, "batch: on a device backend the model, the KV pool and the batch "
+             "must use the same kernel context (their memory lives there)");
     infer_batch *b = calloc(1, sizeof *b);
     if (!b)
         FAIL(INFER_ENOMEM, "out of memory");
@@ -78,11 +87,12 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
     b->g_cap = infer_pkv_blocks_for(kv, p->n_ctx) * kv->block_tokens;
     size_t T = (size_t)p->max_tokens, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
     size_t Q = (size_t)hp->n_head * hp->head_dim, KV = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t L = (size_t)p->max_logits;
+    size_t L = (size_t)p->max_logits, LV = L * (size_t)hp->n_vocab;
     kern_kv_layout g = kv->block;
     g.capacity = b->g_cap;
     size_t gbytes = kern_kv_bytes(&g);
-    struct { void **p; size_t bytes; } bufs[] = {
+    const bool host = kern_ctx_host_memory(kc);
+    struct { void **p; size_t bytes; } dev[] = {
         { (void **)&b->x, T * E * 4 }, { (void **)&b->h, T * E * 4 },
         { (void **)&b->q, T * Q * 4 }, { (void **)&b->k, T * KV * 4 },
         { (void **)&b->v, T * KV * 4 }, { (void **)&b->attn, T * Q * 4 },
@@ -90,17 +100,20 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
         { (void **)&b->up, T * F * 4 }, { (void **)&b->xl, L * E * 4 },
         { (void **)&b->hl, L * E * 4 },
         { (void **)&b->gk, gbytes }, { (void **)&b->gv, gbytes },
-        { (void **)&b->tok, T * 4 }, { (void **)&b->pos, T * 4 },
-        { (void **)&b->logits, L * (size_t)hp->n_vocab * 4 },
+        { (void **)&b->logits_dev, host ? 0 : LV * 4 },
     };
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
-        /* 64-byte aligned like kern_alloc, sizes rounded up as aligned_alloc wants */
-        *bufs[i].p = aligned_alloc(64, (bufs[i].bytes + 63) / 64 * 64);
-        if (!*bufs[i].p) {
-            infer_batch_free(b);
-            FAIL(INFER_ENOMEM, "out of memory for batch scratch (%d tokens per step, %d "
-                 "logit rows, context %d)", p->max_tokens, p->max_logits, p->n_ctx);
-        }
+    bool ok = true;
+    for (size_t i = 0; i < sizeof dev / sizeof *dev && ok; i++)
+        ok = !dev[i].bytes || (*dev[i].p = kern_alloc(kc, dev[i].bytes)) != NULL;
+    b->tok = ok ? malloc(T * sizeof *b->tok) : NULL;
+    b->pos = ok ? malloc(T * sizeof *b->pos) : NULL;
+    /* 64-byte aligned like kern_alloc: on host memory the head writes here directly */
+    b->logits = ok ? aligned_alloc(64, (LV * 4 + 63) / 64 * 64) : NULL;
+    if (!b->tok || !b->pos || !b->logits) {
+        infer_batch_free(b);
+        FAIL(INFER_ENOMEM, "out of memory for batch scratch (%d tokens per step, %d logit "
+             "rows, context %d)%s%s", p->max_tokens, p->max_logits, p->n_ctx,
+             ok ? "" : ": ", ok ? "" : kern_ctx_error(kc));
     }
     *out = b;
     return INFER_OK;
@@ -164,21 +177,6 @@ static int store_kv(infer_batch *b, int il, const infer_block_table *bt, int pos
     return INFER_OK;
 }
 
-/* Copy blocks first .. last-1 of a sequence into the gathered caches (host memory). */
-static void gather(infer_batch *b, int il, const infer_block_table *bt, int first, int last)
-{
-    const infer_paged_kv *kv = b->kv;
-    const int BT = kv->block_tokens, HKV = kv->block.n_head_kv;
-    const size_t head_bytes = kv->block_bytes / (size_t)HKV;   /* BT positions of a head */
-    for (int h = 0; h < HKV; h++)
-        for (int j = first; j < last; j++) {
-            size_t dst = ((size_t)h * b->g_cap + (size_t)(j - first) * BT) * (head_bytes / BT);
-            const uint8_t *ks = infer_pkv_k(kv, il, bt->ids[j]), *vs = infer_pkv_v(kv, il, bt->ids[j]);
-            memcpy(b->gk + dst, ks + h * head_bytes, head_bytes);
-            memcpy(b->gv + dst, vs + h * head_bytes, head_bytes);
-        }
-}
-
 int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                      char *err, size_t errlen)
 {
@@ -217,7 +215,12 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                 int lo = q->n_past - hp->sliding_window + 1;
                 first = lo > 0 ? lo / BT : 0;
             }
-            gather(b, il, q->bt, first, infer_pkv_blocks_for(b->kv, end));
+            /* the blocks attention needs, side by side in the gathered caches */
+            int n_blk = infer_pkv_blocks_for(b->kv, end) - first;
+            INFER_K(il, kern_kv_gather(kc, b->gk, &g, b->kv->k[il], &b->kv->block,
+                                       b->kv->n_blocks, q->bt->ids + first, n_blk));
+            INFER_K(il, kern_kv_gather(kc, b->gv, &g, b->kv->v[il], &b->kv->block,
+                                       b->kv->n_blocks, q->bt->ids + first, n_blk));
             kern_attn_params ap = {
                 .n_q = q->n_tokens, .n_head = H, .q_pos0 = q->n_past - first * BT,
                 .n_kv = end - first * BT, .window = local ? hp->sliding_window : 0,
@@ -235,10 +238,15 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
     int n_out = 0;
     for (int s = 0, off = 0; s < n_seqs; off += seqs[s].n_tokens, s++)
         if (seqs[s].logits)
-            memcpy(b->xl + (size_t)n_out++ * E, b->x + (size_t)(off + seqs[s].n_tokens - 1) * E,
-                   (size_t)E * sizeof(float));
-    if (n_out && (rc = infer_head(m, kc, n_out, b->xl, b->hl, b->logits, err, errlen)))
+            INFER_K(-1, kern_copy(kc, b->xl + (size_t)n_out++ * E,
+                                  b->x + (size_t)(off + seqs[s].n_tokens - 1) * E,
+                                  (size_t)E * sizeof(float)));
+    float *lg = b->logits_dev ? b->logits_dev : b->logits;
+    if (n_out && (rc = infer_head(m, kc, n_out, b->xl, b->hl, lg, err, errlen)))
         return rc;
+    if (n_out && b->logits_dev)
+        INFER_K(-1, kern_download(kc, b->logits, b->logits_dev,
+                                  (size_t)n_out * hp->n_vocab * sizeof(float)));
     b->n_logits = n_out;
     return INFER_OK;
 }

@@ -43,9 +43,10 @@ typedef struct infer_batch_seq {
 
 typedef struct infer_batch infer_batch;
 
-/* The backend must use host memory (the CPU backend) for now: attention gathers a
- * sequence's blocks with memcpy. kv must have been created on the same kc with the
- * model's n_layer / n_head_kv / head_dim. */
+/* Any backend (CPU or CUDA): scratch lives in kc's memory, the logits are copied to
+ * host memory. kv must have been created with the model's n_layer / n_head_kv /
+ * head_dim; on a device backend the model and kv must have been loaded/created on kc
+ * itself. */
 int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
                        const infer_batch_params *p, infer_batch **out,
                        char *err, size_t errlen);

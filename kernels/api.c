@@ -5,9 +5,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef KERN_HAVE_CUDA
-int kern_cuda_init(kern_ctx *ctx, int device); /* kernels/cuda/kern_cuda.h */
+#include "kern_cuda.h"
 #endif
 
 int kern_fail(kern_ctx *ctx, int status, const char *fmt, ...)
@@ -32,8 +33,9 @@ int kern_ctx_create(const kern_config *cfg, kern_ctx **out, char *err, size_t er
     if (cfg->backend != KERN_BACKEND_CPU) {
 #endif
         if (err)
-            snprintf(err, errlen, "kern_ctx_create: backend %d is not built in (only the CPU backend exists)",
-                     (int)cfg->backend);
+            snprintf(err, errlen, "kern_ctx_create: backend %d is not built in (%s)", (int)cfg->backend,
+                     cfg->backend == KERN_BACKEND_CUDA ? "this build has no CUDA backend: nvcc was not found "
+                     "when it was configured" : "unknown backend");
         return KERN_ENOTSUP;
     }
     kern_ctx *ctx = calloc(1, sizeof *ctx);
@@ -100,6 +102,57 @@ int kern_download(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
     CTX();
     NEED(dst && src, "kern_download: NULL pointer");
     return ctx->ops->download(ctx, dst, src, bytes);
+}
+
+/* The two operations below are plain copies on host memory, so api.c does
+ * them itself for host backends (the backend table, kern_internal.h, has no
+ * entry for them) and hands them to the CUDA backend otherwise. */
+int kern_copy(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    CTX();
+    NEED(dst && src, "kern_copy: NULL pointer");
+    if (!bytes) return KERN_OK;
+    NEED((const char *)dst + bytes <= (const char *)src || (const char *)src + bytes <= (const char *)dst,
+         "kern_copy: the %zu-byte ranges overlap", bytes);
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA) return kern_cuda_copy(ctx, dst, src, bytes);
+#endif
+    memcpy(dst, src, bytes);
+    return KERN_OK;
+}
+
+static int check_kv(kern_ctx *ctx, const char *fn, const kern_kv_layout *l);
+
+int kern_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const void *pool,
+                   const kern_kv_layout *block, int n_pool, const int32_t *ids, int n_ids)
+{
+    CTX();
+    int rc = check_kv(ctx, "kern_kv_gather", dst_l);
+    if (!rc) rc = check_kv(ctx, "kern_kv_gather", block);
+    if (rc) return rc;
+    NEED(dst && pool && ids, "kern_kv_gather: NULL pointer");
+    NEED(dst_l->type == block->type && dst_l->n_head_kv == block->n_head_kv && dst_l->head_dim == block->head_dim,
+         "kern_kv_gather: destination (%s, %d heads of %d) and blocks (%s, %d heads of %d) differ",
+         kern_type_name(dst_l->type), dst_l->n_head_kv, dst_l->head_dim, kern_type_name(block->type),
+         block->n_head_kv, block->head_dim);
+    NEED(n_pool > 0 && n_ids > 0, "kern_kv_gather: n_pool=%d n_ids=%d must be positive", n_pool, n_ids);
+    NEED((int64_t)n_ids * block->capacity <= dst_l->capacity,
+         "kern_kv_gather: %d blocks of %d positions do not fit the destination's capacity %d", n_ids,
+         block->capacity, dst_l->capacity);
+    for (int i = 0; i < n_ids; i++)
+        NEED(ids[i] >= 0 && ids[i] < n_pool, "kern_kv_gather: block id %d (index %d) is outside the pool [0, %d)",
+             ids[i], i, n_pool);
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA)
+        return kern_cuda_kv_gather(ctx, dst, dst_l, pool, block, n_pool, ids, n_ids);
+#endif
+    const size_t bb = kern_kv_bytes(block), HKV = (size_t)block->n_head_kv;
+    const size_t head_bytes = bb / HKV, row = head_bytes / (size_t)block->capacity;
+    for (size_t h = 0; h < HKV; h++)
+        for (int i = 0; i < n_ids; i++)
+            memcpy((uint8_t *)dst + (h * (size_t)dst_l->capacity + (size_t)i * block->capacity) * row,
+                   (const uint8_t *)pool + (size_t)ids[i] * bb + h * head_bytes, head_bytes);
+    return KERN_OK;
 }
 
 static int check_type_k(kern_ctx *ctx, const char *fn, int t, int64_t k)

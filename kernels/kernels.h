@@ -1,7 +1,7 @@
 /* kernels.h: the contract of the compute kernels of the inference core.
  *
  * One C interface, several backends. A kern_ctx is created for one backend
- * (today: KERN_BACKEND_CPU; later KERN_BACKEND_CUDA, issue 6) and every
+ * (KERN_BACKEND_CPU, or KERN_BACKEND_CUDA in builds with nvcc) and every
  * operation takes it as its first argument. All tensor pointers passed to an
  * operation live in that backend's memory: host memory for the CPU backend,
  * device memory for CUDA. Memory is obtained and moved with kern_alloc /
@@ -76,7 +76,7 @@ typedef enum kern_status {
 
 typedef enum kern_backend {
     KERN_BACKEND_CPU = 0,
-    KERN_BACKEND_CUDA = 1, /* issue 6: not built yet, kern_ctx_create says so */
+    KERN_BACKEND_CUDA = 1, /* builds without nvcc: kern_ctx_create says it is not built in */
 } kern_backend;
 
 typedef struct kern_config {
@@ -108,6 +108,9 @@ void *kern_alloc(kern_ctx *ctx, size_t bytes);
 void kern_free(kern_ctx *ctx, void *p);
 int kern_upload(kern_ctx *ctx, void *dst_backend, const void *src_host, size_t bytes);
 int kern_download(kern_ctx *ctx, void *dst_host, const void *src_backend, size_t bytes);
+/* Backend memory to backend memory (CPU: memcpy; CUDA: a device-to-device
+ * copy ordered with the other operations). The ranges must not overlap. */
+int kern_copy(kern_ctx *ctx, void *dst_backend, const void *src_backend, size_t bytes);
 
 /* ------------------------------------------------------- CPU ISA choice */
 
@@ -241,6 +244,15 @@ size_t kern_kv_bytes(const kern_kv_layout *l);
  * pos0 .. pos0+n-1 of cache. */
 int kern_kv_store(kern_ctx *ctx, void *cache, const kern_kv_layout *l, int pos0, int n,
                   const float *src);
+
+/* Paged KV caches: a pool of n_pool blocks, block b at pool + b * kern_kv_bytes(block)
+ * (each a cache of layout *block, capacity = positions per block). Copies blocks
+ * ids[0..n_ids) (host memory, each in [0, n_pool)) into the contiguous cache dst of
+ * layout *dst_l (same type, n_head_kv and head_dim; capacity >= n_ids * block
+ * capacity): block ids[i] becomes positions i*cap_b .. i*cap_b+cap_b-1, so
+ * kern_attention can run over a sequence's blocks. Same bytes on every backend. */
+int kern_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const void *pool,
+                   const kern_kv_layout *block, int n_pool, const int32_t *ids, int n_ids);
 
 typedef struct kern_attn_params {
     int n_q;          /* query positions */

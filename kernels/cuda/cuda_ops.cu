@@ -1,6 +1,7 @@
 /* cuda_ops.cu: the CUDA backend's row and element-wise operations: embedding
  * lookup, RMSNorm, RoPE (normal and NeoX pairs, frequency factors), softmax,
- * SiLU/GELU, gated activations, add/mul/scale, KV-cache stores. Semantics
+ * SiLU/GELU, gated activations, add/mul/scale, KV-cache stores, the paged-KV
+ * block gather. Semantics
  * are the CPU backend's (kernels.h); RoPE angles are computed in double as
  * there, so positions in the hundreds of thousands keep their accuracy. */
 #include "cuda_quant.cuh"
@@ -247,4 +248,40 @@ int kcu_kv_store_d(kern_ctx *ctx, void *cache, const kern_kv_layout *l, const in
 int kcu_kv_store(kern_ctx *ctx, void *cache, const kern_kv_layout *l, int pos0, int n, const float *src)
 {
     return kcu_kv_store_d(ctx, cache, l, NULL, pos0, n, src);
+}
+
+/* ---- paged KV gather: block ids[i] (all heads) -> positions i*bt.. of dst ----
+ * One block per (block, head); W-byte words when every address and size is a
+ * multiple of W. */
+template <class W>
+__global__ void k_kv_gather(uint8_t *__restrict__ dst, size_t dst_head_bytes, const uint8_t *__restrict__ pool,
+                            size_t block_bytes, size_t head_bytes, int n_pool, const int32_t *__restrict__ ids)
+{
+    int i = blockIdx.x, h = blockIdx.y, id = ids[i];
+    id = id < 0 ? 0 : id >= n_pool ? n_pool - 1 : id; /* api.c checked; never fault the GPU */
+    const W *s = (const W *)(pool + (size_t)id * block_bytes + (size_t)h * head_bytes);
+    W *d = (W *)(dst + (size_t)h * dst_head_bytes + (size_t)i * head_bytes);
+    for (size_t e = threadIdx.x; e < head_bytes / sizeof(W); e += blockDim.x) d[e] = s[e];
+}
+
+extern "C" int kern_cuda_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const void *pool,
+                                   const kern_kv_layout *block, int n_pool, const int32_t *ids, int n_ids)
+{
+    if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_kv_gather: not a CUDA context");
+    const void *ids_dev;
+    int rc = kcu_stage(ctx, ids, (size_t)n_ids * sizeof *ids, &ids_dev);
+    if (rc) return rc;
+    size_t bb = kern_kv_bytes(block), head_bytes = bb / (size_t)block->n_head_kv;
+    size_t dst_head_bytes = kern_kv_bytes(dst_l) / (size_t)dst_l->n_head_kv;
+    uintptr_t a = (uintptr_t)dst | (uintptr_t)pool | (uintptr_t)bb | (uintptr_t)head_bytes | (uintptr_t)dst_head_bytes;
+    dim3 grid((unsigned)n_ids, (unsigned)block->n_head_kv);
+    cudaStream_t s = kcu(ctx)->stream;
+    uint8_t *d = (uint8_t *)dst;
+    const uint8_t *p = (const uint8_t *)pool;
+    const int32_t *id = (const int32_t *)ids_dev;
+    if (a % 16 == 0) k_kv_gather<uint4><<<grid, 128, 0, s>>>(d, dst_head_bytes, p, bb, head_bytes, n_pool, id);
+    else if (a % 4 == 0) k_kv_gather<uint32_t><<<grid, 128, 0, s>>>(d, dst_head_bytes, p, bb, head_bytes, n_pool, id);
+    else k_kv_gather<uint8_t><<<grid, 128, 0, s>>>(d, dst_head_bytes, p, bb, head_bytes, n_pool, id);
+    KCU_LAUNCHED();
+    return KERN_OK;
 }

@@ -35,6 +35,10 @@ int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len);
 /* Device-to-device copy of bytes on ctx's stream (e.g. gathering paged KV
  * blocks, which inference/batch.c does with memcpy on the CPU). */
 int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes);
+/* kern_kv_gather on the device (api.c has validated the arguments; ids is
+ * host memory, staged like kern_get_rows' ids; the device clamps ids to the pool). */
+int kern_cuda_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const void *pool,
+                        const kern_kv_layout *block, int n_pool, const int32_t *ids, int n_ids);
 
 /* ---- CUDA graphs ----
  * Between begin and end, operations on ctx are recorded, not run; end
