@@ -1,8 +1,9 @@
-/* commons-run.c: run a GGUF language model on the CPU from the command line.
+/* commons-run.c: run a GGUF language model on the CPU or an NVIDIA GPU from the command
+ * line.
  *
  *   commons-run --model M.gguf [--prompt TEXT | --chat] [-n N] [--temp T] [--top-k K]
  *               [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]
- *               [--ctx N] [--kv f16] [--stop TEXT]... [--system TEXT]
+ *               [--ctx N] [--kv f16] [--stop TEXT]... [--system TEXT] [--gpu [--device N]]
  *   commons-run --model M.gguf --tokenize TEXT
  *   commons-run --model M.gguf --logits "ID ID ..."     (test aid: top logits per position)
  *   commons-run --model M.gguf --bench PP,TG [--threads N]   (speed, like llama-bench)
@@ -10,7 +11,11 @@
  * Generated text streams to stdout; the loading progress bar (on a terminal) and the
  * prompt / generation speeds go to stderr. --chat reads one user message per line from
  * stdin and keeps the conversation's KV cache between turns (only the new tokens are
- * evaluated). Exit status: 0 success, 1 runtime failure (message on stderr), 2 usage. */
+ * evaluated). --gpu runs the kernels on CUDA device N (default 0): the weights are
+ * uploaded once, the KV cache and scratch live on the device, and only each step's
+ * logits come back; a build without CUDA or a machine without a usable device fails
+ * with exit status 1 and says which. Exit status: 0 success, 1 runtime failure (message
+ * on stderr), 2 usage. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,9 @@
 #include <unistd.h>
 
 #include "chat.h"
+#ifdef KERN_HAVE_CUDA
+#include "kern_cuda.h"
+#endif
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -29,7 +37,8 @@ typedef struct args {
     const char *model, *prompt, *tokenize, *logits, *system;
     int chat_format;          /* --chat-format, else detected from the file */
     int bench_pp, bench_tg;   /* --bench: both > 0 */
-    bool chat;
+    bool chat, gpu;
+    int device;               /* --device: CUDA ordinal, -1 when not given */
     int n_predict, threads, n_ctx, kv_type;
     const char *stops[MAX_STOPS];
     int n_stops;
@@ -51,6 +60,8 @@ static void usage(FILE *f)
         "  --frequency-penalty F  --presence-penalty P   OpenAI-style penalties\n"
         "  --seed S               sampling seed (default 0; same seed, same output)\n"
         "  --threads N            CPU threads (default 2)\n"
+        "  --gpu                  run on an NVIDIA GPU (CUDA builds)\n"
+        "  --device N             CUDA device ordinal for --gpu (default 0)\n"
         "  --ctx N                context size (default min(model, 4096))\n"
         "  --kv f32|f16           KV cache type (default f32)\n"
         "  --stop TEXT            stop when TEXT is generated (repeatable)\n"
@@ -73,6 +84,7 @@ static int parse_args(int argc, char **argv, args *a)
     a->n_predict = 128;
     a->threads = 2;
     a->kv_type = KERN_TYPE_F32;
+    a->device = -1;
     infer_sampler_defaults(&a->sp);
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
@@ -82,6 +94,10 @@ static int parse_args(int argc, char **argv, args *a)
         }
         if (!strcmp(f, "--chat")) {
             a->chat = true;
+            continue;
+        }
+        if (!strcmp(f, "--gpu")) {
+            a->gpu = true;
             continue;
         }
         if (f[0] != '-' || i + 1 >= argc) {
@@ -117,7 +133,7 @@ static int parse_args(int argc, char **argv, args *a)
             else if (!strcmp(v, "f16")) a->kv_type = KERN_TYPE_F16;
             else return bad_value(f, v, "f32 or f16");
         } else if (!strcmp(f, "-n") || !strcmp(f, "--n-predict") || !strcmp(f, "--top-k") ||
-                   !strcmp(f, "--threads") || !strcmp(f, "--ctx")) {
+                   !strcmp(f, "--threads") || !strcmp(f, "--ctx") || !strcmp(f, "--device")) {
             long x = strtol(v, &end, 10);
             if (errno || *end || !*v || x < 0 || x > 1 << 24 ||
                 (x == 0 && (!strcmp(f, "--threads") || !strcmp(f, "--ctx"))))
@@ -125,6 +141,7 @@ static int parse_args(int argc, char **argv, args *a)
             if (!strcmp(f, "--top-k")) a->sp.top_k = (int)x;
             else if (!strcmp(f, "--threads")) a->threads = (int)x;
             else if (!strcmp(f, "--ctx")) a->n_ctx = (int)x;
+            else if (!strcmp(f, "--device")) a->device = (int)x;
             else a->n_predict = (int)x;
         } else if (!strcmp(f, "--seed")) {
             unsigned long long x = strtoull(v, &end, 10);
@@ -148,6 +165,11 @@ static int parse_args(int argc, char **argv, args *a)
             usage(stderr);
             return 2;
         }
+    }
+    if (a->device >= 0 && !a->gpu) {
+        fprintf(stderr, "commons-run: --device selects the GPU of --gpu; give --gpu too\n");
+        usage(stderr);
+        return 2;
     }
     if (!a->model) {
         fprintf(stderr, "commons-run: --model is required\n");
@@ -254,11 +276,22 @@ static int open_session(const args *a, session *s)
 {
     char err[1024];
     memset(s, 0, sizeof *s);
-    kern_config kcfg = { .backend = KERN_BACKEND_CPU, .n_threads = a->threads };
+    kern_config kcfg = { .backend = a->gpu ? KERN_BACKEND_CUDA : KERN_BACKEND_CPU,
+                         .n_threads = a->threads, .device = a->device < 0 ? 0 : a->device };
     if (kern_ctx_create(&kcfg, &s->kc, err, sizeof err)) {
-        fprintf(stderr, "commons-run: %s\n", err);
+        fprintf(stderr, "commons-run: %s%s\n", a->gpu ? "--gpu: " : "", err);
         return 1;
     }
+    char where[160];
+    snprintf(where, sizeof where, "%d threads (%s)", kern_ctx_threads(s->kc),
+             kern_isa_name(kern_get_isa()));
+#ifdef KERN_HAVE_CUDA
+    if (a->gpu) {
+        char desc[128] = "?";
+        kern_cuda_describe(s->kc, desc, sizeof desc);
+        snprintf(where, sizeof where, "CUDA device %d: %s", kcfg.device, desc);
+    }
+#endif
     int last = -1;
     bool tty = isatty(2);
     double t0 = now();
@@ -272,9 +305,9 @@ static int open_session(const args *a, session *s)
     const infer_hparams *hp = infer_model_hparams(s->m);
     s->n_vocab = hp->n_vocab;
     fprintf(stderr, "commons-run: %s: %s, %d layers, embd %d, vocab %d, %.1f MiB of weights, "
-            "loaded in %.2f s, %d threads (%s)\n", a->model, hp->arch_name, hp->n_layer,
+            "loaded in %.2f s, %s\n", a->model, hp->arch_name, hp->n_layer,
             hp->n_embd, hp->n_vocab, (double)infer_model_weight_bytes(s->m) / 1048576.0,
-            now() - t0, kern_ctx_threads(s->kc), kern_isa_name(kern_get_isa()));
+            now() - t0, where);
     infer_ctx_params cp = { .n_ctx = a->n_ctx, .kv_type = a->kv_type };
     if (infer_ctx_create(s->m, s->kc, &cp, &s->c, err, sizeof err) ||
         infer_tokenizer_load(infer_model_gguf(s->m), &s->tok, err, sizeof err) ||

@@ -1,7 +1,8 @@
 # tests/gpu/gpu.cmake: programs of the GPU check (tests/gpu/check.sh) and
 # bench/infer-gpu, included by kernels/cuda/cuda.cmake when CUDA is found.
 # They are built (so CI compiles them) but are not ctest tests: they need a
-# GPU and exit 2 ("no CUDA device") without one.
+# GPU and exit 2 ("no CUDA device") without one. At the end, two ctests that
+# need no GPU.
 add_executable(check_gpu_ops ${CMAKE_CURRENT_LIST_DIR}/check_ops.c)
 target_link_libraries(check_gpu_ops PRIVATE commons_kernels m)
 
@@ -17,3 +18,10 @@ target_link_libraries(bench_infer_gpu PRIVATE commons_infer CUDA::cudart m)
 
 add_executable(bench_step_gpu ${PROJECT_SOURCE_DIR}/bench/infer-gpu/bench_step_gpu.c)
 target_link_libraries(bench_step_gpu PRIVATE commons_kernels CUDA::cudart)
+
+# ctests that need no GPU (they also hold on a GPU machine)
+add_executable(test_kernels_copy_gather ${CMAKE_CURRENT_LIST_DIR}/test_copy_gather.c)
+target_link_libraries(test_kernels_copy_gather PRIVATE commons_kernels)
+add_test(NAME kernels_copy_gather COMMAND test_kernels_copy_gather)
+add_test(NAME inference.run.gpu_refused
+         COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/run_refused.sh $<TARGET_FILE:commons-run>)
