@@ -2,8 +2,10 @@
  * cache (kernels.h), flash-decoding style.
  *
  * Each query (position t, head h) sees keys lo..pos (pos = q_pos0 + t,
- * lo = pos - window + 1 with a sliding window, else 0). That range is cut
- * into chunks of `chunk` keys; one 4-warp block takes one chunk, each warp
+ * lo = pos - window + 1 with a sliding window, else 0). The keys any query of
+ * the call sees, lo of query 0 onwards (`span` of them: n_kv, or window + n_q - 1
+ * with a window, so a sliding-window layer splits its window rather than the
+ * whole cache), are cut into chunks of `chunk` keys; one 4-warp block takes one chunk, each warp
  * every 4th key of it, with an online softmax (running max m, sum l and
  * weighted values o in registers: lane d holds elements d, d+32, ...).
  * Each warp writes its partial (o, m, l); a second kernel merges the
@@ -13,8 +15,9 @@
  * instead: queries in tiles, K/V staged in shared memory.
  *
  * With pos0 on the device (kern_cuda_attention_dev, for CUDA graphs) the
- * split count is sized for the whole capacity and chunks past n_kv write
- * empty partials (m = -inf, l = 0). */
+ * split count is sized for the whole capacity (or the window) and chunks past
+ * n_kv write empty partials (m = -inf, l = 0); the first key is computed on
+ * the device from pos0. */
 #include "cuda_quant.cuh"
 
 #define ATT_WARPS 4
@@ -40,7 +43,8 @@ k_attn_split(float *__restrict__ part, const float *__restrict__ q, const void *
     if (pos0_dev) q_pos0 = *pos0_dev;
     int pos = q_pos0 + t;
     int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-    int b = split * chunk, e = b + chunk - 1;
+    int first = window > 0 && q_pos0 - window + 1 > 0 ? q_pos0 - window + 1 : 0; /* lo of query 0 */
+    int b = first + split * chunk, e = b + chunk - 1;
     if (b < lo) b = lo;
     if (e > pos) e = pos;
     if (e >= cap) e = cap - 1; /* a bad device position must not read past the cache */
@@ -206,7 +210,9 @@ static int attention(kern_ctx *ctx, float *out, const float *q, const void *k, c
         KCU_LAUNCHED();
         return KERN_OK;
     }
-    int span = pos0_dev ? l->capacity : p->n_kv; /* keys any query may see: 0 .. span-1 */
+    /* keys any query may see: first .. first+span-1 (first computed by the kernel) */
+    int span = pos0_dev ? l->capacity : p->n_kv;
+    if (p->window > 0 && (int64_t)p->window + p->n_q - 1 < span) span = p->window + p->n_q - 1;
     int nq = p->n_q * p->n_head;
     /* enough blocks to fill the GPU twice, chunks of 64 .. any keys */
     int want = (2 * c->n_sm + nq - 1) / nq;

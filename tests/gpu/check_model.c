@@ -71,9 +71,11 @@ int main(int argc, char **argv)
     int n_prompt = 40, n_gen = 8, threads = 8;
     double bound = 5e-2; /* CPU: 8-bit activations for quantized weights; GPU: f32 (decode) or bf16 (prompts) */
     infer_ctx_params p = {0};
-    for (int i = 2; i + 1 < argc; i += 2) {
-        const char *f = argv[i], *v = argv[i + 1];
-        if (!strcmp(f, "--kv")) p.kv_type = !strcmp(v, "f16") ? KERN_TYPE_F16 : KERN_TYPE_F32;
+    for (int i = 2; i < argc; i += 2) {
+        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return fprintf(stderr, "check_model: %s needs a value\n", f), 2;
+        if (!strcmp(f, "--kv") && (!strcmp(v, "f16") || !strcmp(v, "f32")))
+            p.kv_type = !strcmp(v, "f16") ? KERN_TYPE_F16 : KERN_TYPE_F32;
         else if (!strcmp(f, "--prompt")) n_prompt = atoi(v);
         else if (!strcmp(f, "--gen")) n_gen = atoi(v);
         else if (!strcmp(f, "--bound")) bound = atof(v);
@@ -81,10 +83,14 @@ int main(int argc, char **argv)
         else if (!strcmp(f, "--batch")) p.n_batch = atoi(v);
         else return fprintf(stderr, "check_model: unknown option %s\n", f), 2;
     }
+    if (n_prompt < 1 || n_gen < 0 || threads < 1 || !(bound > 0))
+        return fprintf(stderr, "check_model: --prompt >= 1, --gen >= 0, --threads >= 1, --bound > 0\n"), 2;
     p.n_ctx = n_prompt + n_gen + 8;
     side cpu = {0}, gpu = {0};
-    int rc = open_side(&gpu, path, KERN_BACKEND_CUDA, 1, &p);
-    if (!rc) rc = open_side(&cpu, path, KERN_BACKEND_CPU, threads, &p);
+    /* the CPU side first: without a GPU (check.sh --dry-run) the model file is
+     * still loaded and validated before the exit status 2 "no CUDA device" */
+    int rc = open_side(&cpu, path, KERN_BACKEND_CPU, threads, &p);
+    if (!rc) rc = open_side(&gpu, path, KERN_BACKEND_CUDA, 1, &p);
     if (rc) return rc;
     const infer_hparams *hp = infer_model_hparams(cpu.m);
     int V = hp->n_vocab;

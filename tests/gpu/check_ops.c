@@ -183,7 +183,10 @@ static void check_attention(chk *c, int kvt, int n_head, int n_head_kv, int hd, 
 /* A decode step (rope, KV store, attention) captured once in a CUDA graph
  * with the position in device memory, replayed for 5 positions: each replay
  * must match the CPU running the same step at that position. */
-static void check_graph(chk *c)
+/* A decode step (RoPE, KV store, attention at a device position) captured
+ * once and replayed at positions 0 .. n_pos-1 against the CPU; window > 0
+ * also checks the split of a sliding window computed on the device. */
+static void check_graph(chk *c, int window, int n_pos)
 {
     const int H = 8, HKV = 2, D = 64, CAP = 64;
     kern_kv_layout l = {KERN_TYPE_F16, HKV, D, CAP};
@@ -194,7 +197,7 @@ static void check_graph(chk *c)
     float *od = chk_dev(c, NULL, H * D * 4);
     int32_t *posd = chk_dev(c, NULL, 4);
     kern_rope_params rp = {KERN_ROPE_NORMAL, D, 10000.0f, 1.0f, NULL};
-    kern_attn_params ap = {1, H, 0, 1, 0, 0.125f};
+    kern_attn_params ap = {1, H, 0, 1, window, 0.125f};
     kern_cuda_graph *g = NULL;
     /* warm-up run outside the capture sizes the scratch buffers */
     int32_t p0 = CAP - 1;
@@ -212,7 +215,7 @@ static void check_graph(chk *c)
         printf("FAIL graph capture: %s\n", kern_ctx_error(c->gpu));
         c->fails++, c->total++;
     }
-    for (int32_t pos = 0; pos < 5 && !rc; pos++) {
+    for (int32_t pos = 0; pos < n_pos && pos < CAP && !rc; pos++) {
         chk_fill(c, q, H * D, 1.0f), chk_fill(c, k, HKV * D, 1.0f), chk_fill(c, v, HKV * D, 1.0f);
         kern_upload(c->gpu, qd, q, H * D * 4), kern_upload(c->gpu, kd, k, HKV * D * 4);
         kern_upload(c->gpu, vd, v, HKV * D * 4), kern_upload(c->gpu, posd, &pos, 4);
@@ -224,7 +227,7 @@ static void check_graph(chk *c)
         a.q_pos0 = pos, a.n_kv = pos + 1;
         rcpu |= kern_attention(c->cpu, oc, q, kc, vc, &l, &a);
         char name[64];
-        snprintf(name, sizeof name, "graph replay decode step pos=%d", pos);
+        snprintf(name, sizeof name, "graph replay decode step pos=%d win=%d", pos, window);
         chk_cmp(c, name, od, oc, H * D, 1e-4, rg, rcpu);
     }
     /* host positions inside a capture must be refused, not silently baked in */
@@ -252,7 +255,36 @@ static void check_copy(chk *c)
     chk_poison(c, b, n);
     int rc = kern_cuda_copy(c->gpu, b, a, n * 4);
     chk_cmp(c, "kern_cuda_copy 100003 floats", b, h, n, 0.0, rc, 0);
+    chk_poison(c, b, n);
+    rc = kern_copy(c->gpu, b + 1, a + 2, (n - 3) * 4); /* unaligned, through kernels.h */
+    chk_cmp(c, "kern_copy 100000 floats at odd offsets", b + 1, h + 2, n - 3, 0.0, rc, 0);
     kern_free(c->gpu, a), kern_free(c->gpu, b), free(h), free(back);
+}
+
+/* kern_kv_gather: the GPU's gathered cache must be the CPU's byte for byte
+ * (compared as floats: f16 pairs are compared through their bit patterns). */
+static void check_kv_gather(chk *c, int type, int hkv, int hd, int bt)
+{
+    const int n_pool = 9, n_ids = 5;
+    kern_kv_layout blk = {type, hkv, hd, bt}, dl = {type, hkv, hd, n_ids * bt + 3};
+    size_t pb = kern_kv_bytes(&blk) * n_pool, db = kern_kv_bytes(&dl);
+    float *pool = malloc(pb), *dst = malloc(db);
+    chk_fill(c, pool, pb / 4, 3.0f);
+    for (size_t i = 0; i < db / 4; i++) dst[i] = NAN;
+    float *pd = chk_dev(c, pool, pb), *dd = chk_dev(c, dst, db);
+    int32_t ids[5] = {8, 0, 3, 3, 5};
+    int rcc = kern_kv_gather(c->cpu, dst, &dl, pool, &blk, n_pool, ids, n_ids);
+    int rcg = kern_kv_gather(c->gpu, dd, &dl, pd, &blk, n_pool, ids, n_ids);
+    /* NaN in the untouched tail on both sides would fail chk_cmp: compare the gathered positions per head */
+    size_t es = type == KERN_TYPE_F32 ? 4 : 2, head = (size_t)dl.capacity * hd * es, used = (size_t)n_ids * bt * hd * es;
+    char name[96];
+    for (int h = 0; h < hkv && !(rcc | rcg); h++) {
+        snprintf(name, sizeof name, "kv_gather %s hkv=%d hd=%d block=%d head %d", kern_type_name(type), hkv, hd, bt, h);
+        chk_cmp(c, name, (const float *)((const char *)dd + h * head), (const float *)((const char *)dst + h * head),
+                used / 4, 0.0, rcg, rcc);
+    }
+    if (rcc | rcg) chk_cmp(c, "kv_gather", dd, dst, 1, 0.0, rcg, rcc);
+    kern_free(c->gpu, pd), kern_free(c->gpu, dd), free(pool), free(dst);
 }
 
 static void check_sampling(chk *c, int n, int vocab, int k)
@@ -339,8 +371,12 @@ int main(int argc, char **argv)
     check_attention(&c, KERN_TYPE_F32, 8, 2, 128, 37, 5, 0);  /* prompts: tiled kernel */
     check_attention(&c, KERN_TYPE_F16, 4, 1, 256, 300, 400, 128);
     check_attention(&c, KERN_TYPE_F16, 6, 3, 64, 129, 0, 0);
-    check_graph(&c);
+    check_graph(&c, 0, 5);
+    check_graph(&c, 8, 40);
     check_copy(&c);
+    check_kv_gather(&c, KERN_TYPE_F32, 2, 64, 16);
+    check_kv_gather(&c, KERN_TYPE_F16, 1, 256, 16);
+    check_kv_gather(&c, KERN_TYPE_F16, 3, 6, 5); /* rows of 12 bytes: word copies */
     check_sampling(&c, 3, 32000, 40);
     check_sampling(&c, 1, 262144, 1);
     check_sampling(&c, 2, 1000, 256);

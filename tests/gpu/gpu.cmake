@@ -14,7 +14,7 @@ add_executable(check_gpu_mkvocab ${CMAKE_CURRENT_LIST_DIR}/mkvocab.c)
 target_link_libraries(check_gpu_mkvocab PRIVATE commons_format)
 
 add_executable(bench_infer_gpu ${PROJECT_SOURCE_DIR}/bench/infer-gpu/bench_infer_gpu.c)
-target_link_libraries(bench_infer_gpu PRIVATE commons_infer CUDA::cudart m)
+target_link_libraries(bench_infer_gpu PRIVATE commons_batch CUDA::cudart m)
 
 add_executable(bench_step_gpu ${PROJECT_SOURCE_DIR}/bench/infer-gpu/bench_step_gpu.c)
 target_link_libraries(bench_step_gpu PRIVATE commons_kernels CUDA::cudart)
