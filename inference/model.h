@@ -64,6 +64,10 @@ typedef struct infer_hparams {
     int swa_period;        /* layer il is local iff (il + 1) % swa_period != 0 */
     float attn_scale;      /* 1/sqrt(head_dim) */
     bool tied_output;      /* no output.weight: logits use token_embd.weight */
+    /* A shard (infer_model_load_shard) keeps the hyper-parameters of its own slice:
+     * n_head, n_head_kv, n_ff (tensor parallel) or n_layer (pipeline stage) are local
+     * then. first_layer is the file's index of layers[0] (0 unless a pipeline stage). */
+    int first_layer;
 } infer_hparams;
 
 /* One layer's weights as the kernels take them. Matrices are [rows=out][k=in]
@@ -85,6 +89,33 @@ typedef void (*infer_progress_fn)(void *ud, double fraction);
 int infer_model_load(const char *path, kern_ctx *kc, infer_progress_fn progress, void *ud,
                      infer_model **out, char *err, size_t errlen);
 void infer_model_free(infer_model *m);   /* NULL is fine */
+
+/* Which slice of the model a process of a distributed job holds (dist.h runs them). */
+enum infer_shard_kind {
+    INFER_SHARD_NONE = 0,
+    INFER_SHARD_TP = 1,   /* tensor parallel: heads and FFN columns split n ways */
+    INFER_SHARD_PP = 2    /* pipeline: a contiguous range of layers (stage `rank`) */
+};
+typedef struct infer_shard {
+    int kind;             /* enum infer_shard_kind */
+    int rank, n;          /* this slice, 0 <= rank < n */
+} infer_shard;
+
+/* Load one slice (shard NULL or kind NONE: the whole model, as infer_model_load).
+ * Tensor parallel, rank r of n: the r-th n-th of the query heads (n_head % n == 0),
+ * of the KV heads (n_head_kv % n == 0; when n_head_kv < n and n % n_head_kv == 0,
+ * each rank keeps the one KV head its query heads use, replicated), and of the FFN
+ * (n_ff % n == 0). WQ/WK/WV/gate/up rows are used in place from the mapping; the
+ * column slices of WO and W_down (whose widths must be multiples of the type's block)
+ * are copied into owned buffers and their mapped pages released, so only the slice
+ * stays resident. Embeddings, norms and the output head are replicated.
+ * Pipeline, stage r of n: layers [r*L/n, (r+1)*L/n) only (L >= n); the embeddings
+ * are touched by stage 0 only, the head by the last stage only; the other layers'
+ * tensors are not validated. Errors name the shape that cannot be split. */
+int infer_model_load_shard(const char *path, kern_ctx *kc, const infer_shard *shard,
+                           infer_progress_fn progress, void *ud, infer_model **out,
+                           char *err, size_t errlen);
+const infer_shard *infer_model_shard(const infer_model *m);
 
 const infer_hparams *infer_model_hparams(const infer_model *m);
 const infer_gguf *infer_model_gguf(const infer_model *m);

@@ -6,6 +6,25 @@
 #include "kv_cache.h"
 #include "model.h"
 
+/* Where a distributed job (dist_mpi.c) joins the layer graph: each hook is NULL when
+ * not needed, and infer_model.dist is NULL for a single process. Hooks see backend
+ * memory (they stage through the host when the backend is not host memory). */
+typedef struct infer_dist_hooks {
+    void *ud;
+    /* Tensor parallel: y[n][E] holds this rank's partial product (after WO, after
+     * W_down); replace it by the sum over all ranks. */
+    int (*allreduce)(void *ud, kern_ctx *kc, float *y, int n, int E, char *err, size_t errlen);
+    /* Pipeline, stages > 0: x[n][E] comes from the previous stage instead of embeddings. */
+    int (*recv_x)(void *ud, kern_ctx *kc, float *x, int n, int E, char *err, size_t errlen);
+    /* Pipeline, stages before the last: x[n][E] after this stage's last layer goes on. */
+    int (*send_x)(void *ud, kern_ctx *kc, const float *x, int n, int E, char *err,
+                  size_t errlen);
+    /* After the head (when computes_head) or in its place: logits[n][V] are sent to or
+     * received from the rank that needs them. */
+    int (*head)(void *ud, kern_ctx *kc, float *logits, int n, int V, char *err, size_t errlen);
+    bool computes_head;
+} infer_dist_hooks;
+
 struct infer_model {
     infer_gguf *gguf;
     char path[512];
@@ -23,6 +42,9 @@ struct infer_model {
     int n_owned, cap_owned;
     bool owned_on_backend; /* owned[] came from kern_alloc (else malloc) */
     size_t weight_bytes;
+    infer_shard shard;
+    const infer_dist_hooks *dist;  /* NULL: single process */
+    struct infer_dist *dist_owner; /* the job that set dist (dist.h), or NULL */
 };
 
 struct infer_ctx {

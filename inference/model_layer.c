@@ -5,7 +5,14 @@
  * RMSNorm of the attention and FFN outputs before each residual add, GELU(tanh) gating,
  * and per-layer RoPE base/scaling (local layers: base 10000, no scaling). Attention and
  * the KV cache are the caller's: infer_eval uses a contiguous cache, the batched step a
- * paged one. */
+ * paged one.
+ *
+ * Distributed jobs (model_internal.h: infer_dist_hooks) join here, so both callers
+ * become tensor- or pipeline-parallel unchanged: a tensor-parallel rank's WO and
+ * W_down products are partial sums over its heads / FFN columns and are summed across
+ * ranks before the post-norm and the residual add; a pipeline stage receives x instead
+ * of embedding, passes x on after its last layer, and only the last stage computes the
+ * head. */
 #include <math.h>
 #include <stdio.h>
 
@@ -14,13 +21,15 @@
 bool infer_layer_local(const infer_hparams *hp, int il)
 {
     return hp->arch == INFER_ARCH_GEMMA3 && hp->sliding_window > 0 &&
-           (il + 1) % hp->swa_period != 0;
+           (il + hp->first_layer + 1) % hp->swa_period != 0;
 }
 
 int infer_embed(const infer_model *m, kern_ctx *kc, const int32_t *tokens, int n, float *x,
                 char *err, size_t errlen)
 {
     const infer_hparams *hp = &m->hp;
+    if (m->dist && m->dist->recv_x)
+        return m->dist->recv_x(m->dist->ud, kc, x, n, hp->n_embd, err, errlen);
     INFER_K(-1, kern_get_rows(kc, x, m->tok_embd, m->tok_embd_t, hp->n_vocab, hp->n_embd,
                               tokens, n));
     if (hp->arch == INFER_ARCH_GEMMA3)
@@ -64,7 +73,11 @@ int infer_layer_out(const infer_model *m, kern_ctx *kc, int il, int n, float *x,
     const infer_layer *ly = &m->layers[il];
     const bool gemma = hp->arch == INFER_ARCH_GEMMA3;
     const int E = hp->n_embd, F = hp->n_ff, Q = hp->n_head * hp->head_dim;
+    const infer_dist_hooks *d = m->dist;
+    int rc;
     INFER_K(il, kern_matmul(kc, o, attn, ly->wo, ly->wo_t, n, E, Q));
+    if (d && d->allreduce && (rc = d->allreduce(d->ud, kc, o, n, E, err, errlen)))
+        return rc;
     if (gemma)
         INFER_K(il, kern_rmsnorm(kc, o, o, ly->post_attn_norm, n, E, hp->eps));
     INFER_K(il, kern_add(kc, x, x, o, (size_t)n * E));
@@ -75,9 +88,13 @@ int infer_layer_out(const infer_model *m, kern_ctx *kc, int il, int n, float *x,
     INFER_K(il, kern_gated(kc, gate, gate, up, (size_t)n * F,
                            gemma ? KERN_ACT_GELU : KERN_ACT_SILU));
     INFER_K(il, kern_matmul(kc, o, gate, ly->w_down, ly->w_down_t, n, E, F));
+    if (d && d->allreduce && (rc = d->allreduce(d->ud, kc, o, n, E, err, errlen)))
+        return rc;
     if (gemma)
         INFER_K(il, kern_rmsnorm(kc, o, o, ly->post_ffw_norm, n, E, hp->eps));
     INFER_K(il, kern_add(kc, x, x, o, (size_t)n * E));
+    if (d && d->send_x && il == hp->n_layer - 1)
+        return d->send_x(d->ud, kc, x, n, E, err, errlen);
     return INFER_OK;
 }
 
@@ -85,8 +102,13 @@ int infer_head(const infer_model *m, kern_ctx *kc, int n, const float *x, float 
                float *logits, char *err, size_t errlen)
 {
     const infer_hparams *hp = &m->hp;
-    INFER_K(-1, kern_rmsnorm(kc, h, x, m->output_norm, n, hp->n_embd, hp->eps));
-    INFER_K(-1, kern_matmul(kc, logits, h, m->output, m->output_t, n, hp->n_vocab,
-                            hp->n_embd));
+    const infer_dist_hooks *d = m->dist;
+    if (!d || d->computes_head) {
+        INFER_K(-1, kern_rmsnorm(kc, h, x, m->output_norm, n, hp->n_embd, hp->eps));
+        INFER_K(-1, kern_matmul(kc, logits, h, m->output, m->output_t, n, hp->n_vocab,
+                                hp->n_embd));
+    }
+    if (d && d->head)
+        return d->head(d->ud, kc, logits, n, hp->n_vocab, err, errlen);
     return INFER_OK;
 }

@@ -5,12 +5,18 @@
  * the forward pass never meets a surprise. Weights stay in the file mapping when
  * the kernels use host memory; a norm vector stored in another type than F32 is
  * dequantized. Pages are touched while loading so the progress callback reflects
- * the real cost of bringing a large file in from disk. */
+ * the real cost of bringing a large file in from disk.
+ *
+ * A shard (infer_model_load_shard) touches only its slice: row slices are used in
+ * place, column slices copied out (then their mapped pages are dropped), tensors the
+ * shard never reads are validated but neither touched nor counted. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
@@ -203,19 +209,36 @@ typedef struct loader {
     void *ud;
     size_t done, total;
     volatile unsigned char sink;
+    bool unused;   /* the tensors being looked up now are validated only (pointer NULL) */
 } loader;
 
-static void touch(loader *L, const infer_gguf_tensor *t)
+static void touch_range(loader *L, const void *data, size_t nbytes)
 {
-    const unsigned char *p = t->data;
+    const unsigned char *p = data;
     unsigned char s = 0;
-    for (size_t i = 0; i < t->nbytes; i += 4096)
+    for (size_t i = 0; i < nbytes; i += 4096)
         s ^= p[i];
     L->sink ^= s;
-    L->done += t->nbytes;
+    L->done += nbytes;
     if (L->progress && L->total)
         L->progress(L->ud, (double)L->done / (double)L->total);
 }
+
+static void touch(loader *L, const infer_gguf_tensor *t)
+{
+    touch_range(L, t->data, t->nbytes);
+}
+
+/* How a matrix is split across tensor-parallel ranks: nothing, rows [lo, hi) (the
+ * output dimension, contiguous in the file) or columns [lo, hi) (the input one). */
+enum split { SPLIT_NONE, SPLIT_ROWS, SPLIT_COLS };
+typedef struct slice {
+    enum split split;
+    int64_t lo, hi;
+} slice;
+
+static int unsupported(const infer_model *m, const char *name, const infer_gguf_tensor *t,
+                       char *err, size_t errlen);
 
 /* Find tensor `name`, check it is [ne0] (vec) or [ne0, ne1] (matrix) and usable,
  * and produce the pointer the kernels read. *optional_missing (when non-NULL) makes
@@ -247,6 +270,15 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
              "[%lld, %lld] (%s)", m->path, name, (long long)t->ne[0], (long long)t->ne[1],
              (long long)t->ne[2], (long long)t->ne[3], (long long)ne0, (long long)ne1, what);
     }
+    if (L->unused) {   /* validated; this shard never reads it */
+        *ptr = NULL;
+        if (use == USE_MAT) {
+            if (!kern_type_supported(t->type))
+                return unsupported(m, name, t, err, errlen);
+            *type = t->type;
+        }
+        return INFER_OK;
+    }
     touch(L, t);
     if (use == USE_VEC) {
         if (t->type == INFER_TYPE_F32) {
@@ -273,6 +305,59 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
         m->weight_bytes += t->nbytes;
         return place(m, t->data, t->nbytes, false, ptr, err, errlen);
     }
+    return unsupported(m, name, t, err, errlen);
+}
+
+/* A slice of matrix `name` ([k, rows], see get_tensor). Row slices stay in the
+ * mapping; a column slice is gathered row by row into an owned buffer and the
+ * tensor's whole pages are released from memory (they are file-backed: a later read
+ * would fault them back in, but nothing reads them). */
+static int get_slice(loader *L, const char *name, int64_t k, int64_t rows, const char *what,
+                     const slice *sl, const void **ptr, int *type, char *err, size_t errlen)
+{
+    if (sl->split == SPLIT_NONE)
+        return get_tensor(L, name, USE_MAT, k, rows, what, ptr, type, NULL, err, errlen);
+    infer_model *m = L->m;
+    const infer_gguf_tensor *t = infer_gguf_find_tensor(m->gguf, name);
+    if (!t || t->ne[0] != k || t->ne[1] != rows || !kern_type_supported(t->type))
+        return get_tensor(L, name, USE_MAT, k, rows, what, ptr, type, NULL, err, errlen);
+    *type = t->type;
+    const size_t row_bytes = t->nbytes / (size_t)rows;
+    const unsigned char *base = t->data;
+    if (sl->split == SPLIT_ROWS) {
+        size_t n = (size_t)(sl->hi - sl->lo) * row_bytes;
+        touch_range(L, base + (size_t)sl->lo * row_bytes, n);
+        m->weight_bytes += n;
+        return place(m, base + (size_t)sl->lo * row_bytes, n, false, ptr, err, errlen);
+    }
+    const int64_t bs = infer_type_block_size(t->type);
+    if (sl->lo % bs || sl->hi % bs)
+        FAIL(INFER_EUNSUPPORTED, "%s: tensor '%s' (%s, blocks of %lld values) cannot be split "
+             "by columns [%lld, %lld) for tensor parallelism: each rank's %lld columns must "
+             "be a multiple of the block size (use fewer ranks or another quantization)",
+             m->path, name, infer_type_name(t->type), (long long)bs, (long long)sl->lo,
+             (long long)sl->hi, (long long)(sl->hi - sl->lo));
+    const size_t off = (size_t)(sl->lo / bs) * infer_type_type_size(t->type);
+    const size_t len = (size_t)((sl->hi - sl->lo) / bs) * infer_type_type_size(t->type);
+    unsigned char *buf = malloc(len * (size_t)rows);
+    if (!buf)
+        FAIL(INFER_ENOMEM, "%s: out of memory for the slice of '%s' (%zu bytes)", m->path,
+             name, len * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(buf + (size_t)r * len, base + (size_t)r * row_bytes + off, len);
+    L->done += t->nbytes;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)base + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t b = ((uintptr_t)base + t->nbytes) / (uintptr_t)page * (uintptr_t)page;
+    if (b > a)   /* advice only: a failure leaves the pages resident, nothing more */
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    m->weight_bytes += len * (size_t)rows;
+    return place(m, buf, len * (size_t)rows, true, ptr, err, errlen);
+}
+
+static int unsupported(const infer_model *m, const char *name, const infer_gguf_tensor *t,
+                       char *err, size_t errlen)
+{
     char list[256] = "";
     for (int ty = 0; ty < INFER_TYPE_COUNT; ty++)
         if (kern_type_supported(ty) && infer_type_name(ty) &&
@@ -283,14 +368,75 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
          infer_type_name(t->type) ? infer_type_name(t->type) : "unknown", list);
 }
 
+/* The slice a shard holds: hyper-parameters become local (model.h: infer_shard), and
+ * the tensor-parallel row/column ranges of the layer matrices are returned. */
+typedef struct shard_plan {
+    slice q, kv, ff, o_cols, down_cols;
+    int l0, l1;                  /* file layers held */
+    bool embd, head;             /* this shard reads the embeddings / the output head */
+} shard_plan;
+
+static int plan_shard(infer_model *m, shard_plan *sp, char *err, size_t errlen)
+{
+    infer_hparams *hp = &m->hp;
+    const infer_shard *sh = &m->shard;
+    const int N = sh->n, r = sh->rank, H = hp->n_head, HKV = hp->n_head_kv, D = hp->head_dim;
+    *sp = (shard_plan){ .l0 = 0, .l1 = hp->n_layer, .embd = true, .head = true };
+    if (sh->kind == INFER_SHARD_NONE)
+        return INFER_OK;
+    if (N < 1 || r < 0 || r >= N || (sh->kind != INFER_SHARD_TP && sh->kind != INFER_SHARD_PP))
+        FAIL(INFER_EINVAL, "%s: bad shard (kind %d, rank %d of %d)", m->path, sh->kind, r, N);
+    if (sh->kind == INFER_SHARD_PP) {
+        if (hp->n_layer < N)
+            FAIL(INFER_EUNSUPPORTED, "%s: %d layers cannot be split into %d pipeline stages "
+                 "(at most one stage per layer)", m->path, hp->n_layer, N);
+        sp->l0 = (int)((int64_t)r * hp->n_layer / N);
+        sp->l1 = (int)((int64_t)(r + 1) * hp->n_layer / N);
+        sp->embd = r == 0;
+        sp->head = r == N - 1;
+        hp->first_layer = sp->l0;
+        hp->n_layer = sp->l1 - sp->l0;
+        return INFER_OK;
+    }
+    if (H % N)
+        FAIL(INFER_EUNSUPPORTED, "%s: tensor parallelism over %d ranks needs attention."
+             "head_count (%d) to be a multiple of %d", m->path, N, H, N);
+    if (hp->n_ff % N)
+        FAIL(INFER_EUNSUPPORTED, "%s: tensor parallelism over %d ranks needs "
+             "feed_forward_length (%d) to be a multiple of %d", m->path, N, hp->n_ff, N);
+    int hkv, kv0;
+    if (HKV % N == 0) {
+        hkv = HKV / N;
+        kv0 = r * hkv;
+    } else if (N % HKV == 0) {   /* N/HKV ranks share each KV head: each keeps a copy */
+        hkv = 1;
+        kv0 = r * HKV / N;
+    } else {
+        FAIL(INFER_EUNSUPPORTED, "%s: tensor parallelism over %d ranks needs attention."
+             "head_count_kv (%d) to be a multiple of %d, or %d a multiple of it", m->path, N,
+             HKV, N, N);
+    }
+    const int h = H / N, f = hp->n_ff / N;
+    sp->q = (slice){ SPLIT_ROWS, (int64_t)r * h * D, (int64_t)(r + 1) * h * D };
+    sp->o_cols = (slice){ SPLIT_COLS, sp->q.lo, sp->q.hi };
+    sp->kv = (slice){ SPLIT_ROWS, (int64_t)kv0 * D, (int64_t)(kv0 + hkv) * D };
+    sp->ff = (slice){ SPLIT_ROWS, (int64_t)r * f, (int64_t)(r + 1) * f };
+    sp->down_cols = (slice){ SPLIT_COLS, sp->ff.lo, sp->ff.hi };
+    return INFER_OK;
+}
+
 static int load_tensors(loader *L, char *err, size_t errlen)
 {
     infer_model *m = L->m;
     const infer_hparams *hp = &m->hp;
     bool gemma = hp->arch == INFER_ARCH_GEMMA3;
+    /* shapes as stored in the file; plan_shard makes hp local afterwards */
     int64_t E = hp->n_embd, F = hp->n_ff, D = hp->head_dim;
     int64_t Q = (int64_t)hp->n_head * D, KV = (int64_t)hp->n_head_kv * D;
     int rc;
+    shard_plan sp;
+    if ((rc = plan_shard(m, &sp, err, errlen)))
+        return rc;
 
     const infer_gguf_tensor *te = infer_gguf_find_tensor(m->gguf, "token_embd.weight");
     if (!te)
@@ -301,12 +447,16 @@ static int load_tensors(loader *L, char *err, size_t errlen)
     m->hp.n_vocab = (int)te->ne[1];
     for (int64_t i = 0; i < infer_gguf_n_tensors(m->gguf); i++)
         L->total += infer_gguf_tensor_at(m->gguf, i)->nbytes;
+    bool tied = !infer_gguf_find_tensor(m->gguf, "output.weight");
 
     const void *p;
+    L->unused = !sp.embd && !(tied && sp.head);
     if ((rc = get_tensor(L, "token_embd.weight", USE_MAT, E, hp->n_vocab,
                          "embedding_length x vocabulary", &m->tok_embd, &m->tok_embd_t, NULL,
-                         err, errlen)) ||
-        (rc = get_tensor(L, "output_norm.weight", USE_VEC, E, 0, "embedding_length", &p, NULL,
+                         err, errlen)))
+        return rc;
+    L->unused = !sp.head;
+    if ((rc = get_tensor(L, "output_norm.weight", USE_VEC, E, 0, "embedding_length", &p, NULL,
                          NULL, err, errlen)))
         return rc;
     m->output_norm = p;
@@ -315,6 +465,7 @@ static int load_tensors(loader *L, char *err, size_t errlen)
                          "embedding_length x vocabulary", &m->output, &m->output_t, &missing,
                          err, errlen)))
         return rc;
+    L->unused = false;
     m->hp.tied_output = missing;
     if (missing) {
         m->output = m->tok_embd;
@@ -327,31 +478,31 @@ static int load_tensors(loader *L, char *err, size_t errlen)
         m->rope_freqs = missing ? NULL : p;
     }
 
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    m->layers = calloc((size_t)(sp.l1 - sp.l0), sizeof *m->layers);
     if (!m->layers)
         FAIL(INFER_ENOMEM, "%s: out of memory", m->path);
-    for (int il = 0; il < hp->n_layer; il++) {
-        infer_layer *ly = &m->layers[il];
+    for (int il = sp.l0; il < sp.l1; il++) {
+        infer_layer *ly = &m->layers[il - sp.l0];
         char n[96];
 #define VEC(field, suffix, len, what) \
         do { snprintf(n, sizeof n, "blk.%d.%s.weight", il, suffix); \
              if ((rc = get_tensor(L, n, USE_VEC, len, 0, what, &p, NULL, NULL, err, errlen))) \
                  return rc; \
              ly->field = p; } while (0)
-#define MAT(field, suffix, k, rows, what) \
+#define MAT(field, suffix, k, rows, what, sl) \
         do { snprintf(n, sizeof n, "blk.%d.%s.weight", il, suffix); \
-             if ((rc = get_tensor(L, n, USE_MAT, k, rows, what, &ly->field, &ly->field##_t, \
-                                  NULL, err, errlen))) \
+             if ((rc = get_slice(L, n, k, rows, what, &(sl), &ly->field, &ly->field##_t, \
+                                 err, errlen))) \
                  return rc; } while (0)
         VEC(attn_norm, "attn_norm", E, "embedding_length");
-        MAT(wq, "attn_q", E, Q, "embedding_length x head_count*key_length");
-        MAT(wk, "attn_k", E, KV, "embedding_length x head_count_kv*key_length");
-        MAT(wv, "attn_v", E, KV, "embedding_length x head_count_kv*value_length");
-        MAT(wo, "attn_output", Q, E, "head_count*value_length x embedding_length");
+        MAT(wq, "attn_q", E, Q, "embedding_length x head_count*key_length", sp.q);
+        MAT(wk, "attn_k", E, KV, "embedding_length x head_count_kv*key_length", sp.kv);
+        MAT(wv, "attn_v", E, KV, "embedding_length x head_count_kv*value_length", sp.kv);
+        MAT(wo, "attn_output", Q, E, "head_count*value_length x embedding_length", sp.o_cols);
         VEC(ffn_norm, "ffn_norm", E, "embedding_length");
-        MAT(w_gate, "ffn_gate", E, F, "embedding_length x feed_forward_length");
-        MAT(w_up, "ffn_up", E, F, "embedding_length x feed_forward_length");
-        MAT(w_down, "ffn_down", F, E, "feed_forward_length x embedding_length");
+        MAT(w_gate, "ffn_gate", E, F, "embedding_length x feed_forward_length", sp.ff);
+        MAT(w_up, "ffn_up", E, F, "embedding_length x feed_forward_length", sp.ff);
+        MAT(w_down, "ffn_down", F, E, "feed_forward_length x embedding_length", sp.down_cols);
         if (gemma) {
             VEC(q_norm, "attn_q_norm", D, "key_length");
             VEC(k_norm, "attn_k_norm", D, "key_length");
@@ -361,11 +512,23 @@ static int load_tensors(loader *L, char *err, size_t errlen)
 #undef VEC
 #undef MAT
     }
+    if (m->shard.kind == INFER_SHARD_TP) {   /* the local slice's hyper-parameters */
+        m->hp.n_head = (int)((sp.q.hi - sp.q.lo) / D);
+        m->hp.n_head_kv = (int)((sp.kv.hi - sp.kv.lo) / D);
+        m->hp.n_ff = (int)(sp.ff.hi - sp.ff.lo);
+    }
     return INFER_OK;
 }
 
 int infer_model_load(const char *path, kern_ctx *kc, infer_progress_fn progress, void *ud,
                      infer_model **out, char *err, size_t errlen)
+{
+    return infer_model_load_shard(path, kc, NULL, progress, ud, out, err, errlen);
+}
+
+int infer_model_load_shard(const char *path, kern_ctx *kc, const infer_shard *shard,
+                           infer_progress_fn progress, void *ud, infer_model **out,
+                           char *err, size_t errlen)
 {
     *out = NULL;
     if (!path || !kc)
@@ -375,6 +538,7 @@ int infer_model_load(const char *path, kern_ctx *kc, infer_progress_fn progress,
         FAIL(INFER_ENOMEM, "out of memory");
     snprintf(m->path, sizeof m->path, "%s", path);
     m->kc = kc;
+    m->shard = shard ? *shard : (infer_shard){ INFER_SHARD_NONE, 0, 1 };
     int rc = infer_gguf_open(path, &m->gguf, err, errlen);
     if (rc == INFER_OK)
         rc = read_hparams(m, err, errlen);
@@ -411,3 +575,4 @@ void infer_model_free(infer_model *m)
 const infer_hparams *infer_model_hparams(const infer_model *m) { return &m->hp; }
 const infer_gguf *infer_model_gguf(const infer_model *m) { return m->gguf; }
 size_t infer_model_weight_bytes(const infer_model *m) { return m->weight_bytes; }
+const infer_shard *infer_model_shard(const infer_model *m) { return &m->shard; }

@@ -3,6 +3,7 @@
  *   commons-serve --model M.gguf [--listen URL] [--threads N] [--kv-mb M | --kv-blocks N]
  *                 [--max-batch N] [--prefill-chunk N] [--ctx N] [--block N] [--kv f32|f16]
  *                 [--name NAME] [--drain-s S] [--abandon-s S] [--log-level L] [--foreground]
+ *                 [--tp N | --pp N]
  *
  * Loads the model once, then serves the gateway <-> serve protocol (docs/serving.md)
  * with continuous batching (serve_engine.c) over a paged KV cache. Always runs in
@@ -11,7 +12,12 @@
  * get --drain-s seconds to finish (then are cancelled), finished ones are kept until
  * their final poll was answered (at most 5 s more), then it exits 0. A second
  * signal exits at once. SIGHUP is logged and ignored (there is no config to reload).
- * Exit status: 0 after a drain, 1 runtime failure, 2 usage. */
+ * Exit status: 0 after a drain, 1 runtime failure, 2 usage.
+ *
+ * Distributed (dist.h, docs/distributed.md): `mpirun -np N commons-serve --tp N ...`
+ * (or --pp N) with the same flags on every rank. Rank 0 is the server above; ranks > 0
+ * load their slice and evaluate rank 0's steps until rank 0 stops (after its drain).
+ * Any rank failing to load ends the whole job (MPI_Abort). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +27,7 @@
 
 #include "chat.h"
 #include "cm_log.h"
+#include "dist.h"
 #include "serve.h"
 
 #define DELIVER_GRACE_MS 5000
@@ -43,7 +50,9 @@ static void usage(FILE *f)
         "  --drain-s S           on SIGTERM, running sequences get S seconds (default 30)\n"
         "  --abandon-s S         cancel a sequence not polled for S seconds (default 30)\n"
         "  --log-level L         debug|info|warn|error (default info)\n"
-        "  --foreground          accepted; commons-serve never daemonizes\n");
+        "  --foreground          accepted; commons-serve never daemonizes\n"
+        "  --tp N                tensor parallel over N MPI ranks (under mpirun -np N)\n"
+        "  --pp N                pipeline parallel, N stages (under mpirun -np N)\n");
 }
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out)
@@ -60,8 +69,15 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
-static int parse_args(int argc, char **argv, serve_config *c, int *log_level)
+/* --tp / --pp: which distributed mode, over how many ranks (kind 0: none). */
+typedef struct dist_opt {
+    int kind, n;
+} dist_opt;
+
+static int parse_args(int argc, char **argv, serve_config *c, int *log_level, dist_opt *dopt)
 {
+    dopt->kind = INFER_SHARD_NONE;
+    dopt->n = 1;
     memset(c, 0, sizeof *c);
     c->listen = "tcp://127.0.0.1:7700";
     c->threads = 2;
@@ -114,6 +130,16 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level)
         else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1L << 24, &x)) return -1; c->n_ctx = (int)x; }
         else if (!strcmp(f, "--drain-s")) { if (parse_int(f, v, 0, 86400, &x)) return -1; c->drain_s = (int)x; }
         else if (!strcmp(f, "--abandon-s")) { if (parse_int(f, v, 1, 86400, &x)) return -1; c->abandon_s = (int)x; }
+        else if (!strcmp(f, "--tp") || !strcmp(f, "--pp")) {
+            if (parse_int(f, v, 1, 4096, &x))
+                return -1;
+            if (dopt->kind) {
+                fprintf(stderr, "commons-serve: give one of --tp and --pp, once\n");
+                return -1;
+            }
+            dopt->kind = f[2] == 't' ? INFER_SHARD_TP : INFER_SHARD_PP;
+            dopt->n = (int)x;
+        }
         else {
             fprintf(stderr, "commons-serve: unknown option %s\n", f);
             return -1;
@@ -139,16 +165,19 @@ static void model_name(serve_server *s)
         s->name[n - 5] = 0;
 }
 
-/* Model, tokenizer, KV pool, batch. */
-static int load(serve_server *s, char *err, size_t errlen)
+/* Model (this rank's slice of it), tokenizer (rank 0), KV pool, batch. Ranks > 0 take
+ * rank 0's number of KV blocks, so that rank 0's block ids are valid everywhere. */
+static int load(serve_server *s, infer_dist *d, char *err, size_t errlen)
 {
     kern_config kcfg = { .backend = KERN_BACKEND_CPU, .n_threads = s->cfg.threads };
+    const bool worker = infer_dist_rank(d) > 0;
     if (kern_ctx_create(&kcfg, &s->kc, err, errlen) ||
-        infer_model_load(s->cfg.model_path, s->kc, NULL, NULL, &s->model, err, errlen) ||
-        infer_tokenizer_load(infer_model_gguf(s->model), &s->tok, err, errlen))
+        (d ? infer_dist_load(d, s->cfg.model_path, s->kc, &s->model, err, errlen) :
+             infer_model_load(s->cfg.model_path, s->kc, NULL, NULL, &s->model, err, errlen)) ||
+        (!worker && infer_tokenizer_load(infer_model_gguf(s->model), &s->tok, err, errlen)))
         return -1;
     const infer_hparams *hp = infer_model_hparams(s->model);
-    if (infer_tokenizer_n_vocab(s->tok) > hp->n_vocab) {
+    if (!worker && infer_tokenizer_n_vocab(s->tok) > hp->n_vocab) {
         snprintf(err, errlen, "%s: the vocabulary has %d tokens but the model only %d "
                  "embeddings", s->cfg.model_path, infer_tokenizer_n_vocab(s->tok), hp->n_vocab);
         return -1;
@@ -164,6 +193,13 @@ static int load(serve_server *s, char *err, size_t errlen)
                                       s->cfg.block_tokens, s->cfg.kv_type);
     long blocks = s->cfg.kv_blocks ? s->cfg.kv_blocks :
                   (long)((size_t)s->cfg.kv_mb * 1048576 / bb);
+    if (blocks > (1L << 24))
+        blocks = 1L << 24;
+    if (d) {
+        int b = (int)blocks;
+        infer_dist_bcast_int(d, &b);
+        blocks = b;
+    }
     if (blocks < 1) {
         snprintf(err, errlen, "--kv-mb %ld holds no block of %zu bytes; give more", s->cfg.kv_mb,
                  bb);
@@ -177,6 +213,11 @@ static int load(serve_server *s, char *err, size_t errlen)
     if (infer_batch_create(s->model, s->kc, &s->kv, &bp, &s->batch, err, errlen))
         return -1;
     model_name(s);
+    if (d)
+        cm_info("rank %d of %d (%s): %d layers from layer %d, %d heads, %d KV heads, FFN %d",
+                infer_dist_rank(d), infer_dist_size(d),
+                infer_dist_kind(d) == INFER_SHARD_TP ? "tensor parallel" : "pipeline stage",
+                hp->n_layer, hp->first_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
     cm_info("model %s (%s, %d layers, vocab %d, %.1f MiB of weights), chat format %s, context "
             "%d, KV pool %ld blocks x %d positions (%.1f MiB, %s), max batch %d, prefill "
             "chunk %d, %d threads (%s)", s->name, hp->arch_name, hp->n_layer, hp->n_vocab,
@@ -237,16 +278,45 @@ static void run(serve_server *s)
     }
 }
 
+/* Ranks > 0: load, then evaluate rank 0's steps until it stops. */
+static int worker_main(serve_server *s, infer_dist *d)
+{
+    char err[1024];
+    if (load(s, d, err, sizeof err)) {
+        cm_error("%s", err);
+        infer_dist_abort(d, 1);
+    }
+    int rc = infer_dist_worker_run(d, s->batch, err, sizeof err);
+    if (rc)
+        cm_error("%s", err);
+    infer_dist_stats st = infer_dist_get_stats(d);
+    cm_info("stopped; %.3f s in %llu MPI transfers (%.1f MiB)", st.comm_s,
+            (unsigned long long)st.calls, (double)st.bytes / 1048576.0);
+    unload(s);
+    infer_dist_free(d);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     serve_server s;
     memset(&s, 0, sizeof s);
     int level;
-    if (parse_args(argc, argv, &s.cfg, &level)) {
+    dist_opt dopt;
+    if (parse_args(argc, argv, &s.cfg, &level, &dopt)) {
         usage(stderr);
         return 2;
     }
-    cm_log_init("commons-serve", level);
+    infer_dist *dist = NULL;
+    char err[1024];
+    if (dopt.kind && infer_dist_init(&argc, &argv, dopt.kind, dopt.n, &dist, err, sizeof err)) {
+        fprintf(stderr, "commons-serve: %s\n", err);
+        return 2;
+    }
+    static char progname[64];
+    snprintf(progname, sizeof progname, infer_dist_rank(dist) ? "commons-serve[rank %d]" :
+             "commons-serve", infer_dist_rank(dist));
+    cm_log_init(progname, level);
     /* Signals are taken by run() with sigtimedwait: block them in every thread. */
     sigset_t set;
     sigemptyset(&set);
@@ -258,10 +328,18 @@ int main(int argc, char **argv)
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.wake, NULL);
     pthread_cond_init(&s.stepped, NULL);
-    char err[1024];
+    if (infer_dist_rank(dist) > 0)
+        return worker_main(&s, dist);
     int n_workers = 4 * s.cfg.max_batch + 16;
     int rc = 1;
-    if (load(&s, err, sizeof err) || serve_engine_start(&s, err, sizeof err) ||
+    if (load(&s, dist, err, sizeof err)) {
+        cm_error("%s", err);
+        if (dist)   /* the other ranks may wait for this one: end them all */
+            infer_dist_abort(dist, 1);
+        unload(&s);
+        return 1;
+    }
+    if (serve_engine_start(&s, err, sizeof err) ||
         serve_rpc_start(&s, n_workers, err, sizeof err)) {
         cm_error("%s", err);
     } else {
@@ -272,9 +350,16 @@ int main(int argc, char **argv)
     if (s.workers)
         serve_rpc_stop(&s);
     serve_engine_stop(&s);
+    infer_dist_stop(dist);
+    if (dist) {
+        infer_dist_stats st = infer_dist_get_stats(dist);
+        cm_info("%.3f s in %llu MPI transfers (%.1f MiB)", st.comm_s,
+                (unsigned long long)st.calls, (double)st.bytes / 1048576.0);
+    }
     cm_info("stopped after %llu steps, %llu prompt and %llu generated tokens, %llu requests",
             (unsigned long long)s.n_steps, (unsigned long long)s.n_prompt_tokens,
             (unsigned long long)s.n_tokens_generated, (unsigned long long)s.n_requests);
     unload(&s);
+    infer_dist_free(dist);
     return rc;
 }

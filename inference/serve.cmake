@@ -44,7 +44,7 @@ if(NOT COMMONS_INFERENCE_ONLY)
     ${CMAKE_CURRENT_LIST_DIR}/serve_rpc.c
     ${CMAKE_CURRENT_LIST_DIR}/serve_text.c
   )
-  target_link_libraries(commons-serve PRIVATE commons_batch commons_common nng::nng
+  target_link_libraries(commons-serve PRIVATE commons_dist commons_batch commons_common nng::nng
                         PkgConfig::JANSSON Threads::Threads)
 endif()
 if(NOT COMMONS_INFERENCE_ONLY AND CHECK_FOUND)
