@@ -71,3 +71,9 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                          FIXTURES_REQUIRED dist_models TIMEOUT 60)
   endforeach()
 endif()
+
+# Benchmark (not a test): bench/infer-mpi/run drives bench_dist under mpirun.
+if(MPI_C_FOUND)
+  add_executable(bench_dist ${PROJECT_SOURCE_DIR}/bench/infer-mpi/bench_dist.c)
+  target_link_libraries(bench_dist PRIVATE commons_dist MPI::MPI_C)
+endif()
