@@ -2,6 +2,7 @@
 #include "sampler.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,63 +122,124 @@ static int cand_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* Move the k best candidates to the front, sorted (k <= n). */
-static void select_top(cand *c, int n, int k)
+/* Insert x into the sorted c[0..*m) that keeps the k best (*m <= k). */
+static void top_insert(cand *c, int *m, int k, cand x)
 {
-    if (k >= n || k > 256) {   /* full sort: simple, and fine for large k */
-        qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    if (*m == k && cand_cmp(&x, &c[k - 1]) >= 0)
         return;
+    int j = *m < k ? (*m)++ : k - 1;
+    while (j > 0 && cand_cmp(&x, &c[j - 1]) < 0) {
+        c[j] = c[j - 1];
+        j--;
     }
-    /* Insertion into a sorted prefix of length k: O(n k) worst, O(n) typical. */
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        cand x = c[i];
-        if (m == k && cand_cmp(&x, &c[k - 1]) >= 0)
+    c[j] = x;
+}
+
+/* The k best of v[0..n) (1 <= k <= n) into c[0..k), sorted; tokens with skip[id] > 0
+ * are left out (NULL: none). Reads v once and writes only the k kept: the scan is
+ * ids ascending, so once k are kept a later token enters only with a logit strictly
+ * above the k-th (an equal logit has the larger id, which loses the tie). Blocks of
+ * 16 logits are first tested against that threshold at once (vectorizable), and
+ * almost all of a vocabulary fails it. */
+static int scan_top(const float *v, int n, int k, const int *skip, cand *c)
+{
+    enum { B = 16 };
+    int m = 0, j = 0;
+    for (; j < n && m < k; j++)
+        if (!skip || skip[j] <= 0)
+            top_insert(c, &m, k, (cand){ v[j], j });
+    float thr = m == k ? c[k - 1].logit : -INFINITY;
+    for (; j < n; j += B) {
+        int e = n - j < B ? n - j : B, any = 0;
+        if (e == B)
+            for (int t = 0; t < B; t++)
+                any |= v[j + t] > thr;
+        else
+            any = 1;
+        if (!any)
             continue;
-        int j = m < k ? m++ : k - 1;
-        while (j > 0 && cand_cmp(&x, &c[j - 1]) < 0) {
-            c[j] = c[j - 1];
-            j--;
-        }
-        c[j] = x;
+        for (int t = 0; t < e; t++)
+            if (v[j + t] > thr && (!skip || skip[j + t] <= 0)) {
+                top_insert(c, &m, k, (cand){ v[j + t], j + t });
+                thr = c[m - 1].logit;
+            }
     }
+    return m;
+}
+
+/* Penalized logit of token t that occurred c > 0 times in the window. */
+static float penalized(const infer_sampler_params *p, float l, int c)
+{
+    if (p->repeat_penalty != 1.0f)
+        l = l > 0 ? l / p->repeat_penalty : l * p->repeat_penalty;
+    return l - ((float)c * p->freq_penalty + p->presence_penalty);
+}
+
+static bool penalties_on(const infer_sampler *s)
+{
+    const infer_sampler_params *p = &s->p;
+    return s->n_hist > 0 && (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f ||
+                             p->presence_penalty != 0.0f);
+}
+
+/* All n_vocab penalized logits, for the paths that need the whole distribution. */
+static const float *penalize_all(infer_sampler *s, const float *logits)
+{
+    if (!penalties_on(s))
+        return logits;
+    float *l = s->work;
+    memcpy(l, logits, (size_t)s->n_vocab * sizeof *l);
+    for (int i = 0; i < s->n_hist; i++) {   /* from the raw logit: repeats are harmless */
+        int32_t t = s->hist[i];
+        l[t] = penalized(&s->p, logits[t], s->count[t]);
+    }
+    return l;
+}
+
+/* The k best penalized logits into c[0..k), sorted (1 <= k <= n_vocab). Small k (the
+ * usual top_k 40, greedy's 1) without copying the vocabulary: the raw logits are
+ * scanned leaving out the tokens of the window, which then come in with their
+ * penalized logits (a total order: insertion order does not matter). A large k is
+ * a full sort, as insertion would cost O(n k). */
+static int select_top(infer_sampler *s, const float *logits, int k, cand *c)
+{
+    if (k > 256) {
+        const float *l = penalize_all(s, logits);
+        for (int j = 0; j < s->n_vocab; j++)
+            c[j] = (cand){ l[j], j };
+        qsort(c, (size_t)s->n_vocab, sizeof *c, cand_cmp);
+        return k;
+    }
+    if (!penalties_on(s))
+        return scan_top(logits, s->n_vocab, k, NULL, c);
+    int m = scan_top(logits, s->n_vocab, k, s->count, c);
+    for (int i = 0; i < s->n_hist; i++) {
+        int32_t t = s->hist[i];
+        int cnt = s->count[t];
+        if (cnt <= 0)
+            continue;   /* already in via an earlier occurrence in the ring */
+        top_insert(c, &m, k, (cand){ penalized(&s->p, logits[t], cnt), t });
+        s->count[t] = -cnt;   /* mark as done; restored below */
+    }
+    for (int i = 0; i < s->n_hist; i++)
+        if (s->count[s->hist[i]] < 0)
+            s->count[s->hist[i]] = -s->count[s->hist[i]];
+    return m;
 }
 
 int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
 {
     const infer_sampler_params *p = &s->p;
     const int V = s->n_vocab;
-    float *l = s->work;
-    memcpy(l, logits, (size_t)V * sizeof *l);
-    for (int i = 0; i < s->n_hist; i++) {
-        int32_t t = s->hist[i];
-        int c = s->count[t];
-        if (c <= 0)
-            continue;   /* already penalized via an earlier occurrence in the ring */
-        if (p->repeat_penalty != 1.0f)
-            l[t] = l[t] > 0 ? l[t] / p->repeat_penalty : l[t] * p->repeat_penalty;
-        l[t] -= (float)c * p->freq_penalty + p->presence_penalty;
-        s->count[t] = -c;   /* mark as done; restored below */
-    }
-    for (int i = 0; i < s->n_hist; i++)
-        if (s->count[s->hist[i]] < 0)
-            s->count[s->hist[i]] = -s->count[s->hist[i]];
-
-    if (p->temp <= 0) {
-        int b = 0;
-        for (int j = 1; j < V; j++)
-            if (l[j] > l[b])
-                b = j;
-        return b;
-    }
     cand *c = s->cands;
+    if (p->temp <= 0) {   /* arg max, ties to the lowest id: the best of the total order */
+        select_top(s, logits, 1, c);
+        return c[0].id;
+    }
     int n = 0;
     double sum = 0, mx;
     if (p->top_k > 0 && p->top_k < V) {
-        for (int j = 0; j < V; j++)
-            c[j] = (cand){ l[j], j };
-        select_top(c, V, p->top_k);
-        n = p->top_k;
+        n = select_top(s, logits, p->top_k, c);
         mx = c[0].logit;
         for (int i = 0; i < n; i++)   /* probabilities over the top k */
             sum += exp((double)c[i].logit - mx);
@@ -187,15 +249,18 @@ int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
          * (1 - top_p) / V can never be inside the top-p prefix (the tokens from it on
          * would weigh less than 1 - top_p in all), nor one below min_p * p_max in the
          * min-p set; so only tokens above both bounds are sorted, and the
-         * probabilities keep the sum over the whole vocabulary. */
+         * probabilities keep the sum over the whole vocabulary, which only top-p
+         * needs. */
+        const float *l = penalize_all(s, logits);
         mx = l[0];
         for (int j = 1; j < V; j++)
             mx = l[j] > mx ? l[j] : mx;
-        for (int j = 0; j < V; j++)
-            sum += exp((double)l[j] - mx);
         double cut = -INFINITY;
-        if (p->top_p < 1)
+        if (p->top_p < 1) {
+            for (int j = 0; j < V; j++)
+                sum += exp((double)l[j] - mx);
             cut = mx + log(sum * (1.0 - p->top_p) / V);
+        }
         if (p->min_p > 0 && mx + log((double)p->min_p) > cut)
             cut = mx + log((double)p->min_p);
         for (int j = 0; j < V; j++)

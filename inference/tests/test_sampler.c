@@ -190,6 +190,141 @@ static void test_penalties(void)
     infer_sampler_free(s);
 }
 
+/* Top-k scan: ties at the k-th logit go to the lowest ids, as in a full sort. */
+static void test_top_k_ties(void)
+{
+    static float l[V];
+    for (int i = 0; i < V; i++)
+        l[i] = 1.0f;
+    l[600] = 2.0f;   /* the best comes late: it must displace a tied one */
+    infer_sampler_params p = { .temp = 1, .top_k = 5, .top_p = 1, .repeat_penalty = 1,
+                               .seed = 3 };
+    infer_sampler *s = mk(p);
+    int seen[V] = { 0 }, outside = 0;
+    for (int i = 0; i < 3000; i++) {
+        int32_t t = infer_sampler_sample(s, l);
+        outside += !(t == 600 || (t >= 0 && t < 4));
+        if (t >= 0 && t < V)
+            seen[t]++;
+    }
+    CHECK(outside == 0, "%d draws outside {600, 0..3}", outside);
+    CHECK(seen[600] && seen[0] && seen[3], "every kept token is drawn (%d %d %d)", seen[600],
+          seen[0], seen[3]);
+    infer_sampler_free(s);
+    p.temp = 0;
+    s = mk(p);
+    l[600] = 1.0f;
+    CHECK(infer_sampler_sample(s, l) == 0, "greedy over ties picks the lowest id");
+    infer_sampler_free(s);
+}
+
+/* Penalized logits of the test's own copy of the window (brute force). */
+static void penalize(const infer_sampler_params *p, const int32_t *win, int n, const float *in,
+                     float *out, int nv)
+{
+    memcpy(out, in, (size_t)nv * sizeof *out);
+    for (int t = 0; t < nv; t++) {
+        int c = 0;
+        for (int i = 0; i < n; i++)
+            c += win[i] == t;
+        if (!c)
+            continue;
+        float x = in[t];
+        if (p->repeat_penalty != 1.0f)
+            x = x > 0 ? x / p->repeat_penalty : x * p->repeat_penalty;
+        out[t] = x - ((float)c * p->freq_penalty + p->presence_penalty);
+    }
+}
+
+static const float *sort_logits;
+
+/* Descending logit, then ascending id. */
+static int by_logit(const void *a, const void *b)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    if (sort_logits[i] != sort_logits[j])
+        return sort_logits[i] > sort_logits[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* The sampler's penalties (applied while selecting, without a copy of the logits)
+ * draw exactly what a sampler without penalties draws from logits penalized by brute
+ * force, seed for seed, on the top-k, full-vocabulary and greedy paths; and top-k
+ * draws always lie in the set a full sort keeps (top_k, then top_p, then min_p). */
+static void test_penalties_match_brute_force(void)
+{
+    enum { N = 3000, W = 16, STEPS = 300 };
+    static float base[N], pen[N], land[N];
+    unsigned x = 777;
+    for (int i = 0; i < N; i++) {
+        x = x * 1103515245u + 12345u;
+        base[i] = (float)((x >> 16) % 400) / 50.0f - 4.0f;   /* many exact ties */
+    }
+    for (int path = 0; path < 3; path++) {
+        infer_sampler_params pa = { .temp = path == 2 ? 0 : 0.8f, .top_k = path == 1 ? 0 : 40,
+                                    .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.3f,
+                                    .repeat_last_n = W, .freq_penalty = 0.1f,
+                                    .presence_penalty = 0.2f, .seed = 11 };
+        infer_sampler_params pb = pa;
+        pb.repeat_penalty = 1;
+        pb.freq_penalty = pb.presence_penalty = 0;
+        pb.repeat_last_n = 0;
+        infer_sampler *a, *b;
+        char err[256];
+        CHECK(infer_sampler_new(&pa, N, &a, err, sizeof err) == INFER_OK, "%s", err);
+        CHECK(infer_sampler_new(&pb, N, &b, err, sizeof err) == INFER_OK, "%s", err);
+        int32_t win[W];
+        int nwin = 0, differ = 0, outside = 0, distinct = 0;
+        static int drawn[N];
+        memset(drawn, 0, sizeof drawn);
+        for (int step = 0; step < STEPS; step++) {
+            /* the landscape drifts so that the window's tokens keep mattering */
+            for (int i = 0; i < N; i++)
+                land[i] = base[(i + step * 7) % N];
+            penalize(&pa, win, nwin, land, pen, N);
+            int32_t ta = infer_sampler_sample(a, land), tb = infer_sampler_sample(b, pen);
+            differ += ta != tb;
+            if (path == 0) {   /* brute force: the kept set of a full sort */
+                static int idx[N];
+                for (int i = 0; i < N; i++)
+                    idx[i] = i;
+                sort_logits = pen;
+                qsort(idx, N, sizeof *idx, by_logit);
+                double mx = pen[idx[0]], sum = 0, cum = 0;
+                for (int i = 0; i < 40; i++)
+                    sum += exp(pen[idx[i]] - mx);
+                int keep = 40;
+                for (int i = 0; i < 40; i++)
+                    if ((cum += exp(pen[idx[i]] - mx) / sum) >= 0.95) {
+                        keep = i + 1;
+                        break;
+                    }
+                int k2 = 1;
+                while (k2 < keep && pen[idx[k2]] - mx >= log(0.05))
+                    k2++;
+                int in = 0;
+                for (int i = 0; i < k2; i++)
+                    in |= idx[i] == ta;
+                outside += !in;
+            }
+            distinct += !drawn[ta]++;
+            infer_sampler_accept(a, ta);
+            if (nwin == W)
+                memmove(win, win + 1, (W - 1) * sizeof *win);
+            else
+                nwin++;
+            win[nwin - 1] = ta;
+        }
+        CHECK(differ == 0, "path %d: %d of %d draws differ from brute-force penalties", path,
+              differ, STEPS);
+        CHECK(outside == 0, "path %d: %d draws outside the brute-force kept set", path, outside);
+        CHECK(distinct > 20, "path %d: the penalties spread the draws (%d distinct)", path,
+              distinct);
+        infer_sampler_free(a);
+        infer_sampler_free(b);
+    }
+}
+
 static void test_bad_params(void)
 {
     infer_sampler *s = NULL;
@@ -307,6 +442,8 @@ int main(int argc, char **argv)
     test_top_p_min_p();
     test_top_p_full_vocabulary();
     test_penalties();
+    test_top_k_ties();
+    test_penalties_match_brute_force();
     test_bad_params();
     test_stop_strings();
     test_chat();
