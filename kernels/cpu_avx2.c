@@ -263,7 +263,10 @@ AVX2 static inline __m256i word_bcast(__m256i v, int j)
 /* The K-quant kernels take one weight row and nx (1..4) activation rows
  * (stride xs bytes), writing out[xi*os]: each weight super-block is
  * decoded once (nibbles, fifth bits, scales) for all activation rows of a
- * prompt tile; decode uses nx = 1. */
+ * prompt tile; decode uses nx = 1. Each super-block's integer sum is exact
+ * and is added in float as acc = fma(d*dy, sum, acc) (then the mins term),
+ * the arithmetic of the tiled AVX-512 kernels (cpu_avx512_gemm.c), so a
+ * row gives bitwise the same result batched or alone. */
 
 /* sum over the 8 sub-blocks of min_j * (sum of y over sub-block j) */
 AVX2 static inline int k45_minsum(__m128i mins16, const kblock_q8_K *y)
@@ -282,8 +285,7 @@ AVX2 static inline __attribute__((always_inline)) void k45_dot(int q5, int nx, i
 {
     const size_t bb = q5 ? sizeof(kblock_q5_K) : sizeof(kblock_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float accm[4] = {0, 0, 0, 0};
+    float acc[4] = {0, 0, 0, 0};
     for (int i = 0; i < k / KQK_K; i++) {
         const uint8_t *blk = (const uint8_t *)w + (size_t)i * bb;
         /* both layouts start {f16 d, dmin; u8 scales[12]}; Q5_K then has qh[32] */
@@ -316,11 +318,11 @@ AVX2 static inline __attribute__((always_inline)) void k45_dot(int q5, int nx, i
         }
         for (int xi = 0; xi < nx; xi++) {
             const kblock_q8_K *y = (const kblock_q8_K *)((const uint8_t *)x + xi * xs) + i;
-            acc[xi] = _mm256_fmadd_ps(_mm256_set1_ps(f16(dh) * y->d), _mm256_cvtepi32_ps(sumi[xi]), acc[xi]);
-            accm[xi] += f16(mh) * y->d * (float)k45_minsum(mins16, y);
+            acc[xi] = fmaf(f16(dh) * y->d, (float)hsum_epi32(sumi[xi]), acc[xi]);
+            acc[xi] = fmaf(-(f16(mh) * y->d), (float)k45_minsum(mins16, y), acc[xi]);
         }
     }
-    for (int xi = 0; xi < nx; xi++) out[xi * os] = hsum_ps(acc[xi]) - accm[xi];
+    for (int xi = 0; xi < nx; xi++) out[xi * os] = acc[xi];
 }
 
 /* [scale 2s (8 times) | scale 2s+1 (8 times)] from 8 i16 scales in both lanes */
@@ -340,7 +342,7 @@ AVX2 static inline __attribute__((always_inline)) void q6k_dot(int unused, int n
     const kblock_q6_K *a = w;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C),
                   m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char)0xC0);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float acc[4] = {0, 0, 0, 0};
     for (int i = 0; i < k / KQK_K; i++) {
         __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
         __m128i sc8 = _mm_loadu_si128((const __m128i *)a[i].scales);
@@ -370,10 +372,10 @@ AVX2 static inline __attribute__((always_inline)) void q6k_dot(int unused, int n
             const kblock_q8_K *y = (const kblock_q8_K *)((const uint8_t *)x + xi * xs) + i;
             __m256i off = _mm256_madd_epi16(sc16all, _mm256_loadu_si256((const __m256i *)y->bsums));
             __m256i si = _mm256_sub_epi32(sumi[xi], _mm256_slli_epi32(off, 5));
-            acc[xi] = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[i].d) * y->d), _mm256_cvtepi32_ps(si), acc[xi]);
+            acc[xi] = fmaf(f16(a[i].d) * y->d, (float)hsum_epi32(si), acc[xi]);
         }
     }
-    for (int xi = 0; xi < nx; xi++) out[xi * os] = hsum_ps(acc[xi]);
+    for (int xi = 0; xi < nx; xi++) out[xi * os] = acc[xi];
 }
 
 KERN_DOTX_INSTANCE(AVX2, dotx_q4_K, k45_dot, 0)

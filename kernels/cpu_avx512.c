@@ -70,6 +70,12 @@ static void build(void)
     table.dot4[KERN_TYPE_Q4_0] = dot4_q4_0;
     table.dot4[KERN_TYPE_Q5_0] = dot4_q5_0;
     table.dot4[KERN_TYPE_Q8_0] = dot4_q8_0;
+    table.gemm[KERN_TYPE_Q4_0] = kern_gemm_q4_0_avx512;
+    table.gemm[KERN_TYPE_Q5_0] = kern_gemm_q5_0_avx512;
+    table.gemm[KERN_TYPE_Q8_0] = kern_gemm_q8_0_avx512;
+    table.gemm[KERN_TYPE_Q4_K] = kern_gemm_q4_K_avx512;
+    table.gemm[KERN_TYPE_Q5_K] = kern_gemm_q5_K_avx512;
+    table.gemm[KERN_TYPE_Q6_K] = kern_gemm_q6_K_avx512;
 }
 
 const kern_cpu_fns *kern_cpu_avx512(void)

@@ -2,8 +2,10 @@
  * weights sharing the input x (q/k/v, gate/up). The activations are
  * quantized once per activation format, then one parallel-for runs over the
  * rows of all weights together (one dispatch instead of one per weight).
- * The 4-row kernels (where the ISA has them) take 4 weight rows and up to
- * 4 activation rows at a time. */
+ * Several activation rows (prompts, batched decode) take the tiled kernels
+ * where the ISA has them (kern_gemm_fn: 16 weight rows decoded once, then
+ * all activation rows), otherwise the 4-row kernels (4 weight rows and up
+ * to 4 activation rows at a time). */
 #include "kern_cpu.h"
 
 #define DOT4_MAX_ROW_BYTES_DECODE 2048
@@ -21,20 +23,45 @@ typedef struct {
     int qt;
     void *qdst;
     size_t qxb;
+    /* tiled kernels: per Q8_0 activation row and block its scale and sum,
+     * and one decoded-weight tile per thread */
+    kern_gemm_x gx[2]; /* Q8_0, Q8_K */
+    float *gd;
+    int32_t *gs;
+    uint8_t *tiles;
+    size_t tile_bytes;
 } mm_job;
 
 static void quant_task(void *a, int64_t b, int64_t e, int tid)
 {
     (void)tid;
     mm_job *j = a;
-    for (int64_t i = b; i < e; i++)
-        kern_act_quantize(j->f, j->qt, j->x + i * j->k, (uint8_t *)j->qdst + i * j->qxb, j->k);
+    for (int64_t i = b; i < e; i++) {
+        uint8_t *row = (uint8_t *)j->qdst + i * j->qxb;
+        kern_act_quantize(j->f, j->qt, j->x + i * j->k, row, j->k);
+        if (j->qt != KERN_TYPE_Q8_0 || !j->tiles) continue;
+        const kblock_q8_0 *q = (const kblock_q8_0 *)row;
+        int nb = j->k / KQK;
+        for (int bi = 0; bi < nb; bi++) {
+            int32_t sum = 0;
+            for (int t = 0; t < KQK; t++) sum += q[bi].qs[t];
+            j->gd[i * nb + bi] = kern_f16_to_f32(q[bi].d);
+            j->gs[i * nb + bi] = sum;
+        }
+    }
 }
 
-/* rows [r0, r1) of op o. Groups of 4 weight rows stay in L1 while every
- * activation row passes over them (activations stay in L2), so each weight
- * byte is read from memory once per call whatever n is. */
-static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1)
+/* the tiled kernel for op o, or NULL where the 4-row/one-row kernels run */
+static kern_gemm_fn mm_gemm(const mm_job *j, int o)
+{
+    return j->n > 1 && j->tiles ? j->f->gemm[j->ops[o].wt] : NULL;
+}
+
+/* rows [r0, r1) of op o. Tiles of 16 decoded weight rows (tiled kernels)
+ * or groups of 4 rows stay in L1/L2 while every activation row passes over
+ * them (activations stay in L2), so each weight byte is read from memory
+ * once per call whatever n is. */
+static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
 {
     const kern_matmul_op *op = &j->ops[o];
     kern_dot_fn dot = j->f->dot[op->wt];
@@ -42,6 +69,11 @@ static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1)
     size_t wb = kern_row_bytes(op->wt, j->k), xb = j->xb[o];
     const uint8_t *w = op->w, *xq = j->xq[o];
     int64_t r = r0;
+    kern_gemm_fn gemm = mm_gemm(j, o);
+    if (gemm)
+        for (; r + KERN_GEMM_ROWS <= r1; r += KERN_GEMM_ROWS)
+            gemm(j->k, w + (size_t)r * wb, wb, &j->gx[kern_act_type(op->wt) == KERN_ACT_Q8_K], j->n, op->y + r, (size_t)op->m,
+                 j->tiles + (size_t)tid * j->tile_bytes);
     /* Decode is memory-bound: on long rows the 4-row kernels' four
      * interleaved streams read slower than one row after another (one
      * stream the hardware prefetcher follows), ~6 vs ~11 GB/s for
@@ -65,11 +97,10 @@ static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1)
 
 static void mm_task(void *a, int64_t g0, int64_t g1, int tid)
 {
-    (void)tid;
     mm_job *j = a;
     for (int o = 0; o < j->n_ops; o++) {
         int64_t b = g0 > j->start[o] ? g0 : j->start[o], e = g1 < j->start[o + 1] ? g1 : j->start[o + 1];
-        if (b < e) mm_rows(j, o, b - j->start[o], e - j->start[o]);
+        if (b < e) mm_rows(j, o, b - j->start[o], e - j->start[o], tid);
     }
 }
 
@@ -86,8 +117,26 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
         len[f] = used ? (size_t)n * kern_act_row_bytes(fmts[f], k) : 0;
         total += len[f];
     }
+    /* tiled kernels: block scales and sums of the Q8_0 rows, tiles */
+    int tiled = 0;
+    for (int o = 0; o < n_ops; o++) tiled |= n > 1 && j.f->gemm[ops[o].wt] != NULL;
+    size_t gsz = 0, tiles_off = 0;
+    if (tiled) {
+        total = (total + 63) & ~(size_t)63;
+        gsz = ((size_t)n * (k / KQK) * sizeof(float) + 63) & ~(size_t)63;
+        j.tile_bytes = kern_gemm_tile_bytes(k);
+        tiles_off = total + 2 * gsz;
+        total = tiles_off + (size_t)ctx->n_threads * j.tile_bytes;
+    }
     uint8_t *buf = NULL;
     if (total && !(buf = kern_scratch(ctx, total))) return KERN_ENOMEM;
+    if (tiled) {
+        j.gd = (float *)(buf + tiles_off - 2 * gsz);
+        j.gs = (int32_t *)(buf + tiles_off - gsz);
+        j.tiles = buf + tiles_off;
+        j.gx[0] = (kern_gemm_x){.q = buf + off[0], .qs = kern_act_row_bytes(KERN_TYPE_Q8_0, k), .d = j.gd, .s = j.gs};
+        j.gx[1] = (kern_gemm_x){.q = buf + off[1], .qs = kern_act_row_bytes(KERN_ACT_Q8_K, k)};
+    }
     for (int f = 0; f < 2; f++) {
         if (!len[f]) continue;
         j.qt = fmts[f];
@@ -103,9 +152,11 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
         j.start[o + 1] = j.start[o] + ops[o].m;
     }
     /* Enough pieces per thread to balance, few enough to keep dispatch cheap;
-     * whole 4-row groups for the 4-row kernels. */
-    int64_t rows = j.start[n_ops], grain = rows / ((int64_t)ctx->n_threads * 8) & ~(int64_t)3;
-    if (grain < 4) grain = 4;
+     * whole tiles for the tiled kernels, whole 4-row groups for the 4-row
+     * kernels. */
+    int64_t unit = tiled ? KERN_GEMM_ROWS : 4, rows = j.start[n_ops],
+            grain = rows / ((int64_t)ctx->n_threads * 8) / unit * unit;
+    if (grain < unit) grain = unit;
     kern_pool_run(ctx->pool, rows, grain, mm_task, &j);
     return KERN_OK;
 }

@@ -19,6 +19,15 @@ AVX2 static inline float hsum_ps(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* exact sum of 8 int32 lanes (wrapping like the lanes themselves) */
+AVX2 static inline int32_t hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
 /* sum of products of signed bytes, as 8 int32 (pairs via |x| * sign(y,x)) */
 AVX2 static inline __m256i dot_i8(__m256i x, __m256i y)
 {

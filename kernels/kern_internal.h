@@ -73,10 +73,41 @@ typedef void (*kern_dot4_fn)(int k, const void *w, size_t ws, const void *x, siz
  * into out[xi*os]: each weight block is decoded once for all of them. */
 typedef void (*kern_dotx_fn)(int k, const void *w, const void *x, size_t xs, int nx, float *out, size_t os);
 
+/* Tiled matmul of KERN_GEMM_ROWS consecutive weight rows (stride ws bytes)
+ * with n >= 1 activation rows into out[i*os + r]: the rows are decoded once
+ * into tile (kern_gemm_tile_bytes(k), 64-byte aligned, per thread) and
+ * every activation row passes over them. Activations: rows in the type's
+ * activation format (q, stride qs bytes); for Q8_0 also each block's scale
+ * as float (d) and sum of quants (s), k/32 of each per row. */
+#define KERN_GEMM_ROWS 16
+typedef struct {
+    const uint8_t *q;
+    size_t qs;
+    const float *d;
+    const int32_t *s;
+} kern_gemm_x;
+typedef void (*kern_gemm_fn)(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                             void *tile);
+/* decoded bytes (16 per element) plus scales: at most 24 bytes per element */
+static inline size_t kern_gemm_tile_bytes(int k) { return (size_t)24 * k; }
+void kern_gemm_q4_0_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                           void *tile);
+void kern_gemm_q5_0_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                           void *tile);
+void kern_gemm_q8_0_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                           void *tile);
+void kern_gemm_q4_K_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                           void *tile);
+void kern_gemm_q5_K_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                           void *tile);
+void kern_gemm_q6_K_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                           void *tile);
+
 typedef struct kern_cpu_fns {
     kern_dot_fn dot[KERN_NTYPES];
     kern_dot4_fn dot4[KERN_NTYPES];     /* may be NULL: falls back to dotx or dot */
     kern_dotx_fn dotx[KERN_NTYPES];     /* may be NULL: falls back to dot */
+    kern_gemm_fn gemm[KERN_NTYPES];     /* may be NULL: falls back to dot4/dotx/dot */
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);

@@ -5,8 +5,10 @@
  * each the fastest of repeated calls.
  * A first column gives the kernel's own speed: matvec over an L2-resident
  * slice, per CPU-second of the (single) thread, which a busy machine
- * barely disturbs. Not run by ctest. Usage: bench_kernels [MiB per matrix (default 128)]
- * [seconds per measurement (default 0.5)] */
+ * barely disturbs; likewise a prompt column on 1 thread per CPU-second.
+ * Not run by ctest. Usage: bench_kernels [MiB per matrix (default 128)]
+ * [seconds per measurement (default 0.5)] [k (default 4096)] [type names...
+ * (default all)] */
 #include "kernels.h"
 
 #include <math.h>
@@ -87,7 +89,8 @@ int main(int argc, char **argv)
     double mib = argc > 1 ? atof(argv[1]) : 128, secs = argc > 2 ? atof(argv[2]) : 0.5;
     const int types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q5_0, KERN_TYPE_Q5_1, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q5_K, KERN_TYPE_Q6_K,
                          KERN_TYPE_F16, KERN_TYPE_BF16, KERN_TYPE_F32};
-    const int k = 4096, np = 64;
+    const int k = argc > 3 ? atoi(argv[3]) : 4096, np = 64;
+    if (k <= 0 || k % 256) { fprintf(stderr, "k must be a positive multiple of 256\n"); return 1; }
     float *x = malloc(sizeof(float) * np * k), *y = malloc(sizeof(float) * np * 65536);
     for (int i = 0; i < np * k; i++) x[i] = rndf();
     kern_ctx *ctx[2];
@@ -105,10 +108,13 @@ int main(int argc, char **argv)
     }
     printf("isa %s, k=%d, ~%.0f MiB of weights per matrix (bigger than the caches), fastest of repeated calls, "
            "loadavg at start %s\n", kern_isa_name(kern_get_isa()), k, mib, load);
-    printf("| type | L2-resident matvec, GB/s per CPU-second | matvec 1 thr GB/s | matvec 2 thr GB/s | prompt n=%d 2 thr GFLOP/s |\n", np);
-    printf("|------|------:|------------------:|------------------:|-------------------------:|\n");
+    printf("| type | L2-resident matvec, GB/s per CPU-second | matvec 1 thr GB/s | matvec 2 thr GB/s | prompt n=%d 2 thr GFLOP/s "
+           "| prompt n=%d 1 thr GFLOP/s per CPU-second |\n", np, np);
+    printf("|------|------:|------------------:|------------------:|-------------------------:|------:|\n");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        int t = types[ti];
+        int t = types[ti], wanted = argc <= 4;
+        for (int a = 4; a < argc; a++) wanted |= !strcmp(argv[a], kern_type_name(t));
+        if (!wanted) continue;
         size_t rb = kern_row_bytes(t, k);
         int m = (int)(mib * 1048576 / rb);
         if (m > 65536) m = 65536;
@@ -121,7 +127,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < 2; i++) gbs[i] = (double)rb * m / time_matmul(ctx[i], y, x, w, t, 1, m, k, secs) / 1e9;
         int mp = m < 4096 ? m : 4096; /* prompt: a 4096-row slice is plenty */
         double tp = time_matmul(ctx[1], y, x, w, t, np, mp, k, secs);
-        printf("| %s | %.1f | %.1f | %.1f | %.1f |\n", kern_type_name(t), comp, gbs[0], gbs[1], 2.0 * np * mp * k / tp / 1e9);
+        double tp1 = time_matmul_clock(cpu_now, ctx[0], y, x, w, t, np, mp, k, secs);
+        printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", kern_type_name(t), comp, gbs[0], gbs[1],
+               2.0 * np * mp * k / tp / 1e9, 2.0 * np * mp * k / tp1 / 1e9);
         fflush(stdout);
         free(w);
     }

@@ -258,6 +258,69 @@ START_TEST(test_matmul_all_types)
 }
 END_TEST
 
+START_TEST(test_matmul_tiled)
+{
+    /* several activation rows take the tiled kernels (16 weight rows at a
+     * time, AVX-512) and the 4-row ones for what is left: m = 53 is 3 tiles,
+     * a group of 4 and 1 row; n = 2, 5 and 9 cover full and partial groups
+     * of 4 activation rows; k = 1024 is several (super-)blocks */
+    ref_seed(7);
+    kern_ctx *c1 = mk(1), *c2 = mk(2);
+    for (int a = 0; a < n_isas(); a++) {
+        kern_set_isa(isa_at(a));
+        for (int ti = 0; ti < N_TYPES; ti++) {
+            int t = all_types[ti];
+            check_matmul(c2, t, 2, 53, 1024);
+            check_matmul(c1, t, 5, 53, 1024);
+            check_matmul(c2, t, 9, 32, 512);
+        }
+    }
+    kern_set_isa(kern_isa_best());
+    kern_ctx_destroy(c1);
+    kern_ctx_destroy(c2);
+}
+END_TEST
+
+START_TEST(test_matmul_rows_agree)
+{
+    /* A row of a batched matmul equals the same row computed alone (what
+     * batched decoding promises): bitwise for the quantized types on rows
+     * under 2 KiB (one-row, 4-row and tiled kernels share their
+     * arithmetic), to float rounding of the accumulation order for float
+     * weights. */
+    ref_seed(8);
+    kern_ctx *c = mk(2);
+    enum { N = 6, M = 37, K = 1024 };
+    float *x = rand_vec((size_t)N * K, 1), *wf = rand_vec((size_t)M * K, 1), yb[N * M], y1[M];
+    for (int a = 0; a < n_isas(); a++) {
+        kern_set_isa(isa_at(a));
+        for (int ti = 0; ti < N_TYPES; ti++) {
+            int t = all_types[ti];
+            int exact = t != KERN_TYPE_F32 && t != KERN_TYPE_F16 && t != KERN_TYPE_BF16;
+            uint8_t *w = malloc(kern_row_bytes(t, K) * M);
+            kern_quantize(t, w, wf, M, K, NULL, 0);
+            ck_assert_int_eq(kern_matmul(c, yb, x, w, t, N, M, K), KERN_OK);
+            for (int i = 0; i < N; i++) {
+                ck_assert_int_eq(kern_matmul(c, y1, x + (size_t)i * K, w, t, 1, M, K), KERN_OK);
+                for (int r = 0; r < M; r++) {
+                    float b = yb[i * M + r];
+                    if (exact)
+                        ck_assert_msg(memcmp(&b, &y1[r], sizeof b) == 0, "%s %s row %d/%d: batched %.9g alone %.9g",
+                                      kern_type_name(t), kern_isa_name(isa_at(a)), i, r, b, y1[r]);
+                    else
+                        ck_assert_msg(fabsf(b - y1[r]) <= 1e-4f * (fabsf(y1[r]) + 1), "%s %s row %d/%d: batched %g alone %g",
+                                      kern_type_name(t), kern_isa_name(isa_at(a)), i, r, b, y1[r]);
+                }
+            }
+            free(w);
+        }
+    }
+    kern_set_isa(kern_isa_best());
+    kern_ctx_destroy(c);
+    free(x); free(wf);
+}
+END_TEST
+
 START_TEST(test_matmul_isas_agree)
 {
     /* every ISA path quantizes activations identically, so results agree
@@ -662,6 +725,8 @@ int main(void)
     tcase_add_test(tc, test_quant_roundtrip);
     tcase_add_test(tc, test_quant_bad_args);
     tcase_add_test(tc, test_matmul_all_types);
+    tcase_add_test(tc, test_matmul_tiled);
+    tcase_add_test(tc, test_matmul_rows_agree);
     tcase_add_test(tc, test_matmul_isas_agree);
     tcase_add_test(tc, test_matmul_bad_args);
     tcase_add_test(tc, test_matmul_multi);
