@@ -34,8 +34,8 @@ int kern_ctx_create(const kern_config *cfg, kern_ctx **out, char *err, size_t er
 #endif
         if (err)
             snprintf(err, errlen, "kern_ctx_create: backend %d is not built in (%s)", (int)cfg->backend,
-                     cfg->backend == KERN_BACKEND_CUDA ? "this build has no CUDA backend: nvcc was not found "
-                     "when it was configured" : "unknown backend");
+                     cfg->backend == KERN_BACKEND_CUDA ? "this build has no CUDA backend: it was configured "
+                     "without nvcc or with COMMONS_CUDA=OFF" : "unknown backend");
         return KERN_ENOTSUP;
     }
     kern_ctx *ctx = calloc(1, sizeof *ctx);
