@@ -13,13 +13,18 @@
  * Admission (serve_rpc.c) reserves a sequence's blocks for prompt + max_tokens up
  * front, so a running sequence never runs out of KV memory and nothing is ever
  * preempted: a full pool means `busy` at gen.start. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cm_log.h"
+#include "dist.h"
 #include "serve.h"
+
+#define SERVE_GATHER_MS 3        /* a burst of prompts: quiet this long ends it */
+#define SERVE_GATHER_MAX_MS 20   /* ... or this long after it began */
 
 int64_t serve_now_ms(void)
 {
@@ -179,6 +184,38 @@ static void accept_token(serve_server *s, serve_seq *q, int32_t t, const char *p
         serve_seq_wake(q);
 }
 
+/* Under the lock: when nothing is decoding and prompts are arriving (a burst of
+ * clients, or the next requests of clients whose sequences just ended), wait until
+ * none came for SERVE_GATHER_MS (at most SERVE_GATHER_MAX_MS in all), so that their
+ * prompts share one step: a step's cost grows much slower than its tokens, and
+ * the last prompt of a burst would otherwise wait for every smaller step before
+ * it. Nobody is decoding, so no one's next token is delayed. Returns true after a
+ * wait (the caller plans again). *since: when this gathering began, or -1. */
+static bool gather(serve_server *s, int64_t *since)
+{
+    int64_t now = serve_now_ms();
+    if (s->n_active > 0 || s->n_waiting == 0 || !s->seqs_tail) {
+        *since = -1;
+        return false;
+    }
+    if (*since < 0)
+        *since = now;
+    int64_t until = s->seqs_tail->t_start_ms + SERVE_GATHER_MS;
+    if (until > *since + SERVE_GATHER_MAX_MS)
+        until = *since + SERVE_GATHER_MAX_MS;
+    if (now >= until || s->seqs_tail->state != SEQ_PREFILL) {
+        *since = -1;
+        return false;
+    }
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    int64_t ns = t.tv_nsec + (until - now) * 1000000;
+    t.tv_sec += ns / 1000000000;
+    t.tv_nsec = ns % 1000000000;
+    pthread_cond_timedwait(&s->wake, &s->mu, &t);
+    return true;
+}
+
 static void *engine_main(void *arg)
 {
     serve_server *s = arg;
@@ -193,9 +230,12 @@ static void *engine_main(void *arg)
         goto out;
     }
     char err[512];
+    int64_t gather_since = -1;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         reap(s);
+        if (gather(s, &gather_since))
+            continue;
         plan_step(s, &p);
         if (p.n == 0) {
             struct timespec until;
@@ -207,10 +247,12 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&s->mu);
 
         int64_t t0 = serve_now_ms();
-        int rc = infer_batch_step(s->batch, p.bs, p.n, err, sizeof err);
+        int rc = infer_dist_batch_step(infer_model_dist(s->model), s->batch, p.bs, p.n, err,
+                                       sizeof err);
         int64_t t_fwd = serve_now_ms() - t0;
         int rows = 0;
-        const float *lg = rc ? NULL : infer_batch_logits(s->batch, &rows);
+        const float *lg = rc ? NULL : infer_dist_batch_logits(infer_model_dist(s->model),
+                                                              s->batch, &rows);
         int V = infer_model_hparams(s->model)->n_vocab;
         for (int i = 0, r = 0; !rc && i < p.n; i++) {
             if (!p.bs[i].logits)
