@@ -36,11 +36,7 @@ struct infer_dist {
     size_t host_cap;
     /* pipeline */
     int micro;                 /* micro-batches per step */
-    bool defer;                /* inside a pipelined step: sends and logits are async */
-    float *sendbuf[2];
-    size_t send_cap[2];
-    MPI_Request sendreq[2];
-    int send_i;
+    bool defer;                /* inside a pipelined step: rank 0 receives logits async */
     float *lg;                 /* rank 0: the step's logits, [lg_rows][V] */
     size_t lg_cap;
     int lg_rows, lg_off;
@@ -131,34 +127,20 @@ static int hook_recv_x(void *ud, kern_ctx *kc, float *x, int rows, int E, char *
     return INFER_OK;
 }
 
+/* A blocking send: the next stage is normally already waiting in its receive, so it
+ * returns at once. (An MPI_Isend would not overlap anything: without a progress thread
+ * a rendezvous transfer only advances inside MPI calls, and this rank is computing the
+ * next micro-batch meanwhile.) */
 static int hook_send_x(void *ud, kern_ctx *kc, const float *x, int rows, int E, char *err,
                        size_t errlen)
 {
     infer_dist *d = ud;
     size_t n = (size_t)rows * E;
-    double t0 = now_s();
-    if (!d->defer) {
-        const float *h = stage_in(d, kc, x, n, true);
-        if (!h)
-            STAGE_FAIL();
-        t0 = now_s();
-        MPI_Send(h, (int)n, MPI_FLOAT, d->rank + 1, TAG_X, d->comm);
-        account(d, t0, n * sizeof(float));
-        return INFER_OK;
-    }
-    /* Double buffer: the buffer sent two micro-batches ago is free once its send is. */
-    int i = d->send_i;
-    d->send_i ^= 1;
-    MPI_Wait(&d->sendreq[i], MPI_STATUS_IGNORE);
-    account(d, t0, 0);
-    if (grow((void **)&d->sendbuf[i], &d->send_cap[i], n * sizeof(float)))
-        FAIL(INFER_ENOMEM, "distributed step: out of memory for a send buffer");
-    if (kern_ctx_host_memory(kc))
-        memcpy(d->sendbuf[i], x, n * sizeof(float));
-    else if (kern_download(kc, d->sendbuf[i], x, n * sizeof(float)) != KERN_OK)
+    const float *h = stage_in(d, kc, x, n, true);
+    if (!h)
         STAGE_FAIL();
-    t0 = now_s();
-    MPI_Isend(d->sendbuf[i], (int)n, MPI_FLOAT, d->rank + 1, TAG_X, d->comm, &d->sendreq[i]);
+    double t0 = now_s();
+    MPI_Send(h, (int)n, MPI_FLOAT, d->rank + 1, TAG_X, d->comm);
     account(d, t0, n * sizeof(float));
     return INFER_OK;
 }
@@ -232,7 +214,6 @@ int infer_dist_init(int *argc, char ***argv, int kind, int n, infer_dist **out,
     MPI_Comm_size(d->comm, &d->size);
     d->kind = kind;
     d->micro = d->size;
-    d->sendreq[0] = d->sendreq[1] = MPI_REQUEST_NULL;
     if (provided < MPI_THREAD_SERIALIZED || d->size != n) {
         char e[256];
         if (provided < MPI_THREAD_SERIALIZED)
@@ -253,11 +234,6 @@ void infer_dist_free(infer_dist *d)
 {
     if (!d)
         return;
-    for (int i = 0; i < 2; i++) {
-        if (d->sendreq[i] != MPI_REQUEST_NULL)
-            MPI_Wait(&d->sendreq[i], MPI_STATUS_IGNORE);
-        free(d->sendbuf[i]);
-    }
     free(d->host);
     free(d->lg);
     free(d->lgreq);
@@ -322,8 +298,8 @@ int infer_dist_load(infer_dist *d, const char *path, kern_ctx *kc, infer_model *
 
 /* Pipeline: the step's sequences in up to d->micro contiguous groups of about equal
  * token counts (every rank cuts the same way), one infer_batch_step each. Stage r
- * sends x of group g asynchronously and goes on with group g+1; rank 0 collects the
- * logits of all groups at the end. */
+ * hands x of group g to stage r+1 and goes on with group g+1 while r+1 works on g;
+ * rank 0 posts a receive for each group's logits and collects them all at the end. */
 static int pp_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, int n,
                    char *err, size_t errlen)
 {
@@ -353,7 +329,6 @@ static int pp_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, i
     }
     d->defer = false;
     double t0 = now_s();
-    MPI_Waitall(2, d->sendreq, MPI_STATUSES_IGNORE);
     if (d->n_lgreq)
         MPI_Waitall(d->n_lgreq, d->lgreq, MPI_STATUSES_IGNORE);
     account(d, t0, 0);
