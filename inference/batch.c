@@ -13,10 +13,14 @@
  * shifted by the first gathered block's start, which changes neither the causal nor
  * the window mask (both are relative).
  *
- * Any backend: scratch, the gathered caches and the logits of the head live in backend
- * memory; blocks are gathered with kern_kv_gather and rows moved with kern_copy (memcpy
- * on the CPU, device copies on CUDA); only the step's token ids and positions (host
- * arrays the kernels take) and the returned logits are host memory. */
+ * Any backend: scratch and the logits of the head live in backend memory, rows move
+ * with kern_copy, and only the step's token ids, positions and block tables (host
+ * arrays the kernels take) and the returned logits are host memory. On host memory
+ * (CPU) the per-sequence store / gather / attend above runs as written; on a device
+ * (or with paged_kernels) the same computation is three calls per layer for the whole
+ * step, two kern_kv_store_paged (every token's key and value to its slot) and one
+ * kern_attention_paged (every sequence over its block table), instead of a few small
+ * launches per sequence. */
 #include "batch.h"
 
 #include <stdio.h>
@@ -34,11 +38,14 @@ struct infer_batch {
     /* Scratch (backend memory), sized for p.max_tokens rows. */
     float *x, *h, *q, *k, *v, *attn, *o, *gate, *up;
     float *xl, *hl;        /* [max_logits][n_embd]: rows that want logits, normed */
-    uint8_t *gk, *gv;      /* gathered caches: [n_head_kv][g_cap][head_dim] */
+    uint8_t *gk, *gv;      /* per-sequence path only: gathered caches [n_head_kv][g_cap][head_dim] */
     float *logits_dev;     /* [max_logits][n_vocab]; NULL on host memory (== logits) */
     int g_cap;             /* positions of the gathered caches (whole blocks) */
     /* Host memory */
     int32_t *tok, *pos;    /* [max_tokens] */
+    bool paged;            /* the paged kernels (device backends, or p.paged_kernels) */
+    int32_t *slot;         /* paged: [max_tokens] pool slot of each token */
+    kern_paged_seq *pseq;  /* paged: [max_tokens] the step's sequences */
     float *logits;         /* [max_logits][n_vocab] */
     int n_logits;
 };
@@ -53,6 +60,8 @@ void infer_batch_free(infer_batch *b)
         kern_free(b->kc, dev[i]);
     free(b->tok);
     free(b->pos);
+    free(b->slot);
+    free(b->pseq);
     free(b->logits);
     free(b);
 }
@@ -84,6 +93,7 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
     b->kc = kc;
     b->kv = kv;
     b->p = *p;
+    b->paged = !kern_ctx_host_memory(kc) || p->paged_kernels;
     b->g_cap = infer_pkv_blocks_for(kv, p->n_ctx) * kv->block_tokens;
     size_t T = (size_t)p->max_tokens, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
     size_t Q = (size_t)hp->n_head * hp->head_dim, KV = (size_t)hp->n_head_kv * hp->head_dim;
@@ -91,7 +101,7 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
     kern_kv_layout g = kv->block;
     g.capacity = b->g_cap;
     size_t gbytes = kern_kv_bytes(&g);
-    const bool host = kern_ctx_host_memory(kc);
+    const bool host = kern_ctx_host_memory(kc), paged = b->paged;
     struct { void **p; size_t bytes; } dev[] = {
         { (void **)&b->x, T * E * 4 }, { (void **)&b->h, T * E * 4 },
         { (void **)&b->q, T * Q * 4 }, { (void **)&b->k, T * KV * 4 },
@@ -99,7 +109,7 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
         { (void **)&b->o, T * E * 4 }, { (void **)&b->gate, T * F * 4 },
         { (void **)&b->up, T * F * 4 }, { (void **)&b->xl, L * E * 4 },
         { (void **)&b->hl, L * E * 4 },
-        { (void **)&b->gk, gbytes }, { (void **)&b->gv, gbytes },
+        { (void **)&b->gk, paged ? 0 : gbytes }, { (void **)&b->gv, paged ? 0 : gbytes },
         { (void **)&b->logits_dev, host ? 0 : LV * 4 },
     };
     bool ok = true;
@@ -107,9 +117,11 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
         ok = !dev[i].bytes || (*dev[i].p = kern_alloc(kc, dev[i].bytes)) != NULL;
     b->tok = ok ? malloc(T * sizeof *b->tok) : NULL;
     b->pos = ok ? malloc(T * sizeof *b->pos) : NULL;
+    b->slot = ok ? malloc(T * sizeof *b->slot) : NULL;
+    b->pseq = ok ? malloc(T * sizeof *b->pseq) : NULL;
     /* 64-byte aligned like kern_alloc: on host memory the head writes here directly */
     b->logits = ok ? aligned_alloc(64, (LV * 4 + 63) / 64 * 64) : NULL;
-    if (!b->tok || !b->pos || !b->logits) {
+    if (!b->tok || !b->pos || !b->slot || !b->pseq || !b->logits) {
         infer_batch_free(b);
         FAIL(INFER_ENOMEM, "out of memory for batch scratch (%d tokens per step, %d logit "
              "rows, context %d)%s%s", p->max_tokens, p->max_logits, p->n_ctx,
@@ -197,6 +209,17 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
             b->tok[T] = seqs[s].tokens[i];
             b->pos[T] = seqs[s].n_past + i;
         }
+    const bool paged = b->paged;
+    if (paged)
+        for (int s = 0, t = 0; s < n_seqs; s++) {
+            const infer_batch_seq *q = &seqs[s];
+            b->pseq[s] = (kern_paged_seq){ .row0 = t, .n_q = q->n_tokens, .q_pos0 = q->n_past,
+                                           .blocks = q->bt->ids };
+            for (int i = 0; i < q->n_tokens; i++, t++) {
+                int p = q->n_past + i;
+                b->slot[t] = q->bt->ids[p / BT] * BT + p % BT;
+            }
+        }
     if ((rc = infer_embed(m, kc, b->tok, T, b->x, err, errlen)))
         return rc;
     for (int il = 0; il < hp->n_layer; il++) {
@@ -204,7 +227,17 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
         if ((rc = infer_layer_qkv(m, kc, il, T, b->pos, b->x, b->h, b->q, b->k, b->v, err,
                                   errlen)))
             return rc;
-        for (int s = 0, off = 0; s < n_seqs; off += seqs[s].n_tokens, s++) {
+        if (paged) {
+            const infer_paged_kv *kv = b->kv;
+            INFER_K(il, kern_kv_store_paged(kc, kv->k[il], &kv->block, kv->n_blocks, b->slot, T,
+                                            b->k));
+            INFER_K(il, kern_kv_store_paged(kc, kv->v[il], &kv->block, kv->n_blocks, b->slot, T,
+                                            b->v));
+            INFER_K(il, kern_attention_paged(kc, b->attn, b->q, kv->k[il], kv->v[il], &kv->block,
+                                             kv->n_blocks, b->pseq, n_seqs, H,
+                                             local ? hp->sliding_window : 0, hp->attn_scale));
+        }
+        for (int s = 0, off = 0; !paged && s < n_seqs; off += seqs[s].n_tokens, s++) {
             const infer_batch_seq *q = &seqs[s];
             rc = store_kv(b, il, q->bt, q->n_past, q->n_tokens, b->k + (size_t)off * KV,
                           b->v + (size_t)off * KV, err, errlen);

@@ -30,6 +30,9 @@ typedef struct infer_batch_params {
     int max_tokens;  /* tokens per step, all sequences together (>= 1) */
     int max_logits;  /* sequences per step that want logits (>= 1) */
     int n_ctx;       /* longest sequence in positions (<= the model's context_length) */
+    bool paged_kernels; /* store and attend with kern_kv_store_paged / kern_attention_paged
+                           even on host memory (device backends always do): the CPU
+                           reference of the device path, for tests; same logits */
 } infer_batch_params;
 
 /* One sequence's part of a step. */

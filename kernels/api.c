@@ -321,3 +321,89 @@ int kern_attention(kern_ctx *ctx, float *out, const float *q, const void *k_cach
          (long long)p->q_pos0 + p->n_q - 1, (long long)p->q_pos0 + p->n_q, p->n_kv, l->capacity);
     return ctx->ops->attention(ctx, out, q, k_cache, v_cache, l, p);
 }
+
+/* ---- paged pools. Host backends run them through the table's kv_store and
+ * attention (the CPU reference the GPU check compares with); CUDA has kernels
+ * that read the slots and block tables on the device. */
+
+static size_t paged_blocks(const kern_kv_layout *block, const kern_paged_seq *s)
+{
+    return ((size_t)s->q_pos0 + (size_t)s->n_q + (size_t)block->capacity - 1) / (size_t)block->capacity;
+}
+
+int kern_kv_store_paged(kern_ctx *ctx, void *pool, const kern_kv_layout *block, int n_pool, const int32_t *slots,
+                        int n, const float *src)
+{
+    CTX();
+    int rc = check_kv(ctx, "kern_kv_store_paged", block);
+    if (rc) return rc;
+    NEED(pool && slots && src, "kern_kv_store_paged: NULL pointer");
+    NEED(n_pool > 0 && n > 0, "kern_kv_store_paged: n_pool=%d n=%d must be positive", n_pool, n);
+    const int64_t n_slots = (int64_t)n_pool * block->capacity;
+    for (int i = 0; i < n; i++)
+        NEED(slots[i] >= 0 && slots[i] < n_slots, "kern_kv_store_paged: slot %d (row %d) is outside the pool's %lld",
+             slots[i], i, (long long)n_slots);
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA) return kern_cuda_kv_store_paged(ctx, pool, block, n_pool, slots, n, src);
+#endif
+    const size_t bb = kern_kv_bytes(block), row = (size_t)block->n_head_kv * block->head_dim;
+    for (int i = 0; i < n; i++) {
+        uint8_t *b = (uint8_t *)pool + (size_t)(slots[i] / block->capacity) * bb;
+        if ((rc = ctx->ops->kv_store(ctx, b, block, slots[i] % block->capacity, 1, src + (size_t)i * row))) return rc;
+    }
+    return KERN_OK;
+}
+
+int kern_attention_paged(kern_ctx *ctx, float *out, const float *q, const void *k_pool, const void *v_pool,
+                         const kern_kv_layout *block, int n_pool, const kern_paged_seq *seqs, int n_seqs, int n_head,
+                         int window, float scale)
+{
+    CTX();
+    int rc = check_kv(ctx, "kern_attention_paged", block);
+    if (rc) return rc;
+    NEED(out && q && k_pool && v_pool && seqs, "kern_attention_paged: NULL pointer");
+    NEED(n_pool > 0 && n_seqs > 0 && n_head > 0 && window >= 0,
+         "kern_attention_paged: n_pool=%d n_seqs=%d n_head=%d must be positive, window=%d >= 0", n_pool, n_seqs,
+         n_head, window);
+    NEED(n_head % block->n_head_kv == 0, "kern_attention_paged: n_head %d is not a multiple of n_head_kv %d", n_head,
+         block->n_head_kv);
+    size_t max_blocks = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const kern_paged_seq *sq = &seqs[s];
+        NEED(sq->row0 >= 0 && sq->n_q > 0 && sq->q_pos0 >= 0 && sq->blocks,
+             "kern_attention_paged: sequence %d: row0=%d n_q=%d q_pos0=%d blocks=%p", s, sq->row0, sq->n_q,
+             sq->q_pos0, (const void *)sq->blocks);
+        NEED((int64_t)sq->q_pos0 + sq->n_q <= INT32_MAX / 2, "kern_attention_paged: sequence %d: positions overflow", s);
+        size_t nb = paged_blocks(block, sq);
+        for (size_t i = 0; i < nb; i++)
+            NEED(sq->blocks[i] >= 0 && sq->blocks[i] < n_pool,
+                 "kern_attention_paged: sequence %d, block %zu has id %d, outside the pool [0, %d)", s, i,
+                 sq->blocks[i], n_pool);
+        max_blocks = nb > max_blocks ? nb : max_blocks;
+    }
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA)
+        return kern_cuda_attention_paged(ctx, out, q, k_pool, v_pool, block, n_pool, seqs, n_seqs, n_head, window,
+                                         scale);
+#endif
+    /* host: gather each sequence's blocks into one contiguous cache, then kern_attention */
+    kern_kv_layout g = *block;
+    g.capacity = (int)max_blocks * block->capacity;
+    size_t gb = kern_kv_bytes(&g);
+    uint8_t *gk = malloc(gb), *gv = malloc(gb);
+    if (!gk || !gv) {
+        free(gk), free(gv);
+        return kern_fail(ctx, KERN_ENOMEM, "kern_attention_paged: out of memory for %zu bytes of gathered cache", 2 * gb);
+    }
+    const size_t hrow = (size_t)n_head * block->head_dim;
+    for (int s = 0; s < n_seqs && !rc; s++) {
+        const kern_paged_seq *sq = &seqs[s];
+        int nb = (int)paged_blocks(block, sq);
+        rc = kern_kv_gather(ctx, gk, &g, k_pool, block, n_pool, sq->blocks, nb);
+        if (!rc) rc = kern_kv_gather(ctx, gv, &g, v_pool, block, n_pool, sq->blocks, nb);
+        kern_attn_params p = {sq->n_q, n_head, sq->q_pos0, sq->q_pos0 + sq->n_q, window, scale};
+        if (!rc) rc = ctx->ops->attention(ctx, out + (size_t)sq->row0 * hrow, q + (size_t)sq->row0 * hrow, gk, gv, &g, &p);
+    }
+    free(gk), free(gv);
+    return rc;
+}

@@ -254,6 +254,31 @@ int kern_kv_store(kern_ctx *ctx, void *cache, const kern_kv_layout *l, int pos0,
 int kern_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const void *pool,
                    const kern_kv_layout *block, int n_pool, const int32_t *ids, int n_ids);
 
+/* Paged pools, continuous batching: positions are addressed by slot, slot = block id *
+ * (block capacity) + position % (block capacity). Stores row i of src[n][n_head_kv]
+ * [head_dim] (f32, backend memory) at slot slots[i] (host memory, each in
+ * [0, n_pool * block capacity)) of the pool; a row per token of any sequence, one call. */
+int kern_kv_store_paged(kern_ctx *ctx, void *pool, const kern_kv_layout *block, int n_pool,
+                        const int32_t *slots, int n, const float *src);
+
+/* One sequence of a kern_attention_paged call. */
+typedef struct kern_paged_seq {
+    int row0;              /* its first query row in q and out */
+    int n_q;               /* its queries, at positions q_pos0 .. q_pos0+n_q-1 */
+    int q_pos0;
+    const int32_t *blocks; /* host: ids of the blocks holding positions 0 .. q_pos0+n_q-1,
+                              in order (ceil((q_pos0+n_q) / block capacity) of them) */
+} kern_paged_seq;
+
+/* Attention of several sequences over paged K/V pools in one call: for each sequence,
+ * rows row0 .. row0+n_q-1 of out[][n_head][head_dim] get what kern_attention computes
+ * from the same rows of q over a contiguous cache holding its blocks' positions
+ * (n_kv = q_pos0 + n_q, the same window and scale for all). */
+int kern_attention_paged(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
+                         const void *v_pool, const kern_kv_layout *block, int n_pool,
+                         const kern_paged_seq *seqs, int n_seqs, int n_head, int window,
+                         float scale);
+
 typedef struct kern_attn_params {
     int n_q;          /* query positions */
     int n_head;       /* query heads, a multiple of the layout's n_head_kv */

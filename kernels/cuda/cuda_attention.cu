@@ -31,6 +31,42 @@ __device__ __forceinline__ float kv_at(const void *base, size_t i)
     return ((const float *)base)[i];
 }
 
+/* One key (row r of the caches, element offset) into a warp's online softmax:
+ * lane d holds q, o elements d, d+32, ... */
+template <bool F16>
+__device__ __forceinline__ void attn_key(const float *qv, const void *kc, const void *vc, size_t r, int hd, int lane,
+                                         float scale, float &m, float &l, float *o)
+{
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) s += qv[i] * kv_at<F16>(kc, r + d);
+    }
+    s = kcu_warp_sum(s) * scale;
+    float mn = fmaxf(m, s), corr = expf(m - mn), p = expf(s - mn);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) {
+        int d = lane + 32 * i;
+        o[i] = o[i] * corr + (d < hd ? p * kv_at<F16>(vc, r + d) : 0.0f);
+    }
+    m = mn;
+}
+
+/* A warp's partial (o, m, l) of query-head qh, split `split`, for k_attn_merge. */
+__device__ __forceinline__ void attn_partial(float *part, int qh, int split, int n_split, int warp, int lane, int hd,
+                                             const float *o, float m, float l)
+{
+    float *pp = part + (((size_t)qh * n_split + split) * ATT_WARPS + warp) * (hd + 2);
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) pp[d] = o[i];
+    }
+    if (lane == 0) pp[hd] = m, pp[hd + 1] = l;
+}
+
 template <bool F16>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
 k_attn_split(float *__restrict__ part, const float *__restrict__ q, const void *__restrict__ kc,
@@ -58,31 +94,44 @@ k_attn_split(float *__restrict__ part, const float *__restrict__ q, const void *
     }
     float m = -INFINITY, l = 0.0f;
     size_t head_off = (size_t)kvh * cap * hd;
-    for (int j = b + warp; j <= e; j += ATT_WARPS) {
-        size_t r = head_off + (size_t)j * hd;
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < ATT_DPL; i++) {
-            int d = lane + 32 * i;
-            if (d < hd) s += qv[i] * kv_at<F16>(kc, r + d);
-        }
-        s = kcu_warp_sum(s) * scale;
-        float mn = fmaxf(m, s), corr = expf(m - mn), p = expf(s - mn);
-        l = l * corr + p;
-#pragma unroll
-        for (int i = 0; i < ATT_DPL; i++) {
-            int d = lane + 32 * i;
-            o[i] = o[i] * corr + (d < hd ? p * kv_at<F16>(vc, r + d) : 0.0f);
-        }
-        m = mn;
-    }
-    float *pp = part + (((size_t)qh * n_split + split) * ATT_WARPS + warp) * (hd + 2);
+    for (int j = b + warp; j <= e; j += ATT_WARPS)
+        attn_key<F16>(qv, kc, vc, head_off + (size_t)j * hd, hd, lane, scale, m, l, o);
+    attn_partial(part, qh, split, n_split, warp, lane, hd, o, m, l);
+}
+
+/* Paged pools (kern_attention_paged): the split kernel with each query row's
+ * position and block table read from meta (per row: position, offset of its
+ * table in tables, blocks in it); key j of a row is slot j % bt of block
+ * tables[off + j / bt]. Chunks start at the row's own first visible key. */
+template <bool F16>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+k_attn_paged(float *__restrict__ part, const float *__restrict__ q, const void *__restrict__ kp,
+             const void *__restrict__ vp, int n_head, int group, int hkv, int hd, int bt, int n_pool,
+             const int32_t *__restrict__ meta, const int32_t *__restrict__ tables, int window, float scale, int chunk,
+             int n_split)
+{
+    int qh = blockIdx.x, split = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int row = qh / n_head, h = qh % n_head, kvh = h / group;
+    int pos = meta[3 * row], toff = meta[3 * row + 1], nb = meta[3 * row + 2];
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int b = lo + split * chunk, e = b + chunk - 1;
+    if (e > pos) e = pos;
+    if (e > nb * bt - 1) e = nb * bt - 1; /* never past the row's table */
+    float qv[ATT_DPL], o[ATT_DPL];
+    const float *qr = q + (size_t)qh * hd;
 #pragma unroll
     for (int i = 0; i < ATT_DPL; i++) {
         int d = lane + 32 * i;
-        if (d < hd) pp[d] = o[i];
+        qv[i] = d < hd ? qr[d] : 0.0f;
+        o[i] = 0.0f;
     }
-    if (lane == 0) pp[hd] = m, pp[hd + 1] = l;
+    float m = -INFINITY, l = 0.0f;
+    for (int j = b + warp; j <= e; j += ATT_WARPS) {
+        int id = tables[toff + j / bt];
+        id = id < 0 ? 0 : id >= n_pool ? n_pool - 1 : id; /* api.c checked; never fault the GPU */
+        attn_key<F16>(qv, kp, vp, (((size_t)id * hkv + kvh) * bt + j % bt) * hd, hd, lane, scale, m, l, o);
+    }
+    attn_partial(part, qh, split, n_split, warp, lane, hd, o, m, l);
 }
 
 __global__ void k_attn_merge(float *__restrict__ out, const float *__restrict__ part, int hd, int n_part)
@@ -91,6 +140,7 @@ __global__ void k_attn_merge(float *__restrict__ out, const float *__restrict__ 
     const float *pp = part + (size_t)qh * n_part * (hd + 2);
     float M = -INFINITY;
     for (int s = 0; s < n_part; s++) M = fmaxf(M, pp[(size_t)s * (hd + 2) + hd]);
+    if (!(M > -INFINITY)) return; /* saw no key: a paged row no sequence covers (out untouched) */
     float L = 0.0f;
     for (int s = 0; s < n_part; s++) {
         const float *p = pp + (size_t)s * (hd + 2);
@@ -248,4 +298,68 @@ int kcu_attention_d(kern_ctx *ctx, float *out, const float *q, const void *k, co
                     const kern_kv_layout *l, const kern_attn_params *p, const int32_t *pos0_dev)
 {
     return attention(ctx, out, q, k, v, l, p, pos0_dev);
+}
+
+extern "C" int kern_cuda_attention_paged(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
+                                         const void *v_pool, const kern_kv_layout *block, int n_pool,
+                                         const kern_paged_seq *seqs, int n_seqs, int n_head, int window, float scale)
+{
+    if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_attention_paged: not a CUDA context");
+    kern_cuda *c = kcu(ctx);
+    const int hd = block->head_dim, bt = block->capacity;
+    if (hd > ATT_MAX_D)
+        return kern_fail(ctx, KERN_ENOTSUP, "kern_attention_paged: CUDA backend supports head_dim <= %d, got %d",
+                         ATT_MAX_D, hd);
+    /* rows (all sequences' queries, each at its row0 + t), then the block tables,
+     * staged as one int array; span = the most keys any row sees */
+    int rows = 0, n_tab = 0, span = 1;
+    for (int s = 0; s < n_seqs; s++) {
+        int end = seqs[s].row0 + seqs[s].n_q;
+        rows = end > rows ? end : rows;
+        n_tab += (seqs[s].q_pos0 + seqs[s].n_q + bt - 1) / bt;
+        int vis = seqs[s].q_pos0 + seqs[s].n_q;
+        if (window > 0 && vis > window) vis = window;
+        span = vis > span ? vis : span;
+    }
+    size_t n_int = (size_t)3 * rows + (size_t)n_tab;
+    int32_t *h = (int32_t *)malloc(n_int * sizeof *h);
+    if (!h) return kern_fail(ctx, KERN_ENOMEM, "kern_attention_paged: out of host memory");
+    /* rows no sequence covers (gaps between row ranges) see nothing: position -1 */
+    for (int r = 0; r < rows; r++) h[3 * r] = -1, h[3 * r + 1] = 0, h[3 * r + 2] = 0;
+    int32_t *tab = h + 3 * (size_t)rows;
+    for (int s = 0, off = 0; s < n_seqs; s++) {
+        int nb = (seqs[s].q_pos0 + seqs[s].n_q + bt - 1) / bt;
+        memcpy(tab + off, seqs[s].blocks, (size_t)nb * sizeof *tab);
+        for (int t = 0; t < seqs[s].n_q; t++) {
+            int r = seqs[s].row0 + t;
+            h[3 * r] = seqs[s].q_pos0 + t, h[3 * r + 1] = off, h[3 * r + 2] = nb;
+        }
+        off += nb;
+    }
+    const void *dev;
+    int rc = kcu_stage(ctx, h, n_int * sizeof *h, &dev);
+    free(h);
+    if (rc) return rc;
+    const int32_t *meta = (const int32_t *)dev, *tables = meta + 3 * (size_t)rows;
+    int nq = rows * n_head, group = n_head / block->n_head_kv;
+    int want = (2 * c->n_sm + nq - 1) / nq;
+    int chunk = (span + want - 1) / want;
+    if (chunk < 64) chunk = 64;
+    int n_split = (span + chunk - 1) / chunk;
+    size_t n_part = (size_t)n_split * ATT_WARPS;
+    rc = kcu_grow(ctx, &c->part, &c->part_bytes, (size_t)nq * n_part * (hd + 2) * sizeof(float));
+    if (rc) return rc;
+    dim3 grid(nq, n_split);
+    if (block->type == KERN_TYPE_F16)
+        k_attn_paged<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
+                                                                  block->n_head_kv, hd, bt, n_pool, meta, tables,
+                                                                  window, scale, chunk, n_split);
+    else
+        k_attn_paged<false><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
+                                                                   block->n_head_kv, hd, bt, n_pool, meta, tables,
+                                                                   window, scale, chunk, n_split);
+    KCU_LAUNCHED();
+    k_attn_merge<<<nq, hd >= 128 ? 128 : 64, 0, c->stream>>>(out, (const float *)c->part, hd, (int)n_part);
+    KCU_LAUNCHED();
+    return KERN_OK;
 }

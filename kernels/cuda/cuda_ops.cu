@@ -285,3 +285,42 @@ extern "C" int kern_cuda_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layou
     KCU_LAUNCHED();
     return KERN_OK;
 }
+
+/* ---- paged KV store: row i of src[n][n_head_kv][hd] -> slot slots[i] of the pool ---- */
+template <bool F16>
+__global__ void k_kv_store_paged(void *pool, int n_head_kv, int bt, int hd, int n_pool,
+                                 const int32_t *__restrict__ slots, int n, const float *__restrict__ src)
+{
+    size_t total = (size_t)n * n_head_kv * hd;
+    long long n_slots = (long long)n_pool * bt;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(e % hd);
+        size_t r = e / hd;
+        int h = (int)(r % n_head_kv), i = (int)(r / n_head_kv);
+        int slot = slots[i];
+        if (slot < 0 || slot >= n_slots) continue; /* api.c checked; never write outside the pool */
+        size_t o = (((size_t)(slot / bt) * n_head_kv + h) * bt + slot % bt) * hd + d;
+        if (F16) ((uint16_t *)pool)[o] = kcu_f2h(src[e]);
+        else ((float *)pool)[o] = src[e];
+    }
+}
+
+extern "C" int kern_cuda_kv_store_paged(kern_ctx *ctx, void *pool, const kern_kv_layout *block, int n_pool,
+                                        const int32_t *slots, int n, const float *src)
+{
+    if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_kv_store_paged: not a CUDA context");
+    const void *sd;
+    int rc = kcu_stage(ctx, slots, (size_t)n * sizeof *slots, &sd);
+    if (rc) return rc;
+    size_t total = (size_t)n * block->n_head_kv * block->head_dim;
+    cudaStream_t s = kcu(ctx)->stream;
+    const int32_t *sl = (const int32_t *)sd;
+    if (block->type == KERN_TYPE_F16)
+        k_kv_store_paged<true><<<ew_grid(total), EW_THREADS, 0, s>>>(pool, block->n_head_kv, block->capacity,
+                                                                     block->head_dim, n_pool, sl, n, src);
+    else
+        k_kv_store_paged<false><<<ew_grid(total), EW_THREADS, 0, s>>>(pool, block->n_head_kv, block->capacity,
+                                                                      block->head_dim, n_pool, sl, n, src);
+    KCU_LAUNCHED();
+    return KERN_OK;
+}

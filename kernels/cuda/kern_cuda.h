@@ -39,6 +39,14 @@ int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t byt
  * host memory, staged like kern_get_rows' ids; the device clamps ids to the pool). */
 int kern_cuda_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const void *pool,
                         const kern_kv_layout *block, int n_pool, const int32_t *ids, int n_ids);
+/* kern_kv_store_paged and kern_attention_paged on the device (validated by api.c;
+ * slots and block tables are staged; the device clamps them to the pool). */
+int kern_cuda_kv_store_paged(kern_ctx *ctx, void *pool, const kern_kv_layout *block, int n_pool,
+                             const int32_t *slots, int n, const float *src);
+int kern_cuda_attention_paged(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
+                              const void *v_pool, const kern_kv_layout *block, int n_pool,
+                              const kern_paged_seq *seqs, int n_seqs, int n_head, int window,
+                              float scale);
 
 /* ---- CUDA graphs ----
  * Between begin and end, operations on ctx are recorded, not run; end

@@ -287,6 +287,60 @@ static void check_kv_gather(chk *c, int type, int hkv, int hd, int bt)
     kern_free(c->gpu, pd), kern_free(c->gpu, dd), free(pool), free(dst);
 }
 
+/* kern_kv_store_paged + kern_attention_paged: 3 sequences (a prompt chunk, two
+ * decodes) over blocks scattered in a pool, GPU against CPU. */
+static void check_paged(chk *c, int kvt, int n_head, int hkv, int hd, int bt, int window)
+{
+    const int n_pool = 40, NS = 3;
+    kern_kv_layout blk = {kvt, hkv, hd, bt};
+    size_t bb = kern_kv_bytes(&blk), pb = bb * n_pool;
+    int n_q[3] = {9, 1, 1}, pos0[3] = {0, 57, 130 % (n_pool * bt / 3)};
+    int32_t tabs[3][64];
+    kern_paged_seq sq[3];
+    int rows = 0;
+    for (int s = 0; s < NS; s++) {
+        int nb = (pos0[s] + n_q[s] + bt - 1) / bt;
+        for (int i = 0; i < nb; i++) tabs[s][i] = (int32_t)((s + NS * i) * 7 % n_pool); /* interleaved, scattered */
+        sq[s] = (kern_paged_seq){rows, n_q[s], pos0[s], tabs[s]};
+        rows += n_q[s];
+    }
+    /* fill every position a sequence sees, then the new rows, through kv_store_paged */
+    uint8_t *kp = calloc(1, pb), *vp = calloc(1, pb);
+    void *kpd = chk_dev(c, kp, pb), *vpd = chk_dev(c, vp, pb);
+    size_t KVR = (size_t)hkv * hd, QR = (size_t)n_head * hd;
+    int rcc = 0, rcg = 0;
+    for (int s = 0; s < NS; s++) {
+        int n = pos0[s] + n_q[s];
+        float *kv = malloc((size_t)n * KVR * 4), *vv = malloc((size_t)n * KVR * 4);
+        int32_t *slots = malloc((size_t)n * 4);
+        chk_fill(c, kv, (size_t)n * KVR, 1.0f), chk_fill(c, vv, (size_t)n * KVR, 1.0f);
+        for (int p = 0; p < n; p++) slots[p] = tabs[s][p / bt] * bt + p % bt;
+        float *kd = chk_dev(c, kv, (size_t)n * KVR * 4), *vd = chk_dev(c, vv, (size_t)n * KVR * 4);
+        rcc |= kern_kv_store_paged(c->cpu, kp, &blk, n_pool, slots, n, kv) |
+               kern_kv_store_paged(c->cpu, vp, &blk, n_pool, slots, n, vv);
+        rcg |= kern_kv_store_paged(c->gpu, kpd, &blk, n_pool, slots, n, kd) |
+               kern_kv_store_paged(c->gpu, vpd, &blk, n_pool, slots, n, vd);
+        kern_free(c->gpu, kd), kern_free(c->gpu, vd), free(kv), free(vv), free(slots);
+    }
+    char name[128];
+    if (kvt == KERN_TYPE_F32) {
+        snprintf(name, sizeof name, "kv_store_paged f32 hkv=%d hd=%d block=%d", hkv, hd, bt);
+        chk_cmp(c, name, kpd, (const float *)kp, pb / 4, 0.0, rcg, rcc);
+    }
+    float *q = malloc((size_t)rows * QR * 4), *oc = malloc((size_t)rows * QR * 4);
+    chk_fill(c, q, (size_t)rows * QR, 1.0f);
+    float *qd = chk_dev(c, q, (size_t)rows * QR * 4), *od = chk_dev(c, NULL, (size_t)rows * QR * 4);
+    chk_poison(c, od, (size_t)rows * QR);
+    float scale = 1.0f / sqrtf((float)hd);
+    rcc |= kern_attention_paged(c->cpu, oc, q, kp, vp, &blk, n_pool, sq, NS, n_head, window, scale);
+    rcg |= kern_attention_paged(c->gpu, od, qd, kpd, vpd, &blk, n_pool, sq, NS, n_head, window, scale);
+    snprintf(name, sizeof name, "attention_paged %s h=%d/%d hd=%d block=%d win=%d", kern_type_name(kvt), n_head, hkv,
+             hd, bt, window);
+    chk_cmp(c, name, od, oc, (size_t)rows * QR, 1e-4, rcg, rcc);
+    kern_free(c->gpu, kpd), kern_free(c->gpu, vpd), kern_free(c->gpu, qd), kern_free(c->gpu, od);
+    free(kp), free(vp), free(q), free(oc);
+}
+
 static void check_sampling(chk *c, int n, int vocab, int k)
 {
     float *lg = malloc((size_t)n * vocab * 4);
@@ -377,6 +431,10 @@ int main(int argc, char **argv)
     check_kv_gather(&c, KERN_TYPE_F32, 2, 64, 16);
     check_kv_gather(&c, KERN_TYPE_F16, 1, 256, 16);
     check_kv_gather(&c, KERN_TYPE_F16, 3, 6, 5); /* rows of 12 bytes: word copies */
+    check_paged(&c, KERN_TYPE_F32, 8, 2, 64, 16, 0);
+    check_paged(&c, KERN_TYPE_F16, 32, 4, 64, 16, 0);   /* TinyLlama heads */
+    check_paged(&c, KERN_TYPE_F16, 4, 1, 256, 16, 20);  /* Gemma heads, window across blocks */
+    check_paged(&c, KERN_TYPE_F32, 4, 2, 80, 5, 7);
     check_sampling(&c, 3, 32000, 40);
     check_sampling(&c, 1, 262144, 1);
     check_sampling(&c, 2, 1000, 256);

@@ -25,3 +25,11 @@ target_link_libraries(test_kernels_copy_gather PRIVATE commons_kernels)
 add_test(NAME kernels_copy_gather COMMAND test_kernels_copy_gather)
 add_test(NAME inference.run.gpu_refused
          COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/run_refused.sh $<TARGET_FILE:commons-run>)
+add_executable(test_batch_paged ${CMAKE_CURRENT_LIST_DIR}/test_batch_paged.c)
+target_link_libraries(test_batch_paged PRIVATE commons_batch m)
+# the synthetic serve models (inference/serve.cmake's fixture): a Llama and a Gemma 3
+# with a sliding window of 8
+add_test(NAME inference.batch.paged
+         COMMAND test_batch_paged ${PROJECT_BINARY_DIR}/inference/serve-models/llama.gguf
+                 ${PROJECT_BINARY_DIR}/inference/serve-models/gemma3.gguf)
+set_tests_properties(inference.batch.paged PROPERTIES FIXTURES_REQUIRED serve_models TIMEOUT 300)
