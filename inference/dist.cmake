@@ -72,6 +72,14 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   endforeach()
 endif()
 
+# Without MPI, --tp/--pp are refused with a message saying so (exit 2).
+if(NOT MPI_C_FOUND AND NOT COMMONS_INFERENCE_ONLY)
+  add_test(NAME inference.mpi.not_built
+           COMMAND commons-serve --model ${CMAKE_CURRENT_BINARY_DIR}/no-such.gguf --tp 2)
+  set_tests_properties(inference.mpi.not_built PROPERTIES
+                       PASS_REGULAR_EXPRESSION "--tp 2: this program was built without MPI")
+endif()
+
 # Benchmark (not a test): bench/infer-mpi/run drives bench_dist under mpirun.
 if(MPI_C_FOUND)
   add_executable(bench_dist ${PROJECT_SOURCE_DIR}/bench/infer-mpi/bench_dist.c)
