@@ -28,6 +28,11 @@ typedef struct kern_cuda {
      * waits for the stream, so a slot is never rewritten while in flight. */
     uint8_t *ring_host, *ring_dev;
     size_t ring_off;
+    /* the last staged array (offset, bytes): an identical array staged next reuses
+     * its device copy (a decode step stages the same positions for every layer's
+     * RoPE: one copy per step instead of two per layer). Invalid after a wrap. */
+    size_t last_off, last_bytes;
+    int last_valid;
     /* grown on demand, freed with the ctx (never during capture) */
     void *tile; size_t tile_bytes;  /* weights dequantized to bf16 for cuBLAS */
     void *xs; size_t xs_bytes;      /* activations converted to bf16 */
