@@ -31,6 +31,7 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   # and shapes that cannot be split over 2 ranks.
   set(_dist_mk
     "gemma3-h4|--arch gemma3 --embd 64 --heads 4 --kv-heads 1 --head-dim 32 --ff 128 --layers 4 --window 8 --ctx 256 --type q8_0"
+    "gemma3-h4-f32|--arch gemma3 --embd 64 --heads 4 --kv-heads 1 --head-dim 32 --ff 128 --layers 4 --window 8 --ctx 256 --type f32"
     "llama-f32|--arch llama --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 3 --ctx 256 --type f32"
     "heads3|--arch llama --embd 96 --heads 3 --kv-heads 3 --ff 128 --layers 2 --ctx 256 --type f32"
     "ff96|--arch llama --embd 64 --heads 2 --kv-heads 2 --ff 96 --layers 2 --ctx 256 --type q8_0"
@@ -45,14 +46,22 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                      --out ${_dist_models}/${_name}.gguf ${_args})
     set_tests_properties(inference.mpi.mkmodel.${_name} PROPERTIES FIXTURES_SETUP dist_models)
   endforeach()
+  # f32 weights: the issue's bound, 1e-4 relative. Quantized weights: matmuls quantize
+  # their input rows (Q8 blocks), so the last-bit differences of another summation order
+  # can flip a rounding and grow to ~1e-2 (the single process's own infer_eval and
+  # batched step differ as much on such models); those get 2e-2, greedy tokens still equal.
   foreach(_mode tp pp)
-    foreach(_m llama:${_serve_models}/llama.gguf gemma3:${_serve_models}/gemma3.gguf
-               gemma3-h4:${_dist_models}/gemma3-h4.gguf llama-f32:${_dist_models}/llama-f32.gguf)
+    foreach(_m llama-f32:${_dist_models}/llama-f32.gguf:1e-4
+               gemma3-h4-f32:${_dist_models}/gemma3-h4-f32.gguf:1e-4
+               llama:${_serve_models}/llama.gguf:2e-2 gemma3:${_serve_models}/gemma3.gguf:2e-2
+               gemma3-h4:${_dist_models}/gemma3-h4.gguf:2e-2)
       string(REPLACE ":" ";" _mf "${_m}")
       list(GET _mf 0 _name)
       list(GET _mf 1 _path)
+      list(GET _mf 2 _rtol)
       add_test(NAME inference.mpi.${_mode}.${_name}
-               COMMAND ${_mpirun} $<TARGET_FILE:test_dist> --mode ${_mode} --model ${_path})
+               COMMAND ${_mpirun} $<TARGET_FILE:test_dist> --mode ${_mode} --model ${_path}
+                       --rtol ${_rtol})
       set_tests_properties(inference.mpi.${_mode}.${_name} PROPERTIES
                            FIXTURES_REQUIRED "serve_models;dist_models" TIMEOUT 120)
     endforeach()
