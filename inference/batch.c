@@ -62,7 +62,7 @@ void infer_batch_free(infer_batch *b)
     free(b->pos);
     free(b->slot);
     free(b->pseq);
-    free(b->logits);
+    kern_host_free(b->kc, b->logits);
     free(b);
 }
 
@@ -119,13 +119,14 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
     b->pos = ok ? malloc(T * sizeof *b->pos) : NULL;
     b->slot = ok ? malloc(T * sizeof *b->slot) : NULL;
     b->pseq = ok ? malloc(T * sizeof *b->pseq) : NULL;
-    /* 64-byte aligned like kern_alloc: on host memory the head writes here directly */
-    b->logits = ok ? aligned_alloc(64, (LV * 4 + 63) / 64 * 64) : NULL;
+    /* pinned on CUDA (the download runs at bus speed); on host memory the head writes
+     * here directly */
+    b->logits = ok ? kern_host_alloc(kc, LV * 4) : NULL;
     if (!b->tok || !b->pos || !b->slot || !b->pseq || !b->logits) {
         infer_batch_free(b);
         FAIL(INFER_ENOMEM, "out of memory for batch scratch (%d tokens per step, %d logit "
              "rows, context %d)%s%s", p->max_tokens, p->max_logits, p->n_ctx,
-             ok ? "" : ": ", ok ? "" : kern_ctx_error(kc));
+             kern_ctx_error(kc)[0] ? ": " : "", kern_ctx_error(kc));
     }
     *out = b;
     return INFER_OK;

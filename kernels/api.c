@@ -104,6 +104,28 @@ int kern_download(kern_ctx *ctx, void *dst, const void *src, size_t bytes)
     return ctx->ops->download(ctx, dst, src, bytes);
 }
 
+void *kern_host_alloc(kern_ctx *ctx, size_t bytes)
+{
+    if (!ctx) return NULL;
+    ctx->err[0] = 0;
+    if (bytes == 0) { kern_fail(ctx, KERN_EINVAL, "kern_host_alloc: 0 bytes requested"); return NULL; }
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA) return kern_cuda_host_alloc(ctx, bytes);
+#endif
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p) kern_fail(ctx, KERN_ENOMEM, "kern_host_alloc: out of host memory for %zu bytes", bytes);
+    return p;
+}
+
+void kern_host_free(kern_ctx *ctx, void *p)
+{
+    if (!ctx || !p) return;
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA) { kern_cuda_host_free(ctx, p); return; }
+#endif
+    free(p);
+}
+
 /* The two operations below are plain copies on host memory, so api.c does
  * them itself for host backends (the backend table, kern_internal.h, has no
  * entry for them) and hands them to the CUDA backend otherwise. */

@@ -224,6 +224,31 @@ extern "C" int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len)
     return KERN_OK;
 }
 
+extern "C" void *kern_cuda_host_alloc(kern_ctx *ctx, size_t bytes)
+{
+    if (!kern_cuda_is(ctx)) {
+        kern_fail(ctx, KERN_EINVAL, "kern_cuda_host_alloc: not a CUDA context");
+        return NULL;
+    }
+    if (kcu(ctx)->capturing) {
+        kern_fail(ctx, KERN_EINVAL, "kern_host_alloc: not allowed while a CUDA graph is being captured");
+        return NULL;
+    }
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, bytes);
+    if (e != cudaSuccess) {
+        kern_fail(ctx, KERN_ENOMEM, "kern_host_alloc: cudaMallocHost of %zu bytes: %s", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void kern_cuda_host_free(kern_ctx *ctx, void *p)
+{
+    (void)ctx;
+    cudaFreeHost(p); /* waits for copies that may still use p */
+}
+
 extern "C" int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes)
 {
     NEED_CUDA();

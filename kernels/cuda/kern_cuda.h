@@ -32,6 +32,10 @@ void *kern_cuda_stream(kern_ctx *ctx);
 /* "NVIDIA H200, 139 GiB, cc 9.0" into buf. */
 int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len);
 
+/* kern_host_alloc / kern_host_free on CUDA: page-locked (pinned) host memory. */
+void *kern_cuda_host_alloc(kern_ctx *ctx, size_t bytes);
+void kern_cuda_host_free(kern_ctx *ctx, void *p);
+
 /* Device-to-device copy of bytes on ctx's stream (e.g. gathering paged KV
  * blocks, which inference/batch.c does with memcpy on the CPU). */
 int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes);

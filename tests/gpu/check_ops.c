@@ -258,6 +258,14 @@ static void check_copy(chk *c)
     chk_poison(c, b, n);
     rc = kern_copy(c->gpu, b + 1, a + 2, (n - 3) * 4); /* unaligned, through kernels.h */
     chk_cmp(c, "kern_copy 100000 floats at odd offsets", b + 1, h + 2, n - 3, 0.0, rc, 0);
+    float *pin = kern_host_alloc(c->gpu, n * 4); /* pinned: the download runs at bus speed */
+    int rp = pin ? kern_download(c->gpu, pin, a, n * 4) : KERN_ENOMEM;
+    c->total++;
+    int same = !rp && !memcmp(pin, h, n * 4);
+    c->fails += !same;
+    printf("%s download into kern_host_alloc memory%s%s\n", same ? "ok  " : "FAIL", rp ? ": " : "",
+           rp ? kern_ctx_error(c->gpu) : "");
+    kern_host_free(c->gpu, pin);
     kern_free(c->gpu, a), kern_free(c->gpu, b), free(h), free(back);
 }
 

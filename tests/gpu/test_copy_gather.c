@@ -1,5 +1,5 @@
-/* test_copy_gather.c: ctest kernels_copy_gather. kern_copy and kern_kv_gather
- * (kernels.h) on the CPU backend against a reference written here, both KV
+/* test_copy_gather.c: ctest kernels_copy_gather. kern_copy, kern_host_alloc and
+ * kern_kv_gather (kernels.h) on the CPU backend against a reference written here, both KV
  * types, a gather that leaves the destination's other positions untouched, and
  * every bad argument refused with a message; then the CUDA backend's entry
  * points refuse a non-CUDA context. Runs without a GPU. */
@@ -69,6 +69,12 @@ int main(void)
     CHECK(kern_copy(NULL, b, a, 4) == KERN_EINVAL, "NULL ctx");
     kern_free(kc, a);
     kern_free(kc, b);
+    char *h = kern_host_alloc(kc, 1000);
+    CHECK(h && (uintptr_t)h % 64 == 0, "kern_host_alloc: %p %s", (void *)h, kern_ctx_error(kc));
+    if (h) memset(h, 7, 1000);
+    kern_host_free(kc, h);
+    CHECK(kern_host_alloc(kc, 0) == NULL && strstr(kern_ctx_error(kc), "0 bytes"), "0-byte host alloc accepted");
+    kern_host_free(kc, NULL);
 
     gather_case(kc, KERN_TYPE_F32, 2, 64, 16, 4);
     gather_case(kc, KERN_TYPE_F16, 1, 256, 16, 3);
