@@ -42,6 +42,8 @@ struct infer_dist {
     int lg_rows, lg_off;
     MPI_Request *lgreq;
     int n_lgreq, cap_lgreq;
+    infer_batch_seq *piece;    /* the step cut into micro-batches */
+    size_t piece_cap;
     /* step descriptors */
     int32_t *desc;
     size_t desc_cap;
@@ -237,6 +239,7 @@ void infer_dist_free(infer_dist *d)
     free(d->host);
     free(d->lg);
     free(d->lgreq);
+    free(d->piece);
     free(d->desc);
     free(d->wseq);
     free(d->wbt);
@@ -296,36 +299,49 @@ int infer_dist_load(infer_dist *d, const char *path, kern_ctx *kc, infer_model *
 
 /* ---- steps ---- */
 
-/* Pipeline: the step's sequences in up to d->micro contiguous groups of about equal
- * token counts (every rank cuts the same way), one infer_batch_step each. Stage r
- * hands x of group g to stage r+1 and goes on with group g+1 while r+1 works on g;
- * rank 0 posts a receive for each group's logits and collects them all at the end. */
+/* Pipeline: the step's tokens, in order, cut into up to d->micro micro-batches of about
+ * equal size (every rank cuts the same way), one infer_batch_step each. A sequence that
+ * crosses a boundary is cut there like a prompt in chunks: its first part runs first on
+ * every stage, so the second finds its keys; only its last part asks for logits. So
+ * one long prompt pipelines too. Stage r hands x of micro-batch g to stage r+1 and goes
+ * on with g+1 while r+1 works on g; rank 0 posts a receive for each micro-batch's
+ * logits and collects them all at the end. */
 static int pp_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, int n,
                    char *err, size_t errlen)
 {
     int total = 0, n_logits = 0;
     for (int i = 0; i < n; i++) {
+        if (seqs[i].n_tokens < 1 || !seqs[i].tokens || !seqs[i].bt)   /* the step says why */
+            return infer_batch_step(b, seqs, n, err, errlen);
         total += seqs[i].n_tokens;
         n_logits += seqs[i].logits;
     }
     const size_t V = (size_t)d->m->hp.n_vocab;
-    if (d->rank == 0 &&
-        grow((void **)&d->lg, &d->lg_cap, (size_t)(n_logits ? n_logits : 1) * V * sizeof(float)))
-        FAIL(INFER_ENOMEM, "distributed step: out of memory for %d rows of logits", n_logits);
-    int groups = d->micro < n ? d->micro : n, rc = INFER_OK;
+    const int groups = d->micro < total ? d->micro : total;
+    if ((d->rank == 0 &&
+         grow((void **)&d->lg, &d->lg_cap, (size_t)(n_logits ? n_logits : 1) * V * 4)) ||
+        grow((void **)&d->piece, &d->piece_cap, (size_t)(n + groups) * sizeof *d->piece))
+        FAIL(INFER_ENOMEM, "distributed step: out of memory for %d sequences", n);
+    int rc = INFER_OK, np = 0;
     d->lg_off = 0;
     d->n_lgreq = 0;
     d->defer = true;
-    for (int g = 0, i0 = 0, done = 0; g < groups && i0 < n && !rc; g++) {
-        /* end group g once it holds its share of the tokens (at least one sequence,
-         * and leave one for each later group) */
-        int i1 = i0 + 1, tok = done + seqs[i0].n_tokens;
-        int target = (int)((int64_t)total * (g + 1) / groups);
-        while (i1 < n - (groups - 1 - g) && tok < target)
-            tok += seqs[i1++].n_tokens;
-        rc = infer_batch_step(b, seqs + i0, i1 - i0, err, errlen);
-        done = tok;
-        i0 = i1;
+    for (int g = 0, pos = 0, i = 0, off = 0; g < groups && !rc; g++) {
+        const int end = (int)((int64_t)total * (g + 1) / groups), first = np;
+        while (pos < end) {
+            const infer_batch_seq *q = &seqs[i];
+            int take = q->n_tokens - off < end - pos ? q->n_tokens - off : end - pos;
+            d->piece[np++] = (infer_batch_seq){ .bt = q->bt, .n_past = q->n_past + off,
+                                                .tokens = q->tokens + off, .n_tokens = take,
+                                                .logits = q->logits && off + take == q->n_tokens };
+            pos += take;
+            off += take;
+            if (off == q->n_tokens) {
+                i++;
+                off = 0;
+            }
+        }
+        rc = infer_batch_step(b, d->piece + first, np - first, err, errlen);
     }
     d->defer = false;
     double t0 = now_s();

@@ -8,7 +8,8 @@
  *   1. infer_eval of a prompt in chunks (all logits) and 8 greedy tokens, every rank
  *      calling infer_eval with the same tokens (rank 0 broadcasts each choice);
  *   2. the batched step: three sequences over a paged KV pool (block ids scattered,
- *      a prompt split over two steps, decoding side by side), rank 0 driving through
+ *      a prompt split over two steps, decoding side by side, then one sequence alone
+ *      with 6 tokens, which a pipeline cuts across micro-batches), rank 0 driving through
  *      infer_dist_batch_step, the other ranks in infer_dist_worker_run.
  * Every logits row must be within R (default 1e-4) of the reference, relative to the
  * row's largest magnitude (max |a-b| / max |b|: summation order differs across ranks,
@@ -183,6 +184,24 @@ static void part_batch_driver(infer_dist *d, side *ds, side *rs, int V, double r
             toks[i][n_toks[i]++] = rt;
             r++;
         }
+    }
+    /* one sequence alone with 6 tokens (a pipeline cuts it across its micro-batches) */
+    {
+        int32_t more[6];
+        for (int i = 0; i < 6; i++)
+            more[i] = toks[0][n_past[0] + i] = rand_tok(V);
+        infer_batch_seq q1 = { .bt = &ds->bt[0], .n_past = n_past[0], .tokens = more,
+                               .n_tokens = 6, .logits = true };
+        MUST(infer_dist_batch_step(d, ds->b, &q1, 1, err, sizeof err));
+        int rows = 0, rrows = 0;
+        const float *lg = infer_dist_batch_logits(d, ds->b, &rows);
+        q1.bt = &rs->bt[0];
+        MUST(infer_batch_step(rs->b, &q1, 1, err, sizeof err));
+        const float *rl = infer_batch_logits(rs->b, &rrows);
+        CHECK(rows == 1 && rrows == 1, "one sequence: %d and %d logit rows", rows, rrows);
+        compare("one sequence of 6 tokens", lg, rl, 1, V, rtol);
+        n_past[0] += 6;
+        toks[0][n_past[0]] = rand_tok(V);   /* the next step's token */
     }
     /* a step the workers must reject like rank 0 (token outside the vocabulary), then
      * the job goes on */
