@@ -78,8 +78,10 @@ static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
      * interleaved streams read slower than one row after another (one
      * stream the hardware prefetcher follows), ~6 vs ~11 GB/s for
      * 4096-element Q8_0 rows; on short rows they read as fast and compute
-     * faster. Prompts (n > 1) are compute-bound: always 4 rows. */
-    if (dot4 && (j->n > 1 || wb < DOT4_MAX_ROW_BYTES_DECODE))
+     * faster; where the ISA's 4-row kernel is much faster than its one-row
+     * one (dot4_long) it wins on long rows too. Prompts (n > 1) are
+     * compute-bound: always 4 rows. */
+    if (dot4 && (j->n > 1 || wb < DOT4_MAX_ROW_BYTES_DECODE || j->f->dot4_long[op->wt]))
         for (; r + 4 <= r1; r += 4)
             for (int i = 0; i < j->n; i += 4)
                 dot4(j->k, w + (size_t)r * wb, wb, xq + (size_t)i * xb, xb, j->n - i < 4 ? j->n - i : 4,

@@ -108,6 +108,9 @@ typedef struct kern_cpu_fns {
     kern_dot4_fn dot4[KERN_NTYPES];     /* may be NULL: falls back to dotx or dot */
     kern_dotx_fn dotx[KERN_NTYPES];     /* may be NULL: falls back to dot */
     kern_gemm_fn gemm[KERN_NTYPES];     /* may be NULL: falls back to dot4/dotx/dot */
+    /* decode of rows of 2 KiB and more: 1 where dot4 still reads them
+     * faster than dot (one stream per thread), else 0 */
+    unsigned char dot4_long[KERN_NTYPES];
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
