@@ -2,6 +2,7 @@
 #include "sampler.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +298,128 @@ int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
             return c[i].id;
     }
     return c[n - 1].id;
+}
+
+struct infer_sample_pool {
+    int n_helpers;
+    pthread_t *th;
+    pthread_mutex_t mu;
+    pthread_cond_t go, idle;
+    uint64_t gen;    /* bumped per job: a helper serves each job at most once */
+    bool stop;
+    /* the job; rows are claimed under mu, one at a time (a row is ~0.1 ms of work) */
+    infer_sampler *const *smp;
+    const float *const *logits;
+    int32_t *out;
+    int n, next;     /* rows, next unclaimed (n = 0 between jobs) */
+    int running;     /* rows claimed by helpers and not finished */
+};
+
+static void sample_row(infer_sample_pool *p, int i)
+{
+    p->out[i] = infer_sampler_sample(p->smp[i], p->logits[i]);
+    infer_sampler_accept(p->smp[i], p->out[i]);
+}
+
+static void *sample_helper(void *arg)
+{
+    infer_sample_pool *p = arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->gen == seen)
+            pthread_cond_wait(&p->go, &p->mu);
+        if (p->stop)
+            break;
+        seen = p->gen;
+        while (p->next < p->n) {   /* a late wake-up finds next == n: nothing to do */
+            int i = p->next++;
+            p->running++;
+            pthread_mutex_unlock(&p->mu);
+            sample_row(p, i);
+            pthread_mutex_lock(&p->mu);
+            if (--p->running == 0)
+                pthread_cond_signal(&p->idle);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int infer_sample_pool_new(int n_threads, infer_sample_pool **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 64) {
+        snprintf(err, errlen, "sample pool: %d threads (expected 1 to 64)", n_threads);
+        return INFER_EINVAL;
+    }
+    infer_sample_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->th = calloc((size_t)n_threads, sizeof *p->th))) {
+        free(p);
+        snprintf(err, errlen, "sample pool: out of memory");
+        return INFER_ENOMEM;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    for (int i = 0; i < n_threads - 1; i++) {
+        int rc = pthread_create(&p->th[i], NULL, sample_helper, p);
+        if (rc) {
+            infer_sample_pool_free(p);
+            snprintf(err, errlen, "sample pool: cannot start a thread: %s", strerror(rc));
+            return INFER_ENOMEM;
+        }
+        p->n_helpers++;
+    }
+    *out = p;
+    return INFER_OK;
+}
+
+void infer_sample_pool_free(infer_sample_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_helpers; i++)
+        pthread_join(p->th[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->idle);
+    free(p->th);
+    free(p);
+}
+
+void infer_sample_many(infer_sample_pool *p, infer_sampler *const *smp,
+                       const float *const *logits, int n, int32_t *out)
+{
+    if (!p || p->n_helpers == 0 || n < 2) {
+        for (int i = 0; i < n; i++) {
+            out[i] = infer_sampler_sample(smp[i], logits[i]);
+            infer_sampler_accept(smp[i], out[i]);
+        }
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->smp = smp;
+    p->logits = logits;
+    p->out = out;
+    p->n = n;
+    p->next = 0;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    while (p->next < n) {
+        int i = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        sample_row(p, i);
+        pthread_mutex_lock(&p->mu);
+    }
+    while (p->running > 0)   /* only rows a helper claimed */
+        pthread_cond_wait(&p->idle, &p->mu);
+    p->n = p->next = 0;
+    pthread_mutex_unlock(&p->mu);
 }
 
 long infer_stop_find(const char *text, size_t len, const char *const *stops, int n,

@@ -49,6 +49,21 @@ void infer_sampler_accept(infer_sampler *s, int32_t token);
 /* Choose a token from n_vocab logits (not modified). */
 int32_t infer_sampler_sample(infer_sampler *s, const float *logits);
 
+/* The draws of many sequences at once (commons-serve: one per row of a batched step),
+ * spread over threads: the caller and n_threads - 1 helpers. Each sampler is used by
+ * one thread at a time, so every draw is the one infer_sampler_sample then
+ * infer_sampler_accept would make; order does not matter. A pool is used by one
+ * caller at a time. The caller never waits for a helper that has not started. */
+typedef struct infer_sample_pool infer_sample_pool;
+
+/* INFER_EINVAL for n_threads outside [1, 64], INFER_ENOMEM, or the thread error. */
+int infer_sample_pool_new(int n_threads, infer_sample_pool **out, char *err, size_t errlen);
+void infer_sample_pool_free(infer_sample_pool *p);   /* NULL is fine */
+/* out[i] = the token smp[i] draws from logits[i] (n_vocab floats), accepted into its
+ * history. p NULL: all on the calling thread. */
+void infer_sample_many(infer_sample_pool *p, infer_sampler *const *smp,
+                       const float *const *logits, int n, int32_t *out);
+
 /* Stop strings. Returns the byte offset of the earliest occurrence of any of the n
  * stops in text[0..len), or -1. *hold (may be NULL) gets how many trailing bytes
  * are a proper prefix of some stop: a streaming caller prints text[0..len-hold) now

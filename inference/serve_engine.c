@@ -5,8 +5,10 @@
  * drain's deadline passed, all), then compose a step: every decoding sequence
  * contributes its last token, then prompts still prefilling get chunks of at most
  * prefill_chunk tokens in all, oldest first. So a new request joins at the next
- * step and a long prompt advances chunk by chunk without stalling decoders. The
- * step runs without the lock; sampling too (each sampler is the engine's alone).
+ * step and a long prompt advances chunk by chunk without stalling decoders. While
+ * nothing decodes, a burst of arriving prompts is gathered into one step (gather()).
+ * The step runs without the lock; sampling too (each sampler is the engine's alone;
+ * the step's rows are spread over a small pool of threads, idle between steps).
  * Then, under the lock again, tokens become text, finished sequences free their KV
  * blocks, and held polls are woken.
  *
@@ -223,13 +225,21 @@ static void *engine_main(void *arg)
     step_plan p = { malloc((size_t)cap * sizeof *p.bs), malloc((size_t)cap * sizeof *p.seq),
                     0, 0 };
     int32_t *sampled = malloc((size_t)cap * sizeof *sampled);
+    int32_t *drawn = malloc((size_t)cap * sizeof *drawn);
     char (*pieces)[256] = malloc((size_t)cap * sizeof *pieces);
     int64_t *plen = malloc((size_t)cap * sizeof *plen);
-    if (!p.bs || !p.seq || !sampled || !pieces || !plen) {
+    infer_sampler **smp = malloc((size_t)cap * sizeof *smp);
+    const float **rowl = malloc((size_t)cap * sizeof *rowl);
+    char err[512];
+    /* Sampling runs between forward steps, when the kernels' threads are idle: spread
+     * the step's rows over as many threads (each sampler is the engine's alone). */
+    infer_sample_pool *pool = NULL;
+    if (!p.bs || !p.seq || !sampled || !drawn || !pieces || !plen || !smp || !rowl) {
         cm_error("engine: out of memory");
         goto out;
     }
-    char err[512];
+    if (infer_sample_pool_new(kern_ctx_threads(s->kc), &pool, err, sizeof err))
+        cm_warn("engine: sampling on one thread (%s)", err);
     int64_t gather_since = -1;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
@@ -253,14 +263,19 @@ static void *engine_main(void *arg)
         int rows = 0;
         const float *lg = rc ? NULL : infer_dist_batch_logits(infer_model_dist(s->model),
                                                               s->batch, &rows);
-        int V = infer_model_hparams(s->model)->n_vocab;
-        for (int i = 0, r = 0; !rc && i < p.n; i++) {
+        int V = infer_model_hparams(s->model)->n_vocab, r = 0;
+        for (int i = 0; !rc && i < p.n; i++)
+            if (p.bs[i].logits) {
+                smp[r] = p.seq[i]->smp;
+                rowl[r] = lg + (size_t)r * V;
+                r++;
+            }
+        /* the prompt's tokens were accepted at admission; generated ones here */
+        infer_sample_many(pool, smp, rowl, r, drawn);
+        for (int i = 0, j = 0; !rc && i < p.n; i++) {
             if (!p.bs[i].logits)
                 continue;
-            serve_seq *q = p.seq[i];
-            /* the prompt's tokens were accepted at admission; generated ones here */
-            sampled[i] = infer_sampler_sample(q->smp, lg + (size_t)r++ * V);
-            infer_sampler_accept(q->smp, sampled[i]);
+            sampled[i] = drawn[j++];
             plen[i] = infer_token_piece(s->tok, sampled[i], false, pieces[i], sizeof pieces[i]);
             if (plen[i] < 0)
                 plen[i] = 0;
@@ -299,11 +314,15 @@ static void *engine_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
 out:
+    infer_sample_pool_free(pool);
     free(p.bs);
     free(p.seq);
     free(sampled);
     free(pieces);
     free(plen);
+    free(smp);
+    free(rowl);
+    free(drawn);
     return NULL;
 }
 

@@ -325,6 +325,60 @@ static void test_penalties_match_brute_force(void)
     }
 }
 
+/* A pool's draws equal one thread's, sampler for sampler, step after step (the
+ * samplers' histories and generators advance the same way), with 1, 2 and 3 threads
+ * and without a pool. */
+static void test_sample_pool(void)
+{
+    enum { R = 9, N = 20000, STEPS = 40 };
+    static float l[R][N];
+    const float *rows[R];
+    unsigned x = 99;
+    for (int r = 0; r < R; r++) {
+        for (int i = 0; i < N; i++) {
+            x = x * 1103515245u + 12345u;
+            l[r][i] = (float)((x >> 16) % 1000) / 100.0f;
+        }
+        rows[r] = l[r];
+    }
+    int32_t want[STEPS][R];
+    for (int threads = 0; threads <= 3; threads++) {
+        infer_sample_pool *pool = NULL;
+        char err[256];
+        if (threads > 0)
+            CHECK(infer_sample_pool_new(threads, &pool, err, sizeof err) == INFER_OK, "%s", err);
+        infer_sampler *smp[R];
+        for (int r = 0; r < R; r++) {
+            infer_sampler_params p;
+            infer_sampler_defaults(&p);
+            p.top_k = r % 3 == 0 ? 0 : 40;
+            p.top_p = r % 2 ? 0.9f : 1.0f;
+            p.repeat_penalty = r % 4 == 1 ? 1.2f : 1.0f;
+            p.temp = r == 4 ? 0 : 1.5f;
+            p.seed = (uint64_t)r;
+            CHECK(infer_sampler_new(&p, N, &smp[r], err, sizeof err) == INFER_OK, "%s", err);
+        }
+        int differ = 0;
+        for (int step = 0; step < STEPS; step++) {
+            int32_t got[R];
+            infer_sample_many(pool, smp, rows, R - step % 3, got);   /* varying row counts */
+            for (int r = 0; r < R - step % 3; r++) {
+                if (threads == 0)
+                    want[step][r] = got[r];
+                differ += got[r] != want[step][r] || got[r] < 0 || got[r] >= N;
+            }
+        }
+        CHECK(differ == 0, "%d threads: %d draws differ from one thread's", threads, differ);
+        for (int r = 0; r < R; r++)
+            infer_sampler_free(smp[r]);
+        infer_sample_pool_free(pool);
+    }
+    infer_sample_pool *pool = (infer_sample_pool *)&x;
+    char err[256] = "";
+    CHECK(infer_sample_pool_new(0, &pool, err, sizeof err) == INFER_EINVAL && !pool &&
+          strstr(err, "threads"), "0 threads refused: %s", err);
+}
+
 static void test_bad_params(void)
 {
     infer_sampler *s = NULL;
@@ -444,6 +498,7 @@ int main(int argc, char **argv)
     test_penalties();
     test_top_k_ties();
     test_penalties_match_brute_force();
+    test_sample_pool();
     test_bad_params();
     test_stop_strings();
     test_chat();
