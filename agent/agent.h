@@ -67,6 +67,14 @@ const char *agent_runner_limits(const agent_runner *r);
  * that carries an id ends that instance with an error event. Returns 0 when
  * handled, -1 (err filled) only when there is no usable "id" or "attempt". */
 int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errlen);
+/* Handles an array of LAUNCH objects (one reply's launches) as batches: the
+ * processes of a batch are forked first, their records are made durable by
+ * one group commit, and then all are released (docs/agent.md, "Durability
+ * and restarts"). Each launch behaves as with agent_runner_launch; one
+ * without a usable id or attempt is logged and skipped. Returns the number
+ * skipped, or -1 when no memory was left for the batch (logged; commonsd
+ * sends launches again until they are acknowledged). */
+int agent_runner_launch_batch(agent_runner *r, json_t *launches);
 
 /* Handles a "spawn" command (protocol "Spawning on the job's other nodes"):
  * runs argv like a job of the same instance, keyed (id, attempt, spawn_id),

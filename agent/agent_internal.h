@@ -51,6 +51,11 @@ struct agent_job {
     bool started_pending, ended_pending;
     /* in memory only */
     bool adopted;                 /* re-attached after a restart: not our child */
+    bool on_disk;                 /* a record of it exists (was written or loaded) */
+    bool sync_due;                /* its record must be made durable by the runner's commit */
+    bool exit_file_due;           /* ended: remove its exit file once ENDED is written */
+    bool status_from_file;        /* the exit status came from the keeper's exit file */
+    int64_t write_due_ms;         /* monotonic: write the record (no fsync) then; 0: nothing due */
     json_t *binding;              /* the placement applied or recorded (sent with started), or NULL */
     int64_t term_ms;              /* when SIGTERM was sent, 0 if not */
     int64_t drain_ms;             /* when draining began */
@@ -83,6 +88,22 @@ bool agent_topology_has_pu(const struct agent_topology *t, int pu);
 /* ---- jobstore.c ---- */
 /* Writes the job's record atomically (temp + fsync + rename). */
 int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen);
+/* Writes the job's record atomically but without fsync (temp + rename): for
+ * changes a restarted agent rebuilds, or whose loss only repeats an event
+ * (runner.c says which). */
+int agent_store_write(const char *state_dir, const struct agent_job *j, char *err,
+                      size_t errlen);
+/* Group commit: writes the records of n instances and makes them durable
+ * together. Each is written to a temp file; the temp files are fsynced
+ * concurrently (the filesystem's journal commits them together, so n
+ * records cost about what one does), renamed into place, and the jobs
+ * folder is fsynced once so that the renames are durable too. rcs[i] is
+ * 0 when record i is durable, else -1. Returns the number of failures,
+ * err describing the first. */
+int agent_store_save_many(const char *state_dir, struct agent_job *const *jobs, size_t n,
+                          int *rcs, char *err, size_t errlen);
+/* Writes all of text to fd; 0, or -1 with errno set. */
+int agent_write_all(int fd, const char *text);
 /* Removes a record (pruning of old tombstones). */
 void agent_store_remove(const char *state_dir, int64_t id, int attempt, int64_t spawn_id);
 /* Hands every record of STATE/jobs to take (which owns it; order
@@ -197,6 +218,42 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
                 const struct agent_spawn_ctx *ctx, const char *script_path,
                 agent_forked_fn on_forked, void *arg, pid_t *keeper, pid_t *pid, char *err,
                 size_t errlen);
+/* agent_spawn in steps, so that a batch of jobs is forked first, their
+ * records are made durable together, and then all are released (runner.c):
+ *  agent_spawn_fork     forks the keeper, which forks the job (in its cgroup
+ *                       where the kernel can), which waits for its release;
+ *  agent_spawn_pid      waits for the keeper to say the job's pid (0, or -1 with
+ *                       err after an abort): separate, so that the keepers of
+ *                       a batch fork while the agent forks the next keeper;
+ *  agent_spawn_release  moves the job into its cgroup (cgroup "": none) unless
+ *                       it was born there, and releases it;
+ *  agent_spawn_wait     waits until the released job exec'd (0), or reports why it
+ *                       could not (-1 with err; the job and its keeper are gone then);
+ *  agent_spawn_abort    ends a job that is not to run (never released, or failed):
+ *                       kills it, reaps its keeper and removes exit_path.
+ * fork and release return 0, or -1 with err (after a failed release, call abort). */
+struct agent_proc {
+    pid_t keeper, pid;
+    int go_fd;             /* one byte written here releases the job */
+    int rep_fd;            /* end of file once every task exec'd, else a failure report */
+    int pid_fd;            /* the keeper's report of the job's pid */
+    bool in_cgroup;        /* the job was created in its cgroup */
+    char argv0[PATH_MAX];  /* what is executed, for messages */
+};
+int agent_spawn_fork(const struct agent_launch *l, const struct agent_account *a,
+                     const struct agent_spawn_ctx *ctx, const char *script_path,
+                     struct agent_proc *p, char *err, size_t errlen);
+int agent_spawn_pid(struct agent_proc *p, const char *exit_path, char *err, size_t errlen);
+int agent_spawn_release(struct agent_proc *p, const char *cgroup, char *err, size_t errlen);
+int agent_spawn_wait(struct agent_proc *p, const struct agent_launch *l,
+                     const struct agent_account *a, const char *exit_path, char *err,
+                     size_t errlen);
+void agent_spawn_abort(struct agent_proc *p, const char *exit_path);
+/* A keeper is named AGENT_KEEPER_WAITING until it has passed the go byte to
+ * its job, then AGENT_KEEPER_RELEASED: a restarted agent reads the name to
+ * tell a released job from one whose agent died before releasing it. */
+#define AGENT_KEEPER_WAITING "commons-waiting"
+#define AGENT_KEEPER_RELEASED "commons-keeper"
 /* Reads the wait status a keeper wrote; 0, or -1 when there is none.
  * AGENT_EXIT_UNRELEASED: the agent never released the job, which ran nothing. */
 #define AGENT_EXIT_UNRELEASED (-1)
@@ -254,6 +311,7 @@ void agent_rpcw_stop(struct agent_rpcw *w);
 
 /* ---- procinfo.c ---- */
 struct agent_procstat {
+    char comm[16];               /* the process's name (prctl PR_SET_NAME, or the program's) */
     char state;                  /* R, S, D, Z, ... */
     pid_t ppid, pgrp;
     unsigned long long starttime;

@@ -1,13 +1,18 @@
 /* jobstore.c: the durable record of each job instance this agent has seen,
- * one JSON file per instance (STATE/jobs/<id>-<attempt>.json), written atomically before the agent
- * acts on a change, so a restarted agent knows every job id it ever started
- * and every event it still owes the scheduler. */
+ * one JSON file per instance (STATE/jobs/<id>-<attempt>.json), always
+ * replaced atomically (temp file + rename), so a restarted agent knows every
+ * job id it ever started and every event it still owes the scheduler.
+ * Three ways to write one: durable alone (temp + fsync + rename), without
+ * fsync, and durable as a group (agent_store_save_many: one journal commit
+ * for many records); runner.c says which change is written how, and when. */
 #include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_util.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,21 +58,173 @@ static json_t *to_json(const struct agent_job *j)
         "spawn_id", (json_int_t)j->spawn_id);
 }
 
-int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen)
+static char *encode(const struct agent_job *j, char *err, size_t errlen)
 {
     json_t *o = to_json(j);
     if (o && j->binding) json_object_set(o, "binding", j->binding); /* what was applied or recorded */
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (!text) {
-        snprintf(err, errlen, "job %lld: cannot encode record", (long long)j->id);
-        return -1;
-    }
+    if (!text) snprintf(err, errlen, "job %lld: cannot encode record", (long long)j->id);
+    return text;
+}
+
+int agent_store_save(const char *state_dir, const struct agent_job *j, char *err, size_t errlen)
+{
+    char *text = encode(j, err, errlen);
+    if (!text) return -1;
     char path[PATH_MAX];
     record_path(state_dir, j->id, j->attempt, j->spawn_id, path, sizeof path);
     int rc = cm_write_file_atomic(path, text, strlen(text), 0600, err, errlen);
     free(text);
     return rc;
+}
+
+int agent_write_all(int fd, const char *text)
+{
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -1;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes text to a new temp file beside path ("<path>.tmp.<pid>", the name
+ * agent_store_load removes when a write was interrupted); returns its open
+ * descriptor, or -1 with err. */
+static int write_temp(const char *path, const char *text, char *tmp, size_t tmplen, char *err,
+                      size_t errlen)
+{
+    snprintf(tmp, tmplen, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    if (agent_write_all(fd, text) != 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    return fd;
+}
+
+int agent_store_write(const char *state_dir, const struct agent_job *j, char *err,
+                      size_t errlen)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 32];
+    char *text = encode(j, err, errlen);
+    if (!text) return -1;
+    record_path(state_dir, j->id, j->attempt, j->spawn_id, path, sizeof path);
+    int fd = write_temp(path, text, tmp, sizeof tmp, err, errlen);
+    free(text);
+    if (fd < 0) return -1;
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* At most this many fsyncs in flight: enough for the journal to commit a
+ * batch together, few enough to be cheap to start per commit. */
+#define SYNC_THREADS 8
+
+struct sync_work {
+    const int *fds;
+    int *errnos;
+    size_t n;
+    size_t next; /* the next fd to fsync; taken with __atomic_fetch_add */
+};
+
+static void *sync_worker(void *arg)
+{
+    struct sync_work *w = arg;
+    size_t i;
+    while ((i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) < w->n)
+        if (w->fds[i] >= 0 && fsync(w->fds[i]) != 0) w->errnos[i] = errno;
+    return NULL;
+}
+
+/* fsyncs every fd >= 0, several at a time; errnos[i] is set for a failure. */
+static void sync_all(const int *fds, int *errnos, size_t n)
+{
+    struct sync_work w = {fds, errnos, n, 0};
+    pthread_t t[SYNC_THREADS];
+    size_t started = 0;
+    /* This thread takes part too; a thread that cannot start is simply
+     * one worker fewer. Signals stay blocked in the workers: they inherit
+     * this thread's mask. */
+    while (started + 1 < SYNC_THREADS && started + 1 < n &&
+           pthread_create(&t[started], NULL, sync_worker, &w) == 0)
+        started++;
+    sync_worker(&w);
+    for (size_t k = 0; k < started; k++) pthread_join(t[k], NULL);
+}
+
+int agent_store_save_many(const char *state_dir, struct agent_job *const *jobs, size_t n,
+                          int *rcs, char *err, size_t errlen)
+{
+    int failed = 0, *fds = calloc(n ? n : 1, sizeof *fds), *errnos = calloc(n ? n : 1, sizeof *errnos);
+    char (*tmps)[PATH_MAX + 32] = calloc(n ? n : 1, sizeof *tmps);
+    char why[512] = "";
+    if (!fds || !errnos || !tmps) {
+        /* No memory for the batch: one record at a time, as durable. */
+        for (size_t i = 0; i < n; i++)
+            if ((rcs[i] = agent_store_save(state_dir, jobs[i], why, sizeof why)) != 0 &&
+                failed++ == 0)
+                snprintf(err, errlen, "%s", why);
+        free(fds);
+        free(errnos);
+        free(tmps);
+        return failed;
+    }
+    char path[PATH_MAX];
+    for (size_t i = 0; i < n; i++) {
+        char *text = encode(jobs[i], why, sizeof why);
+        record_path(state_dir, jobs[i]->id, jobs[i]->attempt, jobs[i]->spawn_id, path,
+                    sizeof path);
+        fds[i] = text ? write_temp(path, text, tmps[i], sizeof tmps[i], why, sizeof why) : -1;
+        free(text);
+        rcs[i] = fds[i] >= 0 ? 0 : -1;
+        if (rcs[i] != 0 && failed++ == 0) snprintf(err, errlen, "%s", why);
+    }
+    sync_all(fds, errnos, n);
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] < 0) continue;
+        if (close(fds[i]) != 0 && !errnos[i]) errnos[i] = errno;
+        record_path(state_dir, jobs[i]->id, jobs[i]->attempt, jobs[i]->spawn_id, path,
+                    sizeof path);
+        if (!errnos[i] && rename(tmps[i], path) != 0) errnos[i] = errno;
+        if (errnos[i]) {
+            unlink(tmps[i]);
+            rcs[i] = -1;
+            if (failed++ == 0) snprintf(err, errlen, "%s: %s", path, strerror(errnos[i]));
+        }
+    }
+    /* The renames are entries of the jobs folder: durable once it is. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/jobs", state_dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        int e = errno, earlier = failed;
+        for (size_t i = 0; i < n; i++)
+            if (rcs[i] == 0) {
+                rcs[i] = -1;
+                failed++;
+            }
+        if (!earlier)
+            snprintf(err, errlen, "%s: cannot make the records durable: %s", dir, strerror(e));
+    }
+    if (dfd >= 0) close(dfd);
+    free(fds);
+    free(errnos);
+    free(tmps);
+    return failed;
 }
 
 void agent_store_remove(const char *state_dir, int64_t id, int attempt, int64_t spawn_id)

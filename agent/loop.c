@@ -1,6 +1,7 @@
 /* loop.c: commons-agent's conversation with commonsd (docs/protocol.md,
- * "Agents"): register, then a long-poll loop that sends owed events first,
- * polls with the running list, and hands the commands to the runner.
+ * "Agents"): register, then a long-poll loop that starts waiting launches
+ * (a backlog, LAUNCHES_PER_ROUND per round, in launch batches), sends owed
+ * events, polls with the running list, and hands the commands to the runner.
  *
  * The runner is driven from this thread only; calls to commonsd run on a
  * worker thread (rpcworker.c) while this one keeps ticking the runner, so
@@ -29,6 +30,11 @@
 #define CALL_TIMEOUT_MS 3000
 #define POLL_PACE_MS 200
 #define EVENT_BATCH 256
+/* Launches started per round of the loop; the rest of a burst waits in the
+ * backlog while the round's events and a poll (not held) go out, so a reply
+ * of thousands of launches never keeps the agent silent toward commonsd
+ * (which marks a node DOWN after 30 s without a message). */
+#define LAUNCHES_PER_ROUND 256
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 10000
 
@@ -43,6 +49,7 @@ struct loop {
     int backoff_ms;
     int poll_wait_ms;
     int64_t next_poll_ms;  /* monotonic: no poll before this */
+    json_t *backlog;       /* LAUNCH objects received and not yet started, in order */
     char hostname[256];
     char last_refusal[512];
     struct agent_topology *topo;
@@ -133,6 +140,25 @@ static void refused(struct loop *L, const char *type, json_t *reply)
     if (code && strcmp(code, "not_found") == 0) L->registered = false;
 }
 
+/* Starts up to LAUNCHES_PER_ROUND launches of the backlog. */
+static void start_backlog(struct loop *L)
+{
+    size_t n = json_array_size(L->backlog);
+    if (n == 0) return;
+    if (n <= LAUNCHES_PER_ROUND) {
+        agent_runner_launch_batch(L->r, L->backlog);
+        json_array_clear(L->backlog);
+        return;
+    }
+    json_t *now = json_array(), *rest = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append(i < LAUNCHES_PER_ROUND ? now : rest, json_array_get(L->backlog, i));
+    json_decref(L->backlog);
+    L->backlog = rest;
+    agent_runner_launch_batch(L->r, now);
+    json_decref(now);
+}
+
 static void run_commands(struct loop *L, json_t *cmds)
 {
     size_t i;
@@ -141,8 +167,12 @@ static void run_commands(struct loop *L, json_t *cmds)
         const char *op = json_string_value(json_object_get(c, "op"));
         char err[1024];
         if (op && strcmp(op, "launch") == 0) {
-            if (agent_runner_launch(L->r, json_object_get(c, "job"), err, sizeof err) != 0)
-                cm_warn("ignoring a launch command: %s", err);
+            /* Launches wait in the backlog, started in batches by
+             * start_backlog (one group commit per batch for their records).
+             * A kill for one still waiting records the instance as ended, so
+             * the launch is never started, which is the kill's intent. */
+            json_t *job = json_object_get(c, "job");
+            json_array_append_new(L->backlog, job ? json_incref(job) : json_null());
         } else if (op && strcmp(op, "kill") == 0) {
             json_t *id = json_object_get(c, "id"), *att = json_object_get(c, "attempt");
             const char *reason = json_string_value(json_object_get(c, "reason"));
@@ -231,12 +261,14 @@ static int do_poll(struct loop *L)
     L->next_poll_ms = cm_mono_ms();
     int next = agent_runner_tick(L->r);
     int wait = next < L->poll_wait_ms ? next : L->poll_wait_ms;
+    if (json_array_size(L->backlog) > 0) wait = 0; /* launches are waiting: do not hold */
     json_t *reply;
     json_t *p = json_pack("{so si}", "running", agent_runner_running(L->r), "wait_ms", wait);
     int rc = call(L, "agent.poll", p, wait + CALL_TIMEOUT_MS, &reply);
     if (rc == 0) {
         json_t *cmds = json_object_get(reply, "commands");
-        if (json_array_size(cmds) > 0) L->next_poll_ms += POLL_PACE_MS;
+        if (json_array_size(cmds) > 0 && json_array_size(L->backlog) == 0)
+            L->next_poll_ms += POLL_PACE_MS;
         run_commands(L, cmds);
     } else if (rc == 1) {
         refused(L, "agent.poll", reply);
@@ -319,7 +351,7 @@ static int setup(struct loop *L)
 
 int agent_loop_run(const struct agent_config *cfg)
 {
-    struct loop L = {.cfg = cfg, .sfd = -1};
+    struct loop L = {.cfg = cfg, .sfd = -1, .backlog = json_array()};
     int status = 0;
     if (setup(&L) != 0) {
         status = 1;
@@ -331,6 +363,7 @@ int agent_loop_run(const struct agent_config *cfg)
         read_signals(&L);
         agent_runner_tick(L.r);
         int rc = L.registered ? 0 : do_register(&L);
+        start_backlog(&L); /* its started events go out next */
         if (rc == 0) rc = send_events(&L);
         if (rc == 0 && L.registered) rc = do_poll(&L);
         if (rc == 0) {
@@ -346,6 +379,8 @@ int agent_loop_run(const struct agent_config *cfg)
             json_array_size(running));
     json_decref(running);
 out:
+    /* Launches not started are sent again by commonsd to the next agent. */
+    json_decref(L.backlog);
     agent_rpcw_stop(L.rpc);
     agent_runner_close(L.r);
     if (L.sfd >= 0) close(L.sfd);

@@ -35,8 +35,9 @@ int agent_proc_stat(pid_t pid, struct agent_procstat *st)
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     if (read_small(path, buf, sizeof buf) <= 0) return -1;
     /* comm may hold spaces and ')': the fields start after the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ') return -1;
+    char *p = strrchr(buf, ')'), *open_paren = strchr(buf, '(');
+    if (!p || p[1] != ' ' || !open_paren || open_paren > p) return -1;
+    snprintf(st->comm, sizeof st->comm, "%.*s", (int)(p - open_paren - 1), open_paren + 1);
     p += 2;
     int ppid = 0, pgrp = 0;
     char state = 0;

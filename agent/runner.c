@@ -3,12 +3,39 @@
  * events owed to the scheduler (contract in agent.h).
  *
  * Invariants: a job instance (id, attempt) has at most one record and runs
- * at most once (its record exists before the job is released to exec, a
- * job never released runs nothing, and the record is kept for
- * PRUNE_AFTER_MS after its end was acknowledged); every change of phase or
- * of the flags reported in the ended event is saved before the agent acts
- * on it; an instance is ENDED only when its whole process tree is gone (or
+ * at most once (its record is durable before the job is released to exec,
+ * a job never released runs nothing, and the record is kept for
+ * PRUNE_AFTER_MS after its end was acknowledged); a flag reported in the
+ * ended event (cancelled, timed out) is written before the agent acts on it;
+ * an instance is ENDED only when its whole process tree is gone (or
  * DRAIN_MAX_MS passed).
+ *
+ * What is on disk, and when (power loss included, not only a crash of the
+ * agent). Writing a record creates a file (temp + rename), and on this
+ * project's disks creating files and fsync are what a launch costs, so a
+ * record is written only where a restart could not rebuild the state:
+ *  1. before a job's process may exec: its record, phase running, not
+ *     released, with the main and keeper pids and their start times. Made
+ *     durable by one group commit for all the jobs of a launch batch
+ *     (LAUNCH_BATCH_MAX), before any of them is released;
+ *  2. "released" is written (no fsync) RELEASED_WRITE_MS after the release
+ *     (or at close), so most short jobs never write it: a restart asks the
+ *     keeper instead (settle_unreleased);
+ *  3. an end whose status came from the keeper's exit file (fsynced by the
+ *     keeper) is not written: the running record and that file, kept until
+ *     ENDED is written, give a restart the same end. ENDED is written (no
+ *     fsync) when commonsd acknowledges it; losing that write only repeats
+ *     the event. Any other end (failed launch, kill before launch, lost
+ *     status) is made durable by the group commit (commit()), which every
+ *     entry point runs before it returns: the loop reads events between
+ *     calls, so commonsd never hears of such an end before it is on disk;
+ *  4. cancelled / timed out, and re-reported events, are written at once
+ *     and made durable by that same commit.
+ * A restarted agent does with each recorded phase what recover() says:
+ * running and not released -> ask the keeper (nothing ran: forget it, and
+ * the launch commonsd sends again starts it; released: as running); running
+ * -> re-attach, or end with the keeper's status; draining -> kill again,
+ * end; ended -> report again until acknowledged.
  */
 #include "agent_internal.h"
 #include "cm_crypto.h"
@@ -52,6 +79,7 @@ struct agent_runner {
     int64_t last_prune_ms, last_sweep_ms;
     const struct agent_topology *topo;
     char server[256], rsh_agent[PATH_MAX];
+    size_t nsync;                 /* records marked sync_due since the last commit (a hint) */
 };
 
 /* A job instance (sid 0) or one of its spawns (sid > 0). */
@@ -73,12 +101,50 @@ static void free_job(struct agent_job *j)
     free(j);
 }
 
-static int save(agent_runner *r, struct agent_job *j)
+static void remove_exit_file(agent_runner *r, struct agent_job *j);
+
+/* The record now says all that memory says: an ended job's exit file (the
+ * source of its status until then) can go. */
+static void written(agent_runner *r, struct agent_job *j)
+{
+    j->on_disk = true;
+    j->write_due_ms = 0;
+    if (j->phase == AJ_ENDED && j->exit_file_due) {
+        j->exit_file_due = false;
+        remove_exit_file(r, j);
+    }
+}
+
+/* Written now, without fsync: see "Durability" above for which states. */
+static int save_lazy(agent_runner *r, struct agent_job *j)
 {
     char err[512];
-    if (agent_store_save(r->state_dir, j, err, sizeof err) == 0) return 0;
+    if (agent_store_write(r->state_dir, j, err, sizeof err) == 0) {
+        written(r, j);
+        return 0;
+    }
     cm_error("job %lld: cannot save its record: %s", (long long)j->id, err);
     return -1;
+}
+
+/* Durable by the end of the current entry point (commit), for a change
+ * nothing acts on before that commit (the first record of a launch, an
+ * ended job). Each write creates a file, and creating files is what costs
+ * most on ext4 with thousands of them (new inodes), so this one writes once. */
+static void save_at_commit(agent_runner *r, struct agent_job *j)
+{
+    j->sync_due = true;
+    r->nsync++;
+}
+
+/* Durable by the end of the current entry point, for a change the agent
+ * acts on at once (signals a tree): an existing record is also written now,
+ * so that a crash of the agent before the commit finds it. Returns -1 only
+ * when that immediate write failed; the commit logs its own errors. */
+static int save(agent_runner *r, struct agent_job *j)
+{
+    save_at_commit(r, j);
+    return j->on_disk ? save_lazy(r, j) : 0;
 }
 
 static int add_done(agent_runner *r, const struct agent_job *j)
@@ -128,6 +194,7 @@ static struct agent_job *revive(agent_runner *r, struct agent_done *d)
         return NULL;
     }
     *d = r->done[--r->ndone];
+    j->on_disk = true;
     j->next = r->jobs;
     r->jobs = j;
     return j;
@@ -142,23 +209,71 @@ static void exit_path(agent_runner *r, const struct agent_job *j, char *out, siz
         snprintf(out, len, "%s/jobs/%lld-%d.exit", r->state_dir, (long long)j->id, j->attempt);
 }
 
-static void cleanup(agent_runner *r, struct agent_job *j)
+static void remove_exit_file(agent_runner *r, struct agent_job *j)
 {
     char ep[PATH_MAX];
     exit_path(r, j, ep, sizeof ep);
     unlink(ep);
+}
+
+/* What an ended job leaves besides its exit file: its cgroup and script. */
+static void cleanup(agent_runner *r, struct agent_job *j)
+{
     agent_contain_cleanup(&r->contain, j);
     if (j->script[0] && unlink(j->script) != 0 && errno != ENOENT)
         cm_warn("job %lld: cannot remove %s: %s", (long long)j->id, j->script, strerror(errno));
 }
 
-/* The tree is gone: the ended event becomes final and owed. */
+/* The group commit: makes every record marked by save() durable at once
+ * (and removes what ended jobs left once their ENDED record is). */
+static void commit(agent_runner *r)
+{
+    if (r->nsync == 0) return;
+    size_t n = 0;
+    for (struct agent_job *j = r->jobs; j; j = j->next) n += j->sync_due;
+    struct agent_job **v = n ? malloc(n * sizeof *v) : NULL;
+    int *rcs = n ? malloc(n * sizeof *rcs) : NULL;
+    char err[512] = "";
+    if (n && (!v || !rcs)) {
+        /* No memory for a batch: one record at a time. */
+        for (struct agent_job *j = r->jobs; j; j = j->next) {
+            if (!j->sync_due) continue;
+            if (agent_store_save(r->state_dir, j, err, sizeof err) == 0)
+                written(r, j);
+            else
+                cm_error("job %lld: cannot save its record: %s", (long long)j->id, err);
+        }
+    } else if (n) {
+        size_t k = 0;
+        for (struct agent_job *j = r->jobs; j; j = j->next)
+            if (j->sync_due) v[k++] = j;
+        agent_store_save_many(r->state_dir, v, n, rcs, err, sizeof err);
+        for (size_t i = 0; i < n; i++) {
+            if (rcs[i] == 0)
+                written(r, v[i]);
+            else
+                cm_error("job %lld: cannot save its record: %s", (long long)v[i]->id, err);
+        }
+    }
+    free(v);
+    free(rcs);
+    r->nsync = 0;
+    for (struct agent_job *j = r->jobs; j; j = j->next) j->sync_due = false;
+}
+
+/* The tree is gone: the ended event becomes final and owed. An end whose
+ * status came from the keeper's exit file is not written now: the record
+ * on disk (running) and that file, kept until the ENDED record is written
+ * (when commonsd acknowledges the end), lead a restarted agent to the same
+ * end. Any other end (a launch that failed, a kill before the launch, a
+ * lost status) is made durable by the commit. */
 static void finish(agent_runner *r, struct agent_job *j)
 {
     j->phase = AJ_ENDED;
     j->ended_ms = cm_now_ms();
     j->ended_pending = true;
-    save(r, j);
+    j->exit_file_due = true;
+    if (!j->status_from_file) save_at_commit(r, j);
     cleanup(r, j);
     cm_info("job %lld.%d%s ended: exit %d signal %d%s%s%s%s", (long long)j->id, j->attempt,
             j->spawn_id ? " (spawn)" : "", j->exit_code,
@@ -182,11 +297,16 @@ static void main_gone(agent_runner *r, struct agent_job *j, int status, const ch
         j->exit_code = WEXITSTATUS(status);
         j->signal = 0;
     }
+    j->status_from_file = !error;
     j->phase = AJ_DRAINING;
     j->drain_ms = cm_now_ms();
-    save(r, j);
     agent_contain_signal(&r->contain, j, SIGKILL);
+    /* Usually the tree is gone at once and the next write is ENDED. A
+     * draining record is only written when the tree outlives SIGKILL for a
+     * while (without fsync: a restart rebuilds it from the keeper's exit
+     * file, which is kept until ENDED is durable). */
     if (!agent_contain_alive(&r->contain, j)) finish(r, j);
+    else save_lazy(r, j);
     if (j->spawn_id == 0) end_spawns(r, j->id, j->attempt, "job_ended");
 }
 
@@ -210,9 +330,10 @@ static void keeper_gone(agent_runner *r, struct agent_job *j)
     char ep[PATH_MAX];
     int status;
     exit_path(r, j, ep, sizeof ep);
-    if (agent_exit_read(ep, &status) == 0 && status == AGENT_EXIT_UNRELEASED)
+    int rc = agent_exit_read(ep, &status);
+    if (rc == 0 && status == AGENT_EXIT_UNRELEASED)
         main_gone(r, j, 0, "agent restarted before the job started");
-    else if (agent_exit_read(ep, &status) == 0)
+    else if (rc == 0)
         main_gone(r, j, status, NULL);
     else
         main_gone(r, j, 0, j->adopted ? "agent restarted; exit status lost"
@@ -275,6 +396,7 @@ static void forget(agent_runner *r, struct agent_job *j)
     cm_info("job %lld.%d was never released before the agent stopped; waiting for commonsd "
             "to launch it again", (long long)j->id, j->attempt);
     agent_store_remove(r->state_dir, j->id, j->attempt, j->spawn_id);
+    remove_exit_file(r, j);
     cleanup(r, j);
     for (struct agent_job **pp = &r->jobs; *pp; pp = &(*pp)->next)
         if (*pp == j) {
@@ -284,20 +406,30 @@ static void forget(agent_runner *r, struct agent_job *j)
         }
 }
 
-/* A record saved at fork but not after release: the agent died in between.
- * The keeper knows: without the go byte it kills the job at once and
- * writes AGENT_EXIT_UNRELEASED; a keeper still waiting after KEEPER_DECIDE_MS
- * is waiting for a job that was released. Returns true if j was forgotten. */
+/* A record saved before release but not after: the agent died in the middle
+ * of a launch batch, or before the job's "released" was written (it is
+ * deferred). The keeper knows: without the go byte it kills the job at once
+ * and writes AGENT_EXIT_UNRELEASED; once it passed the go byte on, it is
+ * named AGENT_KEEPER_RELEASED. Waits (until `until`, a deadline shared by
+ * all such records) while a live keeper has decided neither way; a keeper
+ * still undecided then is waiting for a job that was released. Returns
+ * true if j was forgotten. */
 #define KEEPER_DECIDE_MS 2000
-static bool settle_unreleased(agent_runner *r, struct agent_job *j)
+static bool keeper_released(struct agent_job *j)
+{
+    struct agent_procstat st;
+    return agent_proc_stat(j->keeper, &st) == 0 && st.starttime == j->keeper_start &&
+           strcmp(st.comm, AGENT_KEEPER_RELEASED) == 0;
+}
+
+static bool settle_unreleased(agent_runner *r, struct agent_job *j, int64_t until)
 {
     char ep[PATH_MAX];
     exit_path(r, j, ep, sizeof ep);
     int status;
-    int64_t until = cm_mono_ms() + KEEPER_DECIDE_MS;
     while (agent_exit_read(ep, &status) != 0 && agent_proc_same(j->keeper, j->keeper_start) &&
-           cm_mono_ms() < until)
-        usleep(20 * 1000);
+           !keeper_released(j) && cm_mono_ms() < until)
+        usleep(5 * 1000);
     if (agent_exit_read(ep, &status) == 0 && status == AGENT_EXIT_UNRELEASED) {
         forget(r, j);
         return true;
@@ -308,15 +440,23 @@ static bool settle_unreleased(agent_runner *r, struct agent_job *j)
     return false;
 }
 
-/* Decides, after a restart, what each recorded job has become. */
-static void recover(agent_runner *r, struct agent_job *j)
+/* Decides, after a restart, what each recorded job has become:
+ *  - launching (no longer written, older agents did): nothing ran, forgotten;
+ *  - running, not released: the keeper says whether the job was released
+ *    (settle_unreleased): if not, nothing ran and the record is forgotten, so
+ *    the launch commonsd sends again starts it; if so, as running;
+ *  - running: re-attached if its main process lives (same start time), else
+ *    ended with the status its keeper wrote, or "exit status lost";
+ *  - draining: its tree is killed again until gone, then ended;
+ *  - ended: its ended event is sent again until acknowledged. */
+static void recover(agent_runner *r, struct agent_job *j, int64_t settle_until)
 {
     switch (j->phase) {
     case AJ_LAUNCHING:
         forget(r, j);
         break;
     case AJ_RUNNING:
-        if (!j->released && settle_unreleased(r, j)) break;
+        if (!j->released && settle_unreleased(r, j, settle_until)) break;
         j->adopted = true;
         if (agent_proc_same(j->pid, j->proc_start))
             cm_info("job %lld.%d (pid %d) still running: re-attached", (long long)j->id,
@@ -344,6 +484,7 @@ static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
 static int take_record(void *arg, struct agent_job *j)
 {
     agent_runner *r = arg;
+    j->on_disk = true;
     if (j->phase == AJ_ENDED && !j->ended_pending) {
         int rc = add_done(r, j);
         free_job(j);
@@ -417,10 +558,12 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
                            errlen))
         goto fail;
     if (agent_store_load(r->state_dir, take_record, r, err, errlen)) goto fail;
+    int64_t settle_until = cm_mono_ms() + KEEPER_DECIDE_MS;
     for (struct agent_job *j = r->jobs, *next; j; j = next) {
         next = j->next; /* recover may forget (free) j */
-        recover(r, j);
+        recover(r, j, settle_until);
     }
+    commit(r);
     *out = r;
     return 0;
 fail:
@@ -431,6 +574,11 @@ fail:
 void agent_runner_close(agent_runner *r)
 {
     if (!r) return;
+    commit(r); /* every entry point committed already; this is only a safeguard */
+    /* Deferred writes now, so that a restart need not ask keepers whether
+     * their jobs were released. */
+    for (struct agent_job *j = r->jobs; j; j = j->next)
+        if (j->write_due_ms) save_lazy(r, j);
     while (r->jobs) {
         struct agent_job *n = r->jobs->next;
         free_job(r->jobs);
@@ -451,25 +599,6 @@ const char *agent_runner_limits(const agent_runner *r)
     return r->contain.kind == AGENT_CONTAIN_CGROUP && r->contain.limits ? "cgroup" : "rlimit";
 }
 
-struct forked_arg {
-    agent_runner *r;
-    struct agent_job *j;
-};
-
-static int on_forked(void *arg, pid_t keeper, pid_t pid)
-{
-    struct forked_arg *f = arg;
-    struct agent_procstat st, kst;
-    if (agent_proc_stat(pid, &st) != 0 || agent_proc_stat(keeper, &kst) != 0) return -1;
-    f->j->pid = pid;
-    f->j->proc_start = st.starttime;
-    f->j->keeper = keeper;
-    f->j->keeper_start = kst.starttime;
-    f->j->start_ms = cm_now_ms();
-    f->j->phase = AJ_RUNNING;
-    return save(f->r, f->j);
-}
-
 /* A launch for an id already known: report what it is, start nothing. */
 static void relaunch(agent_runner *r, struct agent_job *j)
 {
@@ -484,119 +613,265 @@ static void relaunch(agent_runner *r, struct agent_job *j)
     save(r, j);
 }
 
-/* Starts a parsed launch or spawn (prc: its parse result, why: the parse error). */
-static int start(agent_runner *r, struct agent_launch *l, int prc, const char *perr, char *err,
-                 size_t errlen)
+/* Launch batches. The launches (or spawns) of one reply of commonsd are
+ * started LAUNCH_BATCH_MAX at a time, in stages:
+ *  1. prepare: checks, account, placement, cgroup, script, and fork of
+ *     every keeper, then collect: each job's main process exists (forked
+ *     by its keeper meanwhile) and waits for its release;
+ *  2. one group commit of all their records (running, not released, pids
+ *     and start times);
+ *  3. release every job whose record is durable (the others are killed
+ *     unreleased and end with an error);
+ *  4. wait for each job's exec (they exec in parallel), then mark it
+ *     released (written without fsync: a restarted agent asks the keeper).
+ * A crash before 3 leaves records of unreleased jobs, which a restarted agent
+ * forgets (their keepers killed them, nothing ran) so the launches commonsd
+ * sends again start them; a crash after 3 leaves records of released jobs,
+ * which it re-attaches. Nothing is started twice either way.
+ * 64 bounds what waits between 1 and 3: 128 processes, 128 pipe ends, and
+ * about 2 MB of launch state; a reply of 1,000 launches takes 16 commits. */
+#define LAUNCH_BATCH_MAX 64
+#define RELEASED_WRITE_MS 2000
+
+struct pending {
+    struct agent_launch l;     /* borrows from its command, which outlives the batch */
+    int prc;                   /* parse result; perr the error */
+    char perr[1024];
+    struct agent_job *j;       /* after prepare: a forked job waiting for release, or NULL */
+    struct agent_account acct;
+    struct agent_bind bind;
+    struct agent_proc proc;
+};
+
+/* Stage 1 for one launch: on return p->j is set only when its keeper was
+ * forked (collect() then reads the job's pid). */
+static void prepare(agent_runner *r, struct pending *p)
 {
     char why[1024];
+    struct agent_launch *l = &p->l;
     const char *what = l->spawn_id ? "spawn" : "launch";
     struct agent_job *j = find_sp(r, l->id, l->attempt, l->spawn_id);
     struct agent_done *d = j ? NULL : find_done(r, l->id, l->attempt, l->spawn_id);
+    p->j = NULL;
     if (d && !(j = revive(r, d))) {
         cm_warn("job %lld.%d %s again; it ended here before: not starting it twice",
                 (long long)l->id, l->attempt, what);
-        return 0;
+        return;
     }
     if (j) {
         relaunch(r, j);
-        return 0;
+        return;
     }
     if (!(j = new_job(r, l->id, l->attempt, l->spawn_id))) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        cm_error("job %lld: out of memory; the launch is left to commonsd's next try",
+                 (long long)l->id);
+        return;
     }
     j->start_ms = cm_now_ms();
-    if (prc != 0) {
+    if (p->prc != 0) {
         char msg[1100];
-        snprintf(msg, sizeof msg, "%s rejected: %s", what, perr);
+        snprintf(msg, sizeof msg, "%s rejected: %s", what, p->perr);
         fail(r, j, msg);
-        return 0;
+        return;
     }
     j->time_limit_s = l->time_limit_s;
     snprintf(j->unix_user, sizeof j->unix_user, "%s", l->unix_user);
-    struct agent_account acct;
-    struct agent_bind bind;
     char mpi_dir[PATH_MAX];
     snprintf(mpi_dir, sizeof mpi_dir, "%s/scripts/mpi-%lld-%d", r->state_dir, (long long)l->id,
              l->attempt);
-    if (agent_account_resolve(l->unix_user, &acct, why, sizeof why) != 0) {
+    if (agent_account_resolve(l->unix_user, &p->acct, why, sizeof why) != 0) {
         fail(r, j, why);
-        return 0;
+        return;
     }
+    struct agent_account *acct = &p->acct;
     struct agent_bind_ctx bc = {r->topo, r->node, mpi_dir, r->rsh_agent,
-                                strcmp(agent_runner_limits(r), "rlimit") == 0, acct.uid == 0,
-                                acct.switch_user ? acct.uid : 0, acct.switch_user ? acct.gid : 0};
-    if (agent_bind_plan(l, &bc, &bind, why, sizeof why) != 0) {
+                                strcmp(agent_runner_limits(r), "rlimit") == 0, acct->uid == 0,
+                                acct->switch_user ? acct->uid : 0,
+                                acct->switch_user ? acct->gid : 0};
+    if (agent_bind_plan(l, &bc, &p->bind, why, sizeof why) != 0) {
         char msg[1100];
         snprintf(msg, sizeof msg, "%s rejected: %s", what, why);
         fail(r, j, msg);
-        return 0;
+        return;
     }
     char cpus[AGENT_MAX_PUS * 5 + 1] = "";
-    agent_bind_task_list(&bind, 0, cpus, sizeof cpus);
+    agent_bind_task_list(&p->bind, 0, cpus, sizeof cpus);
     if (agent_contain_job_create(&r->contain, l->id, l->attempt, l->spawn_id, l->mem_mb,
-                                 l->ncpu ? l->ncpu : (int)l->cpus, bind.apply ? cpus : "",
+                                 l->ncpu ? l->ncpu : (int)l->cpus, p->bind.apply ? cpus : "",
                                  j->cgroup, sizeof j->cgroup, why, sizeof why) != 0) {
-        agent_bind_free(&bind);
+        agent_bind_free(&p->bind);
         fail(r, j, why);
-        return 0;
+        return;
     }
-    j->binding = json_incref(bind.report);
+    j->binding = json_incref(p->bind.report);
     if (l->script)
         snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
                  (long long)l->id, l->attempt);
-    /* No record yet: nothing runs before on_forked has saved one, and a job
-     * the agent never released runs nothing (see recover). */
+    /* No record yet: nothing runs before the batch's commit has saved one,
+     * and a job the agent never released runs nothing (see recover). */
     j->phase = AJ_LAUNCHING;
-    if (l->script && agent_script_write(j->script, l->script, &acct, why, sizeof why) != 0) {
-        agent_bind_free(&bind);
+    if (l->script && agent_script_write(j->script, l->script, acct, why, sizeof why) != 0) {
+        agent_bind_free(&p->bind);
         fail(r, j, why);
-        return 0;
+        return;
     }
     char ep[PATH_MAX];
     exit_path(r, j, ep, sizeof ep);
-    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup, ep, &bind,
+    struct agent_spawn_ctx ctx = {r->node, r->state_dir, j->cgroup, ep, &p->bind,
                                   r->server[0] ? r->server : NULL};
-    struct forked_arg fa = {r, j};
-    pid_t pid, keeper;
-    int src = agent_spawn(l, &acct, &ctx, j->script, on_forked, &fa, &keeper, &pid, why,
-                          sizeof why);
-    agent_bind_free(&bind);
-    if (src != 0) {
+    if (agent_spawn_fork(l, acct, &ctx, j->script, &p->proc, why, sizeof why) != 0) {
+        agent_bind_free(&p->bind);
         fail(r, j, why);
-        return 0;
+        return;
     }
-    j->released = true;
-    j->started_pending = true;
-    save(r, j);
-    cm_info("job %lld.%d%s started: pid %d as %s (%s)", (long long)l->id, l->attempt,
-            l->spawn_id ? " spawn" : "", (int)pid, acct.name, agent_runner_containment(r));
-    return 0;
+    p->j = j;
 }
 
-/* Parses a launch or spawn command and starts it; -1 only without an instance to report on. */
-static int parse_and_start(agent_runner *r, json_t *cmd,
-                           int (*parse)(json_t *, struct agent_launch *, char *, size_t),
-                           const char *what, char *err, size_t errlen)
+/* Stage 1, second half: the job's pid from its keeper, and the start times
+ * that tell these processes from later ones with the same pids. */
+static void collect(agent_runner *r, struct pending *p)
 {
-    struct agent_launch l;
-    char why[1024];
-    int prc = parse(cmd, &l, why, sizeof why);
-    if (l.id < 0) {
-        snprintf(err, errlen, "%s rejected: %s", what, why);
+    struct agent_job *j = p->j;
+    struct agent_procstat st, kst;
+    char why[1024], ep[PATH_MAX];
+    exit_path(r, j, ep, sizeof ep);
+    p->j = NULL;
+    if (agent_spawn_pid(&p->proc, ep, why, sizeof why) != 0) {
+        agent_bind_free(&p->bind);
+        fail(r, j, why);
+        return;
+    }
+    if (agent_proc_stat(p->proc.pid, &st) != 0 || agent_proc_stat(p->proc.keeper, &kst) != 0) {
+        agent_spawn_abort(&p->proc, ep);
+        agent_bind_free(&p->bind);
+        fail(r, j, "cannot record the started job: its processes vanished");
+        return;
+    }
+    j->pid = p->proc.pid;
+    j->proc_start = st.starttime;
+    j->keeper = p->proc.keeper;
+    j->keeper_start = kst.starttime;
+    j->start_ms = cm_now_ms();
+    j->phase = AJ_RUNNING;
+    p->j = j;
+}
+
+/* Stages 2-4 for the prepared launches of p[0..n). */
+static void release_batch(agent_runner *r, struct pending *p, size_t n)
+{
+    struct agent_job **v = malloc((n ? n : 1) * sizeof *v);
+    int *rcs = malloc((n ? n : 1) * sizeof *rcs);
+    size_t k = 0;
+    char err[512] = "out of memory", why[1024], ep[PATH_MAX];
+    bool mem = v && rcs;
+    for (size_t i = 0; mem && i < n; i++)
+        if (p[i].j) v[k++] = p[i].j;
+    if (k) agent_store_save_many(r->state_dir, v, k, rcs, err, sizeof err);
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct agent_job *j = p[i].j;
+        if (!j) continue;
+        bool saved = mem && rcs[k++] == 0;
+        exit_path(r, j, ep, sizeof ep);
+        if (saved)
+            written(r, j);
+        else
+            snprintf(why, sizeof why, "cannot record the started job: %s", err);
+        if (!saved || agent_spawn_release(&p[i].proc, j->cgroup, why, sizeof why) != 0) {
+            agent_spawn_abort(&p[i].proc, ep);
+            agent_bind_free(&p[i].bind);
+            fail(r, j, why);
+            p[i].j = NULL;
+        }
+    }
+    free(v);
+    free(rcs);
+    for (size_t i = 0; i < n; i++) {
+        struct agent_job *j = p[i].j;
+        if (!j) continue;
+        exit_path(r, j, ep, sizeof ep);
+        int rc = agent_spawn_wait(&p[i].proc, &p[i].l, &p[i].acct, ep, why, sizeof why);
+        agent_bind_free(&p[i].bind);
+        if (rc != 0) {
+            fail(r, j, why);
+            continue;
+        }
+        j->released = true;
+        j->started_pending = true;
+        /* Rebuilt after a crash (the keeper knows it was released), so not
+         * written at once: a job that ends within RELEASED_WRITE_MS never
+         * has it written (its next write is its end). */
+        j->write_due_ms = cm_mono_ms() + RELEASED_WRITE_MS;
+        cm_info("job %lld.%d%s started: pid %d as %s (%s)", (long long)j->id, j->attempt,
+                j->spawn_id ? " spawn" : "", (int)j->pid, p[i].acct.name,
+                agent_runner_containment(r));
+    }
+}
+
+typedef int (*parse_fn)(json_t *, struct agent_launch *, char *, size_t);
+
+/* Starts cmds[0..n) (launch or spawn commands, parsed with parse) in
+ * batches; what cannot be told apart from any instance (no usable id or
+ * attempt) is counted, described in err (the last one) and logged when
+ * warn. Returns that count, -1 without memory. */
+static int start_batches(agent_runner *r, json_t *const *cmds, size_t n, parse_fn parse,
+                         const char *what, bool warn, char *err, size_t errlen)
+{
+    size_t cap = n < LAUNCH_BATCH_MAX ? n : LAUNCH_BATCH_MAX;
+    struct pending *p = calloc(cap ? cap : 1, sizeof *p);
+    int ignored = 0;
+    if (!p) {
+        snprintf(err, errlen, "out of memory for a batch of %zu %ss", n, what);
         return -1;
     }
-    return start(r, &l, prc, why, err, errlen);
+    for (size_t from = 0; from < n; from += cap) {
+        size_t m = 0;
+        for (size_t i = from; i < n && i < from + cap; i++) {
+            struct pending *q = &p[m];
+            q->prc = parse(cmds[i], &q->l, q->perr, sizeof q->perr);
+            if (q->l.id < 0) {
+                snprintf(err, errlen, "%s rejected: %s", what, q->perr);
+                if (warn) cm_warn("ignoring a %s command: %s", what, err);
+                ignored++;
+                continue;
+            }
+            prepare(r, q);
+            m++;
+        }
+        for (size_t i = 0; i < m; i++)
+            if (p[i].j) collect(r, &p[i]);
+        release_batch(r, p, m);
+        commit(r); /* the ends of launches that failed */
+    }
+    free(p);
+    return ignored;
+}
+
+int agent_runner_launch_batch(agent_runner *r, json_t *launches)
+{
+    size_t n = json_array_size(launches);
+    json_t **v = malloc((n ? n : 1) * sizeof *v);
+    char err[1200];
+    if (!v) {
+        cm_error("out of memory for %zu launches; commonsd sends them again", n);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) v[i] = json_array_get(launches, i);
+    int rc = start_batches(r, v, n, agent_launch_parse, "launch", true, err, sizeof err);
+    free(v);
+    if (rc < 0) cm_error("%s", err);
+    return rc;
 }
 
 int agent_runner_launch(agent_runner *r, json_t *launch, char *err, size_t errlen)
 {
-    return parse_and_start(r, launch, agent_launch_parse, "launch", err, errlen);
+    return start_batches(r, &launch, 1, agent_launch_parse, "launch", false, err, errlen) == 0 ? 0 : -1;
 }
 
 int agent_runner_spawn(agent_runner *r, json_t *cmd, char *err, size_t errlen)
 {
-    return parse_and_start(r, cmd, agent_spawn_cmd_parse, "spawn", err, errlen);
+    return start_batches(r, &cmd, 1, agent_spawn_cmd_parse, "spawn", false, err, errlen) == 0 ? 0
+                                                                                       : -1;
 }
 
 void agent_runner_kill_spawns(agent_runner *r, int64_t id, int attempt)
@@ -609,6 +884,7 @@ void agent_runner_kill_spawns(agent_runner *r, int64_t id, int attempt)
             j->ended_pending = true;
             save(r, j);
         }
+    commit(r);
 }
 
 static int kill_one(agent_runner *r, struct agent_job *j, const char *reason)
@@ -627,7 +903,7 @@ static int kill_one(agent_runner *r, struct agent_job *j, const char *reason)
     return rc;
 }
 
-int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reason)
+static int kill_instance(agent_runner *r, int64_t id, int attempt, const char *reason)
 {
     int rc = 0, found = 0;
     for (struct agent_job *j = r->jobs; j; j = j->next)
@@ -651,6 +927,13 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
              j->kill_reason);
     finish(r, j);
     return 0;
+}
+
+int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reason)
+{
+    int rc = kill_instance(r, id, attempt, reason);
+    commit(r);
+    return rc;
 }
 
 /* The job instance or any of its spawns (they share its environment ids). */
@@ -701,11 +984,24 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+static int tick(agent_runner *r);
+
 int agent_runner_tick(agent_runner *r)
 {
+    int next = tick(r);
+    commit(r); /* the ends found by this tick, before anyone can read them */
+    return next;
+}
+
+static int tick(agent_runner *r)
+{
     reap(r);
-    int64_t now = cm_now_ms(), next = 1000;
+    int64_t now = cm_now_ms(), next = 1000, mono = cm_mono_ms();
     for (struct agent_job *j = r->jobs; j; j = j->next) {
+        if (j->write_due_ms && mono >= j->write_due_ms)
+            save_lazy(r, j);
+        else if (j->write_due_ms)
+            next = min64(next, j->write_due_ms - mono);
         if (j->phase == AJ_RUNNING) {
             if (j->adopted && keeper_check(r, j)) continue;
             int64_t limit_at = j->start_ms + j->time_limit_s * 1000;
@@ -830,13 +1126,15 @@ void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked)
         if (!j) continue;
         const char *kind = json_string_value(json_object_get(e, "event"));
         if (kind && strncmp(kind, "spawn_", 6) == 0) kind += 6;
+        /* Acknowledgements are written without fsync (started's not even
+         * until the next change): lost, they only make a restarted agent
+         * send the event again, which commonsd acknowledges again. */
         if (kind && strcmp(kind, "started") == 0 && j->started_pending) {
-            j->started_pending = false;
-            save(r, j);
+            j->started_pending = false; /* not written: the next write of the record carries it */
         } else if (kind && strcmp(kind, "ended") == 0 && j->ended_pending) {
             j->ended_pending = false;
             j->started_pending = false;
-            if (save(r, j) == 0) retire(r, j);
+            if (save_lazy(r, j) == 0 && !j->sync_due) retire(r, j);
         }
     }
 }

@@ -201,17 +201,11 @@ int agent_script_write(const char *path, const char *text, const struct agent_ac
         snprintf(err, errlen, "cannot write job script %s: %s", path, strerror(errno));
         return -1;
     }
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            snprintf(err, errlen, "cannot write job script %s: %s", path, strerror(errno));
-            close(fd);
-            unlink(path);
-            return -1;
-        }
-        off += (size_t)w;
+    if (agent_write_all(fd, text) != 0) {
+        snprintf(err, errlen, "cannot write job script %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
     }
     if ((a->switch_user && fchown(fd, a->uid, a->gid) != 0) || fchmod(fd, 0700) != 0 ||
         close(fd) != 0) {
@@ -416,9 +410,41 @@ int agent_exit_read(const char *path, int *status)
 }
 
 /* Runs in the forked keeper: async-signal-safe calls only. */
+/* What the keeper tells the agent once it forked the job. */
+struct keeper_report {
+    pid_t job;
+    int in_cgroup; /* the job was created in its cgroup (clone3 CLONE_INTO_CGROUP) */
+};
+
+/* clone3's arguments (linux/sched.h, which clashes with sched.h). */
+struct clone3_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+        set_tid_size, cgroup;
+};
+#define AGENT_CLONE_INTO_CGROUP 0x200000000ULL
+
+/* fork(), but the child starts in the cgroup cgfd (when >= 0 and the kernel
+ * can: Linux >= 5.7): moving a process into a cgroup afterwards
+ * (cgroup.procs) waits for an RCU grace period, about a millisecond per job.
+ * *in_cgroup says whether it worked; fork() is the fallback. */
+static pid_t fork_into(int cgfd, int *in_cgroup)
+{
+    *in_cgroup = 0;
+    if (cgfd >= 0) {
+        struct clone3_args ca = {.flags = AGENT_CLONE_INTO_CGROUP, .exit_signal = SIGCHLD,
+                                 .cgroup = (uint64_t)cgfd};
+        long pid = syscall(SYS_clone3, &ca, sizeof ca);
+        if (pid >= 0) {
+            *in_cgroup = 1;
+            return (pid_t)pid;
+        }
+    }
+    return fork();
+}
+
 static void keeper_main(const struct agent_launch *l, const struct agent_account *a,
                         const struct agent_spawn_ctx *ctx, char **argv, char ***envs, int go[2],
-                        int rep[2], int pidp[2])
+                        int rep[2], int pidp[2], int cgfd)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -427,23 +453,23 @@ static void keeper_main(const struct agent_launch *l, const struct agent_account
     /* Out of the agent's group and immune to terminal signals: only the
      * job's end (or SIGKILL aimed at the keeper itself) ends it. */
     setsid();
-    prctl(PR_SET_NAME, "commons-keeper"); /* tells it apart from the agent in ps */
+    prctl(PR_SET_NAME, AGENT_KEEPER_WAITING); /* tells it apart from the agent in ps */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGQUIT, SIG_IGN);
     /* Keep nothing of the agent: its lock, sockets and terminal would
      * otherwise stay open for as long as the job runs. */
-    int keep[3] = {go[0], rep[1], pidp[1]};
-    for (int i = 0; i < 3; i++)
-        for (int k = i + 1; k < 3; k++)
+    int keep[4] = {go[0], rep[1], pidp[1], cgfd}, nkeep = cgfd >= 0 ? 4 : 3;
+    for (int i = 0; i < nkeep; i++)
+        for (int k = i + 1; k < nkeep; k++)
             if (keep[k] < keep[i]) {
                 int t = keep[i];
                 keep[i] = keep[k];
                 keep[k] = t;
             }
     unsigned lo = 3;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < nkeep; i++) {
         if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
         lo = (unsigned)keep[i] + 1;
     }
@@ -460,22 +486,28 @@ static void keeper_main(const struct agent_launch *l, const struct agent_account
      * (it died first) is recorded as such, not as an exit status. */
     int gj[2];
     if (pipe2(gj, O_CLOEXEC) != 0) _exit(127);
-    pid_t job = fork();
+    struct keeper_report kr;
+    pid_t job = kr.job = fork_into(cgfd, &kr.in_cgroup);
     if (job == 0) {
         close(pidp[1]);
         close(go[0]);
         close(gj[1]);
+        if (cgfd >= 0) close(cgfd);
         child_main(l, a, ctx->bind, argv, envs, gj[0], rep[1]);
     }
+    if (cgfd >= 0) close(cgfd);
     close(gj[0]);
     close(rep[1]);
-    ssize_t w = write(pidp[1], &job, sizeof job);
+    ssize_t w = write(pidp[1], &kr, sizeof kr);
     close(pidp[1]);
-    if (job < 0 || w != (ssize_t)sizeof job) _exit(127);
+    if (job < 0 || w != (ssize_t)sizeof kr) _exit(127);
     char b;
     ssize_t r;
     do r = read(go[0], &b, 1); while (r < 0 && errno == EINTR);
     bool released = r == 1 && write(gj[1], &b, 1) == 1;
+    /* The job may run from now on: say so where a restarted agent looks
+     * (runner.c, settle_unreleased), instead of a record write per job. */
+    if (released) prctl(PR_SET_NAME, AGENT_KEEPER_RELEASED);
     close(go[0]);
     close(gj[1]);
     if (!released) kill(job, SIGKILL);
@@ -502,18 +534,17 @@ static int join_cgroup(const char *cgroup, pid_t pid, char *err, size_t errlen)
     return 0;
 }
 
-int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
-                const struct agent_spawn_ctx *ctx, const char *script_path,
-                agent_forked_fn on_forked, void *arg, pid_t *keeper_out, pid_t *pid_out,
-                char *err, size_t errlen)
+int agent_spawn_fork(const struct agent_launch *l, const struct agent_account *a,
+                     const struct agent_spawn_ctx *ctx, const char *script_path,
+                     struct agent_proc *p, char *err, size_t errlen)
 {
-    *pid_out = *keeper_out = 0;
+    *p = (struct agent_proc){.go_fd = -1, .rep_fd = -1, .pid_fd = -1};
     int ntasks = ctx->bind && ctx->bind->ntasks > 1 ? ctx->bind->ntasks : 1;
     struct strvec argv = {0}, *env = calloc((size_t)ntasks, sizeof *env);
     char ***envs = calloc((size_t)ntasks, sizeof *envs);
-    int go[2] = {-1, -1}, rep[2] = {-1, -1}, pidp[2] = {-1, -1};
+    int go[2] = {-1, -1}, rep[2] = {-1, -1}, pidp[2] = {-1, -1}, cgfd = -1;
     int rc = -1, bad = !env || !envs;
-    pid_t keeper = -1, pid = -1;
+    pid_t keeper = -1;
     for (int i = 0; !bad && i < ntasks; i++) {
         bad |= build_env(l, a, ctx, i, &env[i]);
         envs[i] = env[i].v;
@@ -522,59 +553,32 @@ int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
         snprintf(err, errlen, "out of memory preparing the job");
         goto out;
     }
+    snprintf(p->argv0, sizeof p->argv0, "%s", argv.v[0]);
     if (pipe2(go, O_CLOEXEC) != 0 || pipe2(rep, O_CLOEXEC) != 0 || pipe2(pidp, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto out;
     }
     unlink(ctx->exit_path); /* only this attempt's keeper may write it */
+    /* Where the cgroup cannot be entered at birth, release moves the job. */
+    if (ctx->cgroup[0]) cgfd = open(ctx->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     keeper = fork();
     if (keeper < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         goto out;
     }
-    if (keeper == 0) keeper_main(l, a, ctx, argv.v, envs, go, rep, pidp);
+    if (keeper == 0) keeper_main(l, a, ctx, argv.v, envs, go, rep, pidp, cgfd);
     close(go[0]);
     close(rep[1]);
     close(pidp[1]);
     go[0] = rep[1] = pidp[1] = -1;
-    ssize_t n;
-    do n = read(pidp[0], &pid, sizeof pid); while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof pid || pid <= 0) {
-        snprintf(err, errlen, "the job's keeper could not fork the job");
-    } else if (on_forked(arg, keeper, pid) != 0) {
-        /* Record first (durability), then contain, then let the job run. */
-        snprintf(err, errlen, "cannot record the started job");
-    } else if (!ctx->cgroup[0] || join_cgroup(ctx->cgroup, pid, err, errlen) == 0) {
-        rc = 0;
-    }
-    if (rc == 0 && write(go[1], "g", 1) != 1) {
-        snprintf(err, errlen, "cannot release the job's process: %s", strerror(errno));
-        rc = -1;
-    }
-    close(go[1]);
-    go[1] = -1;
-    if (rc == 0) {
-        struct child_report r;
-        do n = read(rep[0], &r, sizeof r); while (n < 0 && errno == EINTR);
-        if (n == (ssize_t)sizeof r) {
-            describe(&r, l, a, argv.v[0], err, errlen);
-            rc = -1;
-        }
-    }
-    if (rc != 0) {
-        /* The job exits by itself (no go byte, or after its report); its
-         * keeper follows it. */
-        if (pid > 0) {
-            kill(-pid, SIGKILL); /* tasks already started are in its process group */
-            kill(pid, SIGKILL);
-        }
-        while (waitpid(keeper, NULL, 0) < 0 && errno == EINTR) {}
-        unlink(ctx->exit_path);
-    } else {
-        *keeper_out = keeper;
-        *pid_out = pid;
-    }
+    p->keeper = keeper;
+    p->go_fd = go[1];
+    p->rep_fd = rep[0];
+    p->pid_fd = pidp[0];
+    go[1] = rep[0] = pidp[0] = -1;
+    rc = 0;
 out:
+    if (cgfd >= 0) close(cgfd);
     for (int i = 0; i < 2; i++) {
         if (go[i] >= 0) close(go[i]);
         if (rep[i] >= 0) close(rep[i]);
@@ -585,4 +589,96 @@ out:
     free(env);
     free(envs);
     return rc;
+}
+
+int agent_spawn_pid(struct agent_proc *p, const char *exit_path, char *err, size_t errlen)
+{
+    struct keeper_report kr;
+    ssize_t n;
+    do n = read(p->pid_fd, &kr, sizeof kr); while (n < 0 && errno == EINTR);
+    close(p->pid_fd);
+    p->pid_fd = -1;
+    if (n != (ssize_t)sizeof kr || kr.job <= 0) {
+        snprintf(err, errlen, "the job's keeper could not fork the job");
+        agent_spawn_abort(p, exit_path);
+        return -1;
+    }
+    p->pid = kr.job;
+    p->in_cgroup = kr.in_cgroup != 0;
+    return 0;
+}
+
+int agent_spawn_release(struct agent_proc *p, const char *cgroup, char *err, size_t errlen)
+{
+    /* Contain first, then let the job run: nothing it starts escapes the cgroup. */
+    if (cgroup[0] && !p->in_cgroup && join_cgroup(cgroup, p->pid, err, errlen) != 0) return -1;
+    if (write(p->go_fd, "g", 1) != 1) {
+        snprintf(err, errlen, "cannot release the job's process: %s", strerror(errno));
+        return -1;
+    }
+    close(p->go_fd);
+    p->go_fd = -1;
+    return 0;
+}
+
+int agent_spawn_wait(struct agent_proc *p, const struct agent_launch *l,
+                     const struct agent_account *a, const char *exit_path, char *err,
+                     size_t errlen)
+{
+    struct child_report r;
+    ssize_t n;
+    do n = read(p->rep_fd, &r, sizeof r); while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof r) {
+        describe(&r, l, a, p->argv0, err, errlen);
+        agent_spawn_abort(p, exit_path);
+        return -1;
+    }
+    close(p->rep_fd);
+    p->rep_fd = -1;
+    return 0;
+}
+
+void agent_spawn_abort(struct agent_proc *p, const char *exit_path)
+{
+    /* Without the go byte the job exits by itself (and its keeper follows
+     * it); a released one that failed exits after its report. Either way
+     * nothing of it may outlive this call. */
+    if (p->go_fd >= 0) close(p->go_fd);
+    if (p->rep_fd >= 0) close(p->rep_fd);
+    if (p->pid_fd >= 0) close(p->pid_fd);
+    p->go_fd = p->rep_fd = p->pid_fd = -1;
+    if (p->pid > 0) {
+        kill(-p->pid, SIGKILL); /* tasks already started are in its process group */
+        kill(p->pid, SIGKILL);
+    }
+    if (p->keeper > 0)
+        while (waitpid(p->keeper, NULL, 0) < 0 && errno == EINTR) {}
+    unlink(exit_path);
+    p->pid = p->keeper = 0;
+}
+
+int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
+                const struct agent_spawn_ctx *ctx, const char *script_path,
+                agent_forked_fn on_forked, void *arg, pid_t *keeper_out, pid_t *pid_out,
+                char *err, size_t errlen)
+{
+    struct agent_proc p;
+    *pid_out = *keeper_out = 0;
+    if (agent_spawn_fork(l, a, ctx, script_path, &p, err, errlen) != 0 ||
+        agent_spawn_pid(&p, ctx->exit_path, err, errlen) != 0)
+        return -1;
+    /* Record first (durability), then contain, then let the job run. */
+    if (on_forked(arg, p.keeper, p.pid) != 0) {
+        snprintf(err, errlen, "cannot record the started job");
+        agent_spawn_abort(&p, ctx->exit_path);
+        return -1;
+    }
+    if (agent_spawn_release(&p, ctx->cgroup, err, errlen) != 0) {
+        agent_spawn_abort(&p, ctx->exit_path);
+        return -1;
+    }
+    if (agent_spawn_wait(&p, l, a, ctx->exit_path, err, errlen) != 0) return -1;
+    *keeper_out = p.keeper;
+    *pid_out = p.pid;
+    return 0;
 }

@@ -910,23 +910,5 @@ static Suite *runner_suite(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || (strcmp(argv[1], "subreaper") && strcmp(argv[1], "cgroup"))) {
-        fprintf(stderr, "usage: %s subreaper|cgroup\n", argv[0]);
-        return 2;
-    }
-    cm_log_init("test_agent", CM_LOG_ERROR);
-    if (strcmp(argv[1], "cgroup") == 0) {
-        char node[64];
-        snprintf(node, sizeof node, "probe%d", (int)getpid());
-        if (!agent_contain_cgroup_available(node)) {
-            fprintf(stderr, "no writable cgroup v2 with cgroup.kill here: skipped\n");
-            return 77;
-        }
-        g_contain = AGENT_CONTAIN_CGROUP;
-    }
-    SRunner *sr = srunner_create(runner_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return fixture_main(argc, argv, "test_agent", runner_suite, &g_contain);
 }

@@ -9,7 +9,7 @@
 # and appends it to bench/RESULTS.md with the machine, the date and the commit.
 #
 #   run.sh [--build DIR] [--jobs N] [--repeat R] [--cli-repeat R] [--big N]
-#          [--latency-jobs N] [--no-slurm] [--no-append]
+#          [--latency-jobs N] [--latency-only] [--agent BIN] [--no-slurm] [--no-append]
 #
 #   --build DIR        CMake build folder (default $COMMONS_BUILD or build-bench);
 #                      configured and built here when commonsd is missing
@@ -19,6 +19,9 @@
 #                      `sbatch`), which keep both CPUs busy for long (1)
 #   --big N            also one 8-client run of N jobs per sync mode (e.g. 10000)
 #   --latency-jobs N   one-second jobs for submit -> RUNNING (default 1000; 0 skips)
+#   --latency-only     only the submit -> RUNNING part (--repeat 0 --cli-repeat 0)
+#   --agent BIN        the commons-agent to measure (default: the build's), e.g. an
+#                      older build's, to compare agents against the same commonsd
 #   --no-slurm         skip Slurm
 #   --no-append        print the table only
 set -u
@@ -26,7 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 . "$here/slurm_lib.sh"
 build=${COMMONS_BUILD:-$root/build-bench}
-jobs=2000 repeat=3 cli_repeat=1 big=0 latency_jobs=1000 slurm=1 append=1
+jobs=2000 repeat=3 cli_repeat=1 big=0 latency_jobs=1000 slurm=1 append=1 agent=
 while (($#)); do
     case $1 in
     --build) build=$2; shift 2 ;;
@@ -35,13 +38,16 @@ while (($#)); do
     --cli-repeat) cli_repeat=$2; shift 2 ;;
     --big) big=$2; shift 2 ;;
     --latency-jobs) latency_jobs=$2; shift 2 ;;
+    --latency-only) repeat=0; cli_repeat=0; shift ;;
+    --agent) agent=$2; shift 2 ;;
     --no-slurm) slurm=0; shift ;;
     --no-append) append=0; shift ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
 build=$(mkdir -p "$build" && cd "$build" && pwd)
+agent=${agent:-$build/agent/commons-agent}
 
 # ---- build
 if [ ! -x "$build/scheduler/commonsd" ] || [ ! -x "$build/agent/commons-agent" ] || [ ! -x "$build/cli/commons" ]; then
@@ -202,9 +208,9 @@ if ((latency_jobs > 0)); then
     "$bench" setup --addr "$addr" --state "$state" --token-out "$work/token" --unix-user nobody || exit 1
     out=$work/latency/out
     mkdir -p "$out" && chmod 711 "$work/latency" && chmod 1777 "$out"
-    "$build/agent/commons-agent" --server "$addr" --name node1 --key-file "$state/cluster.key" \
+    "$agent" --server "$addr" --name node1 --key-file "$state/cluster.key" \
         --state "$work/latency/agent" --cpus 1000 --memory-mb 100000 --foreground --kill-grace 1 \
-        --log-level warn 2>"$work/latency/agent.log" &
+        --log-level "${AGENT_LOG_LEVEL:-warn}" 2>"$work/latency/agent.log" &
     pids+=($!)
     registered=0
     for _ in $(seq 100); do
@@ -229,13 +235,13 @@ slurm_stop
 fsync_ms="$fsync_ms before, $(fsync_probe) after"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null)
-git -C "$root" diff --quiet HEAD -- scheduler common bench/submit 2>/dev/null || commit="$commit (+ uncommitted changes)"
+git -C "$root" diff --quiet HEAD -- scheduler common agent bench/submit 2>/dev/null || commit="$commit (+ uncommitted changes)"
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
 table=$(python3 "$here/table.py" "$results" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --machine "$model, $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)" \
     --load "$load_before before, $load_after after" --fsync "$fsync_ms" --commit "$commit" --jobs "$jobs" --repeat "$repeat" \
     --cli-repeat "$cli_repeat" --latency-jobs "$latency_jobs" \
-    --slurm "$slurm_version" --slurm-note "$slurm_note")
+    --slurm "$slurm_version" --slurm-note "$slurm_note" --agent "$agent")
 echo
 echo "$table"
 if ((append)); then

@@ -37,10 +37,50 @@ def ratio(a, b):
     return f"{statistics.median(a) / statistics.median(b):.1f}x"
 
 
+def latency(rows, w):
+    """The submit -> RUNNING table (the latency part), if it was measured."""
+    lc = rows.get(("commons", "latency"), [])
+    ls = rows.get(("slurm", "latency"), [])
+    if lc or ls:
+        n = (lc or ls)[0]["jobs"]
+        w(f"| submit -> RUNNING, {n:,} jobs of `sleep 1`, 8 clients | Commons (--sync full, real agent, 1000 CPUs) "
+          "| Slurm (1 node, 1000 CPUs) |")
+        w("|---|---|---|")
+
+        def lat(rs, key, fmt):
+            if not rs:
+                return "n/a"
+            r = rs[0]
+            if key not in r:
+                return "n/a"
+            if r.get("timed_out") or r.get("accepted") != r.get("jobs"):
+                return "incomplete: " + fmt(r[key]) if key in r else "incomplete"
+            return fmt(r[key])
+
+        ms = lambda v: f"{v:,.0f} ms"
+        ms1 = lambda v: f"{v:,.1f} ms"
+        sec = lambda v: f"{v:.2f} s"
+        w(f"| all submitted after | {lat(lc, 'submit_s', sec)} | {lat(ls, 'submit_s', sec)} |")
+        w(f"| time between polls of the pending jobs (mean) | {lat(lc, 'poll_ms', ms1)} | {lat(ls, 'poll_ms', ms1)} |")
+        for label, key in (("RUNNING (polled), median", "running_p50_ms"),
+                           ("RUNNING (polled), p99", "running_p99_ms"),
+                           ("process started (job's clock), median", "proc_p50_ms"),
+                           ("process started (job's clock), p99", "proc_p99_ms")):
+            w(f"| submit -> {label} | {lat(lc, key, ms)} | {lat(ls, key, ms)} |")
+        w(f"| all RUNNING after | {lat(lc, 'all_running_s', sec)} | {lat(ls, 'all_running_s', sec)} |")
+        w(f"| all processes started after | {lat(lc, 'all_started_s', sec)} | {lat(ls, 'all_started_s', sec)} |")
+        w(f"| all ended after | {lat(lc, 'all_done_s', sec)} | {lat(ls, 'all_done_s', sec)} |")
+        done = lambda rs: "n/a" if not rs or "completed" not in rs[0] else f"{rs[0]['completed']:,}"
+        w(f"| jobs COMPLETED | {done(lc)} | {done(ls)} |")
+        w("")
+        w("Times are from the first submission; \"submit\" is when the client got the acknowledgement; "
+          "\"RUNNING (polled)\" is an upper bound loose by about one poll interval.")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
-    for opt in ("date", "machine", "load", "fsync", "commit", "jobs", "repeat", "cli-repeat", "latency-jobs", "slurm", "slurm-note"):
+    for opt in ("date", "machine", "load", "fsync", "commit", "jobs", "repeat", "cli-repeat", "latency-jobs", "slurm", "slurm-note", "agent"):
         ap.add_argument("--" + opt, default="")
     a = ap.parse_args()
     rows = load(a.results)
@@ -55,6 +95,14 @@ def main():
     else:
         w(f"Slurm: {a.slurm} (Debian package), started locally by bench/submit/slurm_lib.sh (auth/munge, "
           "select/cons_tres, sched/backfill, one node); its runs interleaved with Commons' runs.")
+    if a.agent:
+        w(f"Agent measured: {a.agent}.")
+    if a.repeat in ("", "0") and a.cli_repeat in ("", "0"):
+        w("Throughput: not measured in this run (--latency-only).")
+        w("")
+        latency(rows, w)
+        print("\n".join(out))
+        return 0
     w(f"Throughput cells: accepted jobs/s for {a.jobs} held jobs, median of {a.repeat} runs (min-max) for the C "
       f"clients, {a.cli_repeat} run(s) for the process-per-job loops; a fresh commonsd for each Commons run; "
       "n/a: not measured in that setting.")
@@ -105,40 +153,7 @@ def main():
         w(f"Target of issue 2 (>= 5,000 accepted jobs/s with 8 clients, durable commits): {verdict} "
           f"(median {med:,.0f} jobs/s with --sync full; {min(target):,.0f}-{max(target):,.0f} over the runs).")
         w("")
-    lc = rows.get(("commons", "latency"), [])
-    ls = rows.get(("slurm", "latency"), [])
-    if lc or ls:
-        n = (lc or ls)[0]["jobs"]
-        w(f"| submit -> RUNNING, {n:,} jobs of `sleep 1`, 8 clients | Commons (--sync full, real agent, 1000 CPUs) "
-          "| Slurm (1 node, 1000 CPUs) |")
-        w("|---|---|---|")
-
-        def lat(rs, key, fmt):
-            if not rs:
-                return "n/a"
-            r = rs[0]
-            if key not in r:
-                return "n/a"
-            if r.get("timed_out") or r.get("accepted") != r.get("jobs"):
-                return "incomplete: " + fmt(r[key]) if key in r else "incomplete"
-            return fmt(r[key])
-
-        ms = lambda v: f"{v:,.0f} ms"
-        ms1 = lambda v: f"{v:,.1f} ms"
-        sec = lambda v: f"{v:.2f} s"
-        w(f"| all submitted after | {lat(lc, 'submit_s', sec)} | {lat(ls, 'submit_s', sec)} |")
-        w(f"| time between polls of the pending jobs (mean) | {lat(lc, 'poll_ms', ms1)} | {lat(ls, 'poll_ms', ms1)} |")
-        for label, key in (("RUNNING (polled), median", "running_p50_ms"),
-                           ("RUNNING (polled), p99", "running_p99_ms"),
-                           ("process started (job's clock), median", "proc_p50_ms"),
-                           ("process started (job's clock), p99", "proc_p99_ms")):
-            w(f"| submit -> {label} | {lat(lc, key, ms)} | {lat(ls, key, ms)} |")
-        w(f"| all RUNNING after | {lat(lc, 'all_running_s', sec)} | {lat(ls, 'all_running_s', sec)} |")
-        w(f"| all processes started after | {lat(lc, 'all_started_s', sec)} | {lat(ls, 'all_started_s', sec)} |")
-        w(f"| all ended after | {lat(lc, 'all_done_s', sec)} | {lat(ls, 'all_done_s', sec)} |")
-        w("")
-        w("Times are from the first submission; \"submit\" is when the client got the acknowledgement; "
-          "\"RUNNING (polled)\" is an upper bound loose by about one poll interval.")
+    latency(rows, w)
     print("\n".join(out))
 
 
