@@ -4,13 +4,13 @@
  * SERVE_KEEP_MS ago, cancel those not polled for --abandon-s (and, when a
  * drain's deadline passed, all), then compose a step: every decoding sequence
  * contributes its last token, then prompts still prefilling get chunks of at most
- * prefill_chunk tokens in all, oldest first. So a new request joins at the next
- * step and a long prompt advances chunk by chunk without stalling decoders. While
- * nothing decodes, a burst of arriving prompts is gathered into one step (gather()).
- * The step runs without the lock; sampling too (each sampler is the engine's alone;
- * the step's rows are spread over a small pool of threads, idle between steps).
- * Then, under the lock again, tokens become text, finished sequences free their KV
- * blocks, and held polls are woken.
+ * prefill_chunk tokens in all (and SERVE_PREFILL_DECODING each while some decode),
+ * oldest first. So a new request joins at the next step and a long prompt advances chunk
+ * by chunk without stalling decoders. While nothing decodes, a burst of arriving
+ * prompts is gathered into one step (gather()). The step runs without the lock;
+ * sampling too (each sampler is the engine's alone; the step's rows are spread over
+ * a small pool of threads, idle between steps). Then, under the lock again, tokens
+ * become text, finished sequences free their KV blocks, and held polls are woken.
  *
  * Admission (serve_rpc.c) reserves a sequence's blocks for prompt + max_tokens up
  * front, so a running sequence never runs out of KV memory and nothing is ever
@@ -25,8 +25,9 @@
 #include "dist.h"
 #include "serve.h"
 
-#define SERVE_GATHER_MS 3        /* a burst of prompts: quiet this long ends it */
-#define SERVE_GATHER_MAX_MS 20   /* ... or this long after it began */
+#define SERVE_GATHER_MS 5        /* a burst of prompts: quiet this long ends it */
+#define SERVE_GATHER_MAX_MS 25   /* ... or this long after it began */
+#define SERVE_PREFILL_DECODING 256  /* one prompt's tokens per step while others decode */
 
 int64_t serve_now_ms(void)
 {
@@ -142,10 +143,17 @@ static void plan_step(serve_server *s, step_plan *p)
             p->seq[p->n++] = q;
         }
     p->n_decode = p->n;
+    /* Prompt tokens lengthen the step for everyone in it. While sequences decode, a
+     * long prompt advances by at most SERVE_PREFILL_DECODING tokens a step, so their
+     * next token is not held up by one big chunk; short prompts arriving together
+     * still share the step, up to --prefill-chunk tokens in all. */
     int budget = s->cfg.prefill_chunk;
+    int per_seq = p->n_decode > 0 ? SERVE_PREFILL_DECODING : budget;
     for (serve_seq *q = s->seqs; q && budget > 0; q = q->next)
         if (q->state == SEQ_PREFILL) {
-            int len = q->n_prompt - q->n_past < budget ? q->n_prompt - q->n_past : budget;
+            int len = q->n_prompt - q->n_past;
+            len = len < budget ? len : budget;
+            len = len < per_seq ? len : per_seq;
             budget -= len;
             p->bs[p->n] = (infer_batch_seq){ .bt = &q->bt, .n_past = q->n_past,
                                              .tokens = q->toks + q->n_past, .n_tokens = len,
