@@ -79,6 +79,16 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
     set_tests_properties(inference.mpi.errors.${_name} PROPERTIES
                          FIXTURES_REQUIRED dist_models TIMEOUT 60)
   endforeach()
+  # Rank 1 cannot open the file (MPMD: another path on rank 1): rank 0, which loaded its
+  # part, fails too and names rank 1, instead of waiting for it forever.
+  add_test(NAME inference.mpi.errors.one_rank_fails
+           COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe
+                   -np 1 $<TARGET_FILE:test_dist> --mode tp --model ${_dist_models}/llama-f32.gguf
+                         --expect-error "rank 1 could not load its part"
+                   : -np 1 $<TARGET_FILE:test_dist> --mode tp --model ${_dist_models}/absent.gguf
+                         --expect-error "cannot open")
+  set_tests_properties(inference.mpi.errors.one_rank_fails PROPERTIES
+                       FIXTURES_REQUIRED dist_models TIMEOUT 60)
 endif()
 
 # Without MPI, --tp/--pp are refused with a message saying so (exit 2).
