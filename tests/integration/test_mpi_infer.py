@@ -6,7 +6,8 @@ Greedy completions of concurrent requests equal commons-run's single-process out
 (Llama with grouped-query attention, Gemma 3 with 4 query heads and 1 KV head, which
 tensor parallelism replicates); SIGTERM to mpirun drains and every rank exits; a rank
 killed with SIGKILL ends the whole job (no process left, no hang) and the gateway in
-front answers 5xx instead of waiting."""
+front answers 5xx instead of waiting. A model that cannot be split ends the job at once,
+saying why."""
 import os
 import shutil
 import signal
@@ -125,6 +126,16 @@ class MpiTest(ServeTest):
 
     def test_pp_gemma3(self):
         self.greedy_equals_single_process(GEMMA, "pp", PROMPTS[:2])
+
+    def test_unsplittable_model_ends_the_job(self):
+        bad = make_model(os.path.join(TMP, "heads3.gguf"), "--arch", "llama", "--embd", "96",
+                         "--heads", "3", "--kv-heads", "3", "--ff", "128", "--layers", "2",
+                         "--ctx", "256", "--type", "f32")
+        p = subprocess.run(MPIRUN + [binary("inference/commons-serve"), "--model", bad,
+                                     "--listen", f"tcp://127.0.0.1:{free_port()}", "--tp", "2"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("attention.head_count (3) to be a multiple of 2", p.stdout + p.stderr)
 
     def test_sigterm_drains_every_rank(self):
         s = self.start(LLAMA, "tp", "--ctx", "512", "--kv-blocks", "64")
