@@ -278,7 +278,8 @@ typedef struct kern_paged_seq {
 /* Attention of several sequences over paged K/V pools in one call: for each sequence,
  * rows row0 .. row0+n_q-1 of out[][n_head][head_dim] get what kern_attention computes
  * from the same rows of q over a contiguous cache holding its blocks' positions
- * (n_kv = q_pos0 + n_q, the same window and scale for all). */
+ * (n_kv = q_pos0 + n_q, the same window and scale for all). Rows no sequence covers
+ * are left as they were. */
 int kern_attention_paged(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
                          const void *v_pool, const kern_kv_layout *block, int n_pool,
                          const kern_paged_seq *seqs, int n_seqs, int n_head, int window,
