@@ -58,127 +58,74 @@ AVX512 static inline __attribute__((always_inline)) void dot4_vnni(int kind, int
     for (int xi = 0; xi < nx; xi++) _mm_storeu_ps(out + xi * os, acc[xi]);
 }
 
-/* Decode (one activation row) of 4 weight rows on 512-bit vectors: one
- * vector holds 16 bytes of the same block of the 4 rows (128-bit segment r
- * = row r), so a block takes 2 vpdpbusd for the 4 rows. Per group of 4
- * blocks, the 4 blocks' lanes are summed to exact integers (lane 4r+j =
- * row r, block j) with an unpack tree, the 16 weight scales come from one
- * gather, and the rows' accumulators (lane 4r) take the 4 blocks in order,
+/* Decode (one activation row) of 4 Q4_0 rows on 512-bit vectors: one
+ * vector holds the 16 bytes of the same block of the 4 rows (128-bit
+ * segment r = row r), so a block takes 2 vpdpbusd for the 4 rows. Per
+ * group of 4 blocks, the blocks' lanes are summed to exact integers (lane
+ * 4r+j = row r, block j) with an unpack tree, the 16 weight scales come
+ * from 4 loads and 2 word permutes (a group's 4 scales lie within 64
+ * bytes), and the rows' accumulators (lane 4r) take the 4 blocks in order,
  * acc = fma(dw*dy, sum, acc): the arithmetic of the other 32-block kernels
- * (dot4_vnni, the tiled ones), so a row's result is bitwise the same. */
+ * (dot4_vnni, the tiled ones), so a row's result is bitwise the same.
+ * From memory, 1 thread: 17.4 -> 18.1 GB/s per CPU-second for 2048-wide
+ * rows, 13.5 -> 17 for 8192-wide ones (against the one-row kernel). For
+ * Q5_0 and Q8_0 the same scheme read slower than dot4_vnni. */
 
-/* 16 bytes of block b of the 4 rows: the low (hi = 0) or high elements;
- * Q5_0: fifth bits in m5 (bit 16r+i = element i of the half in row r) */
-AVX512 static inline __attribute__((always_inline)) __m512i rows4(int kind, const uint8_t *blk, size_t ws, int hi,
-                                                                  uint64_t m5)
+/* 16 int32 lanes summing, per 128-bit segment r, to row r's exact
+ * sum((q - 8) * y) over block blk */
+AVX512 static inline __m512i q4_0_block4(const uint8_t *blk, size_t ws, const kblock_q8_0 *y)
 {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    if (kind == V_Q8_0) { /* signed -> unsigned: q + 128 */
-        const uint8_t *q = blk + 2 + 16 * hi;
-        __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
-        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(q + ws)), 1);
-        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(q + 2 * ws)), 2);
-        z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(q + 3 * ws)), 3);
-        return _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
-    }
-    const uint8_t *q = blk + (kind == V_Q5_0 ? 6 : 2);
+    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0F), off = _mm512_set1_epi8(8);
+    __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->qs));
+    __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y->qs + 16)));
+    __m512i s = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, off, ylo), off, yhi));
+    const uint8_t *q = blk + 2;
     __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
     z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(q + ws)), 1);
     z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(q + 2 * ws)), 2);
     z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(q + 3 * ws)), 3);
-    z = _mm512_and_si512(hi ? _mm512_srli_epi16(z, 4) : z, m4);
-    if (kind == V_Q5_0) z = _mm512_or_si512(z, _mm512_maskz_mov_epi8((__mmask64)m5, _mm512_set1_epi8(16)));
-    return z;
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(z, m4), ylo);
+    return _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(z, 4), m4), yhi);
 }
 
-/* 16 int32 lanes summing, per 128-bit segment r, to row r's exact
- * sum((q - off) * y) over block blk */
-AVX512 static inline __attribute__((always_inline)) __m512i block4(int kind, const uint8_t *blk, size_t ws,
-                                                                   const kblock_q8_0 *y)
+AVX512 static void dot4x1_q4_0(int k, const uint8_t *w0, size_t ws, const kblock_q8_0 *y, float *out)
 {
-    const __m512i zero = _mm512_setzero_si512();
-    __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->qs));
-    __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y->qs + 16)));
-    const __m512i offv = _mm512_set1_epi8(kind == V_Q4_0 ? 8 : kind == V_Q5_0 ? 16 : (char)0x80);
-    __m512i o = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, offv, ylo), offv, yhi);
-    __m512i s = _mm512_sub_epi32(zero, o);
-    uint64_t m5lo = 0, m5hi = 0;
-    if (kind == V_Q5_0) { /* the 4 rows' 32-bit qh: low halves, high halves */
-        int32_t q1, q2, q3;
-        memcpy(&q1, blk + ws + 2, 4);
-        memcpy(&q2, blk + 2 * ws + 2, 4);
-        memcpy(&q3, blk + 3 * ws + 2, 4);
-        __m128i v = _mm_insert_epi32(_mm_insert_epi32(_mm_insert_epi32(_mm_loadu_si32(blk + 2), q1, 1), q2, 2), q3, 3);
-        m5lo = (uint64_t)_mm_cvtsi128_si64(_mm_cvtepi32_epi16(v));
-        m5hi = (uint64_t)_mm_cvtsi128_si64(_mm_cvtepi32_epi16(_mm_srli_epi32(v, 16)));
-    }
-    s = _mm512_dpbusd_epi32(s, rows4(kind, blk, ws, 0, m5lo), ylo);
-    return _mm512_dpbusd_epi32(s, rows4(kind, blk, ws, 1, m5hi), yhi);
-}
-
-AVX512 static inline __attribute__((always_inline)) void dot4x1_vnni(int kind, int k, const void *w, size_t ws,
-                                                                     const void *x, float *out)
-{
-    const uint8_t *w0 = w;
-    const kblock_q8_0 *y = x;
-    const size_t bb = kind == V_Q4_0 ? sizeof(kblock_q4_0) : kind == V_Q5_0 ? sizeof(kblock_q5_0) : sizeof(kblock_q8_0);
+    const size_t bb = sizeof(kblock_q4_0);
     const int nb = k / KQK;
-    /* word indices of f16 scales in 64-byte loads: Q4_0 (18-byte blocks)
-     * has the 4 blocks' scales in one load at the first block; the others
-     * take two loads, at blocks 0 and 2 (scales at bytes 0 and bb) */
-    const int h = (int)bb / 2, one = kind == V_Q4_0;
-    const __m512i wsel2 = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                           32 + 3 * h, 32 + 2 * h, 32 + h, 32, 3 * h, 2 * h, h, 0),
-                  wsel1 = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                           0, 0, 32 + h, 32, h, 0),
+    /* word indices of the f16 scales of 4 blocks in 64 bytes loaded at the
+     * first (rows r and r+1: words 0-3 and 4-7); activations: 34-byte
+     * blocks, two loads 68 bytes apart */
+    const __m512i wsel = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                          32 + 27, 32 + 18, 32 + 9, 32, 27, 18, 9, 0),
                   ysel = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                           0, 0, 0, 0, 32 + 17, 32, 17, 0);
     __m512 acc = _mm512_setzero_ps();
     for (int b = 0; b < nb; b += 4) {
         const int nj = nb - b < 4 ? nb - b : 4;
         const uint8_t *blk = w0 + (size_t)b * bb;
-        prefetch_ahead(w0, ws, b, bb);
-        prefetch_ahead(w0, ws, b + 1, bb);
-        prefetch_ahead(w0, ws, b + 2, bb);
-        prefetch_ahead(w0, ws, b + 3, bb);
+        for (int j = 0; j < 4; j++) prefetch_ahead(w0, ws, b + j, bb);
         __m512i s[4];
-        for (int j = 0; j < 4; j++) s[j] = j < nj ? block4(kind, blk + j * bb, ws, y + b + j) : _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++) s[j] = j < nj ? q4_0_block4(blk + j * bb, ws, y + b + j) : _mm512_setzero_si512();
         /* per segment, lanes a b c d of s[0..3]: u = a0+a2 b0+b2 a1+a3 b1+b3,
          * v the same of c, d; t = a b c d totals (lane 4r+j = block j) */
         __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi32(s[0], s[1]), _mm512_unpackhi_epi32(s[0], s[1]));
         __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2], s[3]), _mm512_unpackhi_epi32(s[2], s[3]));
         __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v));
-        /* the 16 weight scales (word 4r+j = row r, block j) and the 4
-         * activation scales; bytes past the group's last block are masked
-         * off (they may lie past the end of the matrix) */
-        __m256i dh;
-        if (one) {
-            const __mmask64 l = nj * bb >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (nj * bb)) - 1;
-            __m512i a[4];
-            for (int r = 0; r < 4; r++) a[r] = _mm512_maskz_loadu_epi8(l, blk + r * ws);
-            dh = _mm256_inserti128_si256(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a[0], wsel2, a[1])),
-                                         _mm512_castsi512_si128(_mm512_permutex2var_epi16(a[2], wsel2, a[3])), 1);
-        } else {
-            const size_t n0 = nj * bb < 64 ? nj * bb : 64, n1 = nj <= 2 ? 0 : (nj - 2) * bb < 64 ? (nj - 2) * bb : 64;
-            const __mmask64 l0 = n0 == 64 ? ~(__mmask64)0 : ((__mmask64)1 << n0) - 1,
-                            l1 = n1 == 64 ? ~(__mmask64)0 : ((__mmask64)1 << n1) - 1;
-            __m128i d4[4];
-            for (int r = 0; r < 4; r++)
-                d4[r] = _mm512_castsi512_si128(_mm512_permutex2var_epi16(_mm512_maskz_loadu_epi8(l0, blk + r * ws), wsel1,
-                                                                         _mm512_maskz_loadu_epi8(l1, blk + r * ws + 2 * bb)));
-            dh = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(d4[0], d4[1])),
-                                         _mm_unpacklo_epi64(d4[2], d4[3]), 1);
-        }
-        __m512 dw = _mm512_cvtph_ps(dh);
+        /* scales; bytes past the group's last block are masked off (they
+         * may lie past the end of the matrix) */
+        const __mmask64 lw = nj == 4 ? ~(__mmask64)0 : ((__mmask64)1 << (nj * bb)) - 1;
+        __m512i a[4];
+        for (int r = 0; r < 4; r++) a[r] = _mm512_maskz_loadu_epi8(lw, blk + r * ws);
+        __m256i dh = _mm256_inserti128_si256(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a[0], wsel, a[1])),
+                                             _mm512_castsi512_si128(_mm512_permutex2var_epi16(a[2], wsel, a[3])), 1);
         const uint8_t *yb = (const uint8_t *)(y + b);
         const __mmask64 ly0 = nj >= 2 ? ~(__mmask64)0 : ((__mmask64)1 << 34) - 1,
                         ly1 = nj == 4 ? ~(__mmask64)0 : nj == 3 ? ((__mmask64)1 << 34) - 1 : 0;
         __m512i yv = _mm512_permutex2var_epi16(_mm512_maskz_loadu_epi8(ly0, yb), ysel,
                                                _mm512_maskz_loadu_epi8(ly1, yb + 68));
-        __m512 sc = _mm512_mul_ps(dw, _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm512_castsi512_si128(yv))));
+        __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(dh), _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm512_castsi512_si128(yv))));
         __m512 fi = _mm512_cvtepi32_ps(t);
-        for (int j = 0; j < 4; j++) {
-            if (j == nj) break;
+        for (int j = 0; j < nj; j++) {
             acc = _mm512_mask3_fmadd_ps(sc, fi, acc, 0x1111);
             sc = _mm512_castsi512_ps(_mm512_bsrli_epi128(_mm512_castps_si512(sc), 4));
             fi = _mm512_castsi512_ps(_mm512_bsrli_epi128(_mm512_castps_si512(fi), 4));
@@ -189,23 +136,20 @@ AVX512 static inline __attribute__((always_inline)) void dot4x1_vnni(int kind, i
     _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, acc)));
 }
 
-/* kern_dot4_fn: one activation row (decode) takes dot4x1_vnni, prompt
- * tiles (what the tiled kernels leave) dot4_vnni. */
-#define DOT4_VNNI_INSTANCE(name, kind)                                                                   \
-    AVX512 static void name(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out,  \
-                            size_t os)                                                                   \
-    {                                                                                                    \
-        switch (nx) {                                                                                    \
-        case 1: dot4x1_vnni(kind, k, w, ws, x, out); break;                                              \
-        case 2: dot4_vnni(kind, 2, k, w, ws, x, xs, out, os); break;                                     \
-        case 3: dot4_vnni(kind, 3, k, w, ws, x, xs, out, os); break;                                     \
-        default: dot4_vnni(kind, 4, k, w, ws, x, xs, out, os); break;                                    \
-        }                                                                                                \
+/* kern_dot4_fn for Q4_0: decode takes dot4x1_q4_0, prompt tiles (rows the
+ * tiled kernel leaves) dot4_vnni. */
+AVX512 static void dot4_q4_0(int k, const void *w, size_t ws, const void *x, size_t xs, int nx, float *out, size_t os)
+{
+    switch (nx) {
+    case 1: dot4x1_q4_0(k, w, ws, x, out); break;
+    case 2: dot4_vnni(V_Q4_0, 2, k, w, ws, x, xs, out, os); break;
+    case 3: dot4_vnni(V_Q4_0, 3, k, w, ws, x, xs, out, os); break;
+    default: dot4_vnni(V_Q4_0, 4, k, w, ws, x, xs, out, os); break;
     }
+}
 
-DOT4_VNNI_INSTANCE(dot4_q4_0, V_Q4_0)
-DOT4_VNNI_INSTANCE(dot4_q5_0, V_Q5_0)
-DOT4_VNNI_INSTANCE(dot4_q8_0, V_Q8_0)
+KERN_DOT4_INSTANCE(AVX512, dot4_q5_0, dot4_vnni, V_Q5_0)
+KERN_DOT4_INSTANCE(AVX512, dot4_q8_0, dot4_vnni, V_Q8_0)
 
 static kern_cpu_fns table;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -216,11 +160,9 @@ static void build(void)
     table.dot4[KERN_TYPE_Q4_0] = dot4_q4_0;
     table.dot4[KERN_TYPE_Q5_0] = dot4_q5_0;
     table.dot4[KERN_TYPE_Q8_0] = dot4_q8_0;
-    /* 1-thread decode from memory, 4096/8192-wide rows: Q4_0 13.5 -> 17,
-     * Q5_0 12 -> 15 GB/s per CPU-second; Q8_0's one-row kernel stays
-     * faster there (26 vs 16) */
+    /* 1-thread decode from memory, 8192-wide rows: 13.5 -> 17 GB/s per
+     * CPU-second; Q8_0's one-row kernel stays faster there (26 vs 16) */
     table.dot4_long[KERN_TYPE_Q4_0] = 1;
-    table.dot4_long[KERN_TYPE_Q5_0] = 1;
     table.gemm[KERN_TYPE_Q4_0] = kern_gemm_q4_0_avx512;
     table.gemm[KERN_TYPE_Q5_0] = kern_gemm_q5_0_avx512;
     table.gemm[KERN_TYPE_Q8_0] = kern_gemm_q8_0_avx512;
