@@ -32,6 +32,7 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   set(_dist_mk
     "gemma3-h4|--arch gemma3 --embd 64 --heads 4 --kv-heads 1 --head-dim 32 --ff 128 --layers 4 --window 8 --ctx 256 --type q8_0"
     "gemma3-h4-f32|--arch gemma3 --embd 64 --heads 4 --kv-heads 1 --head-dim 32 --ff 128 --layers 4 --window 8 --ctx 256 --type f32"
+    "llama3r-f32|--arch llama --embd 96 --heads 6 --kv-heads 3 --ff 192 --layers 4 --ctx 256 --type f32"
     "llama-f32|--arch llama --embd 64 --heads 4 --kv-heads 2 --ff 128 --layers 3 --ctx 256 --type f32"
     "heads3|--arch llama --embd 96 --heads 3 --kv-heads 3 --ff 128 --layers 2 --ctx 256 --type f32"
     "ff96|--arch llama --embd 64 --heads 2 --kv-heads 2 --ff 96 --layers 2 --ctx 256 --type q8_0"
@@ -65,6 +66,15 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
       set_tests_properties(inference.mpi.${_mode}.${_name} PROPERTIES
                            FIXTURES_REQUIRED "serve_models;dist_models" TIMEOUT 120)
     endforeach()
+  endforeach()
+  # Three ranks: a middle pipeline stage, a vocabulary that does not split evenly.
+  foreach(_mode tp pp)
+    add_test(NAME inference.mpi.${_mode}.three-ranks
+             COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe -np 3
+                     $<TARGET_FILE:test_dist> --mode ${_mode}
+                     --model ${_dist_models}/llama3r-f32.gguf)
+    set_tests_properties(inference.mpi.${_mode}.three-ranks PROPERTIES
+                         FIXTURES_REQUIRED dist_models TIMEOUT 120)
   endforeach()
   foreach(_case "tp|heads3|head_count (3) to be a multiple of 2"
                 "tp|ff96|must be a multiple of the block size"

@@ -6,7 +6,8 @@
  * long as every rank calls them with the same arguments:
  *   tensor parallel (INFER_SHARD_TP, --tp N): each rank computes its heads and FFN
  *     columns; the WO and W_down products are summed with MPI_Allreduce (2 per layer,
- *     n x n_embd floats each). Every rank computes the (replicated) head.
+ *     n x n_embd floats each). Each rank computes the logits of its share of the
+ *     vocabulary; rank 0 gathers them (MPI_Send/Recv of rows x V/N floats).
  *   pipeline parallel (INFER_SHARD_PP, --pp N): rank r is stage r and holds a
  *     contiguous range of layers; x goes from stage to stage (MPI_Send/Isend) and the
  *     last stage sends the logits to rank 0. A batched step is cut into micro-batches

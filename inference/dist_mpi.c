@@ -34,6 +34,8 @@ struct infer_dist {
     infer_dist_stats st;
     float *host;               /* staging for non-host backends */
     size_t host_cap;
+    float *tmp;                /* rank 0: another rank's logits */
+    size_t tmp_cap;
     /* pipeline */
     int micro;                 /* micro-batches per step */
     bool defer;                /* inside a pipelined step: rank 0 receives logits async */
@@ -189,6 +191,48 @@ static int hook_head(void *ud, kern_ctx *kc, float *logits, int rows, int V, cha
     return INFER_OK;
 }
 
+/* Tensor parallel: rank r computed the logits of vocabulary rows [V*r/N, V*(r+1)/N) as
+ * [rows][its width] at the start of logits; rank 0 assembles [rows][V]. */
+static int hook_head_tp(void *ud, kern_ctx *kc, float *logits, int rows, int V, char *err,
+                        size_t errlen)
+{
+    infer_dist *d = ud;
+    const int N = d->size;
+#define VLO(r) ((int)((int64_t)V * (r) / N))
+    const size_t mine = (size_t)rows * (VLO(d->rank + 1) - VLO(d->rank)), n = (size_t)rows * V;
+    float *h = logits;
+    if (!kern_ctx_host_memory(kc)) {
+        if (grow((void **)&d->host, &d->host_cap, n * sizeof(float)) ||
+            kern_download(kc, d->host, logits, mine * sizeof(float)) != KERN_OK)
+            STAGE_FAIL();
+        h = d->host;
+    }
+    double t0 = now_s();
+    if (d->rank != 0) {
+        MPI_Send(h, (int)mine, MPI_FLOAT, 0, TAG_LOGITS, d->comm);
+        account(d, t0, mine * sizeof(float));
+        return INFER_OK;
+    }
+    /* spread rank 0's rows to their stride (in place, last row first), then the others' */
+    const int w0 = VLO(1);
+    for (int i = rows - 1; i > 0; i--)
+        memmove(h + (size_t)i * V, h + (size_t)i * w0, (size_t)w0 * sizeof(float));
+    for (int r = 1; r < N; r++) {
+        const int lo = VLO(r), w = VLO(r + 1) - lo;
+        if (grow((void **)&d->tmp, &d->tmp_cap, (size_t)rows * w * sizeof(float)))
+            FAIL(INFER_ENOMEM, "distributed step: out of memory for %d rows of logits", rows);
+        t0 = now_s();
+        MPI_Recv(d->tmp, rows * w, MPI_FLOAT, r, TAG_LOGITS, d->comm, MPI_STATUS_IGNORE);
+        account(d, t0, (size_t)rows * w * sizeof(float));
+        for (int i = 0; i < rows; i++)
+            memcpy(h + (size_t)i * V + lo, d->tmp + (size_t)i * w, (size_t)w * sizeof(float));
+    }
+#undef VLO
+    if (stage_out(kc, logits, h, n) != KERN_OK)
+        STAGE_FAIL();
+    return INFER_OK;
+}
+
 /* ---- job ---- */
 
 bool infer_dist_available(void) { return true; }
@@ -237,6 +281,7 @@ void infer_dist_free(infer_dist *d)
     if (!d)
         return;
     free(d->host);
+    free(d->tmp);
     free(d->lg);
     free(d->lgreq);
     free(d->piece);
@@ -284,6 +329,7 @@ int infer_dist_load(infer_dist *d, const char *path, kern_ctx *kc, infer_model *
     *h = (infer_dist_hooks){ .ud = d, .computes_head = true };
     if (d->kind == INFER_SHARD_TP) {
         h->allreduce = hook_allreduce;
+        h->head = hook_head_tp;
     } else {
         const bool last = d->rank == d->size - 1;
         h->recv_x = d->rank > 0 ? hook_recv_x : NULL;

@@ -108,10 +108,14 @@ typedef struct infer_shard {
  * (n_ff % n == 0). WQ/WK/WV/gate/up rows are used in place from the mapping; the
  * column slices of WO and W_down (whose widths must be multiples of the type's block)
  * are copied into owned buffers and their mapped pages released, so only the slice
- * stays resident. Embeddings, norms and the output head are replicated.
+ * stays resident. The output head computes the r-th n-th of the vocabulary (rows
+ * [V*r/n, V*(r+1)/n) of output.weight, or of the embeddings when tied); embeddings
+ * and norms are replicated.
  * Pipeline, stage r of n: layers [r*L/n, (r+1)*L/n) only (L >= n); the embeddings
- * are touched by stage 0 only, the head by the last stage only; the other layers'
- * tensors are not validated. Errors name the shape that cannot be split. */
+ * are read by stage 0, the head by the last stage only; the other layers' tensors
+ * are not validated. A shard's embedding table is neither touched at load nor counted
+ * in infer_model_weight_bytes (only the rows of the tokens it meets come in), except
+ * for the rows its head reads. Errors name the shape that cannot be split. */
 int infer_model_load_shard(const char *path, kern_ctx *kc, const infer_shard *shard,
                            infer_progress_fn progress, void *ud, infer_model **out,
                            char *err, size_t errlen);

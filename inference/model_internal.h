@@ -32,8 +32,11 @@ struct infer_model {
     infer_hparams hp;
     const void *tok_embd;  /* [n_vocab][n_embd] */
     int tok_embd_t;
-    const void *output;    /* [n_vocab][n_embd]; == tok_embd when tied */
+    const void *output;    /* [head_rows][n_embd]: rows head_row0.. of output.weight, or
+                            * of token_embd.weight when tied */
     int output_t;
+    int head_row0, head_rows;  /* the vocabulary slice this process's head computes:
+                                * all of it, or a tensor-parallel rank's share */
     const float *output_norm;
     const float *rope_freqs;   /* n_rot/2 divisors or NULL */
     infer_layer *layers;

@@ -12,7 +12,8 @@
  * W_down products are partial sums over its heads / FFN columns and are summed across
  * ranks before the post-norm and the residual add; a pipeline stage receives x instead
  * of embedding, passes x on after its last layer, and only the last stage computes the
- * head. */
+ * head. A tensor-parallel rank computes the logits of its vocabulary slice
+ * ([n][head_rows] at the start of logits); the head hook gathers the rows on rank 0. */
 #include <math.h>
 #include <stdio.h>
 
@@ -105,7 +106,7 @@ int infer_head(const infer_model *m, kern_ctx *kc, int n, const float *x, float 
     const infer_dist_hooks *d = m->dist;
     if (!d || d->computes_head) {
         INFER_K(-1, kern_rmsnorm(kc, h, x, m->output_norm, n, hp->n_embd, hp->eps));
-        INFER_K(-1, kern_matmul(kc, logits, h, m->output, m->output_t, n, hp->n_vocab,
+        INFER_K(-1, kern_matmul(kc, logits, h, m->output, m->output_t, n, m->head_rows,
                                 hp->n_embd));
     }
     if (d && d->head)

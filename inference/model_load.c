@@ -210,6 +210,8 @@ typedef struct loader {
     size_t done, total;
     volatile unsigned char sink;
     bool unused;   /* the tensors being looked up now are validated only (pointer NULL) */
+    bool lazy;     /* used in place but neither touched nor counted: a shard reads only
+                    * some rows of it, which come in on first use */
 } loader;
 
 static void touch_range(loader *L, const void *data, size_t nbytes)
@@ -279,7 +281,8 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
         }
         return INFER_OK;
     }
-    touch(L, t);
+    if (!L->lazy)
+        touch(L, t);
     if (use == USE_VEC) {
         if (t->type == INFER_TYPE_F32) {
             m->weight_bytes += t->nbytes;
@@ -302,7 +305,8 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
     }
     if (kern_type_supported(t->type)) {
         *type = t->type;
-        m->weight_bytes += t->nbytes;
+        if (!L->lazy)
+            m->weight_bytes += t->nbytes;
         return place(m, t->data, t->nbytes, false, ptr, err, errlen);
     }
     return unsupported(m, name, t, err, errlen);
@@ -449,28 +453,49 @@ static int load_tensors(loader *L, char *err, size_t errlen)
         L->total += infer_gguf_tensor_at(m->gguf, i)->nbytes;
     bool tied = !infer_gguf_find_tensor(m->gguf, "output.weight");
 
+    const bool shard = m->shard.kind != INFER_SHARD_NONE;
+    /* the output head's vocabulary rows: a tensor-parallel rank computes its share */
+    slice vocab = { SPLIT_NONE, 0, hp->n_vocab };
+    if (m->shard.kind == INFER_SHARD_TP) {
+        const int N = m->shard.n, r = m->shard.rank;
+        if (hp->n_vocab < N)
+            FAIL(INFER_EUNSUPPORTED, "%s: a vocabulary of %d cannot be split over %d ranks",
+                 m->path, hp->n_vocab, N);
+        vocab = (slice){ SPLIT_ROWS, (int64_t)hp->n_vocab * r / N,
+                         (int64_t)hp->n_vocab * (r + 1) / N };
+    }
+    m->head_row0 = (int)vocab.lo;
+    m->head_rows = (int)(vocab.hi - vocab.lo);
+
     const void *p;
     L->unused = !sp.embd && !(tied && sp.head);
+    L->lazy = shard;
     if ((rc = get_tensor(L, "token_embd.weight", USE_MAT, E, hp->n_vocab,
                          "embedding_length x vocabulary", &m->tok_embd, &m->tok_embd_t, NULL,
                          err, errlen)))
         return rc;
+    L->lazy = false;
     L->unused = !sp.head;
     if ((rc = get_tensor(L, "output_norm.weight", USE_VEC, E, 0, "embedding_length", &p, NULL,
                          NULL, err, errlen)))
         return rc;
     m->output_norm = p;
-    bool missing;
-    if ((rc = get_tensor(L, "output.weight", USE_MAT, E, hp->n_vocab,
-                         "embedding_length x vocabulary", &m->output, &m->output_t, &missing,
-                         err, errlen)))
+    if (!tied &&
+        (rc = get_slice(L, "output.weight", E, hp->n_vocab, "embedding_length x vocabulary",
+                        &vocab, &m->output, &m->output_t, err, errlen)))
         return rc;
     L->unused = false;
-    m->hp.tied_output = missing;
-    if (missing) {
-        m->output = m->tok_embd;
+    m->hp.tied_output = tied;
+    if (tied && m->tok_embd) {   /* the head's rows of the embeddings */
+        const size_t row_bytes = te->nbytes / (size_t)hp->n_vocab;
+        m->output = (const unsigned char *)m->tok_embd + (size_t)vocab.lo * row_bytes;
         m->output_t = m->tok_embd_t;
+        if (shard && sp.head) {
+            touch_range(L, m->output, (size_t)m->head_rows * row_bytes);
+            m->weight_bytes += (size_t)m->head_rows * row_bytes;
+        }
     }
+    bool missing;
     if (!gemma) {
         if ((rc = get_tensor(L, "rope_freqs.weight", USE_VEC, hp->n_rot / 2, 0,
                              "rope.dimension_count / 2", &p, NULL, &missing, err, errlen)))
