@@ -8,9 +8,10 @@
  * of B tokens each, greedy, through infer_dist_batch_step (serving's path; rank 0
  * drives, other ranks run the worker loop). Rank 0 prints one line:
  *   mode MODE ranks R threads T batch B: generation X tok/s, step S ms,
- *   comm C ms/step (rank 0, inside MPI), bytes K KiB/step
- * The communication time is rank 0's time inside MPI calls during the decode steps:
- * transfers plus waiting for the slower rank at each collective. */
+ *   comm C ms/step (rank 0, inside MPI), wire W ms/step, bytes K KiB/step, ...
+ * comm is rank 0's time inside MPI calls during the decode steps: transfers plus
+ * waiting for the other ranks' compute. wire replays the step's messages afterwards
+ * with every rank ready: the transfers alone (pipeline: 2 ranks only). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,46 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The decode step's messages alone, all ranks ready (after the run): what the wires
+ * cost without waiting for another rank's compute. Tensor parallel: 2 allreduces of
+ * B x n_embd floats per layer, and the logits slices to rank 0; pipeline (2 ranks): x
+ * from stage 0 to 1, B x n_vocab logits back. Milliseconds per step on rank 0. */
+static double wire_ms(int kind, const infer_hparams *hp, int B)
+{
+    const int E = hp->n_embd, V = hp->n_vocab, reps = 20;
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (kind == INFER_SHARD_PP && size != 2)
+        return 0;
+    float *buf = calloc((size_t)B * (E > V ? E : V), sizeof *buf);
+    if (!buf)
+        return -1;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    for (int r = 0; r < reps; r++) {
+        if (kind == INFER_SHARD_TP) {
+            for (int l = 0; l < 2 * hp->n_layer; l++)
+                MPI_Allreduce(MPI_IN_PLACE, buf, B * E, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            int w = V / size;
+            if (rank == 0)
+                for (int s = 1; s < size; s++)
+                    MPI_Recv(buf, B * w, MPI_FLOAT, s, 9, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            else
+                MPI_Send(buf, B * w, MPI_FLOAT, 0, 9, MPI_COMM_WORLD);
+        } else if (rank == 0) {
+            MPI_Send(buf, B * E, MPI_FLOAT, 1, 9, MPI_COMM_WORLD);
+            MPI_Recv(buf, B * V, MPI_FLOAT, size - 1, 9, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        } else if (rank == 1 && size == 2) {
+            MPI_Recv(buf, B * E, MPI_FLOAT, 0, 9, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            MPI_Send(buf, B * V, MPI_FLOAT, 0, 9, MPI_COMM_WORLD);
+        }
+    }
+    double ms = 1e3 * (MPI_Wtime() - t0) / reps;
+    free(buf);
+    return ms;
 }
 
 #define DIE(...) do { fprintf(stderr, "bench_dist: "); fprintf(stderr, __VA_ARGS__); \
@@ -84,6 +125,7 @@ int main(int argc, char **argv)
     if (rank > 0) {
         if (infer_dist_worker_run(d, b, err, sizeof err))
             DIE("%s", err);
+        wire_ms(kind, hp, B);
     } else {
         infer_block_table *bt = calloc((size_t)B, sizeof *bt);
         int32_t *toks = malloc((size_t)B * n_ctx * sizeof *toks);
@@ -131,11 +173,12 @@ int main(int argc, char **argv)
         if (d)
             s1 = infer_dist_get_stats(d);
         infer_dist_stop(d);
+        double wire = d ? wire_ms(kind, hp, B) : 0;
         printf("mode %s ranks %d threads %d batch %d: generation %.2f tok/s, step %.1f ms, "
-               "comm %.2f ms/step (rank 0, inside MPI), bytes %.1f KiB/step, %.1f MiB of "
-               "weights on rank 0\n", mode, size, threads, B, (double)B * G / t_gen,
-               1e3 * t_gen / G, 1e3 * (s1.comm_s - s0.comm_s) / G,
-               (double)(s1.bytes - s0.bytes) / 1024.0 / G,
+               "comm %.2f ms/step (rank 0, inside MPI), wire %.2f ms/step, bytes %.1f "
+               "KiB/step, %.1f MiB of weights on rank 0\n", mode, size, threads, B,
+               (double)B * G / t_gen, 1e3 * t_gen / G, 1e3 * (s1.comm_s - s0.comm_s) / G,
+               wire, (double)(s1.bytes - s0.bytes) / 1024.0 / G,
                (double)infer_model_weight_bytes(m) / 1048576.0);
         for (int s = 0; s < B; s++)
             infer_pkv_release(&kv, &bt[s]);
