@@ -3,7 +3,7 @@
  *   commons-serve --model M.gguf [--listen URL] [--threads N] [--kv-mb M | --kv-blocks N]
  *                 [--max-batch N] [--prefill-chunk N] [--ctx N] [--block N] [--kv f32|f16]
  *                 [--name NAME] [--drain-s S] [--abandon-s S] [--log-level L] [--foreground]
- *                 [--tp N | --pp N]
+ *                 [--tp N | --pp N] [--gpu [--device N]]
  *
  * Loads the model once, then serves the gateway <-> serve protocol (docs/serving.md)
  * with continuous batching (serve_engine.c) over a paged KV cache. Always runs in
@@ -29,6 +29,9 @@
 #include "cm_log.h"
 #include "dist.h"
 #include "serve.h"
+#ifdef KERN_HAVE_CUDA
+#include "kern_cuda.h"
+#endif
 
 #define DELIVER_GRACE_MS 5000
 
@@ -43,7 +46,7 @@ static void usage(FILE *f)
         "  --block N             positions per KV block (default 16)\n"
         "  --kv f32|f16          KV cache type (default f32)\n"
         "  --max-batch N         sequences admitted at once (default 32)\n"
-        "  --prefill-chunk N     prompt tokens per step, all sequences (default 128)\n"
+        "  --prefill-chunk N     prompt tokens per step, all sequences (default 1024)\n"
         "  --ctx N               longest sequence, prompt + completion (default\n"
         "                        min(model context, 4096))\n"
         "  --name NAME           model name in serve.info (default: file name without .gguf)\n"
@@ -51,6 +54,8 @@ static void usage(FILE *f)
         "  --abandon-s S         cancel a sequence not polled for S seconds (default 30)\n"
         "  --log-level L         debug|info|warn|error (default info)\n"
         "  --foreground          accepted; commons-serve never daemonizes\n"
+        "  --gpu                 run the kernels on an NVIDIA GPU (CUDA builds)\n"
+        "  --device N            CUDA device ordinal for --gpu (default 0)\n"
         "  --tp N                tensor parallel over N MPI ranks (under mpirun -np N)\n"
         "  --pp N                pipeline parallel, N stages (under mpirun -np N)\n");
 }
@@ -69,15 +74,17 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
-/* --tp / --pp: which distributed mode, over how many ranks (kind 0: none). */
-typedef struct dist_opt {
+/* Options kept outside serve_config: --tp / --pp (which distributed mode, over how
+ * many ranks; kind 0: none) and --gpu / --device (device -1: not given). */
+typedef struct extra_opt {
     int kind, n;
-} dist_opt;
+    bool gpu;
+    int device;
+} extra_opt;
 
-static int parse_args(int argc, char **argv, serve_config *c, int *log_level, dist_opt *dopt)
+static int parse_args(int argc, char **argv, serve_config *c, int *log_level, extra_opt *dopt)
 {
-    dopt->kind = INFER_SHARD_NONE;
-    dopt->n = 1;
+    *dopt = (extra_opt){ .kind = INFER_SHARD_NONE, .n = 1, .device = -1 };
     memset(c, 0, sizeof *c);
     c->listen = "tcp://127.0.0.1:7700";
     c->threads = 2;
@@ -85,7 +92,7 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level, di
     c->block_tokens = 16;
     c->kv_type = KERN_TYPE_F32;
     c->max_batch = 32;
-    c->prefill_chunk = 128;
+    c->prefill_chunk = 1024;
     c->drain_s = 30;
     c->abandon_s = 30;
     *log_level = CM_LOG_INFO;
@@ -97,6 +104,10 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level, di
         }
         if (!strcmp(f, "--foreground"))
             continue;
+        if (!strcmp(f, "--gpu")) {
+            dopt->gpu = true;
+            continue;
+        }
         if (f[0] != '-' || i + 1 >= argc) {
             fprintf(stderr, "commons-serve: %s: %s\n", f, f[0] == '-' ? "missing value" :
                     "unexpected argument");
@@ -130,6 +141,7 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level, di
         else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1L << 24, &x)) return -1; c->n_ctx = (int)x; }
         else if (!strcmp(f, "--drain-s")) { if (parse_int(f, v, 0, 86400, &x)) return -1; c->drain_s = (int)x; }
         else if (!strcmp(f, "--abandon-s")) { if (parse_int(f, v, 1, 86400, &x)) return -1; c->abandon_s = (int)x; }
+        else if (!strcmp(f, "--device")) { if (parse_int(f, v, 0, 4095, &x)) return -1; dopt->device = (int)x; }
         else if (!strcmp(f, "--tp") || !strcmp(f, "--pp")) {
             if (parse_int(f, v, 1, 4096, &x))
                 return -1;
@@ -147,6 +159,10 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level, di
     }
     if (!c->model_path) {
         fprintf(stderr, "commons-serve: --model is required\n");
+        return -1;
+    }
+    if (dopt->device >= 0 && !dopt->gpu) {
+        fprintf(stderr, "commons-serve: --device selects the GPU of --gpu; give --gpu too\n");
         return -1;
     }
     return 0;
@@ -167,11 +183,20 @@ static void model_name(serve_server *s)
 
 /* Model (this rank's slice of it), tokenizer (rank 0), KV pool, batch. Ranks > 0 take
  * rank 0's number of KV blocks, so that rank 0's block ids are valid everywhere. */
-static int load(serve_server *s, infer_dist *d, char *err, size_t errlen)
+static int load(serve_server *s, infer_dist *d, const extra_opt *xo, char *err, size_t errlen)
 {
-    kern_config kcfg = { .backend = KERN_BACKEND_CPU, .n_threads = s->cfg.threads };
+    kern_config kcfg = { .backend = xo->gpu ? KERN_BACKEND_CUDA : KERN_BACKEND_CPU,
+                         .n_threads = s->cfg.threads, .device = xo->device < 0 ? 0 : xo->device };
     const bool worker = infer_dist_rank(d) > 0;
-    if (kern_ctx_create(&kcfg, &s->kc, err, errlen) ||
+    if (kern_ctx_create(&kcfg, &s->kc, err, errlen)) {
+        if (xo->gpu) {   /* say which flag asked for CUDA */
+            char e[512];
+            snprintf(e, sizeof e, "%s", err);
+            snprintf(err, errlen, "--gpu: %s", e);
+        }
+        return -1;
+    }
+    if (
         (d ? infer_dist_load(d, s->cfg.model_path, s->kc, &s->model, err, errlen) :
              infer_model_load(s->cfg.model_path, s->kc, NULL, NULL, &s->model, err, errlen)) ||
         (!worker && infer_tokenizer_load(infer_model_gguf(s->model), &s->tok, err, errlen)))
@@ -218,14 +243,23 @@ static int load(serve_server *s, infer_dist *d, char *err, size_t errlen)
                 infer_dist_rank(d), infer_dist_size(d),
                 infer_dist_kind(d) == INFER_SHARD_TP ? "tensor parallel" : "pipeline stage",
                 hp->n_layer, hp->first_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
+    char where[192];
+    snprintf(where, sizeof where, "%d threads (%s)", kern_ctx_threads(s->kc),
+             kern_isa_name(kern_get_isa()));
+#ifdef KERN_HAVE_CUDA
+    if (xo->gpu) {
+        char desc[128] = "?";
+        kern_cuda_describe(s->kc, desc, sizeof desc);
+        snprintf(where, sizeof where, "CUDA device %d: %s", kcfg.device, desc);
+    }
+#endif
     cm_info("model %s (%s, %d layers, vocab %d, %.1f MiB of weights), chat format %s, context "
             "%d, KV pool %ld blocks x %d positions (%.1f MiB, %s), max batch %d, prefill "
-            "chunk %d, %d threads (%s)", s->name, hp->arch_name, hp->n_layer, hp->n_vocab,
+            "chunk %d, %s", s->name, hp->arch_name, hp->n_layer, hp->n_vocab,
             (double)infer_model_weight_bytes(s->model) / 1048576.0,
             infer_chat_format_name(s->chat_fmt), s->n_ctx, blocks, s->cfg.block_tokens,
             (double)blocks * (double)bb / 1048576.0, s->cfg.kv_type ? "f16" : "f32",
-            s->cfg.max_batch, s->cfg.prefill_chunk, kern_ctx_threads(s->kc),
-            kern_isa_name(kern_get_isa()));
+            s->cfg.max_batch, s->cfg.prefill_chunk, where);
     if (blocks * s->cfg.block_tokens < s->n_ctx)
         cm_warn("the KV pool (%ld positions) is smaller than the context (%d): longer "
                 "requests get too_long", blocks * s->cfg.block_tokens, s->n_ctx);
@@ -279,10 +313,10 @@ static void run(serve_server *s)
 }
 
 /* Ranks > 0: load, then evaluate rank 0's steps until it stops. */
-static int worker_main(serve_server *s, infer_dist *d)
+static int worker_main(serve_server *s, infer_dist *d, const extra_opt *xo)
 {
     char err[1024];
-    if (load(s, d, err, sizeof err)) {
+    if (load(s, d, xo, err, sizeof err)) {
         cm_error("%s", err);
         infer_dist_abort(d, 1);
     }
@@ -302,7 +336,7 @@ int main(int argc, char **argv)
     serve_server s;
     memset(&s, 0, sizeof s);
     int level;
-    dist_opt dopt;
+    extra_opt dopt;
     if (parse_args(argc, argv, &s.cfg, &level, &dopt)) {
         usage(stderr);
         return 2;
@@ -329,10 +363,10 @@ int main(int argc, char **argv)
     pthread_cond_init(&s.wake, NULL);
     pthread_cond_init(&s.stepped, NULL);
     if (infer_dist_rank(dist) > 0)
-        return worker_main(&s, dist);
+        return worker_main(&s, dist, &dopt);
     int n_workers = 4 * s.cfg.max_batch + 16;
     int rc = 1;
-    if (load(&s, dist, err, sizeof err)) {
+    if (load(&s, dist, &dopt, err, sizeof err)) {
         cm_error("%s", err);
         if (dist)   /* the other ranks may wait for this one: end them all */
             infer_dist_abort(dist, 1);
