@@ -604,9 +604,11 @@ static void relaunch(agent_runner *r, struct agent_job *j)
 {
     cm_info("job %lld launched again; it is %s here, not starting it twice", (long long)j->id,
             agent_phase_name(j->phase));
-    if (j->phase == AJ_ENDED)
+    /* Only a change is written: commonsd sends a launch again while it has
+     * not seen it acknowledged (a long burst still in the loop's backlog). */
+    if (j->phase == AJ_ENDED && !j->ended_pending)
         j->ended_pending = true;
-    else if (j->phase == AJ_RUNNING)
+    else if (j->phase == AJ_RUNNING && !j->started_pending && j->released)
         j->started_pending = true;
     else
         return;
