@@ -12,6 +12,9 @@ add_library(commons_infer STATIC
 )
 target_include_directories(commons_infer PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(commons_infer PUBLIC commons_format commons_kernels m)
+if(COMMONS_HAVE_CUDA)  # the CUDA-graph decode of infer_eval (gpu's file)
+  target_sources(commons_infer PRIVATE ${CMAKE_CURRENT_LIST_DIR}/model_gpu.c)
+endif()
 
 add_executable(commons-run ${CMAKE_CURRENT_LIST_DIR}/commons-run.c)
 target_link_libraries(commons-run PRIVATE commons_infer)

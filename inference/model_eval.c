@@ -89,6 +89,9 @@ void infer_ctx_free(infer_ctx *c)
 {
     if (!c)
         return;
+#ifdef KERN_HAVE_CUDA
+    infer_gpu_free(c);
+#endif
     ctx_free_buffers(c);
     infer_kv_free(&c->kv);
     free(c->logits);
@@ -188,6 +191,15 @@ int infer_eval(infer_ctx *c, const int32_t *tokens, int n, bool all_logits,
     int rc = reserve_logits(c, all_logits ? n : 1, err, errlen);
     if (rc)
         return rc;
+#ifdef KERN_HAVE_CUDA
+    if (n == 1 && !all_logits && infer_gpu_graph_ok(c)) {   /* decode: a replayed CUDA graph */
+        if ((rc = infer_gpu_decode(c, tokens[0], err, errlen)))
+            return rc;
+        c->n_past += 1;
+        c->n_logits = 1;
+        return INFER_OK;
+    }
+#endif
     int pos = c->n_past;
     for (int i = 0; i < n; i += c->n_batch) {
         int len = n - i < c->n_batch ? n - i : c->n_batch;

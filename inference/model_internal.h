@@ -61,7 +61,21 @@ struct infer_ctx {
     float *logits_dev;     /* backend: one chunk's output rows */
     int n_logits, cap_logits;
     int32_t *pos;          /* host, n_batch */
+    /* CUDA graph decode (model_gpu.c): the token (host), token and position on the
+     * device, the captured step (a kern_cuda_graph *); unused on other backends */
+    int32_t graph_tok;
+    int32_t *graph_dev;
+    void *graph;
 };
+
+#ifdef KERN_HAVE_CUDA
+/* model_gpu.c: whether infer_eval's one-token steps replay a CUDA graph on c (a CUDA
+ * context, not a distributed model, COMMONS_CUDA_GRAPH not 0); the step itself (logits
+ * into c->logits; the caller advances n_past); freeing with the ctx. */
+bool infer_gpu_graph_ok(const infer_ctx *c);
+int infer_gpu_decode(infer_ctx *c, int32_t token, char *err, size_t errlen);
+void infer_gpu_free(infer_ctx *c);
+#endif
 
 /* ---- the per-layer graph, shared by infer_eval (model_eval.c) and the batched step
  * (batch.c), so that both compute the same numbers (model_layer.c) ---- */

@@ -5,7 +5,9 @@
  *    second by a 512 MiB device-to-device cudaMemcpy, measured in this run;
  *    host memcpy with --backend cpu),
  *  - batch 1: ms per generated token through infer_eval (one token per call,
- *    logits downloaded each time), after a 32-token prompt, mean of --gen,
+ *    logits downloaded each time), after a 32-token prompt, mean of --gen; on
+ *    CUDA once replayed as a CUDA graph (inference/model_gpu.c, the default) and
+ *    once op by op (COMMONS_CUDA_GRAPH=0),
  *  - batch B (default 32): B sequences with different 32-token prompts on the
  *    paged KV cache (inference/batch.c, as commons-serve runs them), then
  *    --gen decode steps of one token per sequence, all B logit rows downloaded
@@ -154,18 +156,21 @@ int main(int argc, char **argv)
     double bw = cuda ? gpu_copy_bandwidth() : host_copy_bandwidth();
     infer_model *m = NULL;
     if (infer_model_load(path, kc, NULL, NULL, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
-    double ms_tok = 0, tps = 0, ms_step = 0;
-    int rc = bench_single(m, kc, n_gen, &ms_tok);
+    double ms_tok = 0, ms_eager = 0, tps = 0, ms_step = 0;
+    setenv("COMMONS_CUDA_GRAPH", "0", 1);
+    int rc = bench_single(m, kc, n_gen, &ms_eager);
+    unsetenv("COMMONS_CUDA_GRAPH");
+    if (!rc) rc = bench_single(m, kc, n_gen, &ms_tok);
     if (!rc) rc = bench_batch(m, kc, batch, n_gen, &tps, &ms_step);
     size_t wb = infer_model_weight_bytes(m);
     double floor_ms = bw > 0 ? wb / bw * 1e3 : 0;
     if (!rc && header)
         printf("device: %s\n\n| model | weights GB | copy GB/s | floor ms | batch 1 ms/token | x floor "
-               "| batch %d tok/s | batch %d ms/step | x floor |\n|---|---|---|---|---|---|---|---|---|\n",
-               desc, batch, batch);
+               "| batch 1 op by op ms | batch %d tok/s | batch %d ms/step | x floor |\n"
+               "|---|---|---|---|---|---|---|---|---|---|\n", desc, batch, batch);
     if (!rc)
-        printf("| %s | %.3f | %.0f | %.3f | %.3f | %.2f | %.0f | %.3f | %.2f |\n", label, wb / 1e9, bw / 1e9,
-               floor_ms, ms_tok, floor_ms > 0 ? ms_tok / floor_ms : 0, tps, ms_step,
+        printf("| %s | %.3f | %.0f | %.3f | %.3f | %.2f | %.3f | %.0f | %.3f | %.2f |\n", label, wb / 1e9,
+               bw / 1e9, floor_ms, ms_tok, floor_ms > 0 ? ms_tok / floor_ms : 0, ms_eager, tps, ms_step,
                floor_ms > 0 ? ms_step / floor_ms : 0);
     infer_model_free(m);
     kern_ctx_destroy(kc);

@@ -82,6 +82,11 @@ int kcu_stage(kern_ctx *ctx, const void *host, size_t bytes, const void **dev)
 {
     kern_cuda *c = kcu(ctx);
     size_t need = (bytes + 255) & ~(size_t)255;
+    for (int i = 0; i < c->n_binds; i++)
+        if (host == c->binds[i].host && bytes <= c->binds[i].bytes) { /* the caller keeps it current */
+            *dev = c->binds[i].dev;
+            return KERN_OK;
+        }
     if (c->capturing)
         return kern_fail(ctx, KERN_EINVAL,
                          "host positions/ids inside a CUDA graph capture would be stale at replay: use the "
@@ -247,6 +252,23 @@ extern "C" void kern_cuda_host_free(kern_ctx *ctx, void *p)
 {
     (void)ctx;
     cudaFreeHost(p); /* waits for copies that may still use p */
+}
+
+extern "C" int kern_cuda_bind(kern_ctx *ctx, const void *host, size_t bytes, const void *dev)
+{
+    NEED_CUDA();
+    kern_cuda *c = kcu(ctx);
+    if (!host || !dev || !bytes) return kern_fail(ctx, KERN_EINVAL, "kern_cuda_bind: NULL pointer or 0 bytes");
+    if (c->n_binds == KCU_MAX_BINDS)
+        return kern_fail(ctx, KERN_EINVAL, "kern_cuda_bind: %d bindings already (the most)", KCU_MAX_BINDS);
+    c->binds[c->n_binds].host = host, c->binds[c->n_binds].dev = dev, c->binds[c->n_binds].bytes = bytes;
+    c->n_binds++;
+    return KERN_OK;
+}
+
+extern "C" void kern_cuda_unbind_all(kern_ctx *ctx)
+{
+    if (kern_cuda_is(ctx)) kcu(ctx)->n_binds = 0;
 }
 
 extern "C" int kern_cuda_copy(kern_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes)

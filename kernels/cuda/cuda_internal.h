@@ -16,6 +16,7 @@
 
 #define KCU_RING_BYTES (1 << 20) /* pinned + device staging ring for host arrays */
 #define KCU_BLAS_WS ((size_t)32 << 20) /* cuBLAS workspace */
+#define KCU_MAX_BINDS 8
 
 typedef struct kern_cuda {
     int device;
@@ -33,6 +34,9 @@ typedef struct kern_cuda {
      * RoPE: one copy per step instead of two per layer). Invalid after a wrap. */
     size_t last_off, last_bytes;
     int last_valid;
+    /* kern_cuda_bind: host arrays read from device memory instead of staged */
+    struct { const void *host; const void *dev; size_t bytes; } binds[KCU_MAX_BINDS];
+    int n_binds;
     /* grown on demand, freed with the ctx (never during capture) */
     void *tile; size_t tile_bytes;  /* weights dequantized to bf16 for cuBLAS */
     void *xs; size_t xs_bytes;      /* activations converted to bf16 */

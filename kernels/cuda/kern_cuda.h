@@ -68,6 +68,16 @@ int kern_cuda_graph_end(kern_ctx *ctx, kern_cuda_graph **graph);
 int kern_cuda_graph_launch(kern_ctx *ctx, kern_cuda_graph *graph);
 void kern_cuda_graph_free(kern_cuda_graph *graph);
 
+/* ---- host arrays bound to device memory ----
+ * While bound, an operation given exactly `host` (the same pointer, at most `bytes`
+ * bytes: kern_rope's positions, kern_get_rows' ids) reads `dev` instead of a staged
+ * copy, also during graph capture. So code written against kernels.h with host
+ * arrays can be captured unchanged: the caller uploads the new values to dev before
+ * running or replaying. Bind only around such runs (an unrelated use of the same
+ * host array while bound would read dev). At most 8 bindings. */
+int kern_cuda_bind(kern_ctx *ctx, const void *host, size_t bytes, const void *dev);
+void kern_cuda_unbind_all(kern_ctx *ctx);
+
 /* ---- device-side positions and ids (all pointers are device memory) ----
  * pos_dev[n_tok]; ids_dev[n_ids] (not range-checked on the device: ids
  * outside [0, n_rows) are clamped, so a bad id cannot fault the GPU).

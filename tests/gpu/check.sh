@@ -8,7 +8,8 @@
 #     passes; per-type relative bounds; seed printed),
 #  3. synthetic models generated here with commons-mkmodel (the default model's
 #     shape, Gemma 3 270M, in Q5_0/Q8_0; Llama shapes in Q4_K/Q6_K and BF16) and
-#     whole-model logits GPU vs CPU (check_gpu_model),
+#     whole-model logits GPU vs CPU (check_gpu_model; decode steps replay the CUDA
+#     graph of inference/model_gpu.c, and once op by op with COMMONS_CUDA_GRAPH=0),
 #  4. commons-run --gpu: greedy text equal to the CPU's (BF16 model, prompt and
 #     decode on the fp32 matvec path of both backends),
 #  5. bench/infer-gpu: bench_step_gpu (a decode step eager vs CUDA graph; graph
@@ -149,6 +150,8 @@ gpu logits_gemma 180 "$M" "$WORK/gemma270m-q5_0.gguf" --threads "$JOBS"
 gpu logits_gemma_kvf16 180 "$M" "$WORK/gemma270m-q5_0.gguf" --threads "$JOBS" --kv f16 --prompt 530 --gen 4
 gpu logits_llama_q4k 120 "$M" "$WORK/llama-q4k.gguf" --threads "$JOBS"
 gpu logits_llama_bf16 120 "$M" "$WORK/llama-bf16-tied.gguf" --threads "$JOBS" --kv f16
+# decode steps replay a CUDA graph (inference/model_gpu.c); once more op by op
+gpu logits_gemma_op_by_op 180 env COMMONS_CUDA_GRAPH=0 "$M" "$WORK/gemma270m-q5_0.gguf" --threads "$JOBS"
 
 # ---- 4. commons-run --gpu: greedy text equal to the CPU's. The prompt is 5 tokens
 # with BOS (the matvec path, n <= 8, on both: fp32 products, agreement ~1e-6), so a

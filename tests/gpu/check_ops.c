@@ -246,6 +246,42 @@ static void check_graph(chk *c, int window, int n_pos)
     free(kc), free(vc), free(q), free(k), free(v), free(oc);
 }
 
+/* kern_cuda_bind: a host position array bound to a device int is captured as a
+ * read of the device int, so the replay follows new uploads (what
+ * inference/model_gpu.c relies on); unbound, the capture refuses it again. */
+static void check_bind(chk *c)
+{
+    const int H = 4, D = 64;
+    kern_rope_params rp = {KERN_ROPE_NEOX, D, 10000.0f, 1.0f, NULL};
+    int32_t hpos = 0, *posd = chk_dev(c, NULL, 4);
+    float *x = malloc(H * D * 4), *xc = malloc(H * D * 4), *xd = chk_dev(c, NULL, H * D * 4);
+    kern_cuda_graph *g = NULL;
+    int rc = kern_cuda_bind(c->gpu, &hpos, sizeof hpos, posd);
+    if (!rc) rc = kern_cuda_graph_begin(c->gpu);
+    if (!rc) {
+        rc = kern_rope(c->gpu, xd, 1, H, D, &hpos, &rp); /* allowed in a capture: bound */
+        rc |= kern_cuda_graph_end(c->gpu, &g);
+    }
+    kern_cuda_unbind_all(c->gpu);
+    if (rc) {
+        printf("FAIL bound host positions in a capture: %s\n", kern_ctx_error(c->gpu));
+        c->fails++, c->total++;
+    }
+    const int32_t pos[3] = {3, 1000, 77};
+    for (int i = 0; i < 3 && !rc; i++) {
+        chk_fill(c, x, (size_t)H * D, 1.0f);
+        memcpy(xc, x, (size_t)H * D * 4);
+        int rg = kern_upload(c->gpu, xd, x, (size_t)H * D * 4) | kern_upload(c->gpu, posd, &pos[i], 4);
+        rg |= kern_cuda_graph_launch(c->gpu, g);
+        int rcpu = kern_rope(c->cpu, xc, 1, H, D, &pos[i], &rp);
+        char name[64];
+        snprintf(name, sizeof name, "bound positions, graph replay at pos=%d", pos[i]);
+        chk_cmp(c, name, xd, xc, (size_t)H * D, 1e-5, rg, rcpu);
+    }
+    kern_cuda_graph_free(g);
+    kern_free(c->gpu, posd), kern_free(c->gpu, xd), free(x), free(xc);
+}
+
 static void check_copy(chk *c)
 {
     const size_t n = 100003;
@@ -435,6 +471,7 @@ int main(int argc, char **argv)
     check_attention(&c, KERN_TYPE_F16, 6, 3, 64, 129, 0, 0);
     check_graph(&c, 0, 5);
     check_graph(&c, 8, 40);
+    check_bind(&c);
     check_copy(&c);
     check_kv_gather(&c, KERN_TYPE_F32, 2, 64, 16);
     check_kv_gather(&c, KERN_TYPE_F16, 1, 256, 16);
