@@ -1,8 +1,8 @@
 /* bench_step_gpu.c: a Llama decode step written directly against the
  * kernels (random weights made on the host, uploaded per layer), timed three
- * ways on the CUDA backend: issued op by op ("eager", as infer_eval does
- * today), captured once in a CUDA graph and replayed per token (the path
- * docs/cuda.md proposes for inference/), and a graph of 32 tokens per
+ * ways on the CUDA backend: issued op by op ("eager"), captured once in a
+ * CUDA graph and replayed per token (what infer_eval does on CUDA,
+ * inference/model_gpu.c), and a graph of 32 tokens per
  * forward (stand-in for batch 32, attention over one sequence). Before timing,
  * the graph's logits must equal the eager step's bit for bit (same kernels,
  * no atomics): exit 1 otherwise, so this also checks the graph path.
