@@ -14,6 +14,8 @@
  * The first call runs the step eagerly (this token's result, and every scratch buffer
  * sized) and then captures it; later calls replay it. Same kernels, same order as the
  * eager path: the logits equal infer_eval's op-by-op ones (tests/gpu compares both).
+ * Should the capture fail (an operation CUDA cannot capture), the context keeps
+ * running the same step eagerly instead: slower, never wrong.
  * COMMONS_CUDA_GRAPH=0 in the environment turns the path off (op by op). */
 #ifdef KERN_HAVE_CUDA
 #include <stdio.h>
@@ -61,8 +63,9 @@ static int step(infer_ctx *c, char *err, size_t errlen)
     return infer_head(m, kc, 1, c->x, c->h, c->logits_dev, err, errlen);
 }
 
-/* First call: the step eagerly, then captured. The host arrays are bound only here. */
-static int build(infer_ctx *c, char *err, size_t errlen)
+/* The step run eagerly (this token's result); then, unless capture failed before,
+ * captured for the next tokens. The host arrays are bound only here. */
+static int run_and_capture(infer_ctx *c, char *err, size_t errlen)
 {
     kern_ctx *kc = c->kc;
     int rc = INFER_OK;
@@ -73,21 +76,20 @@ static int build(infer_ctx *c, char *err, size_t errlen)
     }
     if (!rc)
         rc = step(c, err, errlen);
-    if (!rc && kern_cuda_graph_begin(kc)) {
-        snprintf(err, errlen, "CUDA graph decode: %s", kern_ctx_error(kc));
-        rc = INFER_EINVAL;
-    } else if (!rc) {
-        rc = step(c, err, errlen);
+    if (!rc && !c->graph_failed) {
+        char cerr[256];
         kern_cuda_graph *g = NULL;
-        /* always end the capture, even after a failed step */
-        if (kern_cuda_graph_end(kc, &g) && !rc) {
-            snprintf(err, errlen, "CUDA graph decode: %s", kern_ctx_error(kc));
-            rc = INFER_EINVAL;
-        }
-        if (rc)
+        bool began = kern_cuda_graph_begin(kc) == KERN_OK;
+        int crc = began ? step(c, cerr, sizeof cerr) : INFER_EINVAL;
+        /* always end a begun capture, even after a failed step */
+        if (began && kern_cuda_graph_end(kc, &g) != KERN_OK && !crc)
+            crc = INFER_EINVAL;
+        if (crc) {   /* this token's result stands; later tokens run eagerly */
             kern_cuda_graph_free(g);
-        else
+            c->graph_failed = true;
+        } else {
             c->graph = g;
+        }
     }
     kern_cuda_unbind_all(kc);
     return rc;
@@ -106,7 +108,7 @@ int infer_gpu_decode(infer_ctx *c, int32_t token, char *err, size_t errlen)
     INFER_K(-1, kern_upload(kc, c->graph_dev, in, sizeof in));
     int rc = INFER_OK;
     if (!c->graph)
-        rc = build(c, err, errlen);   /* its eager run computed this token */
+        rc = run_and_capture(c, err, errlen);   /* its eager run computes this token */
     else
         INFER_K(-1, kern_cuda_graph_launch(kc, (kern_cuda_graph *)c->graph));
     if (rc)
@@ -122,5 +124,6 @@ void infer_gpu_free(infer_ctx *c)
     kern_free(c->kc, c->graph_dev);
     c->graph = NULL;
     c->graph_dev = NULL;
+    c->graph_failed = false;
 }
 #endif

@@ -66,6 +66,7 @@ struct infer_ctx {
     int32_t graph_tok;
     int32_t *graph_dev;
     void *graph;
+    bool graph_failed;     /* capture failed once: the step runs eagerly */
 };
 
 #ifdef KERN_HAVE_CUDA
