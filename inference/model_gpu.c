@@ -77,7 +77,7 @@ static int run_and_capture(infer_ctx *c, char *err, size_t errlen)
     if (!rc)
         rc = step(c, err, errlen);
     if (!rc && !c->graph_failed) {
-        char cerr[256];
+        char cerr[256] = "";
         kern_cuda_graph *g = NULL;
         bool began = kern_cuda_graph_begin(kc) == KERN_OK;
         int crc = began ? step(c, cerr, sizeof cerr) : INFER_EINVAL;
@@ -87,6 +87,11 @@ static int run_and_capture(infer_ctx *c, char *err, size_t errlen)
         if (crc) {   /* this token's result stands; later tokens run eagerly */
             kern_cuda_graph_free(g);
             c->graph_failed = true;
+            /* not an error (nothing is wrong with the results), but a person timing
+             * this must know: said once per context (tests/gpu/check.sh looks for it) */
+            const char *why = cerr[0] ? cerr : kern_ctx_error(kc);
+            fprintf(stderr, "commons: CUDA graph capture of the decode step failed (%s); "
+                    "running it op by op\n", why[0] ? why : "no reason given");
         } else {
             c->graph = g;
         }

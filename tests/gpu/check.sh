@@ -168,6 +168,12 @@ if [ "$DRY" = 0 ] && [ "$rc" = 0 ]; then
     fi
 fi
 
+# a failed capture falls back to op by op silently but for this line (model_gpu.c)
+if [ "$DRY" = 0 ] && grep -q "CUDA graph capture of the decode step failed" "$LOG"; then
+    say "FAILED: the decode step could not be captured as a CUDA graph (see the log)"
+    FAILED="$FAILED graph_capture"
+fi
+
 # ---- 5. benchmark
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
     ST=$B/bench_step_gpu
