@@ -84,6 +84,11 @@ gpu() {
     fi
 }
 finish() {
+    # a failed capture falls back to op by op, silently but for this line (model_gpu.c)
+    if [ "$DRY" = 0 ] && grep -q "CUDA graph capture of the decode step failed" "$LOG"; then
+        say "FAILED: the decode step could not be captured as a CUDA graph (see the log)"
+        FAILED="$FAILED graph_capture"
+    fi
     say "== summary: $(($(date +%s) - START)) s$( [ "$DRY" = 1 ] && echo ' (dry run: no GPU code ran)')"
     if [ -n "${OUT:-}" ]; then
         cp "$LOG" "$OUT/gpu-check.log"
@@ -166,12 +171,6 @@ if [ "$DRY" = 0 ] && [ "$rc" = 0 ]; then
         say "FAILED: commons-run greedy text differs: CPU '$(cat "$WORK/greedy-cpu.txt")' GPU '$(cat "$WORK/greedy-gpu.txt")'"
         FAILED="$FAILED greedy_equal"
     fi
-fi
-
-# a failed capture falls back to op by op silently but for this line (model_gpu.c)
-if [ "$DRY" = 0 ] && grep -q "CUDA graph capture of the decode step failed" "$LOG"; then
-    say "FAILED: the decode step could not be captured as a CUDA graph (see the log)"
-    FAILED="$FAILED graph_capture"
 fi
 
 # ---- 5. benchmark
