@@ -12,8 +12,10 @@
  *    (kern_cuda_kv_store_dev, kern_cuda_attention_dev, whose split is sized for the
  *    whole cache so the graph stays valid at every position).
  * The first call runs the step eagerly (this token's result, and every scratch buffer
- * sized) and then captures it; later calls replay it. Same kernels, same order as the
- * eager path: the logits equal infer_eval's op-by-op ones (tests/gpu compares both).
+ * sized) and then captures it; later calls replay it. The kernels are the op-by-op
+ * path's; only attention splits the keys differently (sized for the cache, not for
+ * the keys so far), so the logits agree with op by op to float rounding, and
+ * tests/gpu compares both with the CPU.
  * Should the capture fail (an operation CUDA cannot capture), the context keeps
  * running the same step eagerly instead: slower, never wrong.
  * COMMONS_CUDA_GRAPH=0 in the environment turns the path off (op by op). */
