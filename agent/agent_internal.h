@@ -95,8 +95,8 @@ int agent_store_write(const char *state_dir, const struct agent_job *j, char *er
                       size_t errlen);
 /* Group commit: writes the records of n instances and makes them durable
  * together. Each is written to a temp file; the temp files are fsynced
- * concurrently (the filesystem's journal commits them together, so n
- * records cost about what one does), renamed into place, and the jobs
+ * concurrently (the disk, or a journaling filesystem's commit, takes them
+ * together: n records cost a few times what one does), renamed into place, and the jobs
  * folder is fsynced once so that the renames are durable too. rcs[i] is
  * 0 when record i is durable, else -1. Returns the number of failures,
  * err describing the first. */

@@ -3,8 +3,8 @@
  * replaced atomically (temp file + rename), so a restarted agent knows every
  * job id it ever started and every event it still owes the scheduler.
  * Three ways to write one: durable alone (temp + fsync + rename), without
- * fsync, and durable as a group (agent_store_save_many: one journal commit
- * for many records); runner.c says which change is written how, and when. */
+ * fsync, and durable as a group (agent_store_save_many: many records for
+ * about the price of one); runner.c says which change is written how, and when. */
 #include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_util.h"
@@ -130,8 +130,10 @@ int agent_store_write(const char *state_dir, const struct agent_job *j, char *er
     return 0;
 }
 
-/* At most this many fsyncs in flight: enough for the journal to commit a
- * batch together, few enough to be cheap to start per commit. */
+/* At most this many fsyncs in flight: enough for the disk (or a journaling
+ * filesystem's commit) to take a batch together, few enough to be cheap to
+ * start per commit. 100 records took 300-360 ms one after the other and
+ * 27-75 ms this way on the development VM (ext4 without a journal). */
 #define SYNC_THREADS 8
 
 struct sync_work {

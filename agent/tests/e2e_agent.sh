@@ -3,7 +3,8 @@
 # exit codes, time limit, cancel of a double-forked tree, kill -9 of the
 # agent while jobs run (they are re-attached and keep their real exit status),
 # commonsd down for a while (the agent waits, logs once, reports later), and
-# SIGTERM (jobs stay) followed by --kill-jobs (they end, reported on restart).
+# SIGTERM (jobs stay) followed by --kill-jobs (they end, reported on restart),
+# and kill -9 of the agent while a burst of launches starts.
 # Usage: e2e_agent.sh COMMONSD COMMONS_AGENT COMMONS
 set -u
 SD=$1 AGENT=$2 CLI=$3
@@ -28,9 +29,9 @@ fail() {
     exit 1
 }
 
-start_agent() {
+start_agent() { # extra options: "$@"
     "$AGENT" --server "$COMMONS_ADDR" --name e2e1 --key-file "$T/sd/cluster.key" \
-        --state "$T/agent" --kill-grace 1 --foreground >>"$T/agent.log" 2>&1 &
+        --state "$T/agent" --kill-grace 1 --foreground "$@" >>"$T/agent.log" 2>&1 &
     AGENT_PID=$!
 }
 
@@ -145,4 +146,36 @@ kill -0 "$DPID" 2>/dev/null || fail "job $D did not outlive the agent's SIGTERM"
 kill -0 "$DPID" 2>/dev/null && fail "job $D survived --kill-jobs"
 start_agent
 wait_state "$D" CANCELLED
+
+# kill -9 of the agent while a burst of launches starts (their "released" is
+# not written yet: the new agent reads it from the keepers' names): commonsd
+# sends again what the dead agent had not acknowledged, and every job of the
+# burst runs exactly once and COMPLETES. (agent.batch kills inside batches.)
+kill "$AGENT_PID"
+wait "$AGENT_PID"
+AGENT_PID=
+start_agent --cpus 60
+wait_log "registered as e2e1 .* 60 CPUs"
+done_before=$("$CLI" queue --all -t COMPLETED | grep -c COMPLETED)
+A=$("$CLI" submit --workdir "$T/w" -a 1-60 -- /bin/sh -c \
+    "echo \$\$ >> $T/w/burst-\$COMMONS_ARRAY_TASK_ID; sleep 2" | sed -n 's/^Submitted array job //p')
+[ -n "$A" ] || fail "the burst was not submitted"
+i=0
+until [ "$(ls "$T/w" | grep -c '^burst-')" -ge 10 ]; do
+    [ $i -lt 300 ] || fail "the burst never started"
+    sleep 0.02
+    i=$((i + 1))
+done
+kill -9 "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null
+start_agent --cpus 60
+i=0
+until [ "$("$CLI" queue --all -t COMPLETED | grep -c COMPLETED)" -ge $((done_before + 60)) ]; do
+    [ $i -lt 300 ] || fail "the burst did not complete: $("$CLI" queue --all | tail -n 5)"
+    sleep 0.1
+    i=$((i + 1))
+done
+for t in $(seq 60); do
+    [ "$(wc -l <"$T/w/burst-$t")" = 1 ] || fail "array task $t started $(wc -l <"$T/w/burst-$t") times"
+done
 echo "PASS"
