@@ -1,7 +1,7 @@
 # tests/gpu/gpu.cmake: programs of the GPU check (tests/gpu/check.sh) and
 # bench/infer-gpu, included by kernels/cuda/cuda.cmake when CUDA is found.
 # They are built (so CI compiles them) but are not ctest tests: they need a
-# GPU and exit 2 ("no CUDA device") without one. At the end, two ctests that
+# GPU and exit 2 ("no CUDA device") without one. At the end, three ctests that
 # need no GPU.
 add_executable(check_gpu_ops ${CMAKE_CURRENT_LIST_DIR}/check_ops.c)
 target_link_libraries(check_gpu_ops PRIVATE commons_kernels m)
