@@ -25,6 +25,10 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   # root in CI containers needs --allow-run-as-root; 2 cores may hold fewer slots than
   # ranks, hence --oversubscribe (Open MPI then also yields when idle).
   set(_mpirun ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe -np 2)
+  # Sanitizer builds: Open MPI's own allocations kept past MPI_Finalize are not ours
+  # (tests/lsan-mpi.supp); harmless elsewhere.
+  set(_mpi_env "LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_LIST_DIR}/tests/lsan-mpi.supp:fast_unwind_on_malloc=0:print_suppressions=0"
+               "OMPI_MCA_mca_base_component_disable_dlclose=1")
   set(_dist_models ${CMAKE_CURRENT_BINARY_DIR}/dist-models)
   file(MAKE_DIRECTORY ${_dist_models})
   # Gemma 3 270M's head layout (4 query heads, 1 KV head: replicated over 2 ranks),
@@ -64,7 +68,8 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                COMMAND ${_mpirun} $<TARGET_FILE:test_dist> --mode ${_mode} --model ${_path}
                        --rtol ${_rtol})
       set_tests_properties(inference.mpi.${_mode}.${_name} PROPERTIES
-                           FIXTURES_REQUIRED "serve_models;dist_models" TIMEOUT 120)
+                           FIXTURES_REQUIRED "serve_models;dist_models" TIMEOUT 120
+                           ENVIRONMENT "${_mpi_env}")
     endforeach()
   endforeach()
   # Three ranks: a middle pipeline stage, a vocabulary that does not split evenly.
@@ -74,7 +79,7 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                      $<TARGET_FILE:test_dist> --mode ${_mode}
                      --model ${_dist_models}/llama3r-f32.gguf)
     set_tests_properties(inference.mpi.${_mode}.three-ranks PROPERTIES
-                         FIXTURES_REQUIRED dist_models TIMEOUT 120)
+                         FIXTURES_REQUIRED dist_models TIMEOUT 120 ENVIRONMENT "${_mpi_env}")
   endforeach()
   foreach(_case "tp|heads3|head_count (3) to be a multiple of 2"
                 "tp|ff96|must be a multiple of the block size"
@@ -87,7 +92,7 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
              COMMAND ${_mpirun} $<TARGET_FILE:test_dist> --mode ${_mode}
                      --model ${_dist_models}/${_name}.gguf --expect-error ${_msg})
     set_tests_properties(inference.mpi.errors.${_name} PROPERTIES
-                         FIXTURES_REQUIRED dist_models TIMEOUT 60)
+                         FIXTURES_REQUIRED dist_models TIMEOUT 60 ENVIRONMENT "${_mpi_env}")
   endforeach()
   # Rank 1 cannot open the file (MPMD: another path on rank 1): rank 0, which loaded its
   # part, fails too and names rank 1, instead of waiting for it forever.
@@ -98,7 +103,7 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                    : -np 1 $<TARGET_FILE:test_dist> --mode tp --model ${_dist_models}/absent.gguf
                          --expect-error "cannot open")
   set_tests_properties(inference.mpi.errors.one_rank_fails PROPERTIES
-                       FIXTURES_REQUIRED dist_models TIMEOUT 60)
+                       FIXTURES_REQUIRED dist_models TIMEOUT 60 ENVIRONMENT "${_mpi_env}")
 endif()
 
 # Without MPI, --tp/--pp are refused with a message saying so (exit 2).
