@@ -73,13 +73,19 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
     endforeach()
   endforeach()
   # Three ranks: a middle pipeline stage, a vocabulary that does not split evenly.
+  # One rank (--tp 1, --pp 1): the degenerate job is the single process.
   foreach(_mode tp pp)
     add_test(NAME inference.mpi.${_mode}.three-ranks
              COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe -np 3
                      $<TARGET_FILE:test_dist> --mode ${_mode}
                      --model ${_dist_models}/llama3r-f32.gguf)
-    set_tests_properties(inference.mpi.${_mode}.three-ranks PROPERTIES
-                         FIXTURES_REQUIRED dist_models TIMEOUT 120 ENVIRONMENT "${_mpi_env}")
+    add_test(NAME inference.mpi.${_mode}.one-rank
+             COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe -np 1
+                     $<TARGET_FILE:test_dist> --mode ${_mode}
+                     --model ${_dist_models}/gemma3-h4-f32.gguf)
+    set_tests_properties(inference.mpi.${_mode}.three-ranks inference.mpi.${_mode}.one-rank
+                         PROPERTIES FIXTURES_REQUIRED dist_models TIMEOUT 120
+                         ENVIRONMENT "${_mpi_env}")
   endforeach()
   foreach(_case "tp|heads3|head_count (3) to be a multiple of 2"
                 "tp|ff96|must be a multiple of the block size"

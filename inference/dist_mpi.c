@@ -335,7 +335,7 @@ int infer_dist_load(infer_dist *d, const char *path, kern_ctx *kc, infer_model *
         h->recv_x = d->rank > 0 ? hook_recv_x : NULL;
         h->send_x = last ? NULL : hook_send_x;
         h->computes_head = last;
-        h->head = d->rank == 0 || last ? hook_head : NULL;
+        h->head = d->size > 1 && (d->rank == 0 || last) ? hook_head : NULL;
     }
     m->dist = h;
     m->dist_owner = d;
@@ -402,7 +402,7 @@ static int pp_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, i
 static int run_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, int n,
                     char *err, size_t errlen)
 {
-    if (d->kind == INFER_SHARD_PP)
+    if (d->kind == INFER_SHARD_PP && d->size > 1)
         return pp_step(d, b, seqs, n, err, errlen);
     return infer_batch_step(b, seqs, n, err, errlen);
 }
@@ -461,7 +461,7 @@ int infer_dist_batch_step(infer_dist *d, infer_batch *b, const infer_batch_seq *
 
 const float *infer_dist_batch_logits(const infer_dist *d, const infer_batch *b, int *n_rows)
 {
-    if (!d || d->kind != INFER_SHARD_PP)
+    if (!d || d->kind != INFER_SHARD_PP || d->size == 1)
         return infer_batch_logits(b, n_rows);
     if (n_rows)
         *n_rows = d->rank == 0 ? d->lg_rows : 0;
