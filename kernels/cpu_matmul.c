@@ -51,10 +51,22 @@ static void quant_task(void *a, int64_t b, int64_t e, int tid)
     }
 }
 
-/* the tiled kernel for op o, or NULL where the 4-row/one-row kernels run */
+/* Decoding a tile costs about as much as 2 activation rows of the 4-row
+ * kernels for the 32-element types and 4-5 for the K-quants (Q6_K the
+ * most), so the tiled kernels run from these many activation rows on
+ * (both give the same numbers). */
+static int gemm_min_rows(int wt) { return kern_act_type(wt) == KERN_ACT_Q8_K ? 6 : 3; }
+
+/* the tiled kernel for weight type wt with n activation rows, or NULL
+ * where the 4-row/one-row kernels run */
+static kern_gemm_fn mm_gemm_for(const kern_cpu_fns *f, int wt, int n)
+{
+    return n >= gemm_min_rows(wt) ? f->gemm[wt] : NULL;
+}
+
 static kern_gemm_fn mm_gemm(const mm_job *j, int o)
 {
-    return j->n > 1 && j->tiles ? j->f->gemm[j->ops[o].wt] : NULL;
+    return j->tiles ? mm_gemm_for(j->f, j->ops[o].wt, j->n) : NULL;
 }
 
 /* rows [r0, r1) of op o. Tiles of 16 decoded weight rows (tiled kernels)
@@ -121,7 +133,7 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
     }
     /* tiled kernels: block scales and sums of the Q8_0 rows, tiles */
     int tiled = 0;
-    for (int o = 0; o < n_ops; o++) tiled |= n > 1 && j.f->gemm[ops[o].wt] != NULL;
+    for (int o = 0; o < n_ops; o++) tiled |= mm_gemm_for(j.f, ops[o].wt, n) != NULL;
     size_t gsz = 0, tiles_off = 0;
     if (tiled) {
         total = (total + 63) & ~(size_t)63;

@@ -262,8 +262,9 @@ START_TEST(test_matmul_tiled)
 {
     /* several activation rows take the tiled kernels (16 weight rows at a
      * time, AVX-512) and the 4-row ones for what is left: m = 53 is 3 tiles,
-     * a group of 4 and 1 row; n = 2, 5 and 9 cover full and partial groups
-     * of 4 activation rows; k = 1024 is several (super-)blocks */
+     * a group of 4 and 1 row; n = 2 (below every type's threshold for
+     * tiles), 6 (the K-quants' threshold) and 9 cover full and partial
+     * groups of 4 activation rows; k = 1024 is several (super-)blocks */
     ref_seed(7);
     kern_ctx *c1 = mk(1), *c2 = mk(2);
     for (int a = 0; a < n_isas(); a++) {
@@ -271,7 +272,7 @@ START_TEST(test_matmul_tiled)
         for (int ti = 0; ti < N_TYPES; ti++) {
             int t = all_types[ti];
             check_matmul(c2, t, 2, 53, 1024);
-            check_matmul(c1, t, 5, 53, 1024);
+            check_matmul(c1, t, 6, 53, 1024);
             check_matmul(c2, t, 9, 32, 512);
         }
     }
