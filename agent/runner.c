@@ -22,13 +22,15 @@
  *     (or at close), so most short jobs never write it: a restart asks the
  *     keeper instead (settle_unreleased);
  *  3. an end whose status came from the keeper's exit file (fsynced by the
- *     keeper) is not written: the running record and that file, kept until
- *     ENDED is written, give a restart the same end. ENDED is written (no
- *     fsync) when commonsd acknowledges it; losing that write only repeats
- *     the event. Any other end (failed launch, kill before launch, lost
- *     status) is made durable by the group commit (commit()), which every
- *     entry point runs before it returns: the loop reads events between
- *     calls, so commonsd never hears of such an end before it is on disk;
+ *     keeper) is not written: the running record and that file give a
+ *     restart the same end. ENDED is written (no fsync) when commonsd
+ *     acknowledges it, and the exit file is removed only once the ENDED
+ *     record is durable or acknowledged (losing an acknowledged ENDED
+ *     record only repeats the event). Any other end (failed launch, kill
+ *     before launch, lost status) is made durable by the group commit
+ *     (commit()), which every entry point runs before it returns: the loop
+ *     reads events between calls, so commonsd never hears of such an end
+ *     before it is on disk;
  *  4. cancelled / timed out, and re-reported events, are written at once
  *     and made durable by that same commit.
  * A restarted agent does with each recorded phase what recover() says:
@@ -103,13 +105,14 @@ static void free_job(struct agent_job *j)
 
 static void remove_exit_file(agent_runner *r, struct agent_job *j);
 
-/* The record now says all that memory says: an ended job's exit file (the
- * source of its status until then) can go. */
-static void written(agent_runner *r, struct agent_job *j)
+/* The record now says all that memory says. An ended job's exit file (the
+ * source of its status until then) can go once that is durable, or once
+ * commonsd has acknowledged the end (a lost record then only repeats it). */
+static void written(agent_runner *r, struct agent_job *j, bool durable)
 {
     j->on_disk = true;
     j->write_due_ms = 0;
-    if (j->phase == AJ_ENDED && j->exit_file_due) {
+    if (j->phase == AJ_ENDED && j->exit_file_due && (durable || !j->ended_pending)) {
         j->exit_file_due = false;
         remove_exit_file(r, j);
     }
@@ -120,7 +123,7 @@ static int save_lazy(agent_runner *r, struct agent_job *j)
 {
     char err[512];
     if (agent_store_write(r->state_dir, j, err, sizeof err) == 0) {
-        written(r, j);
+        written(r, j, false);
         return 0;
     }
     cm_error("job %lld: cannot save its record: %s", (long long)j->id, err);
@@ -239,7 +242,7 @@ static void commit(agent_runner *r)
         for (struct agent_job *j = r->jobs; j; j = j->next) {
             if (!j->sync_due) continue;
             if (agent_store_save(r->state_dir, j, err, sizeof err) == 0)
-                written(r, j);
+                written(r, j, true);
             else
                 cm_error("job %lld: cannot save its record: %s", (long long)j->id, err);
         }
@@ -250,7 +253,7 @@ static void commit(agent_runner *r)
         agent_store_save_many(r->state_dir, v, n, rcs, err, sizeof err);
         for (size_t i = 0; i < n; i++) {
             if (rcs[i] == 0)
-                written(r, v[i]);
+                written(r, v[i], true);
             else
                 cm_error("job %lld: cannot save its record: %s", (long long)v[i]->id, err);
         }
@@ -485,7 +488,11 @@ static int take_record(void *arg, struct agent_job *j)
 {
     agent_runner *r = arg;
     j->on_disk = true;
+    /* An exit file is kept until its job's ENDED record is durable or
+     * acknowledged: one left by a crash in between goes now or then. */
+    j->exit_file_due = j->phase == AJ_ENDED;
     if (j->phase == AJ_ENDED && !j->ended_pending) {
+        remove_exit_file(r, j);
         int rc = add_done(r, j);
         free_job(j);
         return rc;
@@ -776,7 +783,7 @@ static void release_batch(agent_runner *r, struct pending *p, size_t n)
         bool saved = mem && rcs[k++] == 0;
         exit_path(r, j, ep, sizeof ep);
         if (saved)
-            written(r, j);
+            written(r, j, true);
         else
             snprintf(why, sizeof why, "cannot record the started job: %s", err);
         if (!saved || agent_spawn_release(&p[i].proc, j->cgroup, why, sizeof why) != 0) {
