@@ -76,6 +76,17 @@ AVX512 static inline __attribute__((always_inline)) void store_lanes(__m256i v[1
         _mm512_store_si512(dst + 64 * g, _mm512_inserti64x4(_mm512_castsi256_si512(v[g]), v[g + 8], 1));
 }
 
+/* Tiles stream from memory when a matrix is bigger than the caches (e.g.
+ * the output layer in batched decode): while block (or super-block) b of
+ * this tile is decoded, 16 blocks' worth of the next tile (the 16 rows
+ * that follow) are prefetched, so the next tile is in cache by the time it
+ * is decoded. always_inline: see prefetch_ahead. */
+AVX512 static inline __attribute__((always_inline)) void prefetch_next_tile(const uint8_t *w, size_t ws, int b, size_t bb)
+{
+    const uint8_t *p = w + KERN_GEMM_ROWS * ws + (size_t)b * KERN_GEMM_ROWS * bb;
+    for (size_t off = 0; off < KERN_GEMM_ROWS * bb; off += 64) _mm_prefetch((const char *)(p + off), _MM_HINT_T0);
+}
+
 /* Decodes 16 rows (stride ws) of a 32-block type into tile: nb blocks of
  * 512 bytes, then nb x 16 float scales. */
 AVX512 static inline __attribute__((always_inline)) void decode32(int kind, int nb, const uint8_t *w, size_t ws,
@@ -85,6 +96,7 @@ AVX512 static inline __attribute__((always_inline)) void decode32(int kind, int 
     const __m256i b16 = _mm256_set1_epi8(16), b128 = _mm256_set1_epi8((char)0x80);
     float *sc = (float *)(tile + (size_t)nb * 512);
     for (int b = 0; b < nb; b++) {
+        prefetch_next_tile(w, ws, b, bb);
         __m256i v[16];
         for (int r = 0; r < KERN_GEMM_ROWS; r++) {
             const uint8_t *br = w + r * ws + b * bb;
@@ -173,6 +185,7 @@ AVX512 static inline __attribute__((always_inline)) void decode_k45(int q5, int 
     const size_t bb = q5 ? sizeof(kblock_q5_K) : sizeof(kblock_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(16);
     for (int i = 0; i < nsb; i++) {
+        prefetch_next_tile(w, ws, i, bb);
         uint8_t *t = tile + (size_t)i * KT_BYTES, *sc = t + 4096, *mn = sc + 512, *dv = mn + 512, *mv = dv + 64;
         for (int r = 0; r < KERN_GEMM_ROWS; r++) {
             const uint8_t *blk = w + r * ws + i * bb;
@@ -209,6 +222,7 @@ AVX512 static inline __attribute__((always_inline)) void decode_q6k(int nsb, con
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
     for (int i = 0; i < nsb; i++) {
+        prefetch_next_tile(w, ws, i, sizeof(kblock_q6_K));
         uint8_t *t = tile + (size_t)i * KT_BYTES, *sc = t + 4096, *sp = sc + 1024, *dv = sp + 512;
         for (int r = 0; r < KERN_GEMM_ROWS; r++) {
             const kblock_q6_K *b = (const kblock_q6_K *)(w + r * ws) + i;
