@@ -204,22 +204,15 @@ struct agent_spawn_ctx {
     const struct agent_bind *bind; /* placement; NULL: one unbound process */
     const char *server;      /* commonsd's address for COMMONS_ADDR, or NULL */
 };
-/* Starts a job: the agent forks a keeper, the keeper forks the job's main
+/* Starting a job: the agent forks a keeper, the keeper forks the job's main
  * process (a new session, the job's cgroup) and waits for it, then writes
  * its wait status to exit_path. The keeper stays outside the job's session
  * and cgroup and ignores terminal signals, so the status survives a restart
- * of the agent. Between fork and exec the job waits until the parent has
- * recorded it (on_forked returns 0); a job that never hears from the agent
- * exits without running anything. Returns 0 with *keeper and *pid set when
- * exec succeeded, or -1 with err describing the failure (the keeper has
- * then been reaped). */
-typedef int (*agent_forked_fn)(void *arg, pid_t keeper, pid_t pid);
-int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
-                const struct agent_spawn_ctx *ctx, const char *script_path,
-                agent_forked_fn on_forked, void *arg, pid_t *keeper, pid_t *pid, char *err,
-                size_t errlen);
-/* agent_spawn in steps, so that a batch of jobs is forked first, their
- * records are made durable together, and then all are released (runner.c):
+ * of the agent. Between fork and exec the job waits until the agent has
+ * recorded it and releases it; a job that never hears from the agent exits
+ * without running anything. In steps, so that a batch of jobs is forked
+ * first, their records are made durable together, and then all are
+ * released (runner.c):
  *  agent_spawn_fork     forks the keeper, which forks the job (in its cgroup
  *                       where the kernel can), which waits for its release;
  *  agent_spawn_pid      waits for the keeper to say the job's pid (0, or -1 with

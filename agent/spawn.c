@@ -1,5 +1,6 @@
 /* spawn.c: starting one job's main process, under a keeper process that
- * records its exit status (see agent_spawn in agent_internal.h).
+ * records its exit status (see agent_spawn_fork and the steps after it in
+ * agent_internal.h).
  *
  * Everything that may allocate or consult NSS (argv, environment, groups)
  * is prepared before fork; the child only makes system calls, because the
@@ -655,30 +656,4 @@ void agent_spawn_abort(struct agent_proc *p, const char *exit_path)
         while (waitpid(p->keeper, NULL, 0) < 0 && errno == EINTR) {}
     unlink(exit_path);
     p->pid = p->keeper = 0;
-}
-
-int agent_spawn(const struct agent_launch *l, const struct agent_account *a,
-                const struct agent_spawn_ctx *ctx, const char *script_path,
-                agent_forked_fn on_forked, void *arg, pid_t *keeper_out, pid_t *pid_out,
-                char *err, size_t errlen)
-{
-    struct agent_proc p;
-    *pid_out = *keeper_out = 0;
-    if (agent_spawn_fork(l, a, ctx, script_path, &p, err, errlen) != 0 ||
-        agent_spawn_pid(&p, ctx->exit_path, err, errlen) != 0)
-        return -1;
-    /* Record first (durability), then contain, then let the job run. */
-    if (on_forked(arg, p.keeper, p.pid) != 0) {
-        snprintf(err, errlen, "cannot record the started job");
-        agent_spawn_abort(&p, ctx->exit_path);
-        return -1;
-    }
-    if (agent_spawn_release(&p, ctx->cgroup, err, errlen) != 0) {
-        agent_spawn_abort(&p, ctx->exit_path);
-        return -1;
-    }
-    if (agent_spawn_wait(&p, l, a, ctx->exit_path, err, errlen) != 0) return -1;
-    *keeper_out = p.keeper;
-    *pid_out = p.pid;
-    return 0;
 }
