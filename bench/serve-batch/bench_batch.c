@@ -1,18 +1,22 @@
-/* bench_batch: the batched forward step alone (inference/batch.h), no RPC, no sampling.
+/* bench_batch: the batched forward step alone (inference/batch.h), then sampling as
+ * commons-serve does it; no RPC.
  *
  *   bench_batch MODEL.gguf [THREADS] [BATCHES...]     (default 2 threads, batches 1 8 32)
  *
  * For each batch size B: B sequences with different 32-token prompts are prefilled
  * (one step each), then 32 decode steps advance all B together (greedy token of each
- * sequence's logits). Prints, per B, the decode step time and the decode tokens/s, and
- * the time per step split into the forward pass and the greedy argmax. Not a test:
- * numbers for bench/serve-batch/run and bench/RESULTS.md. */
+ * sequence draws its next token with commons-serve's default sampler, top_k 40, top_p
+ * 0.95, min_p 0.05, temperature 0.8, its own seed, the rows spread over a sample pool
+ * of THREADS threads as in the engine). Prints, per B, the decode step time and the
+ * decode tokens/s, and the time per step split into the forward pass and sampling.
+ * Not a test: numbers for bench/serve-batch/run and bench/RESULTS.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "batch.h"
+#include "sampler.h"
 
 #define PROMPT 32
 #define DECODE 32
@@ -70,11 +74,19 @@ int main(int argc, char **argv)
     infer_block_table *bt = calloc((size_t)max_b, sizeof *bt);
     int32_t *toks = malloc((size_t)max_b * len * sizeof *toks);
     infer_batch_seq *bs = malloc((size_t)max_b * sizeof *bs);
-    if (!bt || !toks || !bs)
+    infer_sampler **smp = calloc((size_t)max_b, sizeof *smp);
+    const float **rows = malloc((size_t)max_b * sizeof *rows);
+    int32_t *drawn = malloc((size_t)max_b * sizeof *drawn);
+    infer_sample_pool *pool;
+    if (!bt || !toks || !bs || !smp || !rows || !drawn)
         return 1;
+    if (infer_sample_pool_new(threads, &pool, err, sizeof err)) {
+        fprintf(stderr, "bench_batch: %s\n", err);
+        return 1;
+    }
     printf("model %s, %d threads (%s), prompt %d, %d decode steps\n", argv[1], threads,
            kern_isa_name(kern_get_isa()), PROMPT, DECODE);
-    printf("| batch | decode step ms | forward ms | argmax ms | decode tokens/s |\n");
+    printf("| batch | decode step ms | forward ms | sampling ms | decode tokens/s |\n");
     printf("| --- | --- | --- | --- | --- |\n");
     for (int ib = 0; ib < n_b; ib++) {
         int B = batches[ib];
@@ -87,6 +99,16 @@ int main(int argc, char **argv)
             }
             bs[s] = (infer_batch_seq){ .bt = &bt[s], .n_past = 0, .tokens = toks + s * len,
                                        .n_tokens = PROMPT, .logits = true };
+            infer_sampler_params sp;
+            infer_sampler_defaults(&sp);
+            sp.seed = (uint64_t)s;
+            infer_sampler_free(smp[s]);
+            if (infer_sampler_new(&sp, V, &smp[s], err, sizeof err)) {
+                fprintf(stderr, "bench_batch: %s\n", err);
+                return 1;
+            }
+            for (int i = 0; i < PROMPT; i++)
+                infer_sampler_accept(smp[s], toks[s * len + i]);
         }
         double t_fwd = 0, t_arg = 0;
         for (int step = 0; step <= DECODE; step++) {
@@ -97,14 +119,12 @@ int main(int argc, char **argv)
             }
             double t1 = now();
             const float *lg = infer_batch_logits(b, NULL);
+            for (int s = 0; s < B; s++)
+                rows[s] = lg + (size_t)s * V;
+            infer_sample_many(pool, smp, rows, B, drawn);
             for (int s = 0; s < B; s++) {
-                const float *l = lg + (size_t)s * V;
-                int t = 0;
-                for (int j = 1; j < V; j++)
-                    if (l[j] > l[t])
-                        t = j;
                 bs[s].n_past += bs[s].n_tokens;
-                toks[s * len + bs[s].n_past] = t;
+                toks[s * len + bs[s].n_past] = drawn[s];
                 bs[s].tokens = toks + s * len + bs[s].n_past;
                 bs[s].n_tokens = 1;
             }
@@ -120,6 +140,12 @@ int main(int argc, char **argv)
         for (int s = 0; s < B; s++)
             infer_pkv_release(&kv, &bt[s]);
     }
+    for (int s = 0; s < max_b; s++)
+        infer_sampler_free(smp[s]);
+    infer_sample_pool_free(pool);
+    free(smp);
+    free(rows);
+    free(drawn);
     free(bt);
     free(toks);
     free(bs);
