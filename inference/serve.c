@@ -3,7 +3,7 @@
  *   commons-serve --model M.gguf [--listen URL] [--threads N] [--kv-mb M | --kv-blocks N]
  *                 [--max-batch N] [--prefill-chunk N] [--ctx N] [--block N] [--kv f32|f16]
  *                 [--name NAME] [--drain-s S] [--abandon-s S] [--log-level L] [--foreground]
- *                 [--tp N | --pp N] [--gpu [--device N]]
+ *                 [--tp N | --pp N [--micro-batches M]] [--gpu [--device N]]
  *
  * Loads the model once, then serves the gateway <-> serve protocol (docs/serving.md)
  * with continuous batching (serve_engine.c) over a paged KV cache. Always runs in
@@ -57,7 +57,8 @@ static void usage(FILE *f)
         "  --gpu                 run the kernels on an NVIDIA GPU (CUDA builds)\n"
         "  --device N            CUDA device ordinal for --gpu (default 0)\n"
         "  --tp N                tensor parallel over N MPI ranks (under mpirun -np N)\n"
-        "  --pp N                pipeline parallel, N stages (under mpirun -np N)\n");
+        "  --pp N                pipeline parallel, N stages (under mpirun -np N)\n"
+        "  --micro-batches M     pipeline: micro-batches per step (default N)\n");
 }
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out)
@@ -77,7 +78,7 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
 /* Options kept outside serve_config: --tp / --pp (which distributed mode, over how
  * many ranks; kind 0: none) and --gpu / --device (device -1: not given). */
 typedef struct extra_opt {
-    int kind, n;
+    int kind, n, micro;   /* micro: --micro-batches, 0 when not given */
     bool gpu;
     int device;
 } extra_opt;
@@ -142,6 +143,7 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level, ex
         else if (!strcmp(f, "--drain-s")) { if (parse_int(f, v, 0, 86400, &x)) return -1; c->drain_s = (int)x; }
         else if (!strcmp(f, "--abandon-s")) { if (parse_int(f, v, 1, 86400, &x)) return -1; c->abandon_s = (int)x; }
         else if (!strcmp(f, "--device")) { if (parse_int(f, v, 0, 4095, &x)) return -1; dopt->device = (int)x; }
+        else if (!strcmp(f, "--micro-batches")) { if (parse_int(f, v, 1, 4096, &x)) return -1; dopt->micro = (int)x; }
         else if (!strcmp(f, "--tp") || !strcmp(f, "--pp")) {
             if (parse_int(f, v, 1, 4096, &x))
                 return -1;
@@ -159,6 +161,10 @@ static int parse_args(int argc, char **argv, serve_config *c, int *log_level, ex
     }
     if (!c->model_path) {
         fprintf(stderr, "commons-serve: --model is required\n");
+        return -1;
+    }
+    if (dopt->micro && dopt->kind != INFER_SHARD_PP) {
+        fprintf(stderr, "commons-serve: --micro-batches is for pipelines; give --pp too\n");
         return -1;
     }
     if (dopt->device >= 0 && !dopt->gpu) {
@@ -347,6 +353,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "commons-serve: %s\n", err);
         return 2;
     }
+    if (dopt.micro)
+        infer_dist_set_micro_batches(dist, dopt.micro);
     static char progname[64];
     snprintf(progname, sizeof progname, infer_dist_rank(dist) ? "commons-serve[rank %d]" :
              "commons-serve", infer_dist_rank(dist));

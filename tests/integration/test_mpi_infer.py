@@ -109,9 +109,9 @@ class MpiTest(ServeTest):
         self.addCleanup(self._dump_log_on_failure, s)
         return s
 
-    def greedy_equals_single_process(self, model, mode, prompts, n=24):
+    def greedy_equals_single_process(self, model, mode, prompts, n=24, *extra):
         s = self.start(model, mode, "--ctx", "512", "--max-batch", "8", "--kv-blocks", "128",
-                       "--prefill-chunk", "8")
+                       "--prefill-chunk", "8", *extra)
         got = parallel([lambda i=i, p=p: s.generate(f"g{i}", prompt=p, max_tokens=n,
                                                     temperature=0)
                         for i, p in enumerate(prompts)])
@@ -132,8 +132,8 @@ class MpiTest(ServeTest):
         s = self.greedy_equals_single_process(GEMMA, "tp", PROMPTS[:2])
         self.assertIn("2 heads, 1 KV heads", s.log_text())
 
-    def test_pp_gemma3(self):
-        self.greedy_equals_single_process(GEMMA, "pp", PROMPTS[:2])
+    def test_pp_gemma3_three_micro_batches(self):
+        self.greedy_equals_single_process(GEMMA, "pp", PROMPTS[:2], 24, "--micro-batches", "3")
 
     def test_unsplittable_model_ends_the_job(self):
         bad = make_model(os.path.join(TMP, "heads3.gguf"), "--arch", "llama", "--embd", "96",
