@@ -38,7 +38,7 @@ int infer_dist_load(infer_dist *d, const char *path, kern_ctx *kc, infer_model *
     return infer_model_load(path, kc, NULL, NULL, out, err, errlen);
 }
 
-int infer_dist_bcast_int(infer_dist *d, int *v) { (void)d; (void)v; return INFER_OK; }
+int infer_dist_min_int(infer_dist *d, int *v) { (void)d; (void)v; return INFER_OK; }
 
 int infer_dist_batch_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs,
                           int n_seqs, char *err, size_t errlen)

@@ -63,8 +63,9 @@ int infer_dist_load(infer_dist *d, const char *path, kern_ctx *kc, infer_model *
 /* The job a model belongs to (NULL: loaded alone). */
 infer_dist *infer_model_dist(const infer_model *m);
 
-/* Every rank takes rank 0's *v. */
-int infer_dist_bcast_int(infer_dist *d, int *v);
+/* Every rank passes its *v and takes the smallest of them (e.g. the KV blocks that fit
+ * every rank's budget). */
+int infer_dist_min_int(infer_dist *d, int *v);
 
 /* Rank 0: one step (batch.h), evaluated by all ranks. Pipeline: logits come from
  * infer_dist_batch_logits (rank 0 only), not infer_batch_logits. */

@@ -301,9 +301,10 @@ infer_dist_stats infer_dist_get_stats(const infer_dist *d) { return d->st; }
 void infer_dist_set_micro_batches(infer_dist *d, int n) { d->micro = n > 0 ? n : 1; }
 void infer_dist_abort(infer_dist *d, int code) { MPI_Abort(d->comm, code); }
 
-int infer_dist_bcast_int(infer_dist *d, int *v)
+int infer_dist_min_int(infer_dist *d, int *v)
 {
-    MPI_Bcast(v, 1, MPI_INT, 0, d->comm);
+    int mine = *v;
+    MPI_Allreduce(&mine, v, 1, MPI_INT, MPI_MIN, d->comm);
     return INFER_OK;
 }
 

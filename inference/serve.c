@@ -228,7 +228,7 @@ static int load(serve_server *s, infer_dist *d, const extra_opt *xo, char *err, 
         blocks = 1L << 24;
     if (d) {
         int b = (int)blocks;
-        infer_dist_bcast_int(d, &b);
+        infer_dist_min_int(d, &b);   /* pipeline stages differ in layers, so in block size */
         blocks = b;
     }
     if (blocks < 1) {
