@@ -201,6 +201,44 @@ static int place(infer_model *m, const void *bytes, size_t n, bool host_copy,
     return INFER_OK;
 }
 
+/* Advice to drop the whole pages of [base, base + n) of the file mapping from
+ * memory once their bytes were copied: they are file-backed, so a later read
+ * would fault them back in, but nothing reads them. A failure leaves them
+ * resident, nothing more. */
+static void release_pages(const void *base, size_t n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)base + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t b = ((uintptr_t)base + n) / (uintptr_t)page * (uintptr_t)page;
+    if (b > a)
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* A matrix the kernels read faster in another layout (kern_repack_type: Q4_0
+ * rows interleaved by 4 on AVX-512 hosts) is copied into that layout, owned by
+ * the model, and its mapped pages are released: resident memory stays one copy
+ * (peak: one tensor more). rt is the repacked type. */
+static int repack(infer_model *m, const char *name, const infer_gguf_tensor *t, int64_t rows,
+                  int64_t k, int rt, const void **ptr, int *type, char *err, size_t errlen)
+{
+    void *buf = NULL;
+    if (posix_memalign(&buf, 64, t->nbytes))
+        FAIL(INFER_ENOMEM, "%s: out of memory repacking '%s' (%zu bytes)", m->path, name,
+             t->nbytes);
+    if (kern_repack(m->kc, buf, t->data, t->type, rows, k) != KERN_OK) {
+        free(buf);
+        FAIL(INFER_EFORMAT, "%s: tensor '%s': %s", m->path, name, kern_ctx_error(m->kc));
+    }
+    if (own(m, buf)) {
+        free(buf);
+        FAIL(INFER_ENOMEM, "%s: out of memory", m->path);
+    }
+    release_pages(t->data, t->nbytes);
+    *ptr = buf;
+    *type = rt;
+    return INFER_OK;
+}
+
 enum use { USE_VEC, USE_MAT };
 
 typedef struct loader {
@@ -307,6 +345,11 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
         *type = t->type;
         if (!L->lazy)
             m->weight_bytes += t->nbytes;
+        /* never the embeddings: kern_get_rows reads them (so does a tied head) */
+        int rt = L->lazy || !strcmp(name, "token_embd.weight") ? t->type
+                 : kern_repack_type(m->kc, t->type, ne1, ne0);
+        if (rt != t->type)
+            return repack(m, name, t, ne1, ne0, rt, ptr, type, err, errlen);
         return place(m, t->data, t->nbytes, false, ptr, err, errlen);
     }
     return unsupported(m, name, t, err, errlen);
@@ -350,11 +393,7 @@ static int get_slice(loader *L, const char *name, int64_t k, int64_t rows, const
     for (int64_t r = 0; r < rows; r++)
         memcpy(buf + (size_t)r * len, base + (size_t)r * row_bytes + off, len);
     L->done += t->nbytes;
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)base + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
-    uintptr_t b = ((uintptr_t)base + t->nbytes) / (uintptr_t)page * (uintptr_t)page;
-    if (b > a)   /* advice only: a failure leaves the pages resident, nothing more */
-        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    release_pages(base, t->nbytes);
     m->weight_bytes += len * (size_t)rows;
     return place(m, buf, len * (size_t)rows, true, ptr, err, errlen);
 }

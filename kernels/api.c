@@ -3,6 +3,7 @@
  * the context's backend table. */
 #include "kern_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,8 +178,41 @@ int kern_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layout *dst_l, const 
     return KERN_OK;
 }
 
+/* The internal repacked type: CPU backend only, whole 4-row groups and
+ * 8-block pieces (kernels.h, KERN_TYPE_Q4_0_R4). */
+static int check_repacked(kern_ctx *ctx, const char *fn, int m, int64_t k)
+{
+    NEED(ctx->backend == KERN_BACKEND_CPU, "%s: weight type q4_0_r4 (repacked) is for the CPU backend only", fn);
+    NEED(m % 4 == 0 && k > 0 && k % 256 == 0,
+         "%s: q4_0_r4 (repacked) weight with m=%d k=%lld: expected m a multiple of 4 and k of 256", fn, m,
+         (long long)k);
+    return KERN_OK;
+}
+
+int kern_repack_type(kern_ctx *ctx, int t, int64_t m, int64_t k)
+{
+    const char *env = getenv("COMMONS_KERN_REPACK");
+    if (!ctx || t != KERN_TYPE_Q4_0 || !kern_ctx_host_memory(ctx) || !kern_cpu()->dot4_r4 || m <= 0 ||
+        m % 4 || m > INT_MAX || k <= 0 || k % 256 || k > INT_MAX || (env && strcmp(env, "0") == 0))
+        return t;
+    return KERN_TYPE_Q4_0_R4;
+}
+
+int kern_repack(kern_ctx *ctx, void *dst, const void *src, int t, int64_t m, int64_t k)
+{
+    CTX();
+    NEED(dst && src, "kern_repack: NULL pointer");
+    NEED(((uintptr_t)dst & 63) == 0, "kern_repack: dst %p is not 64-byte aligned", dst);
+    NEED(kern_repack_type(ctx, t, m, k) == KERN_TYPE_Q4_0_R4,
+         "kern_repack: nothing to repack for type %s, m=%lld, k=%lld on this context (kern_repack_type)",
+         kern_type_name(t), (long long)m, (long long)k);
+    kern_repack_q4_0_r4(dst, src, m, k);
+    return KERN_OK;
+}
+
 static int check_type_k(kern_ctx *ctx, const char *fn, int t, int64_t k)
 {
+    if (t == KERN_TYPE_Q4_0_R4) return KERN_OK; /* check_repacked, with m */
     NEED(kern_type_supported(t), "%s: unsupported tensor type id %d (supported: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_K q5_K q6_K)", fn, t);
     NEED(k > 0 && k % (int64_t)kern_type_block_elems(t) == 0,
          "%s: row length %lld is not a positive multiple of %s's block of %zu elements", fn,
@@ -192,6 +226,7 @@ int kern_matmul(kern_ctx *ctx, float *y, const float *x, const void *w, int wt, 
     NEED(y && x && w, "kern_matmul: NULL pointer (y=%p x=%p w=%p)", (void *)y, (const void *)x, w);
     NEED(n > 0 && m > 0, "kern_matmul: n=%d m=%d must be positive", n, m);
     int rc = check_type_k(ctx, "kern_matmul", wt, k);
+    if (!rc && wt == KERN_TYPE_Q4_0_R4) rc = check_repacked(ctx, "kern_matmul", m, k);
     kern_matmul_op op = {y, w, wt, m};
     return rc ? rc : ctx->ops->matmul(ctx, x, n, k, &op, 1);
 }
@@ -207,6 +242,7 @@ int kern_matmul_multi(kern_ctx *ctx, const float *x, int n, int k, const kern_ma
         NEED(ops[o].y && ops[o].w, "kern_matmul_multi: weight %d: NULL pointer", o);
         NEED(ops[o].m > 0, "kern_matmul_multi: weight %d: m=%d must be positive", o, ops[o].m);
         int rc = check_type_k(ctx, "kern_matmul_multi", ops[o].wt, k);
+        if (!rc && ops[o].wt == KERN_TYPE_Q4_0_R4) rc = check_repacked(ctx, "kern_matmul_multi", ops[o].m, k);
         if (rc) return rc;
     }
     return ctx->ops->matmul(ctx, x, n, k, ops, n_ops);

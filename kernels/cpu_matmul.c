@@ -30,7 +30,16 @@ typedef struct {
     int32_t *gs;
     uint8_t *tiles;
     size_t tile_bytes;
+    /* repacked weights (KERN_TYPE_Q4_0_R4) where no kernel reads them as
+     * they are: per thread, room for KERN_GEMM_ROWS + 4 rows unpacked back
+     * to Q4_0 (mm_rows_r4_unpacked) */
+    uint8_t *unpacked;
+    size_t unpacked_bytes;
 } mm_job;
+
+/* the file type whose kernels serve weight type wt (repacked Q4_0 runs the
+ * Q4_0 kernels on rows unpacked where it has no kernel of its own) */
+static int mm_base_type(int wt) { return wt == KERN_TYPE_Q4_0_R4 ? KERN_TYPE_Q4_0 : wt; }
 
 static void quant_task(void *a, int64_t b, int64_t e, int tid)
 {
@@ -61,27 +70,22 @@ static int gemm_min_rows(int wt) { return kern_act_type(wt) == KERN_ACT_Q8_K ? 6
  * where the 4-row/one-row kernels run */
 static kern_gemm_fn mm_gemm_for(const kern_cpu_fns *f, int wt, int n)
 {
+    wt = mm_base_type(wt);
     return n >= gemm_min_rows(wt) ? f->gemm[wt] : NULL;
-}
-
-static kern_gemm_fn mm_gemm(const mm_job *j, int o)
-{
-    return j->tiles ? mm_gemm_for(j->f, j->ops[o].wt, j->n) : NULL;
 }
 
 /* rows [r0, r1) of op o. Tiles of 16 decoded weight rows (tiled kernels)
  * or groups of 4 rows stay in L1/L2 while every activation row passes over
  * them (activations stay in L2), so each weight byte is read from memory
  * once per call whatever n is. */
-static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
+static void mm_rows(const mm_job *j, int o, const kern_matmul_op *op, int64_t r0, int64_t r1, int tid)
 {
-    const kern_matmul_op *op = &j->ops[o];
     kern_dot_fn dot = j->f->dot[op->wt];
     kern_dot4_fn dot4 = j->f->dot4[op->wt];
     size_t wb = kern_row_bytes(op->wt, j->k), xb = j->xb[o];
     const uint8_t *w = op->w, *xq = j->xq[o];
     int64_t r = r0;
-    kern_gemm_fn gemm = mm_gemm(j, o);
+    kern_gemm_fn gemm = j->tiles ? mm_gemm_for(j->f, op->wt, j->n) : NULL;
     if (gemm)
         for (; r + KERN_GEMM_ROWS <= r1; r += KERN_GEMM_ROWS)
             gemm(j->k, w + (size_t)r * wb, wb, &j->gx[kern_act_type(op->wt) == KERN_ACT_Q8_K], j->n, op->y + r, (size_t)op->m,
@@ -109,12 +113,58 @@ static void mm_rows(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
     }
 }
 
+/* rows [r0, r1) of a repacked op (KERN_TYPE_Q4_0_R4; m is a multiple of
+ * 4). Decode of whole 4-row groups takes the ISA's kernel for the layout;
+ * everything else (n > 1: the tiled/4-row kernels; rows not in whole
+ * groups; ISAs without the kernel) unpacks up to KERN_GEMM_ROWS rows back
+ * to Q4_0 and runs the Q4_0 path on them: the same kernels, so the same
+ * numbers as on the weights as stored in the file. */
+/* rows [r0, r1) of repacked op o unpacked back to Q4_0 and run through
+ * mm_rows KERN_GEMM_ROWS at a time from r0, as mm_rows runs Q4_0 weights
+ * (tiles, then groups of 4, then single rows from r0), so each row takes the
+ * same kernel as it would on the weights as stored in the file. A chunk's
+ * unpacked groups start at the group holding its first row: up to
+ * KERN_GEMM_ROWS + 4 rows. */
+static void mm_rows_r4_unpacked(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
+{
+    const kern_matmul_op *op = &j->ops[o];
+    const size_t wb = kern_row_bytes(KERN_TYPE_Q4_0, j->k);
+    uint8_t *buf = j->unpacked + (size_t)tid * j->unpacked_bytes;
+    for (; r0 < r1; r0 += KERN_GEMM_ROWS) {
+        int64_t e = r0 + KERN_GEMM_ROWS < r1 ? r0 + KERN_GEMM_ROWS : r1, g = r0 / 4 * 4, ge = (e + 3) / 4 * 4;
+        kern_unpack_q4_0_r4(buf, (const uint8_t *)op->w + (size_t)g * wb, ge - g, j->k);
+        kern_matmul_op u = {.y = op->y + g, .w = buf, .wt = KERN_TYPE_Q4_0, .m = op->m};
+        mm_rows(j, o, &u, r0 - g, e - g, tid);
+    }
+}
+
+/* rows [r0, r1) of a repacked op (KERN_TYPE_Q4_0_R4; m is a multiple of
+ * 4). Decode of whole 4-row groups takes the ISA's kernel for the layout
+ * (bitwise what mm_rows's 4-row kernel gives on Q4_0); everything else
+ * (n > 1: tiled/4-row kernels; a range not starting at a group; rows after
+ * the last whole group; ISAs without the kernel) is unpacked to Q4_0. So
+ * every row's result is bitwise that of the Q4_0 weights. */
+static void mm_rows_r4(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
+{
+    const kern_matmul_op *op = &j->ops[o];
+    if (j->n == 1 && j->f->dot4_r4 && r0 % 4 == 0) {
+        const size_t wb = kern_row_bytes(KERN_TYPE_Q4_0, j->k);
+        for (; r0 + 4 <= r1; r0 += 4)
+            j->f->dot4_r4(j->k, (const uint8_t *)op->w + (size_t)r0 * wb, wb, j->xq[o], 0, 1, op->y + r0, 0);
+    }
+    if (r0 < r1) mm_rows_r4_unpacked(j, o, r0, r1, tid);
+}
+
 static void mm_task(void *a, int64_t g0, int64_t g1, int tid)
 {
     mm_job *j = a;
     for (int o = 0; o < j->n_ops; o++) {
         int64_t b = g0 > j->start[o] ? g0 : j->start[o], e = g1 < j->start[o + 1] ? g1 : j->start[o + 1];
-        if (b < e) mm_rows(j, o, b - j->start[o], e - j->start[o], tid);
+        if (b >= e) continue;
+        if (j->ops[o].wt == KERN_TYPE_Q4_0_R4)
+            mm_rows_r4(j, o, b - j->start[o], e - j->start[o], tid);
+        else
+            mm_rows(j, o, &j->ops[o], b - j->start[o], e - j->start[o], tid);
     }
 }
 
@@ -126,7 +176,7 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
     size_t off[2], len[2], total = 0;
     for (int f = 0; f < 2; f++) {
         int used = 0;
-        for (int o = 0; o < n_ops; o++) used |= kern_act_type(ops[o].wt) == fmts[f];
+        for (int o = 0; o < n_ops; o++) used |= kern_act_type(mm_base_type(ops[o].wt)) == fmts[f];
         off[f] = total;
         len[f] = used ? (size_t)n * kern_act_row_bytes(fmts[f], k) : 0;
         total += len[f];
@@ -142,8 +192,17 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
         tiles_off = total + 2 * gsz;
         total = tiles_off + (size_t)ctx->n_threads * j.tile_bytes;
     }
+    size_t unpacked_off = 0;
+    for (int o = 0; o < n_ops; o++)
+        if (ops[o].wt == KERN_TYPE_Q4_0_R4 && !j.unpacked_bytes) {
+            total = (total + 63) & ~(size_t)63;
+            unpacked_off = total;
+            j.unpacked_bytes = (KERN_GEMM_ROWS + 4) * kern_row_bytes(KERN_TYPE_Q4_0, k);
+            total += (size_t)ctx->n_threads * j.unpacked_bytes;
+        }
     uint8_t *buf = NULL;
     if (total && !(buf = kern_scratch(ctx, total))) return KERN_ENOMEM;
+    if (j.unpacked_bytes) j.unpacked = buf + unpacked_off;
     if (tiled) {
         j.gd = (float *)(buf + tiles_off - 2 * gsz);
         j.gs = (int32_t *)(buf + tiles_off - gsz);
@@ -160,7 +219,7 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
     }
     j.start[0] = 0;
     for (int o = 0; o < n_ops; o++) {
-        int at = kern_act_type(ops[o].wt), f = at == fmts[0] ? 0 : at == fmts[1] ? 1 : -1;
+        int at = kern_act_type(mm_base_type(ops[o].wt)), f = at == fmts[0] ? 0 : at == fmts[1] ? 1 : -1;
         j.xq[o] = f < 0 ? (const uint8_t *)x : buf + off[f]; /* float weights read x as it is */
         j.xb[o] = f < 0 ? (size_t)k * sizeof(float) : kern_act_row_bytes(at, k);
         j.start[o + 1] = j.start[o] + ops[o].m;

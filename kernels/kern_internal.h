@@ -111,6 +111,10 @@ typedef struct kern_cpu_fns {
     /* decode of rows of 2 KiB and more: 1 where dot4 still reads them
      * faster than dot (one stream per thread), else 0 */
     unsigned char dot4_long[KERN_NTYPES];
+    /* decode (nx = 1 only) of one 4-row group of KERN_TYPE_Q4_0_R4 at w
+     * (ws, xs, os unused); NULL where the ISA has none (kern_repack_type
+     * then keeps Q4_0, and repacked weights are unpacked to Q4_0 rows) */
+    kern_dot4_fn dot4_r4;
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
@@ -134,6 +138,12 @@ int kern_act_type(int wt);
 size_t kern_act_row_bytes(int fmt, int k);
 /* Quantizes one activation row into format fmt (Q8_0 or Q8_K). */
 void kern_act_quantize(const kern_cpu_fns *f, int fmt, const float *x, void *dst, int k);
+
+/* KERN_TYPE_Q4_0_R4 (kernels.h) <-> Q4_0: m rows (a multiple of 4) of k
+ * (a multiple of 256) elements; the same byte count either way. */
+#define KERN_R4_PIECE 576 /* bytes of 8 blocks of 4 rows: 64 of scales + 8 x 64 */
+void kern_repack_q4_0_r4(void *dst, const void *src, int64_t m, int64_t k);
+void kern_unpack_q4_0_r4(void *dst, const void *src, int64_t m, int64_t k);
 
 /* Portable pieces reused by the AVX2 table and by the host helpers. */
 void kern_dequant_row(int t, const void *src, float *dst, int64_t n);

@@ -49,6 +49,15 @@ typedef enum kern_type {
     KERN_TYPE_BF16 = 30,
 } kern_type;
 
+/* Internal weight type (not a GGUF id, not reported by kern_type_supported):
+ * Q4_0 repacked by kern_repack for the CPU backend. Each group of 4 rows is
+ * stored as the 4 rows' bytes were (4 * k/32 * 18 bytes), in pieces of 8
+ * blocks: 64 bytes of the 32 f16 scales (index 16h + 4r + j: row r, block
+ * 4h + j), then per block j the 16 quant bytes of rows 0..3. One decode
+ * pass reads a group as one contiguous stream. Only kern_matmul and
+ * kern_matmul_multi accept it, on a context whose kern_repack_type chose it. */
+#define KERN_TYPE_Q4_0_R4 31
+
 /* 1 if t is one of the types above, else 0 (t may be any GGUF type id). */
 int kern_type_supported(int t);
 /* "f32", "q4_K", ...; "unknown" for unsupported ids. */
@@ -98,6 +107,17 @@ int kern_ctx_threads(const kern_ctx *ctx);
 /* 1 if the backend's memory is host memory (pointers to mmap'ed weights and
  * malloc'ed buffers can be passed directly), 0 otherwise. */
 int kern_ctx_host_memory(const kern_ctx *ctx);
+/* Load-time repacking of weights for faster CPU kernels. The type
+ * kern_repack would give t (m rows of k) on ctx: KERN_TYPE_Q4_0_R4 for Q4_0
+ * when ctx uses host memory, the active ISA has its decode kernel, m is a
+ * multiple of 4 and k of 256, and COMMONS_KERN_REPACK is not "0";
+ * otherwise t itself (nothing to do). Matrices read by kern_get_rows
+ * (embeddings) must not be repacked. */
+int kern_repack_type(kern_ctx *ctx, int t, int64_t m, int64_t k);
+/* Writes src (m rows of k, type t, as in the file) into dst (the same
+ * number of bytes, 64-byte aligned, not overlapping src) in the layout of
+ * kern_repack_type(ctx, t, m, k); KERN_EINVAL when that is t itself. */
+int kern_repack(kern_ctx *ctx, void *dst, const void *src, int t, int64_t m, int64_t k);
 /* Waits until every operation issued on ctx has finished (CPU: no-op, all
  * operations are synchronous there). */
 int kern_sync(kern_ctx *ctx);

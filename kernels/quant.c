@@ -405,3 +405,39 @@ int kern_dequantize(int t, float *dst, const void *src, int64_t n, char *msg, si
     kern_dequant_row(t, src, dst, n);
     return KERN_OK;
 }
+
+/* KERN_TYPE_Q4_0_R4 (layout in kernels.h): per group of 4 rows, pieces of
+ * 8 blocks. The offset of row r's block b within its group: */
+static size_t r4_scale_off(int r, int b) { return (size_t)(b / 8) * KERN_R4_PIECE + 2 * (16 * (b % 8 / 4) + 4 * r + b % 4); }
+static size_t r4_qs_off(int r, int b) { return (size_t)(b / 8) * KERN_R4_PIECE + 64 + 64 * (b % 8) + 16 * r; }
+
+void kern_repack_q4_0_r4(void *dst, const void *src, int64_t m, int64_t k)
+{
+    const int nb = (int)(k / KQK);
+    const size_t wb = (size_t)nb * sizeof(kblock_q4_0);
+    for (int64_t g = 0; g < m / 4; g++) {
+        uint8_t *d = (uint8_t *)dst + (size_t)g * 4 * wb;
+        const kblock_q4_0 *rows = (const kblock_q4_0 *)((const uint8_t *)src + (size_t)4 * g * wb);
+        for (int b = 0; b < nb; b++) /* dst in order: written once, sequentially */
+            for (int r = 0; r < 4; r++) {
+                memcpy(d + r4_scale_off(r, b), &rows[(size_t)r * nb + b].d, 2);
+                memcpy(d + r4_qs_off(r, b), rows[(size_t)r * nb + b].qs, KQK / 2);
+            }
+    }
+}
+
+void kern_unpack_q4_0_r4(void *dst, const void *src, int64_t m, int64_t k)
+{
+    const int nb = (int)(k / KQK);
+    const size_t wb = (size_t)nb * sizeof(kblock_q4_0);
+    for (int64_t g = 0; g < m / 4; g++) {
+        const uint8_t *s = (const uint8_t *)src + (size_t)g * 4 * wb;
+        for (int r = 0; r < 4; r++) {
+            kblock_q4_0 *row = (kblock_q4_0 *)((uint8_t *)dst + (size_t)(4 * g + r) * wb);
+            for (int b = 0; b < nb; b++) {
+                memcpy(&row[b].d, s + r4_scale_off(r, b), 2);
+                memcpy(row[b].qs, s + r4_qs_off(r, b), KQK / 2);
+            }
+        }
+    }
+}

@@ -416,6 +416,85 @@ START_TEST(test_matmul_multi)
 }
 END_TEST
 
+/* ------------------------------------------------ repacked weights */
+START_TEST(test_matmul_repacked)
+{
+    /* Q4_0 repacked at load (KERN_TYPE_Q4_0_R4, where the ISA has its
+     * decode kernel): the layout kernels.h documents, and every ISA and
+     * row count gives bitwise what the Q4_0 weights give (decode kernel on
+     * whole 4-row groups, rows unpacked to Q4_0 elsewhere), also in a multi
+     * call behind a 5-row weight, where its groups straddle the threads'
+     * row ranges. */
+    ref_seed(12);
+    kern_ctx *c1 = mk(1), *c3 = mk(3);
+    enum { M = 36, K = 512, NMAX = 17 };
+    const int ns[] = {1, 2, 3, 5, NMAX};
+    int best_rt = kern_repack_type(c1, KERN_TYPE_Q4_0, M, K);
+    const char *env = getenv("COMMONS_KERN_REPACK");
+    if (kern_get_isa() == KERN_ISA_AVX512 && !(env && strcmp(env, "0") == 0))
+        ck_assert_int_eq(best_rt, KERN_TYPE_Q4_0_R4);
+    float *x = rand_vec((size_t)NMAX * K, 1), *wf = rand_vec((size_t)M * K, 1), *w8f = rand_vec((size_t)5 * K, 1);
+    size_t bytes = kern_row_bytes(KERN_TYPE_Q4_0, K) * M;
+    uint8_t *w = malloc(bytes), *w8 = malloc(kern_row_bytes(KERN_TYPE_Q8_0, K) * 5), *rp = aligned_alloc(64, bytes);
+    kern_quantize(KERN_TYPE_Q4_0, w, wf, M, K, NULL, 0);
+    kern_quantize(KERN_TYPE_Q8_0, w8, w8f, 5, K, NULL, 0);
+    /* refused where it does not apply, with a message */
+    ck_assert_int_eq(kern_repack_type(c1, KERN_TYPE_Q8_0, M, K), KERN_TYPE_Q8_0);
+    ck_assert_int_eq(kern_repack_type(c1, KERN_TYPE_Q4_0, 6, K), KERN_TYPE_Q4_0);
+    ck_assert_int_eq(kern_repack_type(c1, KERN_TYPE_Q4_0, M, 96), KERN_TYPE_Q4_0);
+    ck_assert_int_eq(kern_repack(c1, rp, w, KERN_TYPE_Q8_0, M, K), KERN_EINVAL);
+    ck_assert(strstr(kern_ctx_error(c1), "nothing to repack") != NULL);
+    ck_assert_int_eq(kern_repack(c1, rp + 1, w, KERN_TYPE_Q4_0, M, K), KERN_EINVAL);
+    if (best_rt != KERN_TYPE_Q4_0_R4) {
+        ck_assert_int_eq(kern_repack(c1, rp, w, KERN_TYPE_Q4_0, M, K), KERN_EINVAL);
+        goto done;
+    }
+    ck_assert_int_eq(kern_repack(c1, rp, w, KERN_TYPE_Q4_0, M, K), KERN_OK);
+    /* layout: group 1 (rows 4..7), piece 1 (blocks 8..15) */
+    for (int r = 0; r < 4; r++)
+        for (int b = 8; b < 16; b++) {
+            const uint8_t *row = w + (size_t)(4 + r) * kern_row_bytes(KERN_TYPE_Q4_0, K) + (size_t)b * 18;
+            const uint8_t *piece = rp + 4 * kern_row_bytes(KERN_TYPE_Q4_0, K) + 576;
+            int h = (b % 8) / 4, j = b % 4;
+            ck_assert(memcmp(piece + 2 * (16 * h + 4 * r + j), row, 2) == 0);
+            ck_assert(memcmp(piece + 64 + 64 * (b % 8) + 16 * r, row + 2, 16) == 0);
+        }
+    float want[NMAX * M], got[NMAX * M];
+    ck_assert_int_eq(kern_matmul(c1, want, x, w, KERN_TYPE_Q4_0_R4, 1, 6, K), KERN_EINVAL); /* m % 4 */
+    for (int a = 0; a < n_isas(); a++) {
+        kern_set_isa(isa_at(a));
+        for (int ni = 0; ni < (int)(sizeof ns / sizeof ns[0]); ni++)
+            for (int ci = 0; ci < 2; ci++) {
+                kern_ctx *c = ci ? c3 : c1;
+                int n = ns[ni];
+                ck_assert_int_eq(kern_matmul(c, want, x, w, KERN_TYPE_Q4_0, n, M, K), KERN_OK);
+                ck_assert_msg(kern_matmul(c, got, x, rp, KERN_TYPE_Q4_0_R4, n, M, K) == KERN_OK, "%s",
+                              kern_ctx_error(c));
+                ck_assert_msg(memcmp(want, got, sizeof(float) * n * M) == 0, "%s n=%d: repacked differs",
+                              kern_isa_name(isa_at(a)), n);
+                /* the same multi call on the Q4_0 weights: row ranges
+                 * start inside groups of 4 here */
+                float y8[NMAX * 5], y8r[NMAX * 5];
+                kern_matmul_op ops[2] = {{y8, w8, KERN_TYPE_Q8_0, 5}, {want, w, KERN_TYPE_Q4_0, M}};
+                ck_assert_int_eq(kern_matmul_multi(c, x, n, K, ops, 2), KERN_OK);
+                ops[0].y = y8r;
+                ops[1] = (kern_matmul_op){got, rp, KERN_TYPE_Q4_0_R4, M};
+                memset(got, 0, sizeof got);
+                ck_assert_int_eq(kern_matmul_multi(c, x, n, K, ops, 2), KERN_OK);
+                ck_assert_msg(memcmp(want, got, sizeof(float) * n * M) == 0 &&
+                              memcmp(y8, y8r, sizeof(float) * n * 5) == 0,
+                              "%s n=%d threads %d: multi with repacked differs", kern_isa_name(isa_at(a)), n,
+                              ci ? 3 : 1);
+            }
+    }
+    kern_set_isa(kern_isa_best());
+done:
+    kern_ctx_destroy(c1);
+    kern_ctx_destroy(c3);
+    free(x); free(wf); free(w8f); free(w); free(w8); free(rp);
+}
+END_TEST
+
 /* ---------------------------------------------------- embedding rows */
 START_TEST(test_get_rows)
 {
@@ -731,6 +810,7 @@ int main(void)
     tcase_add_test(tc, test_matmul_isas_agree);
     tcase_add_test(tc, test_matmul_bad_args);
     tcase_add_test(tc, test_matmul_multi);
+    tcase_add_test(tc, test_matmul_repacked);
     tcase_add_test(tc, test_get_rows);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_rope);
