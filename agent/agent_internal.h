@@ -55,6 +55,7 @@ struct agent_job {
     bool sync_due;                /* its record must be made durable by the runner's commit */
     bool exit_file_due;           /* ended: remove its exit file once ENDED is written */
     bool status_from_file;        /* the exit status came from the keeper's exit file */
+    bool record_lost;             /* rebuilt from the name of an unreadable record file */
     int64_t write_due_ms;         /* monotonic: write the record (no fsync) then; 0: nothing due */
     json_t *binding;              /* the placement applied or recorded (sent with started), or NULL */
     int64_t term_ms;              /* when SIGTERM was sent, 0 if not */
@@ -108,7 +109,10 @@ int agent_write_all(int fd, const char *text);
 void agent_store_remove(const char *state_dir, int64_t id, int attempt, int64_t spawn_id);
 /* Hands every record of STATE/jobs to take (which owns it; order
  * unspecified; a nonzero return stops the load with an out-of-memory error).
- * A record that cannot be parsed is renamed to <name>.bad and logged. */
+ * A record that cannot be parsed (a write without fsync cut by a power
+ * loss) is renamed to <name>.bad, logged, and handed over rebuilt from its
+ * file name: phase running, released, no pids, record_lost set; the
+ * instance stays known (runner.c ends it, "record lost"). */
 int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job *), void *arg,
                      char *err, size_t errlen);
 /* Reads the record of one job instance into *j. */
@@ -269,6 +273,10 @@ int agent_contain_init(struct agent_contain *c, enum agent_containment want, con
                        const char *instance, const char *cgroup_base, char *err, size_t errlen);
 /* Whether cgroup v2 with cgroup.kill is usable here for `node`. */
 bool agent_contain_cgroup_available(const char *node);
+/* The path of a job instance's cgroup (cgroup mode; "" otherwise); 0, or
+ * -1 when it does not fit in len. */
+int agent_contain_job_path(const struct agent_contain *c, int64_t id, int attempt,
+                           int64_t spawn_id, char *path, size_t len);
 /* Creates the job instance's cgroup (cgroup mode; spawn_id > 0 for a spawn),
  * with memory.max = mem_mb (0: none), cpu.max for cpus and cpuset.cpus =
  * cpus_list when the controllers are enabled (c->limits); fills path. */

@@ -193,19 +193,29 @@ bool agent_contain_cgroup_available(const char *node)
                               sizeof err) == 0;
 }
 
-int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, int64_t spawn_id,
-                             int64_t mem_mb, int ncpus, const char *cpus_list, char *path,
-                             size_t len, char *err, size_t errlen)
+int agent_contain_job_path(const struct agent_contain *c, int64_t id, int attempt,
+                           int64_t spawn_id, char *path, size_t len)
 {
     path[0] = '\0';
     if (c->kind != AGENT_CONTAIN_CGROUP) return 0;
     char sp[32] = "";
     if (spawn_id > 0) snprintf(sp, sizeof sp, "-s%lld", (long long)spawn_id);
-    if ((size_t)snprintf(path, len, "%s/job-%lld-%d%s", c->base, (long long)id, attempt, sp) >=
-        len) {
+    if ((size_t)snprintf(path, len, "%s/job-%lld-%d%s", c->base, (long long)id, attempt, sp) <
+        len)
+        return 0;
+    path[0] = '\0';
+    return -1;
+}
+
+int agent_contain_job_create(struct agent_contain *c, int64_t id, int attempt, int64_t spawn_id,
+                             int64_t mem_mb, int ncpus, const char *cpus_list, char *path,
+                             size_t len, char *err, size_t errlen)
+{
+    if (agent_contain_job_path(c, id, attempt, spawn_id, path, len) != 0) {
         snprintf(err, errlen, "cgroup path too long under %s", c->base);
         return -1;
     }
+    if (!path[0]) return 0;
     /* The base folder exists only while it has jobs (see cleanup). */
     if (mkdir(c->base, 0755) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cgroup %s: %s", c->base, strerror(errno));

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,6 +351,33 @@ int agent_store_load_one(const char *state_dir, int64_t id, int attempt, int64_t
     return 0;
 }
 
+/* Rebuilds the instance an unreadable record file names. Records are
+ * written without fsync after their first, durable one (runner.c), so
+ * after a power loss a rename may be on disk before the data: the file is
+ * empty or cut. Its instance must stay known (else a launch sent again
+ * would start it twice, or it would never be reported): it becomes
+ * running and released with no pids (its processes, if any, are found by
+ * their environment) and status unknown. 0, or -1 when the name does not
+ * hold a usable id. */
+static int lost_record(const char *name, struct agent_job *j)
+{
+    char *end;
+    errno = 0;
+    long long id = strtoll(name, &end, 10);
+    long long attempt = *end == '-' ? strtoll(end + 1, &end, 10) : -1;
+    long long sid = end[0] == '-' && end[1] == 's' ? strtoll(end + 2, &end, 10) : 0;
+    if (errno || id < 0 || attempt < 0 || attempt > INT_MAX || sid < 0) return -1;
+    memset(j, 0, sizeof *j);
+    j->id = id;
+    j->attempt = (int)attempt;
+    j->spawn_id = sid;
+    j->phase = AJ_RUNNING;
+    j->released = true;
+    j->exit_code = -1;
+    j->record_lost = true;
+    return 0;
+}
+
 int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job *), void *arg,
                      char *err, size_t errlen)
 {
@@ -380,10 +408,14 @@ int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job
         if (load_path(path, e->d_name, j, why, sizeof why) != 0) {
             char bad[PATH_MAX + 310];
             snprintf(bad, sizeof bad, "%s.bad", path);
-            cm_error("job record %s is unreadable (%s); moved to %s", path, why, bad);
+            bool known = lost_record(e->d_name, j) == 0;
+            cm_error("job record %s is unreadable (%s); moved to %s%s", path, why, bad,
+                     known ? "; the instance is ended as \"record lost\"" : "");
             rename(path, bad);
-            free(j);
-            continue;
+            if (!known) {
+                free(j);
+                continue;
+            }
         }
         if ((rc = take(arg, j)) != 0) snprintf(err, errlen, "out of memory loading %s", dir);
     }

@@ -25,14 +25,21 @@
  *     keeper) is not written: the running record and that file give a
  *     restart the same end. ENDED is written (no fsync) when commonsd
  *     acknowledges it, and the exit file is removed only once the ENDED
- *     record is durable or acknowledged (losing an acknowledged ENDED
- *     record only repeats the event). Any other end (failed launch, kill
+ *     record is durable or acknowledged. Any other end (failed launch, kill
  *     before launch, lost status) is made durable by the group commit
  *     (commit()), which every entry point runs before it returns: the loop
  *     reads events between calls, so commonsd never hears of such an end
  *     before it is on disk;
  *  4. cancelled / timed out, and re-reported events, are written at once
  *     and made durable by that same commit.
+ * A write without fsync (2, 3's ENDED) lost by a crash of the agent leaves
+ * the previous record. Lost by a power loss it may leave an empty or cut
+ * file (the rename can reach the disk before the data): agent_store_load
+ * then rebuilds the instance from the file name (running, released, no
+ * pids), which ends at once with "record lost" and an unknown status. The
+ * instance stays known, so nothing starts twice; what is lost is its
+ * status (and a released job still running is found by its environment
+ * and killed).
  * A restarted agent does with each recorded phase what recover() says:
  * running and not released -> ask the keeper (nothing ran: forget it, and
  * the launch commonsd sends again starts it; released: as running); running
@@ -107,7 +114,8 @@ static void remove_exit_file(agent_runner *r, struct agent_job *j);
 
 /* The record now says all that memory says. An ended job's exit file (the
  * source of its status until then) can go once that is durable, or once
- * commonsd has acknowledged the end (a lost record then only repeats it). */
+ * commonsd has acknowledged the end (a record lost then ends as "record
+ * lost": see the header). */
 static void written(agent_runner *r, struct agent_job *j, bool durable)
 {
     j->on_disk = true;
@@ -334,7 +342,12 @@ static void keeper_gone(agent_runner *r, struct agent_job *j)
     int status;
     exit_path(r, j, ep, sizeof ep);
     int rc = agent_exit_read(ep, &status);
-    if (rc == 0 && status == AGENT_EXIT_UNRELEASED)
+    /* Without its record the flags (cancelled, timed out) and pids are gone:
+     * an exit file alone would report a partial end, so none is claimed. */
+    if (j->record_lost)
+        main_gone(r, j, 0, "agent restarted and the job's record was lost (unreadable); "
+                           "exit status unknown");
+    else if (rc == 0 && status == AGENT_EXIT_UNRELEASED)
         main_gone(r, j, 0, "agent restarted before the job started");
     else if (rc == 0)
         main_gone(r, j, status, NULL);
@@ -443,7 +456,9 @@ static bool settle_unreleased(agent_runner *r, struct agent_job *j, int64_t unti
     return false;
 }
 
-/* Decides, after a restart, what each recorded job has become:
+/* Decides, after a restart, what each recorded job has become (a record
+ * whose file was unreadable comes back running and released, with no pids:
+ * see agent_store_load; it ends at once, "record lost", and stays known):
  *  - launching (no longer written, older agents did): nothing ran, forgotten;
  *  - running, not released: the keeper says whether the job was released
  *    (settle_unreleased): if not, nothing ran and the record is forgotten, so
@@ -460,6 +475,13 @@ static void recover(agent_runner *r, struct agent_job *j, int64_t settle_until)
         break;
     case AJ_RUNNING:
         if (!j->released && settle_unreleased(r, j, settle_until)) break;
+        if (j->record_lost) { /* what the record named, so that cleanup removes it */
+            agent_contain_job_path(&r->contain, j->id, j->attempt, j->spawn_id, j->cgroup,
+                                   sizeof j->cgroup);
+            if (j->spawn_id == 0)
+                snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
+                         (long long)j->id, j->attempt);
+        }
         j->adopted = true;
         if (agent_proc_same(j->pid, j->proc_start))
             cm_info("job %lld.%d (pid %d) still running: re-attached", (long long)j->id,
@@ -1136,8 +1158,10 @@ void agent_runner_ack(agent_runner *r, json_t *sent, json_t *acked)
         const char *kind = json_string_value(json_object_get(e, "event"));
         if (kind && strncmp(kind, "spawn_", 6) == 0) kind += 6;
         /* Acknowledgements are written without fsync (started's not even
-         * until the next change): lost, they only make a restarted agent
-         * send the event again, which commonsd acknowledges again. */
+         * until the next change): lost by a crash, they only make a
+         * restarted agent send the event again, which commonsd
+         * acknowledges again; cut by a power loss, the record is rebuilt
+         * as "record lost" (see the header). */
         if (kind && strcmp(kind, "started") == 0 && j->started_pending) {
             j->started_pending = false; /* not written: the next write of the record carries it */
         } else if (kind && strcmp(kind, "ended") == 0 && j->ended_pending) {

@@ -658,6 +658,67 @@ START_TEST(test_recovery_unreleased)
 }
 END_TEST
 
+/* A record cut by a power loss (written without fsync, renamed before its
+ * data reached the disk) is set aside, and its instance stays known: it
+ * ends as "record lost", is never started again, and a job of it still
+ * running is killed. */
+START_TEST(test_lost_record_keeps_instance)
+{
+    char marker[PATH_MAX + 32], cmd[PATH_MAX * 2], p[PATH_MAX + 64], err[256];
+    snprintf(marker, sizeof marker, "%s/lost-starts", g_work);
+    snprintf(cmd, sizeof cmd, "echo x >> %s; sleep 60", marker);
+    agent_runner *a = open_runner();
+    launch(a, launch_sh(90, "exit 3"));
+    launch(a, launch_sh(91, cmd));
+    wait_end(a, 90, 5000);
+    struct agent_job_status st;
+    agent_runner_status(a, 91, 0, &st);
+    pid_t pid = st.pid;
+    for (int64_t until = cm_mono_ms() + 5000; access(marker, F_OK) != 0;) {
+        ck_assert_msg(cm_mono_ms() < until, "job 91 did not start");
+        agent_runner_tick(a);
+        usleep(20 * 1000);
+    }
+    agent_runner_close(a);
+    snprintf(p, sizeof p, "%s/jobs/90-0.json", g_state);
+    ck_assert_int_eq(cm_write_file_atomic(p, "", 0, 0600, err, sizeof err), 0);
+    snprintf(p, sizeof p, "%s/jobs/91-0.json", g_state);
+    ck_assert_int_eq(cm_write_file_atomic(p, "{\"id\":91,\"att", 13, 0600, err, sizeof err), 0);
+    agent_runner *b = open_runner();
+    for (int64_t id = 90; id <= 91; id++) {
+        st = wait_end(b, id, 5000);
+        ck_assert_int_eq(st.exit_code, -1);
+        ck_assert_msg(strstr(st.error, "record was lost"), "job %lld: %s", (long long)id,
+                      st.error);
+        snprintf(p, sizeof p, "%s/jobs/%lld-0.json.bad", g_state, (long long)id);
+        ck_assert_msg(access(p, F_OK) == 0, "%s not kept", p);
+    }
+    int64_t until = cm_mono_ms() + 5000;
+    while (!proc_gone(pid) && cm_mono_ms() < until) {
+        agent_runner_tick(b);
+        usleep(20 * 1000);
+    }
+    ck_assert_msg(proc_gone(pid), "the job of a lost record still runs");
+    json_t *ev = agent_runner_events(b);
+    ck_assert_ptr_nonnull(find_event(ev, 90, "ended"));
+    ck_assert_ptr_nonnull(find_event(ev, 91, "ended"));
+    json_decref(ev);
+    /* Launches sent again start nothing; the rebuilt record survives a restart. */
+    launch(b, launch_sh(91, cmd));
+    agent_runner_close(b);
+    b = open_runner();
+    launch(b, launch_sh(91, cmd));
+    agent_runner_status(b, 91, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    ck_assert_msg(strstr(st.error, "record was lost"), "%s", st.error);
+    usleep(100 * 1000);
+    char *m = slurp(marker);
+    ck_assert_str_eq(m, "x\n");
+    free(m);
+    agent_runner_close(b);
+}
+END_TEST
+
 START_TEST(test_events_ack)
 {
     agent_runner *r = open_runner();
@@ -737,6 +798,9 @@ START_TEST(test_state_dir_guarded)
     char bad[PATH_MAX + 80];
     snprintf(bad, sizeof bad, "%s.bad", p);
     ck_assert_int_eq(access(bad, F_OK), 0);
+    struct agent_job_status js;
+    agent_runner_status(r, 60, 0, &js); /* the instance its name gives stays known */
+    ck_assert_int_eq(js.phase, AGENT_JOB_ENDED);
     agent_runner_close(r);
     /* A node name that would escape the cgroup folder is refused. */
     o.node = "../x";
@@ -865,6 +929,9 @@ START_TEST(test_procinfo_and_records_resist_odd_input)
     char bad[PATH_MAX + 80];
     snprintf(bad, sizeof bad, "%s.bad", p);
     ck_assert_int_eq(access(bad, F_OK), 0);
+    struct agent_job_status js;
+    agent_runner_status(r, 62, 0, &js); /* the instance its name gives stays known */
+    ck_assert_int_eq(js.phase, AGENT_JOB_ENDED);
     agent_runner_close(r);
 }
 END_TEST
@@ -891,6 +958,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_recovery_reattach);
     tcase_add_test(tc, test_recovery_dead_job);
     tcase_add_test(tc, test_recovery_unreleased);
+    tcase_add_test(tc, test_lost_record_keeps_instance);
     tcase_add_test(tc, test_events_ack);
     tcase_add_test(tc, test_kill_before_launch);
     tcase_add_test(tc, test_state_dir_guarded);
