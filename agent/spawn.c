@@ -376,8 +376,9 @@ static void describe(const struct child_report *r, const struct agent_launch *l,
 }
 
 /* The keeper's status file: "<wait status>\n", written with system calls
- * only (temp file, fsync, rename) since the keeper is a forked child of a
- * threaded process. */
+ * only (temp file, fsync, rename, fsync of the folder) since the keeper is
+ * a forked child of a threaded process. Durable when this returns: the
+ * agent keeps no record of an end whose status is in this file (runner.c). */
 static void keeper_write_exit(const char *path, int status)
 {
     char tmp[PATH_MAX + 8], num[16];
@@ -397,8 +398,19 @@ static void keeper_write_exit(const char *path, int status)
     if (fd < 0) return;
     bool ok = write(fd, num, (size_t)len) == len && fsync(fd) == 0;
     close(fd);
-    if (ok) rename(tmp, path);
-    else unlink(tmp);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return;
+    }
+    /* The rename is an entry of the jobs folder: durable once it is. */
+    char *slash = strrchr(tmp, '/');
+    if (slash == tmp) slash++; /* a file in "/" */
+    if (slash) *slash = '\0';
+    int dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
 }
 
 int agent_exit_read(const char *path, int *status)
