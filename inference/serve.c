@@ -368,7 +368,12 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     pthread_mutex_init(&s.mu, NULL);
-    pthread_cond_init(&s.wake, NULL);
+    /* Deadlines on the monotonic clock: a wall-clock step cannot stall the engine. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s.wake, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&s.stepped, NULL);
     if (infer_dist_rank(dist) > 0)
         return worker_main(&s, dist, &dopt);

@@ -218,7 +218,7 @@ static bool gather(serve_server *s, int64_t *since)
         return false;
     }
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
+    clock_gettime(CLOCK_MONOTONIC, &t);   /* s->wake waits on the monotonic clock */
     int64_t ns = t.tv_nsec + (until - now) * 1000000;
     t.tv_sec += ns / 1000000000;
     t.tv_nsec = ns % 1000000000;
@@ -257,7 +257,7 @@ static void *engine_main(void *arg)
         plan_step(s, &p);
         if (p.n == 0) {
             struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_sec += 1;
             pthread_cond_timedwait(&s->wake, &s->mu, &until);
             continue;

@@ -232,7 +232,7 @@ static void seq_discard(serve_seq *q)
 
 static json_t *gen_start(serve_server *s, json_t *req)
 {
-    const char *id;
+    const char *id = NULL;
     json_t *r = get_id(req, &id);
     if (r)
         return r;
@@ -363,7 +363,7 @@ static json_t *poll_answer(serve_seq *q, size_t offset)
 static json_t *gen_poll(serve_worker *w, json_t *req)
 {
     serve_server *s = w->s;
-    const char *id;
+    const char *id = NULL;
     long long offset = 0, wait_ms = 0;
     json_t *r = get_id(req, &id);
     if (r || (r = get_int(req, "offset", 0, INT64_MAX, &offset)) ||
@@ -397,7 +397,7 @@ static json_t *gen_poll(serve_worker *w, json_t *req)
 
 static json_t *gen_cancel(serve_server *s, json_t *req)
 {
-    const char *id;
+    const char *id = NULL;
     json_t *r = get_id(req, &id);
     if (r)
         return r;
