@@ -247,10 +247,14 @@ int agent_spawn_wait(struct agent_proc *p, const struct agent_launch *l,
                      size_t errlen);
 void agent_spawn_abort(struct agent_proc *p, const char *exit_path);
 /* A keeper is named AGENT_KEEPER_WAITING until it has passed the go byte to
- * its job, then AGENT_KEEPER_RELEASED: a restarted agent reads the name to
- * tell a released job from one whose agent died before releasing it. */
+ * its job, then AGENT_KEEPER_RELEASED; AGENT_KEEPER_UNRELEASED once it knows
+ * the job will never be released (the agent went away first), before it
+ * kills the job and writes its exit file. A restarted agent reads the name
+ * to tell a released job from one whose agent died before releasing it
+ * (names are at most 15 characters: the kernel's comm). */
 #define AGENT_KEEPER_WAITING "commons-waiting"
 #define AGENT_KEEPER_RELEASED "commons-keeper"
+#define AGENT_KEEPER_UNRELEASED "commons-unrel"
 /* Reads the wait status a keeper wrote; 0, or -1 when there is none.
  * AGENT_EXIT_UNRELEASED: the agent never released the job, which ran nothing. */
 #define AGENT_EXIT_UNRELEASED (-1)

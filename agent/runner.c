@@ -424,29 +424,56 @@ static void forget(agent_runner *r, struct agent_job *j)
 
 /* A record saved before release but not after: the agent died in the middle
  * of a launch batch, or before the job's "released" was written (it is
- * deferred). The keeper knows: without the go byte it kills the job at once
- * and writes AGENT_EXIT_UNRELEASED; once it passed the go byte on, it is
- * named AGENT_KEEPER_RELEASED. Waits (until `until`, a deadline shared by
+ * deferred). The keeper knows, and says so by its name and its exit file:
+ * named AGENT_KEEPER_RELEASED once it passed the go byte on; without the go
+ * byte it is named AGENT_KEEPER_UNRELEASED at once, then kills the job and
+ * writes AGENT_EXIT_UNRELEASED. Waits (until `until`, a deadline shared by
  * all such records) while a live keeper has decided neither way; a keeper
- * still undecided then is waiting for a job that was released. Returns
- * true if j was forgotten. */
+ * still undecided then is waiting for a job that was released. A keeper
+ * that decided "unreleased" gets KEEPER_DECIDE_MS more to write its file,
+ * then is killed: an exit file it wrote after the record is forgotten
+ * would be read as the end of the instance's next launch. Returns true if
+ * j was forgotten. */
 #define KEEPER_DECIDE_MS 2000
-static bool keeper_released(struct agent_job *j)
+
+/* 1: the keeper passed the go byte on; -1: it will never (killing the job);
+ * 0: undecided, or gone (or another process now has its pid). */
+static int keeper_says(const struct agent_job *j)
 {
     struct agent_procstat st;
-    return agent_proc_stat(j->keeper, &st) == 0 && st.starttime == j->keeper_start &&
-           strcmp(st.comm, AGENT_KEEPER_RELEASED) == 0;
+    if (j->keeper <= 0 || agent_proc_stat(j->keeper, &st) != 0 ||
+        st.starttime != j->keeper_start || st.state == 'Z' || st.state == 'X')
+        return 0;
+    if (strcmp(st.comm, AGENT_KEEPER_RELEASED) == 0) return 1;
+    return strcmp(st.comm, AGENT_KEEPER_UNRELEASED) == 0 ? -1 : 0;
 }
 
 static bool settle_unreleased(agent_runner *r, struct agent_job *j, int64_t until)
 {
     char ep[PATH_MAX];
     exit_path(r, j, ep, sizeof ep);
-    int status;
+    int status, says = 0;
     while (agent_exit_read(ep, &status) != 0 && agent_proc_same(j->keeper, j->keeper_start) &&
-           !keeper_released(j) && cm_mono_ms() < until)
+           (says = keeper_says(j)) != 1 &&
+           cm_mono_ms() < (says < 0 ? until + KEEPER_DECIDE_MS : until))
         usleep(5 * 1000);
-    if (agent_exit_read(ep, &status) == 0 && status == AGENT_EXIT_UNRELEASED) {
+    bool unreleased;
+    if (agent_exit_read(ep, &status) == 0) {
+        unreleased = status == AGENT_EXIT_UNRELEASED;
+    } else if ((unreleased = keeper_says(j) < 0)) {
+        /* Stuck killing its job: end it before it can write a file, and
+         * the job (unreleased: nothing of it ran) with it. Its process
+         * group only while its leader is that job: the pid may be reused. */
+        kill(j->keeper, SIGKILL);
+        if (agent_proc_same(j->pid, j->proc_start)) {
+            kill(-j->pid, SIGKILL);
+            kill(j->pid, SIGKILL);
+        }
+        for (int64_t t = cm_mono_ms() + 1000;
+             agent_proc_same(j->keeper, j->keeper_start) && cm_mono_ms() < t;)
+            usleep(5 * 1000);
+    }
+    if (unreleased) {
         forget(r, j);
         return true;
     }

@@ -518,9 +518,11 @@ static void keeper_main(const struct agent_launch *l, const struct agent_account
     ssize_t r;
     do r = read(go[0], &b, 1); while (r < 0 && errno == EINTR);
     bool released = r == 1 && write(gj[1], &b, 1) == 1;
-    /* The job may run from now on: say so where a restarted agent looks
-     * (runner.c, settle_unreleased), instead of a record write per job. */
-    if (released) prctl(PR_SET_NAME, AGENT_KEEPER_RELEASED);
+    /* The job may run from now on, or never will: say so where a restarted
+     * agent looks (runner.c, settle_unreleased), instead of a record write
+     * per job; before the kill and exit file below, which take a while on a
+     * loaded node (a name still "waiting" then would read as released). */
+    prctl(PR_SET_NAME, released ? AGENT_KEEPER_RELEASED : AGENT_KEEPER_UNRELEASED);
     close(go[0]);
     close(gj[1]);
     if (!released) kill(job, SIGKILL);

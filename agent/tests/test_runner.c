@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -617,6 +618,16 @@ START_TEST(test_recovery_dead_job)
 }
 END_TEST
 
+/* A forgotten instance (never released) runs when commonsd launches it again. */
+static void runs_when_launched_again(agent_runner *r, int64_t id)
+{
+    launch(r, launch_sh(id, "echo now"));
+    ck_assert_int_eq(wait_end(r, id, 5000).exit_code, 0);
+    char *o = job_out(id, "out");
+    ck_assert_str_eq(o, "now\n");
+    free(o);
+}
+
 START_TEST(test_recovery_unreleased)
 {
     /* Records of instances the agent died before releasing: one still
@@ -648,12 +659,8 @@ START_TEST(test_recovery_unreleased)
     json_decref(ev);
     ck_assert_msg(access(ep, F_OK) != 0, "stale exit file left");
     launch(b, launch_sh(33, "echo now"));
-    launch(b, launch_sh(36, "echo now"));
     ck_assert_int_eq(wait_end(b, 33, 5000).exit_code, 0);
-    ck_assert_int_eq(wait_end(b, 36, 5000).exit_code, 0);
-    char *o = job_out(36, "out");
-    ck_assert_str_eq(o, "now\n");
-    free(o);
+    runs_when_launched_again(b, 36);
     agent_runner_close(b);
 }
 END_TEST
@@ -715,6 +722,73 @@ START_TEST(test_lost_record_keeps_instance)
     char *m = slurp(marker);
     ck_assert_str_eq(m, "x\n");
     free(m);
+    agent_runner_close(b);
+}
+END_TEST
+
+/* A fake keeper of a job the agent never released: named as a keeper that
+ * knows it, it writes "never released" after delay_ms (0: never). */
+static pid_t fake_unreleased_keeper(const char *exit_file, int delay_ms)
+{
+    pid_t k = fork();
+    if (k == 0) {
+        prctl(PR_SET_NAME, AGENT_KEEPER_UNRELEASED);
+        if (delay_ms <= 0) for (;;) pause();
+        usleep((useconds_t)delay_ms * 1000);
+        char err[256];
+        _exit(cm_write_file_atomic(exit_file, "-1\n", 3, 0600, err, sizeof err) == 0 ? 0 : 1);
+    }
+    ck_assert_int_gt(k, 0);
+    struct agent_procstat st;
+    int64_t until = cm_mono_ms() + 2000;
+    while (agent_proc_stat(k, &st) != 0 || strcmp(st.comm, AGENT_KEEPER_UNRELEASED) != 0) {
+        ck_assert_msg(cm_mono_ms() < until, "fake keeper not named");
+        usleep(5 * 1000);
+    }
+    return k;
+}
+
+/* Keepers that learnt the agent went away before releasing their jobs but
+ * are slow to say so in their exit file (a loaded node): their name tells
+ * a restarted agent, which forgets both instances (nothing ran) instead of
+ * reporting them started then failed; the one that never writes is killed. */
+START_TEST(test_recovery_unreleased_slow_keeper)
+{
+    agent_runner *a = open_runner();
+    agent_runner_close(a);
+    char ep37[PATH_MAX + 32], ep38[PATH_MAX + 32], err[256];
+    snprintf(ep37, sizeof ep37, "%s/jobs/37-0.exit", g_state);
+    snprintf(ep38, sizeof ep38, "%s/jobs/38-0.exit", g_state);
+    pid_t k37 = fake_unreleased_keeper(ep37, 2500), k38 = fake_unreleased_keeper(ep38, 0);
+    struct agent_procstat st;
+    struct agent_job j = {.id = 37, .attempt = 0, .phase = AJ_RUNNING, .exit_code = -1,
+                          .pid = 999999999, .keeper = k37};
+    ck_assert_int_eq(agent_proc_stat(k37, &st), 0);
+    j.keeper_start = st.starttime;
+    ck_assert_int_eq(agent_store_save(g_state, &j, err, sizeof err), 0);
+    j.id = 38;
+    j.keeper = k38;
+    ck_assert_int_eq(agent_proc_stat(k38, &st), 0);
+    j.keeper_start = st.starttime;
+    ck_assert_int_eq(agent_store_save(g_state, &j, err, sizeof err), 0);
+    agent_runner *b = open_runner();
+    struct agent_job_status js;
+    for (int64_t id = 37; id <= 38; id++) {
+        agent_runner_status(b, id, 0, &js);
+        ck_assert_msg(js.phase == AGENT_JOB_UNKNOWN, "job %lld: phase %d, error %s",
+                      (long long)id, js.phase, js.error);
+    }
+    json_t *ev = agent_runner_events(b);
+    ck_assert_int_eq(json_array_size(ev), 0);
+    json_decref(ev);
+    int ws;
+    ck_assert_int_eq(waitpid(k37, &ws, 0), k37);
+    ck_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    ck_assert_int_eq(waitpid(k38, &ws, 0), k38);
+    ck_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+    ck_assert_msg(access(ep37, F_OK) != 0, "stale exit file left");
+    ck_assert_msg(access(ep38, F_OK) != 0, "an exit file appeared for a killed keeper");
+    runs_when_launched_again(b, 37);
     agent_runner_close(b);
 }
 END_TEST
@@ -959,6 +1033,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_recovery_dead_job);
     tcase_add_test(tc, test_recovery_unreleased);
     tcase_add_test(tc, test_lost_record_keeps_instance);
+    tcase_add_test(tc, test_recovery_unreleased_slow_keeper);
     tcase_add_test(tc, test_events_ack);
     tcase_add_test(tc, test_kill_before_launch);
     tcase_add_test(tc, test_state_dir_guarded);
