@@ -216,6 +216,7 @@ static void build(void)
     table.gemm[KERN_TYPE_Q4_0] = kern_gemm_q4_0_avx512;
     table.gemm[KERN_TYPE_Q5_0] = kern_gemm_q5_0_avx512;
     table.gemm[KERN_TYPE_Q8_0] = kern_gemm_q8_0_avx512;
+    table.gemm_r4 = kern_gemm_q4_0_r4_avx512;
     table.gemm[KERN_TYPE_Q4_K] = kern_gemm_q4_K_avx512;
     table.gemm[KERN_TYPE_Q5_K] = kern_gemm_q5_K_avx512;
     table.gemm[KERN_TYPE_Q6_K] = kern_gemm_q6_K_avx512;

@@ -23,7 +23,7 @@
 
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-enum { G_Q4_0, G_Q5_0, G_Q8_0 };
+enum { G_Q4_0, G_Q5_0, G_Q8_0, G_Q4_0_R4 };
 
 /* Runs BODY(nx, i) over n activation rows in groups of 4, then the rest,
  * with nx a constant so BODY's loops over the rows unroll. */
@@ -88,11 +88,15 @@ AVX512 static inline __attribute__((always_inline)) void prefetch_next_tile(cons
 }
 
 /* Decodes 16 rows (stride ws) of a 32-block type into tile: nb blocks of
- * 512 bytes, then nb x 16 float scales. */
+ * 512 bytes, then nb x 16 float scales. G_Q4_0_R4: the 16 rows are 4 groups
+ * of KERN_TYPE_Q4_0_R4 (kernels.h), the same bytes found elsewhere, so the
+ * tile is the one their Q4_0 rows give. */
 AVX512 static inline __attribute__((always_inline)) void decode32(int kind, int nb, const uint8_t *w, size_t ws,
                                                                   uint8_t *tile)
 {
-    const size_t bb = kind == G_Q4_0 ? sizeof(kblock_q4_0) : kind == G_Q5_0 ? sizeof(kblock_q5_0) : sizeof(kblock_q8_0);
+    const size_t bb = kind == G_Q4_0 || kind == G_Q4_0_R4 ? sizeof(kblock_q4_0)
+                      : kind == G_Q5_0                    ? sizeof(kblock_q5_0)
+                                                          : sizeof(kblock_q8_0);
     const __m256i b16 = _mm256_set1_epi8(16), b128 = _mm256_set1_epi8((char)0x80);
     float *sc = (float *)(tile + (size_t)nb * 512);
     for (int b = 0; b < nb; b++) {
@@ -100,7 +104,11 @@ AVX512 static inline __attribute__((always_inline)) void decode32(int kind, int 
         __m256i v[16];
         for (int r = 0; r < KERN_GEMM_ROWS; r++) {
             const uint8_t *br = w + r * ws + b * bb;
-            if (kind == G_Q4_0) {
+            if (kind == G_Q4_0_R4) {
+                const uint8_t *piece = w + (size_t)(r / 4) * 4 * ws + (size_t)(b / 8) * KERN_R4_PIECE;
+                v[r] = q4_0_bytes(piece + 64 + 64 * (b % 8) + 16 * (r % 4));
+                br = piece + 2 * (16 * (b % 8 / 4) + 4 * (r % 4) + b % 4); /* its scale */
+            } else if (kind == G_Q4_0) {
                 v[r] = q4_0_bytes(br + 2);
             } else if (kind == G_Q5_0) {
                 uint32_t qh;
@@ -154,7 +162,7 @@ AVX512 static inline __attribute__((always_inline)) void gemm32(int kind, int k,
                                                                 const kern_gemm_x *x, int n, float *out, size_t os,
                                                                 void *tile)
 {
-    const int nb = k / KQK, shift = kind == G_Q4_0 ? 3 : kind == G_Q5_0 ? 4 : 7; /* offsets 8, 16, 128 */
+    const int nb = k / KQK, shift = kind == G_Q4_0 || kind == G_Q4_0_R4 ? 3 : kind == G_Q5_0 ? 4 : 7; /* offsets 8, 16, 128 */
     uint8_t *t = tile;
     decode32(kind, nb, w, ws, t);
 #define T32(nx, i) tile32(shift, nx, nb, t, x, i, out + (size_t)(i) * os, os)
@@ -165,6 +173,7 @@ AVX512 static inline __attribute__((always_inline)) void gemm32(int kind, int k,
 GEMM_INSTANCE(kern_gemm_q4_0_avx512, gemm32, G_Q4_0)
 GEMM_INSTANCE(kern_gemm_q5_0_avx512, gemm32, G_Q5_0)
 GEMM_INSTANCE(kern_gemm_q8_0_avx512, gemm32, G_Q8_0)
+GEMM_INSTANCE(kern_gemm_q4_0_r4_avx512, gemm32, G_Q4_0_R4)
 
 /* ---------------------------------------------------------- K-quants */
 /* Tile per super-block (KT_BYTES): 8 chunks of 32 elements decoded lane =

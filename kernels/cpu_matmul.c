@@ -139,19 +139,24 @@ static void mm_rows_r4_unpacked(const mm_job *j, int o, int64_t r0, int64_t r1, 
 }
 
 /* rows [r0, r1) of a repacked op (KERN_TYPE_Q4_0_R4; m is a multiple of
- * 4). Decode of whole 4-row groups takes the ISA's kernel for the layout
- * (bitwise what mm_rows's 4-row kernel gives on Q4_0); everything else
- * (n > 1: tiled/4-row kernels; a range not starting at a group; rows after
- * the last whole group; ISAs without the kernel) is unpacked to Q4_0. So
- * every row's result is bitwise that of the Q4_0 weights. */
+ * 4). Decode of whole 4-row groups and the tiles of several activation
+ * rows take the ISA's kernels for the layout (bitwise what mm_rows's
+ * 4-row and tiled kernels give on Q4_0); everything else (n = 2; rows
+ * after the tiles or groups; a range not starting at a group; ISAs without
+ * those kernels) is unpacked to Q4_0. So every row's result is bitwise
+ * that of the Q4_0 weights. */
 static void mm_rows_r4(const mm_job *j, int o, int64_t r0, int64_t r1, int tid)
 {
     const kern_matmul_op *op = &j->ops[o];
-    if (j->n == 1 && j->f->dot4_r4 && r0 % 4 == 0) {
-        const size_t wb = kern_row_bytes(KERN_TYPE_Q4_0, j->k);
-        for (; r0 + 4 <= r1; r0 += 4)
-            j->f->dot4_r4(j->k, (const uint8_t *)op->w + (size_t)r0 * wb, wb, j->xq[o], 0, 1, op->y + r0, 0);
-    }
+    const size_t wb = kern_row_bytes(KERN_TYPE_Q4_0, j->k);
+    const uint8_t *w = op->w;
+    if (j->n == 1 && j->f->dot4_r4 && r0 % 4 == 0)
+        for (; r0 + 4 <= r1; r0 += 4) j->f->dot4_r4(j->k, w + (size_t)r0 * wb, wb, j->xq[o], 0, 1, op->y + r0, 0);
+    /* tiles where mm_rows would take them on Q4_0 (from r0 on), then the rest */
+    if (j->tiles && j->f->gemm_r4 && mm_gemm_for(j->f, KERN_TYPE_Q4_0, j->n) && r0 % 4 == 0)
+        for (; r0 + KERN_GEMM_ROWS <= r1; r0 += KERN_GEMM_ROWS)
+            j->f->gemm_r4(j->k, w + (size_t)r0 * wb, wb, &j->gx[0], j->n, op->y + r0, (size_t)op->m,
+                          j->tiles + (size_t)tid * j->tile_bytes);
     if (r0 < r1) mm_rows_r4_unpacked(j, o, r0, r1, tid);
 }
 

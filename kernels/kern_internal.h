@@ -96,6 +96,10 @@ void kern_gemm_q5_0_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x
                            void *tile);
 void kern_gemm_q8_0_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
                            void *tile);
+/* KERN_TYPE_Q4_0_R4: 16 rows = 4 groups from w (a group's first row; ws is
+ * the Q4_0 row size): the tile and results of kern_gemm_q4_0_avx512 */
+void kern_gemm_q4_0_r4_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
+                              void *tile);
 void kern_gemm_q4_K_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
                            void *tile);
 void kern_gemm_q5_K_avx512(int k, const void *w, size_t ws, const kern_gemm_x *x, int n, float *out, size_t os,
@@ -115,6 +119,7 @@ typedef struct kern_cpu_fns {
      * (ws, xs, os unused); NULL where the ISA has none (kern_repack_type
      * then keeps Q4_0, and repacked weights are unpacked to Q4_0 rows) */
     kern_dot4_fn dot4_r4;
+    kern_gemm_fn gemm_r4; /* tiles of KERN_TYPE_Q4_0_R4, NULL: unpacked */
     void (*quant_q8_0)(const float *x, void *y, int k);
     void (*quant_q8_K)(const float *x, void *y, int k);
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
