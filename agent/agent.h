@@ -90,6 +90,13 @@ void agent_runner_kill_spawns(agent_runner *r, int64_t id, int attempt);
  * started) and its ended event is owed. Returns 0, or -1 if a record cannot
  * be written. */
 int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reason);
+/* A kill that names no attempt, for launches not started yet (the agent's
+ * backlog): each launch of id in `launches` is recorded as killed before it
+ * was launched (as agent_runner_kill with its attempt) and removed from the
+ * array. Launches with an unusable attempt stay (starting them reports the
+ * error). Returns how many were removed. */
+size_t agent_runner_kill_waiting(agent_runner *r, json_t *launches, int64_t id,
+                                 const char *reason);
 
 /* Reaps children, enforces time limits and kill graces, finishes draining
  * process trees, re-checks re-attached jobs. Returns the number of ms until

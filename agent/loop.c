@@ -170,7 +170,9 @@ static void run_commands(struct loop *L, json_t *cmds)
             /* Launches wait in the backlog, started in batches by
              * start_backlog (one group commit per batch for their records).
              * A kill for one still waiting records the instance as ended, so
-             * the launch is never started, which is the kill's intent. */
+             * the launch is never started, which is the kill's intent; a
+             * kill without an attempt names no instance, so it takes the
+             * launches of its id out of the backlog (recorded the same way). */
             json_t *job = json_object_get(c, "job");
             json_array_append_new(L->backlog, job ? json_incref(job) : json_null());
         } else if (op && strcmp(op, "kill") == 0) {
@@ -180,6 +182,9 @@ static void run_commands(struct loop *L, json_t *cmds)
                 cm_warn("ignoring a kill command without an integer id/attempt");
                 continue;
             }
+            if (!att)
+                agent_runner_kill_waiting(L->r, L->backlog, json_integer_value(id),
+                                          reason ? reason : "cancel");
             agent_runner_kill(L->r, json_integer_value(id),
                               att ? (int)json_integer_value(att) : -1, reason ? reason : "cancel");
         } else if (op && strcmp(op, "spawn") == 0) {

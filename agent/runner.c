@@ -994,6 +994,26 @@ int agent_runner_kill(agent_runner *r, int64_t id, int attempt, const char *reas
     return rc;
 }
 
+size_t agent_runner_kill_waiting(agent_runner *r, json_t *launches, int64_t id,
+                                 const char *reason)
+{
+    size_t removed = 0;
+    for (size_t i = json_array_size(launches); i-- > 0;) {
+        json_t *l = json_array_get(launches, i), *att = json_object_get(l, "attempt");
+        json_t *lid = json_object_get(l, "id");
+        /* An absent attempt is 0, as agent_launch_parse reads it. */
+        if (!json_is_integer(lid) || json_integer_value(lid) != id ||
+            (att && (!json_is_integer(att) || json_integer_value(att) < 0 ||
+                     json_integer_value(att) > INT_MAX)))
+            continue;
+        kill_instance(r, id, att ? (int)json_integer_value(att) : 0, reason);
+        json_array_remove(launches, i);
+        removed++;
+    }
+    commit(r);
+    return removed;
+}
+
 /* The job instance or any of its spawns (they share its environment ids). */
 static bool is_running_cb(void *arg, int64_t id, int attempt)
 {

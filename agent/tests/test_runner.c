@@ -854,6 +854,42 @@ START_TEST(test_kill_before_launch)
 }
 END_TEST
 
+/* A kill without an attempt takes the launches of its id out of a backlog
+ * not started yet: recorded as killed, never started; others stay. */
+START_TEST(test_kill_without_attempt_drops_waiting_launches)
+{
+    agent_runner *r = open_runner();
+    json_t *backlog = json_array(), *l51 = launch_sh(51, "echo ran");
+    json_object_set_new(l51, "attempt", json_integer(2));
+    json_array_append_new(backlog, launch_sh(50, "echo ran"));
+    json_array_append_new(backlog, l51);
+    json_array_append_new(backlog, launch_sh(52, "echo ran"));
+    json_t *bad = launch_sh(51, "echo ran");
+    json_object_set_new(bad, "attempt", json_string("x"));
+    json_array_append_new(backlog, bad);
+    ck_assert_uint_eq(agent_runner_kill_waiting(r, backlog, 51, "cancel"), 1);
+    ck_assert_uint_eq(json_array_size(backlog), 3); /* 50, 52 and the unusable one stay */
+    ck_assert_uint_eq(agent_runner_kill_waiting(r, backlog, 53, "cancel"), 0);
+    struct agent_job_status st;
+    agent_runner_status(r, 51, 2, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    ck_assert(st.cancelled);
+    json_t *l51again = launch_sh(51, "echo ran");
+    json_object_set_new(l51again, "attempt", json_integer(2));
+    json_array_append_new(backlog, l51again); /* commonsd sends it again */
+    ck_assert_int_ge(agent_runner_launch_batch(r, backlog), 1); /* the unusable one */
+    json_decref(backlog);
+    ck_assert_int_eq(wait_end(r, 50, 5000).exit_code, 0);
+    ck_assert_int_eq(wait_end(r, 52, 5000).exit_code, 0);
+    char p[PATH_MAX + 64];
+    out_path(51, "out", p, sizeof p);
+    ck_assert_msg(access(p, F_OK) != 0, "a launch killed in the backlog was started");
+    agent_runner_status(r, 51, 2, &st);
+    ck_assert(st.cancelled);
+    agent_runner_close(r);
+}
+END_TEST
+
 START_TEST(test_state_dir_guarded)
 {
     agent_runner *r = open_runner();
@@ -1036,6 +1072,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_recovery_unreleased_slow_keeper);
     tcase_add_test(tc, test_events_ack);
     tcase_add_test(tc, test_kill_before_launch);
+    tcase_add_test(tc, test_kill_without_attempt_drops_waiting_launches);
     tcase_add_test(tc, test_state_dir_guarded);
     tcase_add_test(tc, test_attempts_are_instances);
     tcase_add_test(tc, test_unrecorded_job_never_runs);
