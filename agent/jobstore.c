@@ -4,7 +4,10 @@
  * job id it ever started and every event it still owes the scheduler.
  * Three ways to write one: durable alone (temp + fsync + rename), without
  * fsync, and durable as a group (agent_store_save_many: many records for
- * about the price of one); runner.c says which change is written how, and when. */
+ * about the price of one); runner.c says which change is written how, and when.
+ * A write without fsync is atomic against a crash of the agent, not against
+ * a power loss (the rename may reach the disk before the data): a record
+ * found empty or cut is rebuilt from its file name (agent_store_load). */
 #include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_util.h"
