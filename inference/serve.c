@@ -193,6 +193,10 @@ static int load(serve_server *s, infer_dist *d, const extra_opt *xo, char *err, 
 {
     kern_config kcfg = { .backend = xo->gpu ? KERN_BACKEND_CUDA : KERN_BACKEND_CPU,
                          .n_threads = s->cfg.threads, .device = xo->device < 0 ? 0 : xo->device };
+    /* Ranks of one job on one node take one GPU each unless --device pins them all. */
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (xo->gpu && xo->device < 0 && d && local)
+        kcfg.device = atoi(local);
     const bool worker = infer_dist_rank(d) > 0;
     if (kern_ctx_create(&kcfg, &s->kc, err, errlen)) {
         if (xo->gpu) {   /* say which flag asked for CUDA */
