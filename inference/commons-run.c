@@ -24,9 +24,6 @@
 #include <unistd.h>
 
 #include "chat.h"
-#ifdef KERN_HAVE_CUDA
-#include "kern_cuda.h"
-#endif
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -282,16 +279,8 @@ static int open_session(const args *a, session *s)
         fprintf(stderr, "commons-run: %s%s\n", a->gpu ? "--gpu: " : "", err);
         return 1;
     }
-    char where[160];
-    snprintf(where, sizeof where, "%d threads (%s)", kern_ctx_threads(s->kc),
-             kern_isa_name(kern_get_isa()));
-#ifdef KERN_HAVE_CUDA
-    if (a->gpu) {
-        char desc[128] = "?";
-        kern_cuda_describe(s->kc, desc, sizeof desc);
-        snprintf(where, sizeof where, "CUDA device %d: %s", kcfg.device, desc);
-    }
-#endif
+    char where[192];
+    kern_ctx_describe(s->kc, where, sizeof where);
     int last = -1;
     bool tty = isatty(2);
     double t0 = now();

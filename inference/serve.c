@@ -29,9 +29,6 @@
 #include "cm_log.h"
 #include "dist.h"
 #include "serve.h"
-#ifdef KERN_HAVE_CUDA
-#include "kern_cuda.h"
-#endif
 
 #define DELIVER_GRACE_MS 5000
 
@@ -254,15 +251,7 @@ static int load(serve_server *s, infer_dist *d, const extra_opt *xo, char *err, 
                 infer_dist_kind(d) == INFER_SHARD_TP ? "tensor parallel" : "pipeline stage",
                 hp->n_layer, hp->first_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
     char where[192];
-    snprintf(where, sizeof where, "%d threads (%s)", kern_ctx_threads(s->kc),
-             kern_isa_name(kern_get_isa()));
-#ifdef KERN_HAVE_CUDA
-    if (xo->gpu) {
-        char desc[128] = "?";
-        kern_cuda_describe(s->kc, desc, sizeof desc);
-        snprintf(where, sizeof where, "CUDA device %d: %s", kcfg.device, desc);
-    }
-#endif
+    kern_ctx_describe(s->kc, where, sizeof where);
     cm_info("model %s (%s, %d layers, vocab %d, %.1f MiB of weights), chat format %s, context "
             "%d, KV pool %ld blocks x %d positions (%.1f MiB, %s), max batch %d, prefill "
             "chunk %d, %s", s->name, hp->arch_name, hp->n_layer, hp->n_vocab,

@@ -72,6 +72,21 @@ kern_backend kern_ctx_backend(const kern_ctx *ctx) { return ctx->backend; }
 int kern_ctx_threads(const kern_ctx *ctx) { return ctx->n_threads; }
 int kern_ctx_host_memory(const kern_ctx *ctx) { return ctx->backend == KERN_BACKEND_CPU; }
 
+void kern_ctx_describe(kern_ctx *ctx, char *buf, size_t len)
+{
+    if (len == 0)
+        return;
+#ifdef KERN_HAVE_CUDA
+    if (ctx->backend == KERN_BACKEND_CUDA) {
+        char desc[160] = "?";
+        kern_cuda_describe(ctx, desc, sizeof desc);
+        snprintf(buf, len, "CUDA: %s", desc);
+        return;
+    }
+#endif
+    snprintf(buf, len, "CPU, %d threads (%s)", ctx->n_threads, kern_isa_name(kern_get_isa()));
+}
+
 #define NEED(cond, ...) \
     do { if (!(cond)) return kern_fail(ctx, KERN_EINVAL, __VA_ARGS__); } while (0)
 #define CTX() \

@@ -104,6 +104,9 @@ void kern_ctx_destroy(kern_ctx *ctx);
 const char *kern_ctx_error(const kern_ctx *ctx);
 kern_backend kern_ctx_backend(const kern_ctx *ctx);
 int kern_ctx_threads(const kern_ctx *ctx);
+/* Where ctx computes, for logs: "CPU, 2 threads (avx512)", or "CUDA: <name, memory,
+ * compute capability, SMs, device ordinal>". Always writes a terminated string into buf. */
+void kern_ctx_describe(kern_ctx *ctx, char *buf, size_t len);
 /* 1 if the backend's memory is host memory (pointers to mmap'ed weights and
  * malloc'ed buffers can be passed directly), 0 otherwise. */
 int kern_ctx_host_memory(const kern_ctx *ctx);

@@ -154,9 +154,8 @@ int main(int argc, char **argv)
     kern_ctx *kc = NULL;
     kern_config cfg = {.backend = cuda ? KERN_BACKEND_CUDA : KERN_BACKEND_CPU, .n_threads = threads, .device = 0};
     if (kern_ctx_create(&cfg, &kc, err, sizeof err)) return fprintf(stderr, "%s\n", err), 2;
-    char desc[128] = "?";
-    if (cuda) kern_cuda_describe(kc, desc, sizeof desc);
-    else snprintf(desc, sizeof desc, "CPU backend, %d threads (%s)", threads, kern_isa_name(kern_get_isa()));
+    char desc[192];
+    kern_ctx_describe(kc, desc, sizeof desc);
     double bw = cuda ? gpu_copy_bandwidth() : host_copy_bandwidth();
     infer_model *m = NULL;
     if (infer_model_load(path, kc, NULL, NULL, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;

@@ -224,8 +224,8 @@ extern "C" int kern_cuda_describe(kern_ctx *ctx, char *buf, size_t len)
     NEED_CUDA();
     cudaDeviceProp p;
     KCU_CHECK(cudaGetDeviceProperties(&p, kcu(ctx)->device));
-    snprintf(buf, len, "%s, %.0f GiB, cc %d.%d, %d SMs", p.name, p.totalGlobalMem / 1073741824.0, p.major,
-             p.minor, p.multiProcessorCount);
+    snprintf(buf, len, "%s, %.0f GiB, cc %d.%d, %d SMs, device %d", p.name, p.totalGlobalMem / 1073741824.0,
+             p.major, p.minor, p.multiProcessorCount, kcu(ctx)->device);
     return KERN_OK;
 }
 
