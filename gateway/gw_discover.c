@@ -1,6 +1,7 @@
 /* gw_discover.c: replicas from commonsd's service list, and autoscaling (see gw_discover.h). */
 #include "gw_discover.h"
 
+#include "gw_clock.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -157,13 +158,7 @@ static void *discover_main(void *arg)
         if (g->polls++ % 5 == 0) refresh_cluster(g);
         pthread_mutex_lock(&g->mu);
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += g->o.period_ms / 1000;
-        ts.tv_nsec += (g->o.period_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        gw_mono_deadline(g->o.period_ms, &ts);
         while (!g->stop && pthread_cond_timedwait(&g->cv, &g->mu, &ts) != ETIMEDOUT) {
         }
     }
@@ -190,18 +185,26 @@ int gw_discover_start(gw_disp *d, const gw_discover_opts *o, gw_discover **out, 
         free(g);
         return -1;
     }
+    int rc = gw_cond_init_mono(&g->cv); /* the polling period waits on it */
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot make a condition variable: %s", strerror(rc));
+        goto fail;
+    }
     pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
     g->last_change = cm_mono_ms() - g->o.up_after_ms; /* free to act at once */
     if (pthread_create(&g->thread, NULL, discover_main, g) != 0) {
         snprintf(err, errlen, "cannot start the discovery thread");
-        cm_rpc_client_close(g->rpc);
-        free(g->token);
-        free(g);
-        return -1;
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv);
+        goto fail;
     }
     *out = g;
     return 0;
+fail:
+    cm_rpc_client_close(g->rpc);
+    free(g->token);
+    free(g);
+    return -1;
 }
 
 void gw_discover_stop(gw_discover *g)

@@ -1,6 +1,7 @@
 /* gw_disp.c: replicas, health checks and fair admission (see gw_disp.h). */
 #include "gw_disp.h"
 
+#include "gw_clock.h"
 #include "cm_log.h"
 #include "cm_util.h"
 
@@ -72,8 +73,16 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    int rc = gw_cond_init_mono(&d->stop_cv); /* the health period waits on it */
+    if (rc != 0) {
+        free(d->reps);
+        free(d->health);
+        free(d->hargs);
+        free(d);
+        snprintf(err, errlen, "cannot make a condition variable: %s", strerror(rc));
+        return -1;
+    }
     pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->stop_cv, NULL);
     if (opts) d->opts = *opts;
     if (d->opts.quantum <= 0) d->opts.quantum = 32;
     if (d->opts.busy_backoff_ms <= 0) d->opts.busy_backoff_ms = 200;
@@ -198,8 +207,7 @@ static void *health_main(void *arg)
             pthread_cond_broadcast(&d->stop_cv);
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += HEALTH_PERIOD_MS / 1000;
+        gw_mono_deadline(HEALTH_PERIOD_MS, &ts);
         while (!d->stop && pthread_cond_timedwait(&d->stop_cv, &d->mu, &ts) != ETIMEDOUT) {
         }
     }
@@ -341,11 +349,11 @@ int64_t gw_disp_model_ctx(gw_disp *d, const char *model)
     return n;
 }
 
-void gw_job_init(gw_job *j)
+int gw_job_init(gw_job *j)
 {
     memset(j, 0, sizeof *j);
     j->replica = -1;
-    pthread_cond_init(&j->cv, NULL);
+    return gw_cond_init_mono(&j->cv); /* gw_disp_wait's tick waits on it */
 }
 
 void gw_job_destroy(gw_job *j) { pthread_cond_destroy(&j->cv); }
@@ -381,10 +389,7 @@ int gw_disp_wait(gw_disp *d, gw_job *j, int64_t deadline_ms, bool (*gone)(void *
          * deadline and the client's socket. */
         int64_t wait = deadline_ms - now < WAIT_TICK_MS ? deadline_ms - now : WAIT_TICK_MS;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += wait * 1000000;
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
+        gw_mono_deadline(wait, &ts);
         pthread_cond_timedwait(&j->cv, &d->mu, &ts);
         if (!j->admitted) admit_locked(d);
     }

@@ -67,7 +67,8 @@ int gw_disp_model_state(gw_disp *d, const char *model);
 /* Largest n_ctx among replicas of model (0 when unknown). */
 int64_t gw_disp_model_ctx(gw_disp *d, const char *model);
 
-void gw_job_init(gw_job *j);
+/* 0, or an errno value (j unusable: no gw_job_destroy). */
+int gw_job_init(gw_job *j);
 void gw_job_destroy(gw_job *j);
 
 /* Queues j (j->model set) in flow with cost tokens. GW_DISP_OK or GW_DISP_ENOMEM. */

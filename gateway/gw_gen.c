@@ -44,6 +44,7 @@ struct gw_run {
     int64_t max_tokens, reserved;
     bool quota_begun;
     gw_job job;
+    bool job_ready;              /* gw_job_init succeeded */
     bool holding;                /* job holds a replica slot */
     bool replica_failed;
     char sid[48];                /* id at serve: gw<pid>-<n>, + r<k> after k failed starts */
@@ -425,8 +426,7 @@ int gw_gen_handle(gw_gateway *g, struct MHD_Connection *conn, int kind, const ch
     r->conn = conn;
     r->route = kind == GW_CHAT ? "chat" : "completions";
     r->t0_ms = cm_mono_ms();
-    r->created = (int64_t)time(NULL);
-    gw_job_init(&r->job);
+    r->created = (int64_t)time(NULL); /* shown to the client: wall clock */
     r->pol = gw_policy_get(g);
     pthread_mutex_lock(&g->mu);
     uint64_t n = ++g->next_id;
@@ -438,6 +438,13 @@ int gw_gen_handle(gw_gateway *g, struct MHD_Connection *conn, int kind, const ch
 
     gw_api_err e;
     const char *reason = NULL;
+    int jrc = gw_job_init(&r->job);
+    if (jrc != 0) {
+        gw_api_fail(&e, 500, "server_error", NULL, NULL, "cannot make a condition variable: %s",
+                    strerror(jrc));
+        return refuse(r, &e, 0, NULL);
+    }
+    r->job_ready = true;
     if (gw_api_parse((gw_kind)kind, body, len, &r->gen, &e) != 0) return refuse(r, &e, 0, "bad_request");
     r->gen_parsed = true;
     if (authenticate(r, &e, &reason) != 0) return refuse(r, &e, 0, reason);
@@ -484,7 +491,7 @@ int gw_gen_handle(gw_gateway *g, struct MHD_Connection *conn, int kind, const ch
 
     gw_quota_verdict v;
     static const char *why_names[] = {"", "rate", "concurrency", "tokens"};
-    if (gw_quota_begin(g->quota, r->principal, &r->lim, r->reserved, cm_now_ms(), &v) != GW_QUOTA_OK) {
+    if (gw_quota_begin(g->quota, r->principal, &r->lim, r->reserved, cm_now_ms(), cm_mono_ms(), &v) != GW_QUOTA_OK) {
         gw_api_fail(&e, 429, "rate_limit_error", NULL,
                     v.why == GW_QUOTA_TOKENS ? "insufficient_quota" : "rate_limit_exceeded", "%s",
                     v.message);
@@ -516,7 +523,7 @@ void gw_gen_finish(gw_gateway *g, gw_run *r)
     }
     int64_t used = r->started ? r->prompt_tokens + r->completion_tokens : 0;
     /* Settle the in-memory quota before the store: a day roll-over reloads from it. */
-    if (r->quota_begun) gw_quota_end(g->quota, r->principal, r->reserved, used, cm_now_ms());
+    if (r->quota_begun) gw_quota_end(g->quota, r->principal, r->reserved, used, cm_now_ms(), cm_mono_ms());
     if (r->started) {
         char err[256];
         if (gw_keys_add_usage(g->keys, r->key_id, cm_now_ms() / 1000 / 86400, r->prompt_tokens,
@@ -532,7 +539,7 @@ void gw_gen_finish(gw_gateway *g, gw_run *r)
             (long long)r->completion_tokens, (double)(cm_mono_ms() - r->t0_ms) / 1000.0);
     if (r->gen_parsed) gw_gen_free(&r->gen);
     gw_policy_put(g, r->pol);
-    gw_job_destroy(&r->job);
+    if (r->job_ready) gw_job_destroy(&r->job);
     free(r->text);
     free(r->pending);
     free(r);

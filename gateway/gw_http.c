@@ -11,6 +11,7 @@
 
 #include "gw_api.h"
 #include "cm_log.h"
+#include "cm_util.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -313,7 +314,9 @@ void gw_http_stop(gw_gateway *g, int64_t drain_ms)
      * it makes new connections fail at once instead of waiting in the backlog. */
     MHD_socket ls = MHD_quiesce_daemon(g->mhd);
     if (ls != MHD_INVALID_SOCKET) close(ls);
-    for (int64_t waited = 0; waited < drain_ms; waited += 50) {
+    /* Up to drain_ms measured on the monotonic clock (gw_clock.h), not by
+     * counting sleeps, which overrun by whatever each turn takes. */
+    for (int64_t until = cm_mono_ms() + drain_ms; cm_mono_ms() < until;) {
         pthread_mutex_lock(&g->mu);
         int active = g->active;
         pthread_mutex_unlock(&g->mu);

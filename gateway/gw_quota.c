@@ -19,9 +19,9 @@ typedef struct entry {
     int64_t tokens;    /* charged on day */
     int64_t reserved;  /* estimates of requests in flight */
     int64_t inflight;
-    int64_t *log;      /* begin times (ms), ring of logcap */
+    int64_t *log;      /* begin times (monotonic ms), ring of logcap */
     int64_t logcap, loghead, logn;
-    int64_t last_ms;   /* last begin or end */
+    int64_t last_ms;   /* last begin or end (monotonic ms) */
 } entry;
 
 struct gw_quota {
@@ -68,13 +68,13 @@ static unsigned hash(const char *s)
  * principals with nothing in flight and silent for an hour are dropped. A key
  * dropped this way reloads its day's tokens from the store when it returns;
  * an anonymous address starts again from zero (documented in docs/gateway.md). */
-static void sweep(gw_quota *q, int64_t now_ms)
+static void sweep(gw_quota *q, int64_t mono_ms)
 {
     for (int i = 0; i < NBUCKETS; i++) {
         entry **pp = &q->buckets[i];
         while (*pp) {
             entry *e = *pp;
-            if (e->inflight == 0 && e->last_ms < now_ms - IDLE_MS) {
+            if (e->inflight == 0 && e->last_ms < mono_ms - IDLE_MS) {
                 *pp = e->next;
                 free(e->name);
                 free(e->log);
@@ -87,12 +87,12 @@ static void sweep(gw_quota *q, int64_t now_ms)
     }
 }
 
-static entry *get(gw_quota *q, const char *name, int64_t now_ms)
+static entry *get(gw_quota *q, const char *name, int64_t mono_ms)
 {
     unsigned b = hash(name);
     for (entry *e = q->buckets[b]; e; e = e->next)
         if (strcmp(e->name, name) == 0) return e;
-    if (q->count >= MAX_ENTRIES) sweep(q, now_ms);
+    if (q->count >= MAX_ENTRIES) sweep(q, mono_ms);
     entry *e = calloc(1, sizeof *e);
     if (!e || !(e->name = strdup(name))) {
         free(e);
@@ -113,18 +113,19 @@ static void roll_day(gw_quota *q, entry *e, const char *name, int64_t day)
     e->tokens = q->load ? q->load(q->ctx, name, day) : 0;
 }
 
-static int64_t secs_to_midnight(int64_t now_ms)
+static int64_t secs_to_midnight(int64_t wall_ms)
 {
-    int64_t s = 86400 - (now_ms / 1000) % 86400;
+    int64_t s = 86400 - (wall_ms / 1000) % 86400;
     return s < 1 ? 1 : s;
 }
 
 gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits *lim,
-                            int64_t est_tokens, int64_t now_ms, gw_quota_verdict *v)
+                            int64_t est_tokens, int64_t wall_ms, int64_t mono_ms,
+                            gw_quota_verdict *v)
 {
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&q->mu);
-    entry *e = get(q, principal, now_ms);
+    entry *e = get(q, principal, mono_ms);
     if (!e) {
         /* Out of memory: refusing briefly is safer than admitting unmetered. */
         v->why = GW_QUOTA_CONCURRENCY;
@@ -132,9 +133,9 @@ gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits 
         snprintf(v->message, sizeof v->message, "the gateway is out of memory; retry shortly");
         goto out;
     }
-    int64_t day = now_ms / 1000 / 86400;
+    int64_t day = wall_ms / 1000 / 86400;
     roll_day(q, e, principal, day);
-    e->last_ms = now_ms;
+    e->last_ms = mono_ms;
 
     if (lim->concurrent_requests >= 0 && e->inflight >= lim->concurrent_requests) {
         v->why = GW_QUOTA_CONCURRENCY;
@@ -155,12 +156,12 @@ gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits 
             e->loghead = e->logn = 0;
         }
         /* Forget begins older than a minute. */
-        while (e->logn > 0 && e->log[e->loghead] <= now_ms - 60000) {
+        while (e->logn > 0 && e->log[e->loghead] <= mono_ms - 60000) {
             e->loghead = (e->loghead + 1) % e->logcap;
             e->logn--;
         }
         if (e->logn >= rpm) {
-            int64_t wait_ms = rpm ? e->log[e->loghead] + 60000 - now_ms : 60000;
+            int64_t wait_ms = rpm ? e->log[e->loghead] + 60000 - mono_ms : 60000;
             v->why = GW_QUOTA_RATE;
             v->retry_after_s = wait_ms <= 1000 ? 1 : (wait_ms + 999) / 1000;
             snprintf(v->message, sizeof v->message,
@@ -173,7 +174,7 @@ gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits 
         v->why = GW_QUOTA_TOKENS;
         /* Tokens held by requests in flight come back soon; the day's charge at midnight. */
         v->retry_after_s = e->tokens + est_tokens <= lim->tokens_per_day ? 1
-                                                                         : secs_to_midnight(now_ms);
+                                                                         : secs_to_midnight(wall_ms);
         snprintf(v->message, sizeof v->message,
                  "daily token quota reached: %lld of %lld tokens used today (UTC), this request "
                  "may need %lld (prompt + max_tokens)",
@@ -184,7 +185,7 @@ gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits 
     e->inflight++;
     e->reserved += est_tokens;
     if (rpm > 0) {
-        e->log[(e->loghead + e->logn) % e->logcap] = now_ms;
+        e->log[(e->loghead + e->logn) % e->logcap] = mono_ms;
         e->logn++;
     }
 out:
@@ -193,16 +194,16 @@ out:
 }
 
 void gw_quota_end(gw_quota *q, const char *principal, int64_t reserved, int64_t actual_tokens,
-                  int64_t now_ms)
+                  int64_t wall_ms, int64_t mono_ms)
 {
     pthread_mutex_lock(&q->mu);
-    entry *e = get(q, principal, now_ms);
+    entry *e = get(q, principal, mono_ms);
     if (e) {
-        e->last_ms = now_ms;
+        e->last_ms = mono_ms;
         if (e->inflight > 0) e->inflight--;
         e->reserved -= reserved;
         if (e->reserved < 0) e->reserved = 0;
-        roll_day(q, e, principal, now_ms / 1000 / 86400);
+        roll_day(q, e, principal, wall_ms / 1000 / 86400);
         e->tokens += actual_tokens;
     }
     pthread_mutex_unlock(&q->mu);

@@ -11,6 +11,10 @@
  *    count. Tokens already charged today come from a caller callback the first
  *    time a principal is seen each day (the key store), so a restart does not
  *    reset a key's budget.
+ * Two clocks: wall_ms (Unix ms) names the UTC day, a date people see;
+ * mono_ms (CLOCK_MONOTONIC ms, cm_mono_ms) measures the sliding minute and the
+ * idle time after which a principal is forgotten, so a step of the wall clock
+ * neither blocks a citizen for the length of the step nor lifts the rate limit.
  * Thread-safe.
  */
 #ifndef GW_QUOTA_H
@@ -45,10 +49,11 @@ void gw_quota_free(gw_quota *q);
 
 /* Admits (counting the request and reserving est_tokens) or refuses. */
 gw_quota_why gw_quota_begin(gw_quota *q, const char *principal, const gw_limits *lim,
-                            int64_t est_tokens, int64_t now_ms, gw_quota_verdict *v);
+                            int64_t est_tokens, int64_t wall_ms, int64_t mono_ms,
+                            gw_quota_verdict *v);
 
 /* Settles a begun request: releases its slot and reservation, charges actual. */
 void gw_quota_end(gw_quota *q, const char *principal, int64_t reserved, int64_t actual_tokens,
-                  int64_t now_ms);
+                  int64_t wall_ms, int64_t mono_ms);
 
 #endif

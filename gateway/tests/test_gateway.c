@@ -138,16 +138,48 @@ START_TEST(quota_rate_per_minute)
     gw_quota *q = gw_quota_new(NULL, NULL);
     gw_limits lim = {-1, 3, -1, -1};
     gw_quota_verdict v;
-    int64_t t = 1000000;
+    /* The window is measured on the monotonic clock: the wall clock stands still here. */
+    int64_t wall = 20000LL * 86400 * 1000, t = 1000000;
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, t + i * 1000, &v), GW_QUOTA_OK);
-        gw_quota_end(q, "k", 10, 10, t + i * 1000);
+        ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall, t + i * 1000, &v), GW_QUOTA_OK);
+        gw_quota_end(q, "k", 10, 10, wall, t + i * 1000);
     }
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, t + 10000, &v), GW_QUOTA_RATE);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall, t + 10000, &v), GW_QUOTA_RATE);
     ck_assert_int_eq(v.retry_after_s, 50); /* the first begin leaves the window at t + 60 s */
     ck_assert_ptr_nonnull(strstr(v.message, "3 requests per minute"));
-    ck_assert_int_eq(gw_quota_begin(q, "other", &lim, 10, t + 10000, &v), GW_QUOTA_OK);
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, t + 60001, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "other", &lim, 10, wall, t + 10000, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall, t + 60001, &v), GW_QUOTA_OK);
+    gw_quota_free(q);
+}
+END_TEST
+
+/* A step of the wall clock (NTP, date -s) neither blocks a citizen for the
+ * length of the step nor lifts the rate limit; it still names the UTC day. */
+START_TEST(quota_wall_clock_step)
+{
+    loaded_tokens = 0;
+    loads = 0;
+    gw_quota *q = gw_quota_new(loader, NULL);
+    gw_limits lim = {100, 2, -1, -1};
+    gw_quota_verdict v;
+    int64_t wall = 20000LL * 86400 * 1000 + 12 * 3600 * 1000, mono = 500000;
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall, mono, &v), GW_QUOTA_OK);
+        gw_quota_end(q, "k", 10, 10, wall, mono);
+    }
+    /* The wall clock jumps an hour ahead one second later: the minute is not over. */
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall + 3600 * 1000, mono + 1000, &v),
+                     GW_QUOTA_RATE);
+    ck_assert_int_eq(v.retry_after_s, 59);
+    /* It jumps an hour back, and a minute has passed: admitted, not held for an hour. */
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall - 3600 * 1000, mono + 60001, &v),
+                     GW_QUOTA_OK);
+    gw_quota_end(q, "k", 10, 10, wall - 3600 * 1000, mono + 60001);
+    ck_assert_int_eq(loads, 1);
+    /* The UTC day follows the wall clock alone: the next day reloads from the store. */
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, wall + 13 * 3600 * 1000, mono + 120002, &v),
+                     GW_QUOTA_OK);
+    ck_assert_int_eq(loads, 2);
     gw_quota_free(q);
 }
 END_TEST
@@ -157,12 +189,12 @@ START_TEST(quota_concurrency)
     gw_quota *q = gw_quota_new(NULL, NULL);
     gw_limits lim = {-1, -1, -1, 2};
     gw_quota_verdict v;
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, &v), GW_QUOTA_OK);
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, &v), GW_QUOTA_OK);
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, &v), GW_QUOTA_CONCURRENCY);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, 0, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, 0, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, 0, &v), GW_QUOTA_CONCURRENCY);
     ck_assert_int_ge(v.retry_after_s, 1);
-    gw_quota_end(q, "k", 1, 1, 0);
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, &v), GW_QUOTA_OK);
+    gw_quota_end(q, "k", 1, 1, 0, 0);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, 0, 0, &v), GW_QUOTA_OK);
     gw_quota_free(q);
 }
 END_TEST
@@ -175,19 +207,19 @@ START_TEST(quota_tokens_per_day)
     gw_limits lim = {1000, -1, -1, -1};
     gw_quota_verdict v;
     int64_t day0 = 20000LL * 86400 * 1000 + 3600 * 1000; /* 01:00 UTC */
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 60, day0, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 60, day0, 0, &v), GW_QUOTA_OK);
     ck_assert_int_eq(loads, 1);
     /* 900 charged + 60 reserved + 60 > 1000; the reservation returns soon. */
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 60, day0, &v), GW_QUOTA_TOKENS);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 60, day0, 0, &v), GW_QUOTA_TOKENS);
     ck_assert_int_eq(v.retry_after_s, 1);
-    gw_quota_end(q, "k", 60, 95, day0); /* 995 used */
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, day0, &v), GW_QUOTA_TOKENS);
+    gw_quota_end(q, "k", 60, 95, day0, 0); /* 995 used */
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 10, day0, 0, &v), GW_QUOTA_TOKENS);
     ck_assert_int_eq(v.retry_after_s, 23 * 3600); /* until 00:00 UTC */
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 5, day0, &v), GW_QUOTA_OK);
-    gw_quota_end(q, "k", 5, 5, day0);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 5, day0, 0, &v), GW_QUOTA_OK);
+    gw_quota_end(q, "k", 5, 5, day0, 0);
     /* The next day starts from what the store says (here: nothing). */
     loaded_tokens = 0;
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 900, day0 + 86400 * 1000, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 900, day0 + 86400 * 1000, 0, &v), GW_QUOTA_OK);
     ck_assert_int_eq(loads, 2);
     gw_quota_free(q);
 }
@@ -200,24 +232,24 @@ START_TEST(quota_forgets_idle_principals)
     gw_quota *q = gw_quota_new(loader, NULL);
     gw_limits lim = {1000, -1, -1, -1};
     gw_quota_verdict v;
-    int64_t t0 = 20000LL * 86400 * 1000 + 3600 * 1000;
-    ck_assert_int_eq(gw_quota_begin(q, "busy", &lim, 1, t0, &v), GW_QUOTA_OK); /* stays in flight */
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, t0, &v), GW_QUOTA_OK);
-    gw_quota_end(q, "k", 1, 1, t0);
+    int64_t t0 = 20000LL * 86400 * 1000 + 3600 * 1000, m0 = 5000;
+    ck_assert_int_eq(gw_quota_begin(q, "busy", &lim, 1, t0, m0, &v), GW_QUOTA_OK); /* stays in flight */
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, t0, m0, &v), GW_QUOTA_OK);
+    gw_quota_end(q, "k", 1, 1, t0, m0);
     char name[32];
     for (int i = 0; i < 100000; i++) {
         snprintf(name, sizeof name, "anon:%d", i);
-        gw_quota_begin(q, name, &lim, 1, t0, &v);
-        gw_quota_end(q, name, 1, 1, t0);
+        gw_quota_begin(q, name, &lim, 1, t0, m0, &v);
+        gw_quota_end(q, name, 1, 1, t0, m0);
     }
     ck_assert_int_eq(loads, 100002);
     /* Two hours later, still the same UTC day: a new principal triggers the sweep. */
-    int64_t t1 = t0 + 2 * 3600 * 1000;
-    ck_assert_int_eq(gw_quota_begin(q, "newcomer", &lim, 1, t1, &v), GW_QUOTA_OK);
-    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, t1, &v), GW_QUOTA_OK);
+    int64_t t1 = t0 + 2 * 3600 * 1000, m1 = m0 + 2 * 3600 * 1000;
+    ck_assert_int_eq(gw_quota_begin(q, "newcomer", &lim, 1, t1, m1, &v), GW_QUOTA_OK);
+    ck_assert_int_eq(gw_quota_begin(q, "k", &lim, 1, t1, m1, &v), GW_QUOTA_OK);
     ck_assert_int_eq(loads, 100004); /* k was forgotten and reloaded from the store */
-    gw_quota_end(q, "busy", 1, 1, t1); /* the one in flight was kept */
-    ck_assert_int_eq(gw_quota_begin(q, "busy", &lim, 1, t1, &v), GW_QUOTA_OK);
+    gw_quota_end(q, "busy", 1, 1, t1, m1); /* the one in flight was kept */
+    ck_assert_int_eq(gw_quota_begin(q, "busy", &lim, 1, t1, m1, &v), GW_QUOTA_OK);
     ck_assert_int_eq(loads, 100004);
     gw_quota_free(q);
 }
@@ -438,6 +470,7 @@ int main(void)
     tcase_add_test(tc, fairq_unpop_and_remove);
     tcase_add_test(tc, fairq_cost_far_above_quantum);
     tcase_add_test(tc, quota_rate_per_minute);
+    tcase_add_test(tc, quota_wall_clock_step);
     tcase_add_test(tc, quota_concurrency);
     tcase_add_test(tc, quota_tokens_per_day);
     tcase_add_test(tc, quota_forgets_idle_principals);
