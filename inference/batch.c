@@ -20,13 +20,32 @@
  * (or with paged_kernels) the same computation is three calls per layer for the whole
  * step, two kern_kv_store_paged (every token's key and value to its slot) and one
  * kern_attention_paged (every sequence over its block table), instead of a few small
- * launches per sequence. */
+ * launches per sequence.
+ *
+ * On CUDA, a decode-only step (every sequence one token, all wanting logits: steady
+ * serving) takes a faster road (gpu_decode below): what changes from step to step
+ * (token ids, positions, KV slots, block tables) is written into one pinned step
+ * descriptor and uploaded in one copy to a device twin of fixed layout; the step reads
+ * only that (its host arrays are bound to it with kern_cuda_bind, attention is
+ * kern_cuda_attention_paged_dev, whose grid is sized for the context, not the keys so
+ * far), so it is captured once per number of sequences n as a CUDA graph and replayed
+ * afterwards: a few hundred launches become one. The first step of each n runs eagerly
+ * (its result, and every scratch buffer sized) and is then captured; at most
+ * INFER_BATCH_GRAPHS graphs (n <= 64) are kept, larger n run the same kernels eagerly,
+ * as do all steps with COMMONS_CUDA_GRAPH=0 or after a failed capture (said once on
+ * stderr). Eager or replayed, the kernels and their grids are the same, so the logits
+ * are equal bit for bit. Steps with prompt tokens keep the paged path above. */
 #include "batch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "model_internal.h"
+
+#ifdef KERN_HAVE_CUDA
+#include <string.h>
+#define INFER_BATCH_GRAPHS 64   /* decode graphs kept: one per n = 1..64 sequences */
+#endif
 
 #define FAIL(code, ...) do { snprintf(err, errlen, __VA_ARGS__); return (code); } while (0)
 
@@ -48,12 +67,34 @@ struct infer_batch {
     kern_paged_seq *pseq;  /* paged: [max_tokens] the step's sequences */
     float *logits;         /* [max_logits][n_vocab] */
     int n_logits;
+    infer_batch_stats stats;
+#ifdef KERN_HAVE_CUDA
+    /* CUDA decode-only steps (gpu_decode). The step descriptor, pinned host memory and
+     * its device twin, one layout for every n (in int32s; S = desc_rows, MB =
+     * desc_blocks, the blocks of an n_ctx-long table): tok [0, S), pos [S, 2S),
+     * slot [2S, 3S), meta [3S, 6S) (per row: position, table offset row * MB, blocks
+     * used), tables [6S, 6S + S * MB) (row r's block table at 6S + r * MB). */
+    int32_t *desc, *desc_dev;
+    int desc_rows, desc_blocks;
+    bool desc_pending;     /* an upload of desc may still be reading it */
+    int step_n;            /* sequences of the step being run or captured */
+    kern_cuda_graph *graphs[INFER_BATCH_GRAPHS + 1];  /* [n]: the step of n sequences */
+    bool graph_failed;     /* a capture failed: every decode step runs eagerly */
+#endif
 };
 
 void infer_batch_free(infer_batch *b)
 {
     if (!b)
         return;
+#ifdef KERN_HAVE_CUDA
+    if (b->desc_dev)
+        kern_sync(b->kc);   /* a replay may still be running */
+    for (int n = 0; n <= INFER_BATCH_GRAPHS; n++)
+        kern_cuda_graph_free(b->graphs[n]);
+    kern_free(b->kc, b->desc_dev);
+    kern_host_free(b->kc, b->desc);
+#endif
     void *dev[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->xl, b->hl,
                     b->gk, b->gv, b->logits_dev };
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
@@ -128,8 +169,27 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
              "rows, context %d)%s%s", p->max_tokens, p->max_logits, p->n_ctx,
              kern_ctx_error(kc)[0] ? ": " : "", kern_ctx_error(kc));
     }
+#ifdef KERN_HAVE_CUDA
+    if (kern_cuda_is(kc)) {
+        b->desc_rows = p->max_logits < p->max_tokens ? p->max_logits : p->max_tokens;
+        b->desc_blocks = infer_pkv_blocks_for(kv, p->n_ctx);
+        size_t bytes = ((size_t)6 + (size_t)b->desc_blocks) * (size_t)b->desc_rows * sizeof(int32_t);
+        b->desc = kern_host_alloc(kc, bytes);
+        b->desc_dev = b->desc ? kern_alloc(kc, bytes) : NULL;
+        if (!b->desc_dev) {
+            infer_batch_free(b);
+            FAIL(INFER_ENOMEM, "out of memory for the batch's step descriptor (%zu bytes): %s", bytes,
+                 kern_ctx_error(kc));
+        }
+    }
+#endif
     *out = b;
     return INFER_OK;
+}
+
+void infer_batch_get_stats(const infer_batch *b, infer_batch_stats *out)
+{
+    *out = b->stats;
 }
 
 const float *infer_batch_logits(const infer_batch *b, int *n_rows)
@@ -190,12 +250,125 @@ static int store_kv(infer_batch *b, int il, const infer_block_table *bt, int pos
     return INFER_OK;
 }
 
+#ifdef KERN_HAVE_CUDA
+/* Whether gpu_decode can run this (already checked) step. */
+static bool gpu_decode_ok(const infer_batch *b, const infer_batch_seq *seqs, int n_seqs)
+{
+    if (!b->desc || b->m->dist || n_seqs > b->desc_rows)
+        return false;
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].n_tokens != 1 || !seqs[s].logits)
+            return false;
+    return true;
+}
+
+/* The decode step of b->step_n sequences described by b->desc / b->desc_dev (run
+ * eagerly or captured: it reads nothing else that changes between steps). tok, pos
+ * and slot are host arrays bound to their device twins; everything else is device
+ * memory fixed for b's life. Logits rows 0..n-1 = sequences in step order. */
+static int decode_layers(void *ud, char *err, size_t errlen)
+{
+    infer_batch *b = ud;
+    const infer_model *m = b->m;
+    const infer_hparams *hp = &m->hp;
+    const infer_paged_kv *kv = b->kv;
+    kern_ctx *kc = b->kc;
+    const int n = b->step_n, S = b->desc_rows;
+    const int32_t *tok = b->desc, *pos = tok + S, *slot = tok + 2 * S;
+    const int32_t *meta_dev = b->desc_dev + 3 * S, *tab_dev = b->desc_dev + 6 * S;
+    int rc;
+    if ((rc = infer_embed(m, kc, tok, n, b->x, err, errlen)))
+        return rc;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if ((rc = infer_layer_qkv(m, kc, il, n, pos, b->x, b->h, b->q, b->k, b->v, err, errlen)))
+            return rc;
+        INFER_K(il, kern_kv_store_paged(kc, kv->k[il], &kv->block, kv->n_blocks, slot, n, b->k));
+        INFER_K(il, kern_kv_store_paged(kc, kv->v[il], &kv->block, kv->n_blocks, slot, n, b->v));
+        INFER_K(il, kern_cuda_attention_paged_dev(kc, b->attn, b->q, kv->k[il], kv->v[il], &kv->block,
+                                                  kv->n_blocks, meta_dev, tab_dev, b->desc_blocks, n,
+                                                  hp->n_head, infer_layer_local(hp, il) ?
+                                                  hp->sliding_window : 0, hp->attn_scale));
+        if ((rc = infer_layer_out(m, kc, il, n, b->x, b->attn, b->o, b->h, b->gate, b->up, err,
+                                  errlen)))
+            return rc;
+    }
+    /* every row wants logits: the head reads x directly (the eager path's row copies
+     * into xl would copy exactly these rows) */
+    return infer_head(m, kc, n, b->x, b->hl, b->logits_dev, err, errlen);
+}
+
+/* A decode-only step on CUDA: one upload of the descriptor, then the graph of this n
+ * replayed, or the step run eagerly (and captured when graphs are on), then the logits
+ * downloaded (which waits for the stream, so desc is free again). */
+static int gpu_decode(infer_batch *b, const infer_batch_seq *seqs, int n, char *err,
+                      size_t errlen)
+{
+    kern_ctx *kc = b->kc;
+    const int S = b->desc_rows, MB = b->desc_blocks, BT = b->kv->block_tokens;
+    if (b->desc_pending)   /* a failed step left its upload in flight: let it finish */
+        INFER_K(-1, kern_sync(kc));
+    int32_t *tok = b->desc, *pos = tok + S, *slot = tok + 2 * S, *meta = tok + 3 * S;
+    int32_t *tab = tok + 6 * S;
+    for (int s = 0; s < n; s++) {
+        const infer_batch_seq *q = &seqs[s];
+        /* check_step: p < n_ctx and the table covers p, so nb <= MB and <= bt->n */
+        int p = q->n_past, nb = p / BT + 1;
+        tok[s] = q->tokens[0];
+        pos[s] = p;
+        slot[s] = q->bt->ids[p / BT] * BT + p % BT;
+        meta[3 * s] = p, meta[3 * s + 1] = s * MB, meta[3 * s + 2] = nb;
+        memcpy(tab + (size_t)s * MB, q->bt->ids, (size_t)nb * sizeof *tab);
+    }
+    /* rows n..S-1 of tok..meta are stale and never read (every kernel takes n rows) */
+    INFER_K(-1, kern_upload(kc, b->desc_dev, b->desc, ((size_t)6 * S + (size_t)n * MB) * sizeof *tab));
+    b->desc_pending = true;
+    b->step_n = n;
+    bool graphs = infer_gpu_graphs_on(b->m, kc);
+    kern_cuda_graph **g = n <= INFER_BATCH_GRAPHS ? &b->graphs[n] : NULL;
+    int rc = INFER_OK;
+    if (graphs && g && *g) {
+        INFER_K(-1, kern_cuda_graph_launch(kc, *g));
+        b->stats.replayed++;
+    } else {
+        if (kern_cuda_bind(kc, tok, (size_t)S * sizeof *tok, b->desc_dev) ||
+            kern_cuda_bind(kc, pos, (size_t)S * sizeof *pos, b->desc_dev + S) ||
+            kern_cuda_bind(kc, slot, (size_t)S * sizeof *slot, b->desc_dev + 2 * S)) {
+            snprintf(err, errlen, "batched CUDA decode: %s", kern_ctx_error(kc));
+            rc = INFER_EINVAL;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "batched decode step of %d sequences", n);
+        kern_cuda_graph *made = NULL;
+        if (!rc)
+            rc = infer_gpu_run_capture(kc, decode_layers, b, graphs && g, &made, &b->graph_failed,
+                                       what, err, errlen);
+        kern_cuda_unbind_all(kc);
+        if (made) {   /* only when g: capture was asked for */
+            *g = made;
+            b->stats.captured++;
+        }
+        b->stats.eager += !rc;
+    }
+    if (rc)
+        return rc;
+    INFER_K(-1, kern_download(kc, b->logits, b->logits_dev,
+                              (size_t)n * b->m->hp.n_vocab * sizeof(float)));
+    b->desc_pending = false;
+    b->n_logits = n;
+    return INFER_OK;
+}
+#endif
+
 int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                      char *err, size_t errlen)
 {
     int rc = check_step(b, seqs, n_seqs, err, errlen);
     if (rc)
         return rc;
+#ifdef KERN_HAVE_CUDA
+    if (gpu_decode_ok(b, seqs, n_seqs))
+        return gpu_decode(b, seqs, n_seqs, err, errlen);
+#endif
     const infer_model *m = b->m;
     const infer_hparams *hp = &m->hp;
     kern_ctx *kc = b->kc;

@@ -66,6 +66,16 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
  * in step order, that asked for logits. */
 const float *infer_batch_logits(const infer_batch *b, int *n_rows);
 
+/* How b's decode-only steps ran on CUDA (every sequence one token, all wanting logits;
+ * see batch.c): replayed from a captured CUDA graph, run eagerly (the first step of a
+ * given number of sequences, then captured; COMMONS_CUDA_GRAPH=0; more than 64
+ * sequences; or after a failed capture), graphs captured. All 0 on other backends and
+ * for steps with prompt tokens, which never use graphs. */
+typedef struct infer_batch_stats {
+    long replayed, eager, captured;
+} infer_batch_stats;
+void infer_batch_get_stats(const infer_batch *b, infer_batch_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

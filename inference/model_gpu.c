@@ -27,17 +27,51 @@
 #include "kern_cuda.h"
 #include "model_internal.h"
 
-bool infer_gpu_graph_ok(const infer_ctx *c)
+bool infer_gpu_graphs_on(const infer_model *m, kern_ctx *kc)
 {
-    if (!kern_cuda_is(c->kc) || c->m->dist)
+    if (!kern_cuda_is(kc) || m->dist)
         return false;
     const char *e = getenv("COMMONS_CUDA_GRAPH");   /* read per call: benchmarks toggle it */
     return !(e && !strcmp(e, "0"));
 }
 
-/* The decode step of the token in graph_dev[0] at position graph_dev[1]. */
-static int step(infer_ctx *c, char *err, size_t errlen)
+bool infer_gpu_graph_ok(const infer_ctx *c)
 {
+    return infer_gpu_graphs_on(c->m, c->kc);
+}
+
+int infer_gpu_run_capture(kern_ctx *kc, int (*step)(void *ud, char *err, size_t errlen), void *ud,
+                          bool capture, kern_cuda_graph **graph, bool *failed, const char *what,
+                          char *err, size_t errlen)
+{
+    int rc = step(ud, err, errlen);
+    if (rc || !capture || *failed)
+        return rc;
+    char cerr[256] = "";
+    kern_cuda_graph *g = NULL;
+    bool began = kern_cuda_graph_begin(kc) == KERN_OK;
+    int crc = began ? step(ud, cerr, sizeof cerr) : INFER_EINVAL;
+    /* always end a begun capture, even after a failed step */
+    if (began && kern_cuda_graph_end(kc, &g) != KERN_OK && !crc)
+        crc = INFER_EINVAL;
+    if (crc) {   /* this step's result stands; later ones run eagerly */
+        kern_cuda_graph_free(g);
+        *failed = true;
+        /* not an error (nothing is wrong with the results), but a person timing this
+         * must know: said once per owner of *failed (tests/gpu/check.sh looks for it) */
+        const char *why = cerr[0] ? cerr : kern_ctx_error(kc);
+        fprintf(stderr, "commons: CUDA graph capture of the %s failed (%s); running it op by op\n",
+                what, why[0] ? why : "no reason given");
+    } else {
+        *graph = g;
+    }
+    return INFER_OK;
+}
+
+/* The decode step of the token in graph_dev[0] at position graph_dev[1]. */
+static int step(void *ud, char *err, size_t errlen)
+{
+    infer_ctx *c = ud;
     const infer_model *m = c->m;
     const infer_hparams *hp = &m->hp;
     kern_ctx *kc = c->kc;
@@ -76,28 +110,11 @@ static int run_and_capture(infer_ctx *c, char *err, size_t errlen)
         snprintf(err, errlen, "CUDA graph decode: %s", kern_ctx_error(kc));
         rc = INFER_EINVAL;
     }
+    kern_cuda_graph *g = NULL;
     if (!rc)
-        rc = step(c, err, errlen);
-    if (!rc && !c->graph_failed) {
-        char cerr[256] = "";
-        kern_cuda_graph *g = NULL;
-        bool began = kern_cuda_graph_begin(kc) == KERN_OK;
-        int crc = began ? step(c, cerr, sizeof cerr) : INFER_EINVAL;
-        /* always end a begun capture, even after a failed step */
-        if (began && kern_cuda_graph_end(kc, &g) != KERN_OK && !crc)
-            crc = INFER_EINVAL;
-        if (crc) {   /* this token's result stands; later tokens run eagerly */
-            kern_cuda_graph_free(g);
-            c->graph_failed = true;
-            /* not an error (nothing is wrong with the results), but a person timing
-             * this must know: said once per context (tests/gpu/check.sh looks for it) */
-            const char *why = cerr[0] ? cerr : kern_ctx_error(kc);
-            fprintf(stderr, "commons: CUDA graph capture of the decode step failed (%s); "
-                    "running it op by op\n", why[0] ? why : "no reason given");
-        } else {
-            c->graph = g;
-        }
-    }
+        rc = infer_gpu_run_capture(kc, step, c, true, &g, &c->graph_failed, "decode step", err,
+                                   errlen);
+    c->graph = g;
     kern_cuda_unbind_all(kc);
     return rc;
 }

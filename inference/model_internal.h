@@ -70,9 +70,22 @@ struct infer_ctx {
 };
 
 #ifdef KERN_HAVE_CUDA
-/* model_gpu.c: whether infer_eval's one-token steps replay a CUDA graph on c (a CUDA
- * context, not a distributed model, COMMONS_CUDA_GRAPH not 0); the step itself (logits
- * into c->logits; the caller advances n_past); freeing with the ctx. */
+#include "kern_cuda.h"
+/* model_gpu.c: whether decode steps of m on kc may replay CUDA graphs (a CUDA context,
+ * not a distributed model, COMMONS_CUDA_GRAPH not 0 in the environment, read per call). */
+bool infer_gpu_graphs_on(const infer_model *m, kern_ctx *kc);
+/* Runs step(ud) eagerly (its result is this call's); then, when capture is set and
+ * *failed is not, records a second run of it into *graph (NULL on entry; nothing in
+ * step may allocate, sync or stage host arrays: bind them). A failed capture is no
+ * error: *failed is set, *graph stays NULL and one line naming `what` goes to stderr
+ * ("commons: CUDA graph capture of the <what> failed (...)"; tests/gpu/check.sh fails
+ * on it). Returns step's status. */
+int infer_gpu_run_capture(kern_ctx *kc, int (*step)(void *ud, char *err, size_t errlen), void *ud,
+                          bool capture, kern_cuda_graph **graph, bool *failed, const char *what,
+                          char *err, size_t errlen);
+/* Whether infer_eval's one-token steps replay a CUDA graph on c (infer_gpu_graphs_on);
+ * the step itself (logits into c->logits; the caller advances n_past); freeing with
+ * the ctx. */
 bool infer_gpu_graph_ok(const infer_ctx *c);
 int infer_gpu_decode(infer_ctx *c, int32_t token, char *err, size_t errlen);
 void infer_gpu_free(infer_ctx *c);

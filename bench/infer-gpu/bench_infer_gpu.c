@@ -9,10 +9,13 @@
  *    CUDA once replayed as a CUDA graph (inference/model_gpu.c, the default) and
  *    once op by op (COMMONS_CUDA_GRAPH=0),
  *  - batch B (default 32): B sequences with different 32-token prompts on the
- *    paged KV cache (inference/batch.c, as commons-serve runs them), then
- *    --gen decode steps of one token per sequence, all B logit rows downloaded
- *    each step: tokens/s = B * steps / time, and ms per step against the floor
- *    (a step reads every weight once, like a batch-1 token).
+ *    paged KV cache (inference/batch.c, as commons-serve runs them), then one
+ *    untimed decode step (on CUDA it captures the step's graph) and --gen timed
+ *    decode steps of one token per sequence, all B logit rows downloaded each step:
+ *    tokens/s = B * steps / time, and ms per step against the floor (a step reads
+ *    every weight once, like a batch-1 token). On CUDA twice: replayed as a CUDA
+ *    graph (the default; the run fails unless every timed step was a replay) and
+ *    eagerly (COMMONS_CUDA_GRAPH=0, the same kernels launched one by one).
  * Prints one markdown table row (the header too with --header).
  * --backend cpu runs the same measurement on the CPU backend: what
  * tests/gpu/check.sh --dry-run uses where there is no GPU.
@@ -85,12 +88,14 @@ static int bench_single(infer_model *m, kern_ctx *kc, int n_gen, double *ms_tok)
     return 0;
 }
 
-/* B sequences prefilled, then n_gen steps of one token each: tokens/s */
-static int bench_batch(infer_model *m, kern_ctx *kc, int B, int n_gen, double *tps, double *ms_step)
+/* B sequences prefilled, one untimed decode step, then n_gen steps of one token each:
+ * tokens/s. want_graph: on CUDA every timed step must have replayed a graph. */
+static int bench_batch(infer_model *m, kern_ctx *kc, int B, int n_gen, bool want_graph, double *tps,
+                       double *ms_step)
 {
     char err[512];
     const infer_hparams *hp = infer_model_hparams(m);
-    const int V = hp->n_vocab, len = PROMPT + n_gen + 1, BT = 16;
+    const int V = hp->n_vocab, len = PROMPT + n_gen + 2, BT = 16;
     infer_paged_kv kv = {0};
     infer_batch *b = NULL;
     infer_block_table *bt = calloc(B, sizeof *bt);
@@ -110,8 +115,13 @@ static int bench_batch(infer_model *m, kern_ctx *kc, int B, int n_gen, double *t
                                     .logits = true};
     }
     rc = infer_batch_step(b, seqs, B, err, sizeof err); /* every prompt in one step */
-    double t0 = now();
-    for (int step = 0; !rc && step < n_gen; step++) {
+    double t0 = 0;
+    infer_batch_stats st0 = {0}, st1 = {0};
+    for (int step = 0; !rc && step <= n_gen; step++) { /* step 0: untimed */
+        if (step == 1) {
+            infer_batch_get_stats(b, &st0);
+            t0 = now();
+        }
         for (int s = 0; s < B; s++) {
             next[s] = (int32_t)((104729LL * (step * B + s) + 3) % V);
             seqs[s] = (infer_batch_seq){.bt = &bt[s], .n_past = PROMPT + step, .tokens = &next[s], .n_tokens = 1,
@@ -122,6 +132,13 @@ static int bench_batch(infer_model *m, kern_ctx *kc, int B, int n_gen, double *t
     double dt = now() - t0;
     *tps = (double)B * n_gen / dt;
     *ms_step = dt * 1e3 / n_gen;
+    infer_batch_get_stats(b, &st1);
+    long replayed = st1.replayed - st0.replayed;
+    if (!rc && want_graph && kern_cuda_is(kc) && replayed != n_gen) {
+        snprintf(err, sizeof err, "%ld of %d timed steps replayed a CUDA graph (a failed capture says why above)",
+                 replayed, n_gen);
+        rc = 1;
+    }
     infer_batch_free(b);
     for (int s = 0; s < B; s++) infer_pkv_release(&kv, &bt[s]);
     infer_pkv_free(&kv);
@@ -159,22 +176,23 @@ int main(int argc, char **argv)
     double bw = cuda ? gpu_copy_bandwidth() : host_copy_bandwidth();
     infer_model *m = NULL;
     if (infer_model_load(path, kc, NULL, NULL, &m, err, sizeof err)) return fprintf(stderr, "%s\n", err), 1;
-    double ms_tok = 0, ms_eager = 0, tps = 0, ms_step = 0;
+    double ms_tok = 0, ms_eager = 0, tps = 0, ms_step = 0, tps_eager = 0, ms_step_eager = 0;
     setenv("COMMONS_CUDA_GRAPH", "0", 1);
     int rc = bench_single(m, kc, n_gen, &ms_eager);
+    if (!rc) rc = bench_batch(m, kc, batch, n_gen, false, &tps_eager, &ms_step_eager);
     unsetenv("COMMONS_CUDA_GRAPH");
     if (!rc) rc = bench_single(m, kc, n_gen, &ms_tok);
-    if (!rc) rc = bench_batch(m, kc, batch, n_gen, &tps, &ms_step);
+    if (!rc) rc = bench_batch(m, kc, batch, n_gen, true, &tps, &ms_step);
     size_t wb = infer_model_weight_bytes(m);
     double floor_ms = bw > 0 ? wb / bw * 1e3 : 0;
     if (!rc && header)
         printf("device: %s\n\n| model | weights GB | copy GB/s | floor ms | batch 1 ms/token | x floor "
-               "| batch 1 op by op ms | batch %d tok/s | batch %d ms/step | x floor |\n"
-               "|---|---|---|---|---|---|---|---|---|---|\n", desc, batch, batch);
+               "| batch 1 op by op ms | batch %d tok/s | batch %d ms/step | x floor | batch %d op by op tok/s |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|\n", desc, batch, batch, batch);
     if (!rc)
-        printf("| %s | %.3f | %.0f | %.3f | %.3f | %.2f | %.3f | %.0f | %.3f | %.2f |\n", label, wb / 1e9,
+        printf("| %s | %.3f | %.0f | %.3f | %.3f | %.2f | %.3f | %.0f | %.3f | %.2f | %.0f |\n", label, wb / 1e9,
                bw / 1e9, floor_ms, ms_tok, floor_ms > 0 ? ms_tok / floor_ms : 0, ms_eager, tps, ms_step,
-               floor_ms > 0 ? ms_step / floor_ms : 0);
+               floor_ms > 0 ? ms_step / floor_ms : 0, tps_eager);
     infer_model_free(m);
     kern_ctx_destroy(kc);
     return rc;

@@ -101,31 +101,40 @@ k_attn_split(float *__restrict__ part, const float *__restrict__ q, const void *
 
 /* Paged pools (kern_attention_paged): the split kernel with each query row's
  * position and block table read from meta (per row: position, offset of its
- * table in tables, blocks in it); key j of a row is slot j % bt of block
- * tables[off + j / bt]. Chunks start at the row's own first visible key. */
+ * table in tables, blocks in it; at most max_nb are read whatever meta says);
+ * key j of a row is slot j % bt of block tables[off + j / bt]. Chunks start at
+ * the row's own first visible key; a chunk past the row's last key (short rows
+ * under a grid sized for the longest possible one) writes an empty partial
+ * (m = -inf, l = 0) and returns. */
 template <bool F16>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
 k_attn_paged(float *__restrict__ part, const float *__restrict__ q, const void *__restrict__ kp,
              const void *__restrict__ vp, int n_head, int group, int hkv, int hd, int bt, int n_pool,
-             const int32_t *__restrict__ meta, const int32_t *__restrict__ tables, int window, float scale, int chunk,
-             int n_split)
+             const int32_t *__restrict__ meta, const int32_t *__restrict__ tables, int max_nb, int window,
+             float scale, int chunk, int n_split)
 {
     int qh = blockIdx.x, split = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int row = qh / n_head, h = qh % n_head, kvh = h / group;
     int pos = meta[3 * row], toff = meta[3 * row + 1], nb = meta[3 * row + 2];
+    if (nb > max_nb) nb = max_nb;
     int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
     int b = lo + split * chunk, e = b + chunk - 1;
     if (e > pos) e = pos;
     if (e > nb * bt - 1) e = nb * bt - 1; /* never past the row's table */
     float qv[ATT_DPL], o[ATT_DPL];
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) o[i] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    if (b > e) { /* no key in this chunk: the merge skips an empty partial */
+        attn_partial(part, qh, split, n_split, warp, lane, hd, o, m, l);
+        return;
+    }
     const float *qr = q + (size_t)qh * hd;
 #pragma unroll
     for (int i = 0; i < ATT_DPL; i++) {
         int d = lane + 32 * i;
         qv[i] = d < hd ? qr[d] : 0.0f;
-        o[i] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
     for (int j = b + warp; j <= e; j += ATT_WARPS) {
         int id = tables[toff + j / bt];
         id = id < 0 ? 0 : id >= n_pool ? n_pool - 1 : id; /* api.c checked; never fault the GPU */
@@ -300,12 +309,45 @@ int kcu_attention_d(kern_ctx *ctx, float *out, const float *q, const void *k, co
     return attention(ctx, out, q, k, v, l, p, pos0_dev);
 }
 
+/* One paged attention launch + its merge over `rows` query rows whose meta and
+ * tables are device memory. span: the most keys a row may see; it alone sizes the
+ * split, so equal (rows, span) give equal grids (what a CUDA graph needs). */
+static int paged_launch(kern_ctx *ctx, float *out, const float *q, const void *k_pool, const void *v_pool,
+                        const kern_kv_layout *block, int n_pool, const int32_t *meta, const int32_t *tables,
+                        int max_nb, int rows, int span, int n_head, int window, float scale)
+{
+    kern_cuda *c = kcu(ctx);
+    const int hd = block->head_dim, bt = block->capacity;
+    int nq = rows * n_head, group = n_head / block->n_head_kv;
+    /* enough blocks to fill the GPU twice, chunks of 64 .. any keys, gridDim.y <= 65535 */
+    int want = (2 * c->n_sm + nq - 1) / nq;
+    int chunk = (span + want - 1) / want;
+    if (chunk < 64) chunk = 64;
+    if (chunk < (span + 65534) / 65535) chunk = (span + 65534) / 65535;
+    int n_split = (span + chunk - 1) / chunk;
+    size_t n_part = (size_t)n_split * ATT_WARPS;
+    int rc = kcu_grow(ctx, &c->part, &c->part_bytes, (size_t)nq * n_part * (hd + 2) * sizeof(float));
+    if (rc) return rc;
+    dim3 grid(nq, n_split);
+    if (block->type == KERN_TYPE_F16)
+        k_attn_paged<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
+                                                                  block->n_head_kv, hd, bt, n_pool, meta, tables,
+                                                                  max_nb, window, scale, chunk, n_split);
+    else
+        k_attn_paged<false><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
+                                                                   block->n_head_kv, hd, bt, n_pool, meta, tables,
+                                                                   max_nb, window, scale, chunk, n_split);
+    KCU_LAUNCHED();
+    k_attn_merge<<<nq, hd >= 128 ? 128 : 64, 0, c->stream>>>(out, (const float *)c->part, hd, (int)n_part);
+    KCU_LAUNCHED();
+    return KERN_OK;
+}
+
 extern "C" int kern_cuda_attention_paged(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
                                          const void *v_pool, const kern_kv_layout *block, int n_pool,
                                          const kern_paged_seq *seqs, int n_seqs, int n_head, int window, float scale)
 {
     if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_attention_paged: not a CUDA context");
-    kern_cuda *c = kcu(ctx);
     const int hd = block->head_dim, bt = block->capacity;
     if (hd > ATT_MAX_D)
         return kern_fail(ctx, KERN_ENOTSUP, "kern_attention_paged: CUDA backend supports head_dim <= %d, got %d",
@@ -340,26 +382,29 @@ extern "C" int kern_cuda_attention_paged(kern_ctx *ctx, float *out, const float 
     int rc = kcu_stage(ctx, h, n_int * sizeof *h, &dev);
     free(h);
     if (rc) return rc;
-    const int32_t *meta = (const int32_t *)dev, *tables = meta + 3 * (size_t)rows;
-    int nq = rows * n_head, group = n_head / block->n_head_kv;
-    int want = (2 * c->n_sm + nq - 1) / nq;
-    int chunk = (span + want - 1) / want;
-    if (chunk < 64) chunk = 64;
-    int n_split = (span + chunk - 1) / chunk;
-    size_t n_part = (size_t)n_split * ATT_WARPS;
-    rc = kcu_grow(ctx, &c->part, &c->part_bytes, (size_t)nq * n_part * (hd + 2) * sizeof(float));
-    if (rc) return rc;
-    dim3 grid(nq, n_split);
-    if (block->type == KERN_TYPE_F16)
-        k_attn_paged<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
-                                                                  block->n_head_kv, hd, bt, n_pool, meta, tables,
-                                                                  window, scale, chunk, n_split);
-    else
-        k_attn_paged<false><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
-                                                                   block->n_head_kv, hd, bt, n_pool, meta, tables,
-                                                                   window, scale, chunk, n_split);
-    KCU_LAUNCHED();
-    k_attn_merge<<<nq, hd >= 128 ? 128 : 64, 0, c->stream>>>(out, (const float *)c->part, hd, (int)n_part);
-    KCU_LAUNCHED();
-    return KERN_OK;
+    const int32_t *meta = (const int32_t *)dev;
+    return paged_launch(ctx, out, q, k_pool, v_pool, block, n_pool, meta, meta + 3 * (size_t)rows, n_tab, rows, span,
+                        n_head, window, scale);
+}
+
+extern "C" int kern_cuda_attention_paged_dev(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
+                                             const void *v_pool, const kern_kv_layout *block, int n_pool,
+                                             const int32_t *meta_dev, const int32_t *tables_dev, int max_blocks,
+                                             int n_rows, int n_head, int window, float scale)
+{
+    if (!ctx) return KERN_EINVAL;
+    if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_cuda_attention_paged_dev: not a CUDA context");
+    if (!out || !q || !k_pool || !v_pool || !meta_dev || !tables_dev || !block || kern_kv_bytes(block) == 0 ||
+        n_pool <= 0 || max_blocks <= 0 || n_rows <= 0 || n_head <= 0 || n_head % block->n_head_kv || window < 0 ||
+        (int64_t)max_blocks * block->capacity > INT32_MAX / 2)
+        return kern_fail(ctx, KERN_EINVAL, "kern_cuda_attention_paged_dev: bad arguments (NULL, layout, sizes, "
+                         "heads or window)");
+    if (block->head_dim > ATT_MAX_D)
+        return kern_fail(ctx, KERN_ENOTSUP, "kern_cuda_attention_paged_dev: CUDA backend supports head_dim <= %d, "
+                         "got %d", ATT_MAX_D, block->head_dim);
+    /* the grid depends on (n_rows, capacity, window) only, never on the positions */
+    int span = max_blocks * block->capacity;
+    if (window > 0 && window < span) span = window;
+    return paged_launch(ctx, out, q, k_pool, v_pool, block, n_pool, meta_dev, tables_dev, max_blocks, n_rows, span,
+                        n_head, window, scale);
 }

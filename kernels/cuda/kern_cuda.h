@@ -52,6 +52,21 @@ int kern_cuda_attention_paged(kern_ctx *ctx, float *out, const float *q, const v
                               const kern_paged_seq *seqs, int n_seqs, int n_head, int window,
                               float scale);
 
+/* kern_attention_paged for `n_rows` decode rows whose positions and block tables are
+ * already device memory, so the call can be captured in a CUDA graph and replayed with
+ * new values uploaded in place. meta_dev[3 * n_rows]: per row its position p (it sees
+ * keys lo .. p, lo = p - window + 1 clamped at 0, window 0 = all), the offset of its
+ * table in tables_dev, the blocks in its table (read at most max_blocks of them); a row
+ * with p = -1 sees nothing and its output row is left untouched. Key j of a row is slot
+ * j % block->capacity of block tables_dev[off + j / block->capacity] (ids clamped to
+ * [0, n_pool)). The launch grid depends only on n_rows, n_head, max_blocks and window,
+ * never on the values (the split is sized for max_blocks * capacity keys, or the
+ * window): one launch plus one merge for every row of the call. */
+int kern_cuda_attention_paged_dev(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
+                                  const void *v_pool, const kern_kv_layout *block, int n_pool,
+                                  const int32_t *meta_dev, const int32_t *tables_dev, int max_blocks,
+                                  int n_rows, int n_head, int window, float scale);
+
 /* ---- CUDA graphs ----
  * Between begin and end, operations on ctx are recorded, not run; end
  * instantiates them as *graph (replaces and frees a previous one). Host

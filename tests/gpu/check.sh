@@ -9,7 +9,10 @@
 #  3. synthetic models generated here with commons-mkmodel (the default model's
 #     shape, Gemma 3 270M, in Q5_0/Q8_0; Llama shapes in Q4_K/Q6_K and BF16) and
 #     whole-model logits GPU vs CPU (check_gpu_model; decode steps replay the CUDA
-#     graph of inference/model_gpu.c, and once op by op with COMMONS_CUDA_GRAPH=0),
+#     graph of inference/model_gpu.c, and once op by op with COMMONS_CUDA_GRAPH=0);
+#     the batched step of inference/batch.c against the CPU's (check_gpu_batch:
+#     sequences of different lengths, decode-only steps replayed from CUDA graphs for
+#     two batch sizes, graph logits equal to COMMONS_CUDA_GRAPH=0 logits bit for bit),
 #  4. commons-run --gpu: greedy text equal to the CPU's (BF16 model, prompt and
 #     decode on the fp32 matvec path of both backends),
 #  5. bench/infer-gpu: bench_step_gpu (a decode step eager vs CUDA graph; graph
@@ -84,9 +87,11 @@ gpu() {
     fi
 }
 finish() {
-    # a failed capture falls back to op by op, silently but for this line (model_gpu.c)
-    if [ "$DRY" = 0 ] && grep -q "CUDA graph capture of the decode step failed" "$LOG"; then
-        say "FAILED: the decode step could not be captured as a CUDA graph (see the log)"
+    # a failed capture falls back to op by op, silently but for this line (model_gpu.c:
+    # "... of the decode step failed", batch.c: "... of the batched decode step of N
+    # sequences failed")
+    if [ "$DRY" = 0 ] && grep -Eq "CUDA graph capture of the (batched )?decode step.* failed" "$LOG"; then
+        say "FAILED: a decode step could not be captured as a CUDA graph (see the log)"
         FAILED="$FAILED graph_capture"
     fi
     say "== summary: $(($(date +%s) - START)) s$( [ "$DRY" = 1 ] && echo ' (dry run: no GPU code ran)')"
@@ -110,7 +115,7 @@ say "root $ROOT, build $BUILD, work $WORK, $JOBS jobs, budget ${BUDGET_S}s$( [ "
 # ---- 1. build
 run configure 120 cmake -S "$ROOT" -B "$BUILD" -DCOMMONS_INFERENCE_ONLY=ON -DCMAKE_BUILD_TYPE=Release || finish
 grep -q "commons: CUDA found" "$WORK/.out" || { say "FAILED: configure did not find CUDA (nvcc)"; FAILED="$FAILED cuda"; finish; }
-run build 400 cmake --build "$BUILD" -j "$JOBS" --target check_gpu_ops check_gpu_model check_gpu_mkvocab \
+run build 400 cmake --build "$BUILD" -j "$JOBS" --target check_gpu_ops check_gpu_model check_gpu_batch check_gpu_mkvocab \
     bench_infer_gpu bench_step_gpu commons-mkmodel commons-run test_kernels_cuda_nodev \
     test_kernels_copy_gather test_kernels_cuda_dequant || finish
 B=$BUILD/kernels
@@ -157,6 +162,10 @@ gpu logits_llama_q4k 120 "$M" "$WORK/llama-q4k.gguf" --threads "$JOBS"
 gpu logits_llama_bf16 120 "$M" "$WORK/llama-bf16-tied.gguf" --threads "$JOBS" --kv f16
 # decode steps replay a CUDA graph (inference/model_gpu.c); once more op by op
 gpu logits_gemma_op_by_op 180 env COMMONS_CUDA_GRAPH=0 "$M" "$WORK/gemma270m-q5_0.gguf" --threads "$JOBS"
+# the batched step (commons-serve's engine): CUDA (graph replay and eager) vs the CPU;
+# on the Gemma shape one sequence outgrows the 512-position sliding window
+gpu batch_gemma 180 "$B/check_gpu_batch" "$WORK/gemma270m-q5_0.gguf" --threads "$JOBS"
+gpu batch_llama_bf16 120 "$B/check_gpu_batch" "$WORK/llama-bf16.gguf" --threads "$JOBS" --kv f16
 
 # ---- 4. commons-run --gpu: greedy text equal to the CPU's. The prompt is 5 tokens
 # with BOS (the matvec path, n <= 8, on both: fp32 products, agreement ~1e-6), so a
@@ -201,7 +210,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
         echo
         echo "## infer-gpu $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ "$DRY" = 1 ] && echo ', DRY RUN on the CPU backend (no GPU): not GPU numbers')"
         echo
-        echo "tests/gpu/check.sh; synthetic models with random weights made on the machine by commons-mkmodel; batch 32 = 32 sequences on the paged KV cache (inference/batch.c), one token each per step, all logits downloaded. Floor = weight bytes / measured copy bandwidth (read + write). Issue 6 targets: batch 1 BF16 within 1.5x of the floor; batch 32 >= 20,000 tok/s. llama.cpp on an H200 (issue 6): 1.33 ms/token BF16 batch 1, 12,005 tok/s BF16 batch 32."
+        echo "tests/gpu/check.sh; synthetic models with random weights made on the machine by commons-mkmodel; batch 32 = 32 sequences on the paged KV cache (inference/batch.c), one token each per step replayed as a CUDA graph (op by op: COMMONS_CUDA_GRAPH=0), all logits downloaded. Floor = weight bytes / measured copy bandwidth (read + write). Issue 6 targets: batch 1 BF16 within 1.5x of the floor; batch 32 >= 20,000 tok/s. llama.cpp on an H200 (issue 6): 1.33 ms/token BF16 batch 1, 12,005 tok/s BF16 batch 32."
         echo
         cat "$WORK/bench.md"
         if [ -s "$WORK/step.md" ]; then

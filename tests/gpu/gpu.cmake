@@ -10,6 +10,9 @@ target_link_libraries(check_gpu_ops PRIVATE commons_kernels m)
 add_executable(check_gpu_model ${CMAKE_CURRENT_LIST_DIR}/check_model.c)
 target_link_libraries(check_gpu_model PRIVATE commons_infer m)
 
+add_executable(check_gpu_batch ${CMAKE_CURRENT_LIST_DIR}/check_batch.c)
+target_link_libraries(check_gpu_batch PRIVATE commons_batch m)
+
 add_executable(check_gpu_mkvocab ${CMAKE_CURRENT_LIST_DIR}/mkvocab.c)
 target_link_libraries(check_gpu_mkvocab PRIVATE commons_format)
 
