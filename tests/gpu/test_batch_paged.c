@@ -112,6 +112,12 @@ static void check_model(const char *path, kern_ctx *kc)
     static const int plan[][NSEQ] = {{9, 3, 0}, {1, 6, 5}, {1, 1, 13}, {1, 1, 1}, {1, 0, 1}, {1, 1, 1},
                                      {2, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}};
     for (size_t s = 0; ok && s < sizeof plan / sizeof *plan; s++) ok = !step(r, plan[s], (int)s);
+    for (int k = 0; k < 2 && ok; k++) { /* CUDA graphs are for CUDA contexts only */
+        infer_batch_stats st;
+        infer_batch_get_stats(r->sd[k].b, &st);
+        CHECK(!st.replayed && !st.eager && !st.captured, "%s: a CPU batch counted CUDA decode steps (%ld/%ld/%ld)",
+              path, st.replayed, st.eager, st.captured);
+    }
     printf("%s %s: %s, window %d, %d steps, worst relative difference %.3g\n", ok ? "ok  " : "FAIL", path,
            hp->arch_name, hp->sliding_window, (int)(sizeof plan / sizeof *plan), r->worst);
     for (int k = 0; k < 2; k++) {
