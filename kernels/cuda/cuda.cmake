@@ -9,6 +9,7 @@ set(COMMONS_CUDA_ARCHITECTURES "90-real;90-virtual" CACHE STRING
 add_library(commons_kernels_cuda OBJECT
   ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_matmul.cu
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_mmq.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_ops.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_attention.cu
   ${CMAKE_CURRENT_LIST_DIR}/cuda_sample.cu
@@ -46,6 +47,19 @@ set_target_properties(test_kernels_cuda_dequant PROPERTIES CUDA_ARCHITECTURES "$
 target_include_directories(test_kernels_cuda_dequant PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(test_kernels_cuda_dequant PRIVATE commons_kernels m)
 add_test(NAME kernels_cuda_dequant_host COMMAND test_kernels_cuda_dequant)
+
+# Runs on the host, no GPU: cuda_mmq.cu's blocks emulated thread by thread.
+add_executable(test_kernels_cuda_mmq ${CMAKE_CURRENT_LIST_DIR}/test_cuda_mmq_host.cu)
+set_property(TARGET test_kernels_cuda_mmq PROPERTY COMPILE_OPTIONS "")
+# (the block's phases store through uint4 pointers into byte and bf16 buffers, as
+# the device does: on the host that needs gcc's aliasing assumptions off)
+target_compile_options(test_kernels_cuda_mmq PRIVATE -Xcompiler=-Wall,-Wextra,-Wno-unknown-pragmas,-fno-strict-aliasing
+  --expt-relaxed-constexpr)
+set_target_properties(test_kernels_cuda_mmq PROPERTIES CUDA_ARCHITECTURES "${COMMONS_CUDA_ARCHITECTURES}"
+  CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+target_include_directories(test_kernels_cuda_mmq PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(test_kernels_cuda_mmq PRIVATE commons_kernels m)
+add_test(NAME kernels_cuda_mmq_host COMMAND test_kernels_cuda_mmq)
 
 # GPU check programs and bench/infer-gpu (built, never run by ctest)
 include(${PROJECT_SOURCE_DIR}/tests/gpu/gpu.cmake)

@@ -7,6 +7,10 @@
  * fp32 accumulation, one warp reduction per output. Memory-bound: 8 rows
  * per 256-thread block, lanes of a warp read consecutive chunks.
  *
+ * Batched decode (KCU_MATVEC_MAX_N < n <= KCU_MMQ_MAX_N) with quantized
+ * weights at their natural alignment: cuda_mmq.cu (each weight block
+ * dequantized once per call into shared memory, tensor cores).
+ *
  * Prompts (larger n), unaligned operands, float rows not a multiple of 32:
  * cuBLAS. 16-byte aligned F32 weights: SGEMM (fp32). Aligned BF16 weights:
  * x is rounded to bf16 and cublasGemmEx runs bf16 x bf16 -> fp32. Others: the weights
@@ -17,7 +21,7 @@
  * GPU check (tests/gpu) asserts. */
 #include <cuda_bf16.h>
 
-#include "cuda_quant.cuh"
+#include "cuda_mmq.cuh"
 
 #define KCU_MATVEC_MAX_N 8
 #define KCU_MATVEC_WARPS 8
@@ -121,6 +125,20 @@ static int launch_matvec(kern_ctx *ctx, const float *x, int n, int k, const kern
     return KERN_OK;
 }
 
+/* x in bf16 (c->xs), converted once per call and shared by every weight of it */
+static int x_to_bf16(kern_ctx *ctx, const float *x, int n, int k, bool *x_bf16_done)
+{
+    if (*x_bf16_done) return KERN_OK;
+    kern_cuda *c = kcu(ctx);
+    size_t nx = (size_t)n * k;
+    int rc = kcu_grow(ctx, &c->xs, &c->xs_bytes, nx * sizeof(__nv_bfloat16));
+    if (rc) return rc;
+    k_f32_to_bf16<<<grid_for(nx, 256), 256, 0, c->stream>>>(x, (__nv_bfloat16 *)c->xs, nx);
+    KCU_LAUNCHED();
+    *x_bf16_done = true;
+    return KERN_OK;
+}
+
 static int launch_gemm(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op *op, bool *x_bf16_done)
 {
     kern_cuda *c = kcu(ctx);
@@ -134,14 +152,8 @@ static int launch_gemm(kern_ctx *ctx, const float *x, int n, int k, const kern_m
                          op->y, op->m);
         return bs == CUBLAS_STATUS_SUCCESS ? KERN_OK : blas_fail(ctx, bs, "SGEMM");
     }
-    if (!*x_bf16_done) { /* x in bf16, shared by every weight of the call */
-        size_t nx = (size_t)n * k;
-        int rc = kcu_grow(ctx, &c->xs, &c->xs_bytes, nx * sizeof(__nv_bfloat16));
-        if (rc) return rc;
-        k_f32_to_bf16<<<grid_for(nx, 256), 256, 0, c->stream>>>(x, (__nv_bfloat16 *)c->xs, nx);
-        KCU_LAUNCHED();
-        *x_bf16_done = true;
-    }
+    int rc0 = x_to_bf16(ctx, x, n, k, x_bf16_done);
+    if (rc0) return rc0;
     if (op->wt == KERN_TYPE_BF16 && w16) {
         bs = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, op->m, n, k, &one, op->w, CUDA_R_16BF, k, c->xs,
                           CUDA_R_16BF, k, &zero, op->y, CUDA_R_32F, op->m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
@@ -182,7 +194,12 @@ int kcu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op
     bool vec_ok = n <= KCU_MATVEC_MAX_N && k % 32 == 0 && (uintptr_t)x % 16 == 0;
     bool x_bf16 = false;
     for (int o = 0; o < n_ops; o++) {
-        int rc = vec_ok ? launch_matvec(ctx, x, n, k, &ops[o]) : launch_gemm(ctx, x, n, k, &ops[o], &x_bf16);
+        int rc;
+        if (vec_ok) rc = launch_matvec(ctx, x, n, k, &ops[o]);
+        else if (kcu_mmq_takes(ops[o].wt, n, k, ops[o].w)) {
+            rc = x_to_bf16(ctx, x, n, k, &x_bf16);
+            if (!rc) rc = kcu_mmq(ctx, (const __nv_bfloat16 *)kcu(ctx)->xs, n, k, &ops[o]);
+        } else rc = launch_gemm(ctx, x, n, k, &ops[o], &x_bf16);
         if (rc) return rc;
     }
     return KERN_OK;

@@ -1,7 +1,8 @@
 /* check_ops.c: every CUDA kernel against the CPU backend (the reference) on
- * fresh random inputs. Usage: check_ops [--seed N] [--threads N]. Prints one
- * line per case and exits 0 only if all pass; exits 2 when there is no CUDA
- * device. Bounds are relative to the largest reference value of the output:
+ * fresh random inputs. Usage: check_ops [--seed N] [--threads N] [--no-bench].
+ * Prints one line per case and exits 0 only if all pass; exits 2 when there
+ * is no CUDA device. At the end (unless --no-bench) a few seconds of timing
+ * lines for the quantized matmul at batch 32 (printed, never asserted). Bounds are relative to the largest reference value of the output:
  * float weights on the warp matvec path agree to ~1e-6; the CPU quantizes
  * activations to 8 bits for quantized weights and cuBLAS prompt products
  * round x (and dequantized weights) to bf16, hence 3e-2 there. */
@@ -35,13 +36,135 @@ static void check_matmul(chk *c, int t, int n, int m, int k, int wofs, int xofs)
     chk_poison(c, yd, (size_t)n * m);
     int rcg = kern_matmul(c->gpu, yd, xd + xofs, wd + wofs, t, n, m, k);
     char name[96];
-    snprintf(name, sizeof name, "matmul %s n=%d m=%d k=%d%s%s", kern_type_name(t), n, m, k,
-             wofs ? " w+1B" : "", xofs ? " x+4B" : "");
+    char wo[16] = "";
+    if (wofs) snprintf(wo, sizeof wo, " w+%dB", wofs);
+    snprintf(name, sizeof name, "matmul %s n=%d m=%d k=%d%s%s", kern_type_name(t), n, m, k, wo, xofs ? " x+4B" : "");
     int vec = n <= 8 && !xofs && k % 32 == 0;
     double bound = is_float(t) ? (vec || (t == KERN_TYPE_F32 && !wofs) ? 1e-4 : 2e-2) : 3e-2;
     chk_cmp(c, name, yd, yc, (size_t)n * m, bound, rcg, rcc);
     kern_free(c->gpu, wd), kern_free(c->gpu, xd), kern_free(c->gpu, yd);
     free(wf), free(x), free(yc), free(wq);
+}
+
+/* The quantized matmul for 8 < n <= 64 (kernels/cuda/cuda_mmq.cu): against
+ * the CPU (x quantized to 8 bits there: the 3e-2 bound of the other quantized
+ * paths), then against the dequantize + cuBLAS path it replaces
+ * (COMMONS_CUDA_MMQ=0): both multiply the same bf16 weights and activations
+ * with fp32 sums, so only the summation order differs (bound 5e-4). wofs:
+ * weight bytes past an aligned address (2: Q4_0/Q5_0/Q8_0/Q6_K blocks stay
+ * on this path with the first granule partly outside the matrix). */
+static void check_mmq(chk *c, int t, int n, int m, int k, int wofs)
+{
+    size_t rb = kern_row_bytes(t, k), wbytes = rb * m, ny = (size_t)n * m;
+    float *wf = malloc((size_t)m * k * sizeof *wf), *x = malloc((size_t)n * k * sizeof *x);
+    float *yc = malloc(ny * sizeof *yc), *yb = malloc(ny * sizeof *yb);
+    uint8_t *wq = malloc(wbytes);
+    chk_fill(c, wf, (size_t)m * k, 1.0f);
+    chk_fill(c, x, (size_t)n * k, 2.0f);
+    if (kern_quantize(t, wq, wf, m, k, NULL, 0)) fprintf(stderr, "quantize failed\n"), exit(1);
+    int rcc = kern_matmul(c->cpu, yc, x, wq, t, n, m, k);
+    uint8_t *wd = chk_dev(c, NULL, wbytes + 16);
+    if (kern_upload(c->gpu, wd + wofs, wq, wbytes)) fprintf(stderr, "upload\n"), exit(1);
+    float *xd = chk_dev(c, x, (size_t)n * k * sizeof *x), *yd = chk_dev(c, NULL, ny * sizeof *yc);
+    chk_poison(c, yd, ny);
+    int rcg = kern_matmul(c->gpu, yd, xd, wd + wofs, t, n, m, k);
+    char name[128], wo[16] = "";
+    if (wofs) snprintf(wo, sizeof wo, " w+%dB", wofs);
+    snprintf(name, sizeof name, "mmq %s n=%d m=%d k=%d%s vs CPU", kern_type_name(t), n, m, k, wo);
+    chk_cmp(c, name, yd, yc, ny, 3e-2, rcg, rcc);
+    /* the old path into a second poisoned buffer, downloaded as the reference */
+    float *yd2 = chk_dev(c, NULL, ny * sizeof *yc);
+    chk_poison(c, yd2, ny);
+    setenv("COMMONS_CUDA_MMQ", "0", 1);
+    int rcb = kern_matmul(c->gpu, yd2, xd, wd + wofs, t, n, m, k);
+    unsetenv("COMMONS_CUDA_MMQ");
+    if (!rcb) rcb = kern_download(c->gpu, yb, yd2, ny * sizeof *yb);
+    snprintf(name, sizeof name, "mmq %s n=%d m=%d k=%d%s vs dequant+cuBLAS", kern_type_name(t), n, m, k, wo);
+    chk_cmp(c, name, yd, yb, ny, 5e-4, rcg, rcb);
+    kern_free(c->gpu, wd), kern_free(c->gpu, xd), kern_free(c->gpu, yd), kern_free(c->gpu, yd2);
+    free(wf), free(x), free(yc), free(yb), free(wq);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ms per kern_matmul call (median of 5 runs of `reps` calls), or -1 on error */
+static double time_matmul(chk *c, float *yd, const float *xd, const void *wd, int t, int n, int m, int k, int reps)
+{
+    double best[5];
+    for (int r = 0; r < 5; r++) {
+        if (kern_matmul(c->gpu, yd, xd, wd, t, n, m, k) || kern_sync(c->gpu)) return -1;
+        double t0 = now_s();
+        for (int i = 0; i < reps; i++)
+            if (kern_matmul(c->gpu, yd, xd, wd, t, n, m, k)) return -1;
+        if (kern_sync(c->gpu)) return -1;
+        best[r] = (now_s() - t0) * 1e3 / reps;
+    }
+    for (int i = 0; i < 5; i++) /* sort for the median */
+        for (int j = i + 1; j < 5; j++)
+            if (best[j] < best[i]) { double v = best[i]; best[i] = best[j]; best[j] = v; }
+    return best[2];
+}
+
+/* Timing, not a check (never fails the run): the quantized matmul at n = 32 against the
+ * dequantize + cuBLAS path and against the floor (weight bytes / measured
+ * device-to-device copy bandwidth, read + write), for the TinyLlama-1.1B Q8_0
+ * shapes of bench/infer-gpu and a few of the default model's. */
+static void bench_mmq(chk *c)
+{
+    const size_t cb = (size_t)256 << 20;
+    void *a = kern_alloc(c->gpu, cb), *b = kern_alloc(c->gpu, cb);
+    double bw = 0;
+    if (a && b && !kern_cuda_copy(c->gpu, b, a, cb) && !kern_sync(c->gpu)) {
+        double t0 = now_s();
+        for (int i = 0; i < 10; i++) kern_cuda_copy(c->gpu, b, a, cb);
+        if (!kern_sync(c->gpu)) bw = 2.0 * cb * 10 / (now_s() - t0);
+    }
+    kern_free(c->gpu, a), kern_free(c->gpu, b);
+    printf("timing (not a check): device-to-device copy %.0f GB/s (read + write)\n", bw / 1e9);
+    /* per_step: how many times a TinyLlama step (22 layers and the output) multiplies by it */
+    static const struct { int t, m, k, per_step; const char *what; } sh[] = {
+        {KERN_TYPE_Q8_0, 2048, 2048, 44, "TinyLlama q, o"},    {KERN_TYPE_Q8_0, 256, 2048, 44, "TinyLlama k, v"},
+        {KERN_TYPE_Q8_0, 5632, 2048, 44, "TinyLlama gate, up"}, {KERN_TYPE_Q8_0, 2048, 5632, 22, "TinyLlama down"},
+        {KERN_TYPE_Q8_0, 32000, 2048, 1, "TinyLlama output"},   {KERN_TYPE_Q5_0, 2048, 640, 0, "Gemma 270M gate"},
+        {KERN_TYPE_Q4_K, 640, 2048, 0, "Gemma 270M down"},     {KERN_TYPE_Q6_K, 640, 2048, 0, "Gemma 270M down"},
+        {KERN_TYPE_Q8_0, 262144, 640, 0, "Gemma 270M output"},
+    };
+    const int n = 32, base_rows = 64;
+    double step_new = 0, step_old = 0, step_floor = 0;
+    for (size_t s = 0; s < sizeof sh / sizeof *sh; s++) {
+        int t = sh[s].t, m = sh[s].m, k = sh[s].k;
+        size_t rb = kern_row_bytes(t, k), wbytes = rb * m;
+        /* base_rows random rows, repeated: quantizing 262144 rows on the host would dominate */
+        float *wf = malloc((size_t)base_rows * k * sizeof *wf), *x = malloc((size_t)n * k * sizeof *x);
+        uint8_t *wq = malloc(wbytes);
+        chk_fill(c, wf, (size_t)base_rows * k, 1.0f);
+        chk_fill(c, x, (size_t)n * k, 1.0f);
+        kern_quantize(t, wq, wf, base_rows, k, NULL, 0);
+        for (int r = base_rows; r < m; r++) memcpy(wq + (size_t)r * rb, wq + (size_t)(r % base_rows) * rb, rb);
+        void *wd = chk_dev(c, wq, wbytes);
+        float *xd = chk_dev(c, x, (size_t)n * k * sizeof *x), *yd = chk_dev(c, NULL, (size_t)n * m * sizeof *x);
+        int reps = wbytes > ((size_t)64 << 20) ? 5 : 20;
+        double tn = time_matmul(c, yd, xd, wd, t, n, m, k, reps);
+        setenv("COMMONS_CUDA_MMQ", "0", 1);
+        double to = time_matmul(c, yd, xd, wd, t, n, m, k, reps);
+        unsetenv("COMMONS_CUDA_MMQ");
+        double fl = bw > 0 ? wbytes / bw * 1e3 : 0;
+        printf("timing (not a check): matmul %s n=%d m=%d k=%d (%s): %.4f ms new, %.4f ms dequant+cuBLAS, floor %.4f ms "
+               "(new %.2fx floor, %.2fx faster)\n",
+               kern_type_name(t), n, m, k, sh[s].what, tn, to, fl, fl > 0 ? tn / fl : 0, tn > 0 ? to / tn : 0);
+        step_new += sh[s].per_step * tn, step_old += sh[s].per_step * to, step_floor += sh[s].per_step * fl;
+        kern_free(c->gpu, wd), kern_free(c->gpu, xd), kern_free(c->gpu, yd);
+        free(wf), free(x), free(wq);
+    }
+    printf("timing (not a check): the matmuls of a TinyLlama-1.1B Q8_0 step at batch %d (22 layers + output): "
+           "%.3f ms new (%.0f tok/s if nothing else ran; llama.cpp's whole step: 8,168 tok/s on an H200), "
+           "%.3f ms dequant+cuBLAS, floor %.3f ms\n",
+           n, step_new, step_new > 0 ? n / (step_new * 1e-3) : 0, step_old, step_floor);
 }
 
 static void check_matmul_multi(chk *c, int n)
@@ -425,11 +548,12 @@ static void check_sampling(chk *c, int n, int vocab, int k)
 int main(int argc, char **argv)
 {
     uint64_t seed = (uint64_t)time(NULL);
-    int threads = 8;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else return fprintf(stderr, "usage: check_ops [--seed N] [--threads N]\n"), 2;
+    int threads = 8, bench = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-bench")) bench = 0;
+        else return fprintf(stderr, "usage: check_ops [--seed N] [--threads N] [--no-bench]\n"), 2;
     }
     chk c;
     chk_open(&c, seed, threads);
@@ -444,6 +568,26 @@ int main(int argc, char **argv)
         check_matmul(&c, t, 20, 50, k, 1, 0);
         check_get_rows(&c, t, k);
     }
+    /* the quantized matmul for 8 < n <= 64 (cuda_mmq.cu): m not a multiple of its
+     * 64-row tile, n on both sides of each dispatch bound and of the 16-row fragments */
+    for (int ti = 0; ti < NTYPES; ti++) {
+        int t = types[ti], k = kern_type_block_elems(t) == 256 ? 1024 : 576;
+        if (is_float(t)) continue;
+        static const int mn[] = {9, 16, 31, 32, 33, 64};
+        for (int i = 0; i < 6; i++) check_mmq(&c, t, mn[i], 300, k, 0);
+        check_matmul(&c, t, 8, 300, k, 0, 0);  /* matvec side of n = 9 */
+        check_matmul(&c, t, 65, 300, k, 0, 0); /* cuBLAS side of n = 64 */
+        check_matmul(&c, t, 32, 100, k, 1, 0); /* unaligned weights: cuBLAS path */
+        check_matmul(&c, t, 32, 100, k, 0, 1); /* x not 16-byte aligned: converted to bf16 first */
+        if (kern_type_block_elems(t) == 32 && (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q5_0 || t == KERN_TYPE_Q8_0))
+            check_mmq(&c, t, 32, 100, k, 2); /* 2-byte aligned blocks stay on the new path */
+    }
+    check_mmq(&c, KERN_TYPE_Q8_0, 32, 2048, 5632, 0); /* TinyLlama down: split-K, 22 stages */
+    check_mmq(&c, KERN_TYPE_Q8_0, 32, 256, 2048, 0);  /* TinyLlama k/v: one stage per split */
+    check_mmq(&c, KERN_TYPE_Q8_0, 32, 20000, 640, 0); /* many row blocks, no split, partial last stage */
+    check_mmq(&c, KERN_TYPE_Q5_0, 32, 1024, 640, 0);  /* Gemma 270M attn_q */
+    check_mmq(&c, KERN_TYPE_Q4_K, 48, 640, 2048, 0);  /* Gemma 270M ffn_down */
+    check_mmq(&c, KERN_TYPE_Q6_K, 17, 640, 2048, 0);
     check_matmul(&c, KERN_TYPE_F16, 1, 40, 100, 0, 0); /* float row not a multiple of 32 */
     check_matmul(&c, KERN_TYPE_BF16, 20, 40, 100, 0, 0);
     check_matmul(&c, KERN_TYPE_F32, 3, 40, 100, 0, 0);
@@ -483,6 +627,7 @@ int main(int argc, char **argv)
     check_sampling(&c, 3, 32000, 40);
     check_sampling(&c, 1, 262144, 1);
     check_sampling(&c, 2, 1000, 256);
+    if (bench) bench_mmq(&c);
     printf("%d of %d checks failed\n", c.fails, c.total);
     chk_close(&c);
     return c.fails ? 1 : 0;
