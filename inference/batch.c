@@ -265,7 +265,8 @@ static bool gpu_decode_ok(const infer_batch *b, const infer_batch_seq *seqs, int
 /* The decode step of b->step_n sequences described by b->desc / b->desc_dev (run
  * eagerly or captured: it reads nothing else that changes between steps). tok, pos
  * and slot are host arrays bound to their device twins; everything else is device
- * memory fixed for b's life. Logits rows 0..n-1 = sequences in step order. */
+ * memory fixed for b's life. K and V are stored in one launch, attention is one launch
+ * (plus a merge when it splits keys). Logits rows 0..n-1 = sequences in step order. */
 static int decode_layers(void *ud, char *err, size_t errlen)
 {
     infer_batch *b = ud;
@@ -282,8 +283,8 @@ static int decode_layers(void *ud, char *err, size_t errlen)
     for (int il = 0; il < hp->n_layer; il++) {
         if ((rc = infer_layer_qkv(m, kc, il, n, pos, b->x, b->h, b->q, b->k, b->v, err, errlen)))
             return rc;
-        INFER_K(il, kern_kv_store_paged(kc, kv->k[il], &kv->block, kv->n_blocks, slot, n, b->k));
-        INFER_K(il, kern_kv_store_paged(kc, kv->v[il], &kv->block, kv->n_blocks, slot, n, b->v));
+        INFER_K(il, kern_cuda_kv_store_paged_kv(kc, kv->k[il], kv->v[il], &kv->block, kv->n_blocks,
+                                                slot, n, b->k, b->v));
         INFER_K(il, kern_cuda_attention_paged_dev(kc, b->attn, b->q, kv->k[il], kv->v[il], &kv->block,
                                                   kv->n_blocks, meta_dev, tab_dev, b->desc_blocks, n,
                                                   hp->n_head, infer_layer_local(hp, il) ?

@@ -99,16 +99,45 @@ k_attn_split(float *__restrict__ part, const float *__restrict__ q, const void *
     attn_partial(part, qh, split, n_split, warp, lane, hd, o, m, l);
 }
 
+/* The merge of one query-head's n_part partials pp[s * (hd + 2) + ...] (o[hd], m, l)
+ * into out[hd]: out = sum_s e^(m_s-M) o_s / sum_s e^(m_s-M) l_s over the partials that
+ * saw a key (m_s > -inf). If none did (a paged row no sequence covers), out is left
+ * untouched. Called by every thread of a block; threads split the hd elements. */
+__device__ __forceinline__ void attn_merge_row(float *__restrict__ out, const float *pp, int hd, int n_part)
+{
+    float M = -INFINITY;
+    for (int s = 0; s < n_part; s++) M = fmaxf(M, pp[(size_t)s * (hd + 2) + hd]);
+    if (!(M > -INFINITY)) return;
+    float L = 0.0f;
+    for (int s = 0; s < n_part; s++) {
+        const float *p = pp + (size_t)s * (hd + 2);
+        if (p[hd] > -INFINITY) L += expf(p[hd] - M) * p[hd + 1];
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < n_part; s++) {
+            const float *p = pp + (size_t)s * (hd + 2);
+            if (p[hd] > -INFINITY) acc += expf(p[hd] - M) * p[d];
+        }
+        out[d] = acc / L;
+    }
+}
+
 /* Paged pools (kern_attention_paged): the split kernel with each query row's
  * position and block table read from meta (per row: position, offset of its
  * table in tables, blocks in it; at most max_nb are read whatever meta says);
  * key j of a row is slot j % bt of block tables[off + j / bt]. Chunks start at
  * the row's own first visible key; a chunk past the row's last key (short rows
  * under a grid sized for the longest possible one) writes an empty partial
- * (m = -inf, l = 0) and returns. */
-template <bool F16>
+ * (m = -inf, l = 0) and returns.
+ * DIRECT (only with n_split == 1: the whole row in this block): no partials and no
+ * merge launch; the 4 warps' partials meet in shared memory and the block merges
+ * them into out itself (the same arithmetic as k_attn_merge); a row without keys
+ * returns at once (out untouched). Every early return is block-uniform (b and e
+ * depend on the block only), so no thread skips the __syncthreads. */
+template <bool F16, bool DIRECT>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-k_attn_paged(float *__restrict__ part, const float *__restrict__ q, const void *__restrict__ kp,
+k_attn_paged(float *__restrict__ dst, const float *__restrict__ q, const void *__restrict__ kp,
              const void *__restrict__ vp, int n_head, int group, int hkv, int hd, int bt, int n_pool,
              const int32_t *__restrict__ meta, const int32_t *__restrict__ tables, int max_nb, int window,
              float scale, int chunk, int n_split)
@@ -126,7 +155,7 @@ k_attn_paged(float *__restrict__ part, const float *__restrict__ q, const void *
     for (int i = 0; i < ATT_DPL; i++) o[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     if (b > e) { /* no key in this chunk: the merge skips an empty partial */
-        attn_partial(part, qh, split, n_split, warp, lane, hd, o, m, l);
+        if (!DIRECT) attn_partial(dst, qh, split, n_split, warp, lane, hd, o, m, l);
         return;
     }
     const float *qr = q + (size_t)qh * hd;
@@ -140,29 +169,21 @@ k_attn_paged(float *__restrict__ part, const float *__restrict__ q, const void *
         id = id < 0 ? 0 : id >= n_pool ? n_pool - 1 : id; /* api.c checked; never fault the GPU */
         attn_key<F16>(qv, kp, vp, (((size_t)id * hkv + kvh) * bt + j % bt) * hd, hd, lane, scale, m, l, o);
     }
-    attn_partial(part, qh, split, n_split, warp, lane, hd, o, m, l);
+    if (!DIRECT) {
+        attn_partial(dst, qh, split, n_split, warp, lane, hd, o, m, l);
+        return;
+    }
+    /* the partials laid out as k_attn_merge reads them (split 0 of a 1-split grid) */
+    __shared__ float sh[ATT_WARPS * (ATT_MAX_D + 2)];
+    attn_partial(sh, 0, 0, 1, warp, lane, hd, o, m, l);
+    __syncthreads();
+    attn_merge_row(dst + (size_t)qh * hd, sh, hd, ATT_WARPS);
 }
 
 __global__ void k_attn_merge(float *__restrict__ out, const float *__restrict__ part, int hd, int n_part)
 {
     int qh = blockIdx.x;
-    const float *pp = part + (size_t)qh * n_part * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < n_part; s++) M = fmaxf(M, pp[(size_t)s * (hd + 2) + hd]);
-    if (!(M > -INFINITY)) return; /* saw no key: a paged row no sequence covers (out untouched) */
-    float L = 0.0f;
-    for (int s = 0; s < n_part; s++) {
-        const float *p = pp + (size_t)s * (hd + 2);
-        if (p[hd] > -INFINITY) L += expf(p[hd] - M) * p[hd + 1];
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < n_part; s++) {
-            const float *p = pp + (size_t)s * (hd + 2);
-            if (p[hd] > -INFINITY) acc += expf(p[hd] - M) * p[d];
-        }
-        out[(size_t)qh * hd + d] = acc / L;
-    }
+    attn_merge_row(out + (size_t)qh * hd, part + (size_t)qh * n_part * (hd + 2), hd, n_part);
 }
 
 /* Prompts: a block takes TQ consecutive queries of one head (each warp
@@ -310,33 +331,42 @@ int kcu_attention_d(kern_ctx *ctx, float *out, const float *q, const void *k, co
 }
 
 /* One paged attention launch + its merge over `rows` query rows whose meta and
- * tables are device memory. span: the most keys a row may see; it alone sizes the
+ * tables are device memory (one launch alone when the split count is 1: the kernel
+ * merges its warps itself). span: the most keys a row may see; it alone sizes the
  * split, so equal (rows, span) give equal grids (what a CUDA graph needs). */
 static int paged_launch(kern_ctx *ctx, float *out, const float *q, const void *k_pool, const void *v_pool,
                         const kern_kv_layout *block, int n_pool, const int32_t *meta, const int32_t *tables,
                         int max_nb, int rows, int span, int n_head, int window, float scale)
 {
     kern_cuda *c = kcu(ctx);
-    const int hd = block->head_dim, bt = block->capacity;
-    int nq = rows * n_head, group = n_head / block->n_head_kv;
+    const int hd = block->head_dim, bt = block->capacity, hkv = block->n_head_kv;
+    const bool f16 = block->type == KERN_TYPE_F16;
+    int nq = rows * n_head, group = n_head / hkv;
     /* enough blocks to fill the GPU twice, chunks of 64 .. any keys, gridDim.y <= 65535 */
     int want = (2 * c->n_sm + nq - 1) / nq;
     int chunk = (span + want - 1) / want;
     if (chunk < 64) chunk = 64;
     if (chunk < (span + 65534) / 65535) chunk = (span + 65534) / 65535;
     int n_split = (span + chunk - 1) / chunk;
+    if (n_split == 1) {
+#define PAGED(F) k_attn_paged<F, true><<<nq, ATT_WARPS * 32, 0, c->stream>>>(out, q, k_pool, v_pool, n_head, group, \
+                                       hkv, hd, bt, n_pool, meta, tables, max_nb, window, scale, chunk, 1)
+        if (f16) PAGED(true);
+        else PAGED(false);
+#undef PAGED
+        KCU_LAUNCHED();
+        return KERN_OK;
+    }
     size_t n_part = (size_t)n_split * ATT_WARPS;
     int rc = kcu_grow(ctx, &c->part, &c->part_bytes, (size_t)nq * n_part * (hd + 2) * sizeof(float));
     if (rc) return rc;
     dim3 grid(nq, n_split);
-    if (block->type == KERN_TYPE_F16)
-        k_attn_paged<true><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
-                                                                  block->n_head_kv, hd, bt, n_pool, meta, tables,
-                                                                  max_nb, window, scale, chunk, n_split);
-    else
-        k_attn_paged<false><<<grid, ATT_WARPS * 32, 0, c->stream>>>((float *)c->part, q, k_pool, v_pool, n_head, group,
-                                                                   block->n_head_kv, hd, bt, n_pool, meta, tables,
-                                                                   max_nb, window, scale, chunk, n_split);
+    float *part = (float *)c->part;
+#define PAGED(F) k_attn_paged<F, false><<<grid, ATT_WARPS * 32, 0, c->stream>>>(part, q, k_pool, v_pool, n_head, \
+                                        group, hkv, hd, bt, n_pool, meta, tables, max_nb, window, scale, chunk, n_split)
+    if (f16) PAGED(true);
+    else PAGED(false);
+#undef PAGED
     KCU_LAUNCHED();
     k_attn_merge<<<nq, hd >= 128 ? 128 : 64, 0, c->stream>>>(out, (const float *)c->part, hd, (int)n_part);
     KCU_LAUNCHED();

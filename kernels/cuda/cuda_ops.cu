@@ -286,10 +286,13 @@ extern "C" int kern_cuda_kv_gather(kern_ctx *ctx, void *dst, const kern_kv_layou
     return KERN_OK;
 }
 
-/* ---- paged KV store: row i of src[n][n_head_kv][hd] -> slot slots[i] of the pool ---- */
+/* ---- paged KV store: row i of src[n][n_head_kv][hd] -> slot slots[i] of the pool;
+ * with vpool, row i of vsrc to the same slot of vpool in the same pass (K and V of a
+ * step in one launch) ---- */
 template <bool F16>
-__global__ void k_kv_store_paged(void *pool, int n_head_kv, int bt, int hd, int n_pool,
-                                 const int32_t *__restrict__ slots, int n, const float *__restrict__ src)
+__global__ void k_kv_store_paged(void *pool, void *vpool, int n_head_kv, int bt, int hd, int n_pool,
+                                 const int32_t *__restrict__ slots, int n, const float *__restrict__ src,
+                                 const float *__restrict__ vsrc)
 {
     size_t total = (size_t)n * n_head_kv * hd;
     long long n_slots = (long long)n_pool * bt;
@@ -302,25 +305,51 @@ __global__ void k_kv_store_paged(void *pool, int n_head_kv, int bt, int hd, int 
         size_t o = (((size_t)(slot / bt) * n_head_kv + h) * bt + slot % bt) * hd + d;
         if (F16) ((uint16_t *)pool)[o] = kcu_f2h(src[e]);
         else ((float *)pool)[o] = src[e];
+        if (!vpool) continue;
+        if (F16) ((uint16_t *)vpool)[o] = kcu_f2h(vsrc[e]);
+        else ((float *)vpool)[o] = vsrc[e];
     }
+}
+
+static int store_paged(kern_ctx *ctx, void *pool, void *vpool, const kern_kv_layout *block, int n_pool,
+                       const int32_t *slots, int n, const float *src, const float *vsrc)
+{
+    const void *sd;
+    int rc = kcu_stage(ctx, slots, (size_t)n * sizeof *slots, &sd); /* or its bound device copy */
+    if (rc) return rc;
+    size_t total = (size_t)n * block->n_head_kv * block->head_dim;
+    cudaStream_t s = kcu(ctx)->stream;
+    const int32_t *sl = (const int32_t *)sd;
+    if (block->type == KERN_TYPE_F16)
+        k_kv_store_paged<true><<<ew_grid(total), EW_THREADS, 0, s>>>(pool, vpool, block->n_head_kv, block->capacity,
+                                                                     block->head_dim, n_pool, sl, n, src, vsrc);
+    else
+        k_kv_store_paged<false><<<ew_grid(total), EW_THREADS, 0, s>>>(pool, vpool, block->n_head_kv, block->capacity,
+                                                                      block->head_dim, n_pool, sl, n, src, vsrc);
+    KCU_LAUNCHED();
+    return KERN_OK;
 }
 
 extern "C" int kern_cuda_kv_store_paged(kern_ctx *ctx, void *pool, const kern_kv_layout *block, int n_pool,
                                         const int32_t *slots, int n, const float *src)
 {
     if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_kv_store_paged: not a CUDA context");
-    const void *sd;
-    int rc = kcu_stage(ctx, slots, (size_t)n * sizeof *slots, &sd);
-    if (rc) return rc;
-    size_t total = (size_t)n * block->n_head_kv * block->head_dim;
-    cudaStream_t s = kcu(ctx)->stream;
-    const int32_t *sl = (const int32_t *)sd;
-    if (block->type == KERN_TYPE_F16)
-        k_kv_store_paged<true><<<ew_grid(total), EW_THREADS, 0, s>>>(pool, block->n_head_kv, block->capacity,
-                                                                     block->head_dim, n_pool, sl, n, src);
-    else
-        k_kv_store_paged<false><<<ew_grid(total), EW_THREADS, 0, s>>>(pool, block->n_head_kv, block->capacity,
-                                                                      block->head_dim, n_pool, sl, n, src);
-    KCU_LAUNCHED();
-    return KERN_OK;
+    return store_paged(ctx, pool, NULL, block, n_pool, slots, n, src, NULL);
+}
+
+extern "C" int kern_cuda_kv_store_paged_kv(kern_ctx *ctx, void *k_pool, void *v_pool, const kern_kv_layout *block,
+                                           int n_pool, const int32_t *slots, int n, const float *k_src,
+                                           const float *v_src)
+{
+    if (!ctx) return KERN_EINVAL;
+    if (!kern_cuda_is(ctx)) return kern_fail(ctx, KERN_EINVAL, "kern_cuda_kv_store_paged_kv: not a CUDA context");
+    if (!k_pool || !v_pool || !slots || !k_src || !v_src || !block || kern_kv_bytes(block) == 0 || n_pool <= 0 ||
+        n <= 0)
+        return kern_fail(ctx, KERN_EINVAL, "kern_cuda_kv_store_paged_kv: bad arguments (NULL, layout or sizes)");
+    const long long n_slots = (long long)n_pool * block->capacity;
+    for (int i = 0; i < n; i++) /* the host values: current, also for a bound array */
+        if (slots[i] < 0 || slots[i] >= n_slots)
+            return kern_fail(ctx, KERN_EINVAL, "kern_cuda_kv_store_paged_kv: slot %d (row %d) is outside the pool's "
+                             "%lld", slots[i], i, n_slots);
+    return store_paged(ctx, k_pool, v_pool, block, n_pool, slots, n, k_src, v_src);
 }

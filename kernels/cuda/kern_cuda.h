@@ -51,6 +51,12 @@ int kern_cuda_attention_paged(kern_ctx *ctx, float *out, const float *q, const v
                               const void *v_pool, const kern_kv_layout *block, int n_pool,
                               const kern_paged_seq *seqs, int n_seqs, int n_head, int window,
                               float scale);
+/* Two kern_kv_store_paged in one launch: row i of k_src and of v_src ([n][n_head_kv]
+ * [head_dim]) to slot slots[i] of k_pool and of v_pool (same layout). slots is a host
+ * array (checked against the pool here; staged, or read from its bound device copy). */
+int kern_cuda_kv_store_paged_kv(kern_ctx *ctx, void *k_pool, void *v_pool, const kern_kv_layout *block,
+                                int n_pool, const int32_t *slots, int n, const float *k_src,
+                                const float *v_src);
 
 /* kern_attention_paged for `n_rows` decode rows whose positions and block tables are
  * already device memory, so the call can be captured in a CUDA graph and replayed with

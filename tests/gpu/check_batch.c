@@ -13,10 +13,12 @@
  * (n = 10: the cuBLAS path of the matmuls), of 3 of them (n = 3: the matvec path), and
  * of all again (the first graph replayed at new positions). Each sequence's next
  * token is the CPU's greedy pick, fed to all sides.
- * First, at kernel level, kern_cuda_attention_paged_dev (what the decode step attends
- * with) against the CPU's kern_attention_paged: rows at positions on both sides of
- * block boundaries, one row with position -1 (must stay untouched), table entries past
- * a row's blocks set to invalid ids (must never be read), with and without a window.
+ * First, at kernel level, kern_cuda_kv_store_paged_kv + kern_cuda_attention_paged_dev
+ * (what the decode step stores and attends with) against the CPU's kern_kv_store_paged
+ * + kern_attention_paged: rows at positions on both sides of block boundaries, one row
+ * with position -1 (must stay untouched), table entries past a row's blocks set to
+ * invalid ids (must never be read), with and without a window, few heads (keys split,
+ * merged by a second kernel) and many (one block per query-head, merged in place).
  * Then the model:
  * Checked: every logits row of graph within --bound of the CPU (rel.err = max|g - c| /
  * max|c| over the row); graph and eager logits equal bit for bit; the host buffers
@@ -132,14 +134,15 @@ static int step(plan *pl, side *sd, const int *n, const char *what)
 /* kern_cuda_attention_paged_dev vs kern_attention_paged (CPU) on rows of positions
  * pos[] (-1: no sequence) over random pools of n_pool blocks; tables of MB entries per
  * row, those past a row's blocks invalid. */
-static void check_paged_dev(chk *c, int kvt, int hd, int window)
+static void check_paged_dev(chk *c, int kvt, int hd, int window, int NH)
 {
-    enum { R = 6, MB = 24, BTK = 16, NPOOL = 48, NH = 8, HKV = 2 };
+    enum { R = 6, MB = 24, BTK = 16, NPOOL = 48, HKV = 2 };
     static const int pos[R] = {0, 15, -1, 16, 200, 383};
     kern_kv_layout blk = {kvt, HKV, hd, BTK};
     size_t pb = kern_kv_bytes(&blk) * NPOOL, KVR = (size_t)HKV * hd, QR = (size_t)NH * hd;
     int n_slots = NPOOL * BTK, rcc = 0, rcg = 0;
-    /* pools: every slot of K and V from random rows, through kv_store_paged on both sides */
+    /* pools: every slot of K and V from random rows, through kv_store_paged on the CPU
+     * and the one-launch K+V store (what the decode step uses) on the GPU */
     float *kv = malloc((size_t)n_slots * KVR * 4), *vv = malloc((size_t)n_slots * KVR * 4);
     int32_t *slots = malloc((size_t)n_slots * 4);
     chk_fill(c, kv, (size_t)n_slots * KVR, 1.0f), chk_fill(c, vv, (size_t)n_slots * KVR, 1.0f);
@@ -149,8 +152,7 @@ static void check_paged_dev(chk *c, int kvt, int hd, int window)
     float *kd = chk_dev(c, kv, (size_t)n_slots * KVR * 4), *vd = chk_dev(c, vv, (size_t)n_slots * KVR * 4);
     rcc |= kern_kv_store_paged(c->cpu, kp, &blk, NPOOL, slots, n_slots, kv) |
            kern_kv_store_paged(c->cpu, vp, &blk, NPOOL, slots, n_slots, vv);
-    rcg |= kern_kv_store_paged(c->gpu, kpd, &blk, NPOOL, slots, n_slots, kd) |
-           kern_kv_store_paged(c->gpu, vpd, &blk, NPOOL, slots, n_slots, vd);
+    rcg |= kern_cuda_kv_store_paged_kv(c->gpu, kpd, vpd, &blk, NPOOL, slots, n_slots, kd, vd);
     /* the descriptor: meta (position, table offset, blocks) and tables, as batch.c writes them */
     int32_t meta[3 * R], tabs[R * MB];
     kern_paged_seq sq[R];
@@ -173,16 +175,16 @@ static void check_paged_dev(chk *c, int kvt, int hd, int window)
     char name[128];
     for (int r = 0; r < R; r++) {
         if (pos[r] < 0) continue;
-        snprintf(name, sizeof name, "attention_paged_dev %s hd=%d win=%d row at %d", kern_type_name(kvt), hd, window,
-                 pos[r]);
+        snprintf(name, sizeof name, "attention_paged_dev %s h=%d hd=%d win=%d row at %d", kern_type_name(kvt), NH, hd,
+                 window, pos[r]);
         chk_cmp(c, name, od + (size_t)r * QR, oc + (size_t)r * QR, QR, 1e-4, rcg, rcc);
     }
     /* the row without a sequence keeps its poison */
     int bad = rcg || kern_download(c->gpu, og, od, (size_t)R * QR * 4);
     for (size_t i = 0; !bad && i < QR; i++) bad = !isnan(og[2 * QR + i]);
     c->total++, c->fails += bad;
-    printf("%s attention_paged_dev %s hd=%d win=%d: a row at position -1 left untouched\n", bad ? "FAIL" : "ok  ",
-           kern_type_name(kvt), hd, window);
+    printf("%s attention_paged_dev %s h=%d hd=%d win=%d: a row at position -1 left untouched\n",
+           bad ? "FAIL" : "ok  ", kern_type_name(kvt), NH, hd, window);
     kern_free(c->cpu, kp), kern_free(c->cpu, vp);
     void *dev[] = {kpd, vpd, kd, vd, metad, tabd, qd, od};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) kern_free(c->gpu, dev[i]);
@@ -242,8 +244,12 @@ int main(int argc, char **argv)
             return fprintf(stderr, "%s backend: %s\n", k ? "CUDA" : "CPU", err), 1;
     }
     chk kc_chk = {.cpu = kc[0], .gpu = kc[1], .rng = 88172645463325252ull};
+    /* 8 heads: keys split over several blocks + merge; 64 heads (384 query-heads, more
+     * than twice the SMs of an H100/H200): one block per query-head merging itself */
     for (int t = 0; t < 2; t++)
-        for (int w = 0; w < 2; w++) check_paged_dev(&kc_chk, t ? KERN_TYPE_F16 : KERN_TYPE_F32, t ? 256 : 64, w * 100);
+        for (int w = 0; w < 2; w++)
+            for (int h = 8; h <= 64; h *= 8)
+                check_paged_dev(&kc_chk, t ? KERN_TYPE_F16 : KERN_TYPE_F32, t ? 256 : 64, w * 100, h);
     pl.fails += kc_chk.fails;
     const infer_hparams *hp = infer_model_hparams(m[0]);
     pl.V = hp->n_vocab;
