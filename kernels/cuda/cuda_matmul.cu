@@ -196,7 +196,7 @@ int kcu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matmul_op
     for (int o = 0; o < n_ops; o++) {
         int rc;
         if (vec_ok) rc = launch_matvec(ctx, x, n, k, &ops[o]);
-        else if (kcu_mmq_takes(ops[o].wt, n, k, ops[o].w)) {
+        else if (kcu_mmq_takes(ops[o].wt, n, k, ops[o].w) && kcu_mmq_device_ok(ctx)) {
             rc = x_to_bf16(ctx, x, n, k, &x_bf16);
             if (!rc) rc = kcu_mmq(ctx, (const __nv_bfloat16 *)kcu(ctx)->xs, n, k, &ops[o]);
         } else rc = launch_gemm(ctx, x, n, k, &ops[o], &x_bf16);

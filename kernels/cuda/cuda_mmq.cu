@@ -32,6 +32,7 @@ __global__ void __launch_bounds__(KCU_MMQ_THREADS)
 k_mmq(const uint8_t *__restrict__ w, size_t rb, const __nv_bfloat16 *__restrict__ xs, int n, int m, int k, int sps,
       float *__restrict__ y, float *__restrict__ ws)
 {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800 /* bf16 wmma: sm_80+ (older: empty, never launched) */
     extern __shared__ __align__(128) uint8_t smem[];
     __nv_bfloat16 *wt = (__nv_bfloat16 *)smem;
     uint8_t *raw = smem + kcu_mmq_raw_off();
@@ -81,6 +82,7 @@ k_mmq(const uint8_t *__restrict__ w, size_t rb, const __nv_bfloat16 *__restrict_
                                             wmma::mem_col_major);
     __syncthreads();
     kcu_mmq_write(gridDim.y == 1 ? y : ws + (size_t)blockIdx.y * n * m, ct, n, m, row0, tid);
+#endif
 }
 
 /* y[i] = sum over splits s (in order) of ws[s][i], i < nm. */
@@ -101,6 +103,21 @@ bool kcu_mmq_takes(int wt, int n, int k, const void *w)
     size_t rb = kern_row_bytes(wt, k);
     int nat = kcu_nat_align(wt);
     return rb && (uintptr_t)w % nat == 0 && rb % nat == 0;
+}
+
+bool kcu_mmq_device_ok(kern_ctx *ctx)
+{
+    static std::atomic<int> major[64]; /* compute capability per device ordinal, 0: not asked yet */
+    int dev = kcu(ctx)->device, mj;
+    if (dev < 0 || dev >= 64) return false;
+    if (!(mj = major[dev].load(std::memory_order_relaxed))) {
+        if (cudaDeviceGetAttribute(&mj, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError(); /* not sticky: clear it, take the other path */
+            return false;
+        }
+        major[dev].store(mj, std::memory_order_relaxed);
+    }
+    return mj >= 8;
 }
 
 /* dynamic shared memory beyond 48 KB must be allowed per kernel and device

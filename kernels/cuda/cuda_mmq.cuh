@@ -124,14 +124,18 @@ __host__ __device__ inline kcu_mmq_plan kcu_mmq_plan_for(int n, int m, int k, in
 /* One 16-byte granule at address a, of which only bytes inside [lo, hi) (the
  * weight matrix) may be read: a plain 16-byte load when it lies inside,
  * else bytes, the outside ones as 0 (at most the first and last granule of the matrix). */
-__host__ __device__ __forceinline__ uint4 kcu_mmq_granule(uintptr_t a, uintptr_t lo, uintptr_t hi)
+static __host__ __device__ __noinline__ uint4 kcu_mmq_granule_edge(uintptr_t a, uintptr_t lo, uintptr_t hi)
 {
-    if (a >= lo && a + 16 <= hi) return kcu_ldg((const uint4 *)a);
     uint32_t v[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int b = 0; b < 16; b++)
         if (a + b >= lo && a + b < hi) v[b >> 2] |= (uint32_t)*(const uint8_t *)(a + b) << (8 * (b & 3));
     return make_uint4(v[0], v[1], v[2], v[3]);
+}
+__host__ __device__ __forceinline__ uint4 kcu_mmq_granule(uintptr_t a, uintptr_t lo, uintptr_t hi)
+{
+    if (a >= lo && a + 16 <= hi) return kcu_ldg((const uint4 *)a);
+    return kcu_mmq_granule_edge(a, lo, hi); /* out of line: keeps the stage loop small */
 }
 
 /* Address of the stage slice of tile row i: the first byte of block k0/BE of row row0+i. */
@@ -198,24 +202,26 @@ __host__ __device__ __forceinline__ void kcu_mmq_dequant(__nv_bfloat16 *ws, cons
         for (int e = 0; e < 4; e++) {
             uint32_t h[4];
 #pragma unroll
-            for (int f = 0; f < 4; f++)
-                h[f] = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v[8 * e + 2 * f])) |
-                       (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v[8 * e + 2 * f + 1])) << 16;
+            for (int f = 0; f < 4; f++) { /* one cvt.rn.bf16x2.f32 per pair; memcpy: no type punning */
+                __nv_bfloat162 b2 = __floats2bfloat162_rn(v[8 * e + 2 * f], v[8 * e + 2 * f + 1]);
+                memcpy(&h[f], &b2, 4);
+            }
             d[e] = make_uint4(h[0], h[1], h[2], h[3]);
         }
     }
 }
 
 /* Phase 3: rows j < n of the stage's k-slice of xs (bf16 [n][k], 16-byte
- * aligned, k a multiple of 32) into X_s, 8 elements per 16-byte load. */
+ * aligned, k a multiple of 32) into X_s: a warp per row, lane q copying
+ * elements 8q .. 8q+7 (one 16-byte load; kl <= 256 = 32 lanes x 8). */
+static_assert(KCU_MMQ_BK == 32 * 8, "a warp's 16-byte loads cover a stage's row");
 __host__ __device__ __forceinline__ void kcu_mmq_stage_x(__nv_bfloat16 *xt, const __nv_bfloat16 *xs, int n, int k,
                                                          int k0, int kl, int tid)
 {
-    int vpr = kl / 8;
-    for (int v = tid; v < n * vpr; v += KCU_MMQ_THREADS) {
-        int j = v / vpr, q = v - j * vpr;
+    int q = tid & 31;
+    if (8 * q >= kl) return;
+    for (int j = tid >> 5; j < n; j += KCU_MMQ_THREADS / 32)
         *(uint4 *)(xt + (size_t)j * KCU_MMQ_LDX + 8 * q) = kcu_ldg((const uint4 *)(xs + (size_t)j * k + k0 + 8 * q));
-    }
 }
 
 /* Zero fill before the first stage: X_s rows n .. n_pad-1 and W_s rows past
@@ -246,6 +252,8 @@ __host__ __device__ __forceinline__ void kcu_mmq_write(float *out, const float *
  * multiple of 32 (of the block size), weights at the type's natural alignment
  * with rows a multiple of it. Else the caller keeps the cuBLAS path. */
 bool kcu_mmq_takes(int wt, int n, int k, const void *w);
+/* 1 if ctx's device can run it (compute capability 8.0+: bf16 tensor cores). */
+bool kcu_mmq_device_ok(kern_ctx *ctx);
 /* y = x . W^T for one weight, xs = x as bf16 [n][k] (16-byte aligned); status. */
 int kcu_mmq(kern_ctx *ctx, const __nv_bfloat16 *xs, int n, int k, const kern_matmul_op *op);
 
