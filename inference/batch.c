@@ -22,19 +22,23 @@
  * kern_attention_paged (every sequence over its block table), instead of a few small
  * launches per sequence.
  *
- * On CUDA, a decode-only step (every sequence one token, all wanting logits: steady
- * serving) takes a faster road (gpu_decode below): what changes from step to step
- * (token ids, positions, KV slots, block tables) is written into one pinned step
- * descriptor and uploaded in one copy to a device twin of fixed layout; the step reads
- * only that (its host arrays are bound to it with kern_cuda_bind, attention is
- * kern_cuda_attention_paged_dev, whose grid is sized for the context, not the keys so
- * far), so it is captured once per number of sequences n as a CUDA graph and replayed
- * afterwards: a few hundred launches become one. The first step of each n runs eagerly
- * (its result, and every scratch buffer sized) and is then captured; at most
- * INFER_BATCH_GRAPHS graphs (n <= 64) are kept, larger n run the same kernels eagerly,
- * as do all steps with COMMONS_CUDA_GRAPH=0 or after a failed capture (said once on
- * stderr). Eager or replayed, the kernels and their grids are the same, so the logits
- * are equal bit for bit. Steps with prompt tokens keep the paged path above. */
+ * A decode-only step of a paged batch on CUDA or with paged_kernels (every sequence
+ * one token, all wanting logits: steady serving) takes a faster road (decode below):
+ * what changes from step to step (token ids, positions, KV slots, block tables) is
+ * written into one step descriptor (pinned on CUDA) and uploaded in one copy to its
+ * twin in backend memory, of a fixed layout; the step reads only that twin. On CUDA
+ * its host arrays are bound to it with kern_cuda_bind, K and V are stored in one
+ * launch and attention is kern_cuda_attention_paged_dev, whose grid is sized for the
+ * context, not the keys so far, so the step is captured once per number of sequences
+ * n as a CUDA graph and replayed afterwards: a few hundred launches become one. The
+ * first step of each n runs eagerly (its result, and every scratch buffer sized) and
+ * is then captured; at most INFER_BATCH_GRAPHS graphs (n <= 64) are kept, larger n run
+ * the same kernels eagerly, as do all steps with COMMONS_CUDA_GRAPH=0 or after a failed
+ * capture (said once on stderr). Eager or replayed, the kernels and their grids are
+ * the same, so the logits are equal bit for bit. On the CPU (paged_kernels, for tests)
+ * the same descriptor is read back into kern_attention_paged's sequences: the layout
+ * is checked there without a GPU. Steps with prompt tokens keep the paged path above.
+ * The CPU's default (per-sequence) path never takes this road. */
 #include "batch.h"
 
 #include <stdio.h>
@@ -42,8 +46,9 @@
 
 #include "model_internal.h"
 
-#ifdef KERN_HAVE_CUDA
 #include <string.h>
+
+#ifdef KERN_HAVE_CUDA
 #define INFER_BATCH_GRAPHS 64   /* decode graphs kept: one per n = 1..64 sequences */
 #endif
 
@@ -67,17 +72,18 @@ struct infer_batch {
     kern_paged_seq *pseq;  /* paged: [max_tokens] the step's sequences */
     float *logits;         /* [max_logits][n_vocab] */
     int n_logits;
-    infer_batch_stats stats;
-#ifdef KERN_HAVE_CUDA
-    /* CUDA decode-only steps (gpu_decode). The step descriptor, pinned host memory and
-     * its device twin, one layout for every n (in int32s; S = desc_rows, MB =
-     * desc_blocks, the blocks of an n_ctx-long table): tok [0, S), pos [S, 2S),
-     * slot [2S, 3S), meta [3S, 6S) (per row: position, table offset row * MB, blocks
-     * used), tables [6S, 6S + S * MB) (row r's block table at 6S + r * MB). */
+    infer_batch_stats stats;   /* CUDA decode steps only */
+    /* Decode-only steps (decode), on CUDA or with paged_kernels on host memory; NULL
+     * elsewhere. The step descriptor (host, pinned on CUDA) and its twin in backend
+     * memory, one layout for every n (in int32s; S = desc_rows, MB = desc_blocks, the
+     * blocks of an n_ctx-long table): tok [0, S), pos [S, 2S), slot [2S, 3S),
+     * meta [3S, 6S) (per row: position, table offset row * MB, blocks used),
+     * tables [6S, 6S + S * MB) (row r's block table at 6S + r * MB). */
     int32_t *desc, *desc_dev;
     int desc_rows, desc_blocks;
     bool desc_pending;     /* an upload of desc may still be reading it */
     int step_n;            /* sequences of the step being run or captured */
+#ifdef KERN_HAVE_CUDA
     kern_cuda_graph *graphs[INFER_BATCH_GRAPHS + 1];  /* [n]: the step of n sequences */
     bool graph_failed;     /* a capture failed: every decode step runs eagerly */
 #endif
@@ -87,14 +93,14 @@ void infer_batch_free(infer_batch *b)
 {
     if (!b)
         return;
-#ifdef KERN_HAVE_CUDA
     if (b->desc_dev)
         kern_sync(b->kc);   /* a replay may still be running */
+#ifdef KERN_HAVE_CUDA
     for (int n = 0; n <= INFER_BATCH_GRAPHS; n++)
         kern_cuda_graph_free(b->graphs[n]);
+#endif
     kern_free(b->kc, b->desc_dev);
     kern_host_free(b->kc, b->desc);
-#endif
     void *dev[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->xl, b->hl,
                     b->gk, b->gv, b->logits_dev };
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
@@ -169,8 +175,11 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
              "rows, context %d)%s%s", p->max_tokens, p->max_logits, p->n_ctx,
              kern_ctx_error(kc)[0] ? ": " : "", kern_ctx_error(kc));
     }
+    bool desc = host && p->paged_kernels;   /* the CPU reference of the CUDA layout */
 #ifdef KERN_HAVE_CUDA
-    if (kern_cuda_is(kc)) {
+    desc = desc || kern_cuda_is(kc);
+#endif
+    if (desc) {
         b->desc_rows = p->max_logits < p->max_tokens ? p->max_logits : p->max_tokens;
         b->desc_blocks = infer_pkv_blocks_for(kv, p->n_ctx);
         size_t bytes = ((size_t)6 + (size_t)b->desc_blocks) * (size_t)b->desc_rows * sizeof(int32_t);
@@ -182,7 +191,6 @@ int infer_batch_create(infer_model *m, kern_ctx *kc, infer_paged_kv *kv,
                  kern_ctx_error(kc));
         }
     }
-#endif
     *out = b;
     return INFER_OK;
 }
@@ -250,9 +258,10 @@ static int store_kv(infer_batch *b, int il, const infer_block_table *bt, int pos
     return INFER_OK;
 }
 
-#ifdef KERN_HAVE_CUDA
-/* Whether gpu_decode can run this (already checked) step. */
-static bool gpu_decode_ok(const infer_batch *b, const infer_batch_seq *seqs, int n_seqs)
+/* ---- decode-only steps (see the top of the file) ---- */
+
+/* Whether decode can run this (already checked) step. */
+static bool decode_ok(const infer_batch *b, const infer_batch_seq *seqs, int n_seqs)
 {
     if (!b->desc || b->m->dist || n_seqs > b->desc_rows)
         return false;
@@ -262,47 +271,109 @@ static bool gpu_decode_ok(const infer_batch *b, const infer_batch_seq *seqs, int
     return true;
 }
 
-/* The decode step of b->step_n sequences described by b->desc / b->desc_dev (run
- * eagerly or captured: it reads nothing else that changes between steps). tok, pos
- * and slot are host arrays bound to their device twins; everything else is device
- * memory fixed for b's life. K and V are stored in one launch, attention is one launch
- * (plus a merge when it splits keys). Logits rows 0..n-1 = sequences in step order. */
+/* The descriptor's tok, pos and slot arrays as the kernels are handed them: on host
+ * memory the uploaded twin itself (so its layout is what is checked); on CUDA the host
+ * arrays, bound to the twin while the step runs or is captured. */
+static const int32_t *desc_arrays(const infer_batch *b)
+{
+    return kern_ctx_host_memory(b->kc) ? b->desc_dev : b->desc;
+}
+
+/* KV store and attention of layer il for the step's n rows. */
+static int decode_attend(infer_batch *b, int il, int n, char *err, size_t errlen)
+{
+    const infer_hparams *hp = &b->m->hp;
+    const infer_paged_kv *kv = b->kv;
+    kern_ctx *kc = b->kc;
+    const int S = b->desc_rows, window = infer_layer_local(hp, il) ? hp->sliding_window : 0;
+    const int32_t *slot = desc_arrays(b) + 2 * S;
+#ifdef KERN_HAVE_CUDA
+    if (kern_cuda_is(kc)) {   /* one launch each, positions and tables from the twin */
+        INFER_K(il, kern_cuda_kv_store_paged_kv(kc, kv->k[il], kv->v[il], &kv->block, kv->n_blocks,
+                                                slot, n, b->k, b->v));
+        INFER_K(il, kern_cuda_attention_paged_dev(kc, b->attn, b->q, kv->k[il], kv->v[il], &kv->block,
+                                                  kv->n_blocks, b->desc_dev + 3 * S, b->desc_dev + 6 * S,
+                                                  b->desc_blocks, n, hp->n_head, window, hp->attn_scale));
+        return INFER_OK;
+    }
+#endif
+    /* host memory: b->pseq was read back from the twin by decode */
+    INFER_K(il, kern_kv_store_paged(kc, kv->k[il], &kv->block, kv->n_blocks, slot, n, b->k));
+    INFER_K(il, kern_kv_store_paged(kc, kv->v[il], &kv->block, kv->n_blocks, slot, n, b->v));
+    INFER_K(il, kern_attention_paged(kc, b->attn, b->q, kv->k[il], kv->v[il], &kv->block,
+                                     kv->n_blocks, b->pseq, n, hp->n_head, window, hp->attn_scale));
+    return INFER_OK;
+}
+
+/* The decode step of b->step_n sequences described by the descriptor (run eagerly or
+ * captured: it reads nothing else that changes between steps; everything else is
+ * backend memory fixed for b's life). Logits rows 0..n-1 = sequences in step order. */
 static int decode_layers(void *ud, char *err, size_t errlen)
 {
     infer_batch *b = ud;
     const infer_model *m = b->m;
     const infer_hparams *hp = &m->hp;
-    const infer_paged_kv *kv = b->kv;
     kern_ctx *kc = b->kc;
     const int n = b->step_n, S = b->desc_rows;
-    const int32_t *tok = b->desc, *pos = tok + S, *slot = tok + 2 * S;
-    const int32_t *meta_dev = b->desc_dev + 3 * S, *tab_dev = b->desc_dev + 6 * S;
+    const int32_t *tok = desc_arrays(b), *pos = tok + S;
     int rc;
     if ((rc = infer_embed(m, kc, tok, n, b->x, err, errlen)))
         return rc;
     for (int il = 0; il < hp->n_layer; il++) {
-        if ((rc = infer_layer_qkv(m, kc, il, n, pos, b->x, b->h, b->q, b->k, b->v, err, errlen)))
-            return rc;
-        INFER_K(il, kern_cuda_kv_store_paged_kv(kc, kv->k[il], kv->v[il], &kv->block, kv->n_blocks,
-                                                slot, n, b->k, b->v));
-        INFER_K(il, kern_cuda_attention_paged_dev(kc, b->attn, b->q, kv->k[il], kv->v[il], &kv->block,
-                                                  kv->n_blocks, meta_dev, tab_dev, b->desc_blocks, n,
-                                                  hp->n_head, infer_layer_local(hp, il) ?
-                                                  hp->sliding_window : 0, hp->attn_scale));
-        if ((rc = infer_layer_out(m, kc, il, n, b->x, b->attn, b->o, b->h, b->gate, b->up, err,
+        if ((rc = infer_layer_qkv(m, kc, il, n, pos, b->x, b->h, b->q, b->k, b->v, err, errlen)) ||
+            (rc = decode_attend(b, il, n, err, errlen)) ||
+            (rc = infer_layer_out(m, kc, il, n, b->x, b->attn, b->o, b->h, b->gate, b->up, err,
                                   errlen)))
             return rc;
     }
-    /* every row wants logits: the head reads x directly (the eager path's row copies
+    /* every row wants logits: the head reads x directly (the paged path's row copies
      * into xl would copy exactly these rows) */
-    return infer_head(m, kc, n, b->x, b->hl, b->logits_dev, err, errlen);
+    return infer_head(m, kc, n, b->x, b->hl, b->logits_dev ? b->logits_dev : b->logits, err,
+                      errlen);
 }
 
-/* A decode-only step on CUDA: one upload of the descriptor, then the graph of this n
- * replayed, or the step run eagerly (and captured when graphs are on), then the logits
- * downloaded (which waits for the stream, so desc is free again). */
-static int gpu_decode(infer_batch *b, const infer_batch_seq *seqs, int n, char *err,
-                      size_t errlen)
+#ifdef KERN_HAVE_CUDA
+/* The step on CUDA: the graph of this n replayed, or the step run eagerly (and captured
+ * when graphs are on) with its host arrays bound to the twin. */
+static int decode_cuda(infer_batch *b, int n, char *err, size_t errlen)
+{
+    kern_ctx *kc = b->kc;
+    const int S = b->desc_rows;
+    bool graphs = infer_gpu_graphs_on(b->m, kc);
+    kern_cuda_graph **g = n <= INFER_BATCH_GRAPHS ? &b->graphs[n] : NULL;
+    if (graphs && g && *g) {
+        INFER_K(-1, kern_cuda_graph_launch(kc, *g));
+        b->stats.replayed++;
+        return INFER_OK;
+    }
+    int rc = INFER_OK;
+    const int32_t *tok = b->desc, *pos = tok + S, *slot = tok + 2 * S;
+    if (kern_cuda_bind(kc, tok, (size_t)S * sizeof *tok, b->desc_dev) ||
+        kern_cuda_bind(kc, pos, (size_t)S * sizeof *pos, b->desc_dev + S) ||
+        kern_cuda_bind(kc, slot, (size_t)S * sizeof *slot, b->desc_dev + 2 * S)) {
+        snprintf(err, errlen, "batched CUDA decode: %s", kern_ctx_error(kc));
+        rc = INFER_EINVAL;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "batched decode step of %d sequences", n);
+    kern_cuda_graph *made = NULL;
+    if (!rc)
+        rc = infer_gpu_run_capture(kc, decode_layers, b, graphs && g, &made, &b->graph_failed,
+                                   what, err, errlen);
+    kern_cuda_unbind_all(kc);
+    if (made) {   /* only when g: capture was asked for */
+        *g = made;
+        b->stats.captured++;
+    }
+    b->stats.eager += !rc;
+    return rc;
+}
+#endif
+
+/* A decode-only step: the descriptor filled and uploaded in one copy, the step run
+ * (decode_cuda, or decode_layers on host memory), the logits downloaded (which waits
+ * for the stream, so the descriptor is free again). */
+static int decode(infer_batch *b, const infer_batch_seq *seqs, int n, char *err, size_t errlen)
 {
     kern_ctx *kc = b->kc;
     const int S = b->desc_rows, MB = b->desc_blocks, BT = b->kv->block_tokens;
@@ -324,41 +395,28 @@ static int gpu_decode(infer_batch *b, const infer_batch_seq *seqs, int n, char *
     INFER_K(-1, kern_upload(kc, b->desc_dev, b->desc, ((size_t)6 * S + (size_t)n * MB) * sizeof *tab));
     b->desc_pending = true;
     b->step_n = n;
-    bool graphs = infer_gpu_graphs_on(b->m, kc);
-    kern_cuda_graph **g = n <= INFER_BATCH_GRAPHS ? &b->graphs[n] : NULL;
-    int rc = INFER_OK;
-    if (graphs && g && *g) {
-        INFER_K(-1, kern_cuda_graph_launch(kc, *g));
-        b->stats.replayed++;
-    } else {
-        if (kern_cuda_bind(kc, tok, (size_t)S * sizeof *tok, b->desc_dev) ||
-            kern_cuda_bind(kc, pos, (size_t)S * sizeof *pos, b->desc_dev + S) ||
-            kern_cuda_bind(kc, slot, (size_t)S * sizeof *slot, b->desc_dev + 2 * S)) {
-            snprintf(err, errlen, "batched CUDA decode: %s", kern_ctx_error(kc));
-            rc = INFER_EINVAL;
-        }
-        char what[64];
-        snprintf(what, sizeof what, "batched decode step of %d sequences", n);
-        kern_cuda_graph *made = NULL;
-        if (!rc)
-            rc = infer_gpu_run_capture(kc, decode_layers, b, graphs && g, &made, &b->graph_failed,
-                                       what, err, errlen);
-        kern_cuda_unbind_all(kc);
-        if (made) {   /* only when g: capture was asked for */
-            *g = made;
-            b->stats.captured++;
-        }
-        b->stats.eager += !rc;
+    int rc;
+#ifdef KERN_HAVE_CUDA
+    if (kern_cuda_is(kc))
+        rc = decode_cuda(b, n, err, errlen);
+    else
+#endif
+    {   /* host memory: kern_attention_paged's sequences read back from the twin */
+        const int32_t *dm = b->desc_dev + 3 * S, *dt = b->desc_dev + 6 * S;
+        for (int s = 0; s < n; s++)
+            b->pseq[s] = (kern_paged_seq){ .row0 = s, .n_q = 1, .q_pos0 = dm[3 * s],
+                                           .blocks = dt + dm[3 * s + 1] };
+        rc = decode_layers(b, err, errlen);
     }
     if (rc)
         return rc;
-    INFER_K(-1, kern_download(kc, b->logits, b->logits_dev,
-                              (size_t)n * b->m->hp.n_vocab * sizeof(float)));
+    if (b->logits_dev)
+        INFER_K(-1, kern_download(kc, b->logits, b->logits_dev,
+                                  (size_t)n * b->m->hp.n_vocab * sizeof(float)));
     b->desc_pending = false;
     b->n_logits = n;
     return INFER_OK;
 }
-#endif
 
 int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                      char *err, size_t errlen)
@@ -366,10 +424,8 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
     int rc = check_step(b, seqs, n_seqs, err, errlen);
     if (rc)
         return rc;
-#ifdef KERN_HAVE_CUDA
-    if (gpu_decode_ok(b, seqs, n_seqs))
-        return gpu_decode(b, seqs, n_seqs, err, errlen);
-#endif
+    if (decode_ok(b, seqs, n_seqs))
+        return decode(b, seqs, n_seqs, err, errlen);
     const infer_model *m = b->m;
     const infer_hparams *hp = &m->hp;
     kern_ctx *kc = b->kc;
