@@ -116,7 +116,8 @@ static void check(int n, int m, int k, int n_sm, int shift)
     mprotect(map + span, pg, PROT_NONE);
     uint8_t *w = map + span - shift - wb;
     float *wf = (float *)malloc(sizeof(float) * m * k), *wd = (float *)malloc(sizeof(float) * m * k);
-    float *x = (float *)malloc(sizeof(float) * n * k), *y = (float *)malloc(sizeof(float) * n * m);
+    enum { GUARD = 64 }; /* floats after y that must stay NaN */
+    float *x = (float *)malloc(sizeof(float) * n * k), *y = (float *)malloc(sizeof(float) * (n * m + GUARD));
     __nv_bfloat16 *xs = (__nv_bfloat16 *)aligned_alloc(16, (sizeof(__nv_bfloat16) * n * k + 15) / 16 * 16);
     uint64_t r = 0x9E3779B97F4A7C15ull ^ ((uint64_t)T << 32) ^ (uint64_t)(n * 131 + m * 7 + k);
     for (size_t i = 0; i < (size_t)m * k + (size_t)n * k; i++) {
@@ -132,10 +133,11 @@ static void check(int n, int m, int k, int n_sm, int shift)
         return;
     }
     for (int i = 0; i < n * k; i++) xs[i] = __float2bfloat16_rn(x[i]);
-    for (int i = 0; i < n * m; i++) y[i] = NAN;
+    for (int i = 0; i < n * m + GUARD; i++) y[i] = NAN;
     emulate<T>(w, rb, xs, n, m, k, n_sm, y);
     double worst = 0, ymax = 0;
     int bad = 0;
+    for (int i = n * m; i < n * m + GUARD; i++) bad += !isnan(y[i]);
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             double ref = 0;

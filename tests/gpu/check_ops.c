@@ -65,13 +65,20 @@ static void check_mmq(chk *c, int t, int n, int m, int k, int wofs)
     int rcc = kern_matmul(c->cpu, yc, x, wq, t, n, m, k);
     uint8_t *wd = chk_dev(c, NULL, wbytes + 16);
     if (kern_upload(c->gpu, wd + wofs, wq, wbytes)) fprintf(stderr, "upload\n"), exit(1);
-    float *xd = chk_dev(c, x, (size_t)n * k * sizeof *x), *yd = chk_dev(c, NULL, ny * sizeof *yc);
-    chk_poison(c, yd, ny);
+    /* y with a guard of GUARD floats after it: they must stay NaN */
+    enum { GUARD = 64 };
+    float *xd = chk_dev(c, x, (size_t)n * k * sizeof *x), *yd = chk_dev(c, NULL, (ny + GUARD) * sizeof *yc);
+    chk_poison(c, yd, ny + GUARD);
     int rcg = kern_matmul(c->gpu, yd, xd, wd + wofs, t, n, m, k);
     char name[128], wo[16] = "";
     if (wofs) snprintf(wo, sizeof wo, " w+%dB", wofs);
     snprintf(name, sizeof name, "mmq %s n=%d m=%d k=%d%s vs CPU", kern_type_name(t), n, m, k, wo);
     chk_cmp(c, name, yd, yc, ny, 3e-2, rcg, rcc);
+    float guard[GUARD];
+    int gbad = kern_download(c->gpu, guard, yd + ny, sizeof guard) != 0;
+    for (int i = 0; i < GUARD; i++) gbad |= !isnan(guard[i]);
+    c->total++, c->fails += gbad;
+    printf("%s mmq %s n=%d m=%d: nothing written past y\n", gbad ? "FAIL" : "ok  ", kern_type_name(t), n, m);
     /* the old path into a second poisoned buffer, downloaded as the reference */
     float *yd2 = chk_dev(c, NULL, ny * sizeof *yc);
     chk_poison(c, yd2, ny);
@@ -579,7 +586,7 @@ int main(int argc, char **argv)
         check_matmul(&c, t, 65, 300, k, 0, 0); /* cuBLAS side of n = 64 */
         check_matmul(&c, t, 32, 100, k, 1, 0); /* unaligned weights: cuBLAS path */
         check_matmul(&c, t, 32, 100, k, 0, 1); /* x not 16-byte aligned: converted to bf16 first */
-        if (kern_type_block_elems(t) == 32 && (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q5_0 || t == KERN_TYPE_Q8_0))
+        if (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q5_0 || t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q6_K)
             check_mmq(&c, t, 32, 100, k, 2); /* 2-byte aligned blocks stay on the new path */
     }
     check_mmq(&c, KERN_TYPE_Q8_0, 32, 2048, 5632, 0); /* TinyLlama down: split-K, 22 stages */
