@@ -67,7 +67,9 @@ int kern_cuda_kv_store_paged_kv(kern_ctx *ctx, void *k_pool, void *v_pool, const
  * j % block->capacity of block tables_dev[off + j / block->capacity] (ids clamped to
  * [0, n_pool)). The launch grid depends only on n_rows, n_head, max_blocks and window,
  * never on the values (the split is sized for max_blocks * capacity keys, or the
- * window): one launch plus one merge for every row of the call. */
+ * window): one launch for every row of the call, plus a merge launch when the keys
+ * are split over several blocks (few query-heads; with many, each block merges its
+ * warps itself). */
 int kern_cuda_attention_paged_dev(kern_ctx *ctx, float *out, const float *q, const void *k_pool,
                                   const void *v_pool, const kern_kv_layout *block, int n_pool,
                                   const int32_t *meta_dev, const int32_t *tables_dev, int max_blocks,
