@@ -1,6 +1,7 @@
 """Integration-test harness: real commonsd and commons-agent processes on
 127.0.0.1 with temporary state directories, driven through the real `commons`
 CLI, and stopped by PID. Standard library only."""
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def own_cgroup2_dir():
+    """This process's folder in the cgroup v2 hierarchy, under which an agent it
+    starts makes its own (agent/contain.c, own_cgroup_dir); None without cgroup v2."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mount = next(((fields[3], fields[4]) for line in f
+                          for left, sep, right in [line.partition(" - ")]
+                          if sep and right.startswith("cgroup2 ") for fields in [left.split()]), None)
+        with open("/proc/self/cgroup") as f:
+            path = next((line[3:].strip() for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    if not mount or path is None:
+        return None
+    root, mnt = mount
+    if root != "/" and path.startswith(root):
+        path = path[len(root):]
+    return mnt + ("" if path == "/" else path)
+
+
 # Slower builds (sanitizers) stretch every wait: COMMONS_TEST_TIME_SCALE=4 makes 10 s 40 s.
 TIME_SCALE = float(os.environ.get("COMMONS_TEST_TIME_SCALE", "1"))
 
@@ -40,6 +61,22 @@ def wait_until(pred, timeout=10.0, step=0.05, what="condition"):
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+def rmdir_gone(path):
+    """rmdir that tells whether path is gone (True) or still there (False)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 class Cluster:
@@ -98,13 +135,54 @@ class Cluster:
                            capture_output=True, timeout=60)
         for log in self.logs:
             log.close()
+        self.remove_cgroups()
+
+    def agent_cgroup(self, name):
+        """The cgroup folder of agent `name`'s jobs: commons-<node>-<first 8 hex digits of
+        the SHA-256 of its state dir's real path> (agent/runner.c), or None."""
+        base = own_cgroup2_dir()
+        if base is None:
+            return None
+        state = os.path.realpath(os.path.join(self.dir, f"agent-{name}"))
+        return os.path.join(base, f"commons-{name}-{hashlib.sha256(state.encode()).hexdigest()[:8]}")
+
+    def remove_cgroups(self):
+        """Removes the cgroup folders this cluster's agents made, and fails if one remains.
+        An agent killed in the middle of a launch leaves the job's folder behind (no record
+        names it yet, so --kill-jobs does not know it); a folder that still holds processes
+        after --kill-jobs is a job that outlived it: killed here, and reported."""
+        outlived, left = [], []
+        for name in self.agents:
+            base = self.agent_cgroup(name)
+            if not base or not os.path.isdir(base):
+                continue  # subreaper containment, or nothing left
+            jobs = [os.path.join(base, d) for d in sorted(os.listdir(base)) if d.startswith("job-")]
+            for path in jobs:
+                procs = os.path.join(path, "cgroup.procs")
+                try:
+                    wait_until(lambda: not read_text(procs).strip(), timeout=5,
+                               what=f"the processes of {path} to end")
+                except AssertionError:
+                    outlived.append(f"{path}: pids {read_text(procs).split()}")
+                    with open(os.path.join(path, "cgroup.kill"), "w") as f:
+                        f.write("1")
+            for path in jobs + [base]:
+                try:  # a folder whose last process just ended can be busy for a moment
+                    wait_until(lambda: rmdir_gone(path), timeout=5, what=f"rmdir {path}")
+                except AssertionError:
+                    left.append(path)
+        if outlived or left:
+            raise AssertionError("cgroups of this test's agents: processes outlived --kill-jobs: "
+                                 f"{outlived or 'none'}; folders that could not be removed: {left or 'none'}")
 
     def cleanup(self):
-        self.stop()
-        if os.environ.get("COMMONS_KEEP_TEST_DIRS"):
-            print("kept", self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            if os.environ.get("COMMONS_KEEP_TEST_DIRS"):
+                print("kept", self.dir)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self, name="commonsd.log"):
         with open(os.path.join(self.dir, name), errors="replace") as f:

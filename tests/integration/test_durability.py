@@ -108,6 +108,25 @@ class CorruptState(ClusterTest):
         self.assertIn("corrupt or not a Commons database", p.stderr)
 
 
+class Teardown(ClusterTest):
+    def test_teardown_leaves_no_cgroup(self):
+        """The harness's teardown (kill -9, --kill-jobs) leaves none of the agent's cgroup
+        folders, also the one an agent killed between a job's cgroup and its record leaves
+        behind (SchedulerCrash used to leave one when its last job was being launched)."""
+        c = self.c
+        c.start_scheduler()
+        c.start_agent("n1", cpus=2)
+        token = c.add_user("alice", "physics", unix_user=ME)
+        jid = json.loads(c.cli("--json", "submit", "--", "sleep", "300", token=token).stdout)["job_id"]
+        c.wait_state(jid, "RUNNING")
+        base = c.agent_cgroup("n1")
+        if not (base and os.path.isdir(os.path.join(base, f"job-{jid}-0"))):
+            self.skipTest("the agent does not contain jobs in cgroups on this host")
+        # What such a launch leaves: an empty job folder that no record names.
+        os.mkdir(os.path.join(base, "job-999-0"))
+        c.stop()
+        self.assertFalse(os.path.exists(base), f"{base} was left behind")
+
 
 if __name__ == "__main__":
     unittest.main()
