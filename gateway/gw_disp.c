@@ -68,6 +68,7 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
         if (d) {
             free(d->reps);
             free(d->health);
+            free(d->hargs);
         }
         free(d);
         snprintf(err, errlen, "out of memory");
