@@ -180,6 +180,14 @@ __host__ __device__ __forceinline__ void kcu_mmq_store_raw(uint8_t *raw, const u
     }
 }
 
+/* v[0], v[1] rounded to bf16, packed (one cvt.rn.bf16x2.f32; a union: gcc and nvcc define it) */
+__host__ __device__ __forceinline__ uint32_t kcu_mmq_bf2(const float *v)
+{
+    union { __nv_bfloat162 b; uint32_t u; } cv;
+    cv.b = __floats2bfloat162_rn(v[0], v[1]);
+    return cv.u;
+}
+
 /* Phase 2: raw -> W_s (bf16). Unit u (0..15) of 8 rows x 4 chunks per warp
  * instruction: lane -> row 8*(u/2) + lane%8, chunk 4*(u%2) + lane/8, so each
  * 8-lane phase of the 16-byte stores writes 8 consecutive rows (distinct
@@ -199,15 +207,9 @@ __host__ __device__ __forceinline__ void kcu_mmq_dequant(__nv_bfloat16 *ws, cons
         kcu_deq32<T, A, false>(src, c, v);
         uint4 *d = (uint4 *)(ws + (size_t)i * KCU_MMQ_LDW + 32 * c);
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            uint32_t h[4];
-#pragma unroll
-            for (int f = 0; f < 4; f++) { /* one cvt.rn.bf16x2.f32 per pair; memcpy: no type punning */
-                __nv_bfloat162 b2 = __floats2bfloat162_rn(v[8 * e + 2 * f], v[8 * e + 2 * f + 1]);
-                memcpy(&h[f], &b2, 4);
-            }
-            d[e] = make_uint4(h[0], h[1], h[2], h[3]);
-        }
+        for (int e = 0; e < 4; e++)
+            d[e] = make_uint4(kcu_mmq_bf2(v + 8 * e), kcu_mmq_bf2(v + 8 * e + 2), kcu_mmq_bf2(v + 8 * e + 4),
+                              kcu_mmq_bf2(v + 8 * e + 6));
     }
 }
 
