@@ -54,8 +54,8 @@ TIME_SCALE = float(os.environ.get("COMMONS_TEST_TIME_SCALE", "1"))
 
 def wait_until(pred, timeout=10.0, step=0.05, what="condition"):
     timeout *= TIME_SCALE
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         value = pred()
         if value:
             return value

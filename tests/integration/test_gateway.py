@@ -317,8 +317,8 @@ class TestGatewayApi(GatewayBase):
         finally:
             for s in held:
                 s.close()
-        deadline = time.time() + 5
-        while time.time() < deadline:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
             try:
                 self.assertEqual(self.gw.request("GET", "/health")[0], 200)
                 break
@@ -407,8 +407,8 @@ class TestGatewayApi(GatewayBase):
         r.readline()
         c.sock.shutdown(socket.SHUT_RDWR)
         c.close()
-        deadline = time.time() + 10
-        while time.time() < deadline and self.serve.stats()["cancels"] == before:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.serve.stats()["cancels"] == before:
             time.sleep(0.1)
         self.assertEqual(self.serve.stats()["cancels"], before + 1)
 
@@ -432,8 +432,8 @@ class TestAnonymousAndReload(GatewayBase):
         with open(self.gw.policy, "w") as f:
             f.write(policy_text(anonymous=False))
         self.gw.hup()
-        deadline = time.time() + 10
-        while time.time() < deadline and self.gw.post(CHAT, chat_body(max_tokens=1))[0] == 200:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.gw.post(CHAT, chat_body(max_tokens=1))[0] == 200:
             time.sleep(0.1)
         status, _, reply = self.gw.post(CHAT, chat_body(max_tokens=1))
         self.assert_error(status, reply, 401, code="missing_api_key")
@@ -496,8 +496,8 @@ class TestReplicaFailure(unittest.TestCase):
         # The openai client raises on the error event.
         self.serve.stop()
         self.serve.start()
-        wait = time.time() + 10
-        while time.time() < wait and self.gw.request("GET", "/health")[0] != 200:
+        wait = time.monotonic() + 10
+        while time.monotonic() < wait and self.gw.request("GET", "/health")[0] != 200:
             time.sleep(0.1)
         c = openai.OpenAI(base_url=self.gw.base + "/v1", api_key=self.key, max_retries=0)
         with self.assertRaises(openai.APIError):
@@ -510,8 +510,8 @@ class TestReplicaFailure(unittest.TestCase):
         self.assertIn(status, (500, 503), reply)
         self.assertIn("error", reply)
         self.serve.start()
-        wait = time.time() + 10
-        while time.time() < wait and self.gw.request("GET", "/health")[0] != 200:
+        wait = time.monotonic() + 10
+        while time.monotonic() < wait and self.gw.request("GET", "/health")[0] != 200:
             time.sleep(0.1)
         status, _, reply = self.gw.post(CHAT, chat_body(max_tokens=2), key=self.key)
         self.assertEqual(status, 200, reply)
@@ -553,8 +553,8 @@ class TestReplicaFailure(unittest.TestCase):
 
     def test_no_replica_is_503(self):
         self.serve.stop()
-        wait = time.time() + 10
-        while time.time() < wait and self.gw.request("GET", "/health")[0] == 200:
+        wait = time.monotonic() + 10
+        while time.monotonic() < wait and self.gw.request("GET", "/health")[0] == 200:
             time.sleep(0.1)
         status, _, body = self.gw.request("GET", "/health")
         self.assertEqual(status, 503)
@@ -672,8 +672,8 @@ class TestTwoReplicas(unittest.TestCase):
         self.assertEqual(self.b.stats()["starts"], 2)
         self.assertEqual(self.a.stats()["busy"] + self.b.stats()["busy"], 0)
         self.b.stop()
-        deadline = time.time() + 10
-        while time.time() < deadline and not self._replica_up_lines().endswith(" 0"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self._replica_up_lines().endswith(" 0"):
             time.sleep(0.1)
         # With one replica down, requests go to the other, more slowly but all served.
         self.assertEqual(self.burst(4, tokens=5), [200] * 4)
