@@ -135,19 +135,39 @@ static int allow_smem(kern_ctx *ctx)
     return KERN_OK;
 }
 
+/* Blocks of k_mmq<T> resident per multiprocessor for n_pad activation rows
+ * (shared memory and registers decide: 2 or 3 on sm_90), asked once per
+ * (type, n_pad) so that a shape always gets the same plan (graph capture). */
+template <int T>
+static int blocks_per_sm(int n_pad)
+{
+    static std::atomic<int> known[KCU_MMQ_MAX_N / 16];
+    int i = n_pad / 16 - 1, b = known[i].load(std::memory_order_relaxed);
+    if (!b) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, k_mmq<T, kcu_nat_align(T)>, KCU_MMQ_THREADS,
+                                                          kcu_mmq_smem(T, n_pad)) != cudaSuccess || b < 1) {
+            (void)cudaGetLastError();
+            b = 2; /* a guess; the plan is only about speed */
+        }
+        known[i].store(b, std::memory_order_relaxed);
+    }
+    return b;
+}
+
 template <int T>
 static int launch(kern_ctx *ctx, const __nv_bfloat16 *xs, int n, int k, const kern_matmul_op *op)
 {
     kern_cuda *c = kcu(ctx);
-    kcu_mmq_plan p = kcu_mmq_plan_for(n, op->m, k, c->n_sm);
+    int rc = allow_smem<T>(ctx); /* before the occupancy query, which depends on it */
+    if (rc) return rc;
+    int n_pad = (n + 15) & ~15;
+    kcu_mmq_plan p = kcu_mmq_plan_for(n, op->m, k, c->n_sm * blocks_per_sm<T>(n_pad));
     float *ws = NULL;
     if (p.splits > 1) { /* partial sums in the dequantization tile buffer (unused on this path) */
-        int rc = kcu_grow(ctx, &c->tile, &c->tile_bytes, (size_t)p.splits * n * op->m * sizeof(float));
+        rc = kcu_grow(ctx, &c->tile, &c->tile_bytes, (size_t)p.splits * n * op->m * sizeof(float));
         if (rc) return rc;
         ws = (float *)c->tile;
     }
-    int rc = allow_smem<T>(ctx);
-    if (rc) return rc;
     dim3 grid((unsigned)p.nb, (unsigned)p.splits);
     k_mmq<T, kcu_nat_align(T)><<<grid, KCU_MMQ_THREADS, kcu_mmq_smem(T, p.n_pad), c->stream>>>(
         (const uint8_t *)op->w, kern_row_bytes(T, k), xs, n, op->m, k, p.sps, op->y, ws);

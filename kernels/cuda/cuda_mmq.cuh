@@ -103,14 +103,15 @@ typedef struct kcu_mmq_plan {
     int n_pad;  /* n rounded up to 16 */
 } kcu_mmq_plan;
 
-/* Enough blocks to fill the GPU about twice (n_sm multiprocessors): rows
- * alone when m is large, else k is split too (each split at least 1 stage). */
-__host__ __device__ inline kcu_mmq_plan kcu_mmq_plan_for(int n, int m, int k, int n_sm)
+/* Enough blocks to fill the GPU once (slots: blocks resident at once, i.e.
+ * multiprocessors x blocks per multiprocessor): rows alone when m is large,
+ * else k is split too (each split at least 1 stage). */
+__host__ __device__ inline kcu_mmq_plan kcu_mmq_plan_for(int n, int m, int k, int slots)
 {
     kcu_mmq_plan p;
     p.nb = (m + KCU_MMQ_BM - 1) / KCU_MMQ_BM;
     p.ns = (k + KCU_MMQ_BK - 1) / KCU_MMQ_BK;
-    int want = 2 * (n_sm > 0 ? n_sm : 1);
+    int want = slots > 0 ? slots : 1;
     int splits = p.nb >= want ? 1 : (want + p.nb - 1) / p.nb;
     if (splits > p.ns) splits = p.ns;
     p.sps = (p.ns + splits - 1) / splits;
