@@ -117,7 +117,7 @@ static double time_matmul(chk *c, float *yd, const float *xd, const void *wd, in
     return best[2];
 }
 
-/* Timing, not a check (never fails the run): the quantized matmul at n = 32 against the
+/* Timing, not a check (never fails the run): the quantized matmul at n = 32 (16, 64) against the
  * dequantize + cuBLAS path and against the floor (weight bytes / measured
  * device-to-device copy bandwidth, read + write), for the TinyLlama-1.1B Q8_0
  * shapes of bench/infer-gpu and a few of the default model's. */
@@ -134,17 +134,23 @@ static void bench_mmq(chk *c)
     kern_free(c->gpu, a), kern_free(c->gpu, b);
     printf("timing (not a check): device-to-device copy %.0f GB/s (read + write)\n", bw / 1e9);
     /* per_step: how many times a TinyLlama step (22 layers and the output) multiplies by it */
-    static const struct { int t, m, k, per_step; const char *what; } sh[] = {
-        {KERN_TYPE_Q8_0, 2048, 2048, 44, "TinyLlama q, o"},    {KERN_TYPE_Q8_0, 256, 2048, 44, "TinyLlama k, v"},
-        {KERN_TYPE_Q8_0, 5632, 2048, 44, "TinyLlama gate, up"}, {KERN_TYPE_Q8_0, 2048, 5632, 22, "TinyLlama down"},
-        {KERN_TYPE_Q8_0, 32000, 2048, 1, "TinyLlama output"},   {KERN_TYPE_Q5_0, 2048, 640, 0, "Gemma 270M gate"},
-        {KERN_TYPE_Q4_K, 640, 2048, 0, "Gemma 270M down"},     {KERN_TYPE_Q6_K, 640, 2048, 0, "Gemma 270M down"},
-        {KERN_TYPE_Q8_0, 262144, 640, 0, "Gemma 270M output"},
+    static const struct { int t, m, k, n, per_step; const char *what; } sh[] = {
+        {KERN_TYPE_Q8_0, 2048, 2048, 32, 44, "TinyLlama q, o"},
+        {KERN_TYPE_Q8_0, 256, 2048, 32, 44, "TinyLlama k, v"},
+        {KERN_TYPE_Q8_0, 5632, 2048, 32, 44, "TinyLlama gate, up"},
+        {KERN_TYPE_Q8_0, 2048, 5632, 32, 22, "TinyLlama down"},
+        {KERN_TYPE_Q8_0, 32000, 2048, 32, 1, "TinyLlama output"},
+        {KERN_TYPE_Q8_0, 5632, 2048, 16, 0, "TinyLlama gate, batch 16"},
+        {KERN_TYPE_Q8_0, 5632, 2048, 64, 0, "TinyLlama gate, batch 64"},
+        {KERN_TYPE_Q5_0, 2048, 640, 32, 0, "Gemma 270M gate"},
+        {KERN_TYPE_Q4_K, 640, 2048, 32, 0, "Gemma 270M down"},
+        {KERN_TYPE_Q6_K, 640, 2048, 32, 0, "Gemma 270M down"},
+        {KERN_TYPE_Q8_0, 262144, 640, 32, 0, "Gemma 270M output"},
     };
-    const int n = 32, base_rows = 64;
+    const int base_rows = 64;
     double step_new = 0, step_old = 0, step_floor = 0;
     for (size_t s = 0; s < sizeof sh / sizeof *sh; s++) {
-        int t = sh[s].t, m = sh[s].m, k = sh[s].k;
+        int t = sh[s].t, m = sh[s].m, k = sh[s].k, n = sh[s].n;
         size_t rb = kern_row_bytes(t, k), wbytes = rb * m;
         /* base_rows random rows, repeated: quantizing 262144 rows on the host would dominate */
         float *wf = malloc((size_t)base_rows * k * sizeof *wf), *x = malloc((size_t)n * k * sizeof *x);
@@ -161,17 +167,28 @@ static void bench_mmq(chk *c)
         double to = time_matmul(c, yd, xd, wd, t, n, m, k, reps);
         unsetenv("COMMONS_CUDA_MMQ");
         double fl = bw > 0 ? wbytes / bw * 1e3 : 0;
-        printf("timing (not a check): matmul %s n=%d m=%d k=%d (%s): %.4f ms new, %.4f ms dequant+cuBLAS, floor %.4f ms "
-               "(new %.2fx floor, %.2fx faster)\n",
-               kern_type_name(t), n, m, k, sh[s].what, tn, to, fl, fl > 0 ? tn / fl : 0, tn > 0 ? to / tn : 0);
-        step_new += sh[s].per_step * tn, step_old += sh[s].per_step * to, step_floor += sh[s].per_step * fl;
+        if (tn < 0 || to < 0) {
+            printf("timing (not a check): matmul %s n=%d m=%d k=%d (%s): error: %s\n", kern_type_name(t), n, m, k,
+                   sh[s].what, kern_ctx_error(c->gpu));
+            step_new = step_old = -1e30; /* the step sum is void */
+        } else {
+            printf("timing (not a check): matmul %s n=%d m=%d k=%d (%s): %.4f ms new, %.4f ms dequant+cuBLAS, "
+                   "floor %.4f ms (new %.2fx floor, %.2fx faster)\n",
+                   kern_type_name(t), n, m, k, sh[s].what, tn, to, fl, fl > 0 ? tn / fl : 0, tn > 0 ? to / tn : 0);
+            step_new += sh[s].per_step * tn, step_old += sh[s].per_step * to;
+        }
+        step_floor += sh[s].per_step * fl;
         kern_free(c->gpu, wd), kern_free(c->gpu, xd), kern_free(c->gpu, yd);
         free(wf), free(x), free(wq);
     }
-    printf("timing (not a check): the matmuls of a TinyLlama-1.1B Q8_0 step at batch %d (22 layers + output): "
+    if (step_new < 0) {
+        printf("timing (not a check): no TinyLlama step sum (an error above)\n");
+        return;
+    }
+    printf("timing (not a check): the matmuls of a TinyLlama-1.1B Q8_0 step at batch 32 (22 layers + output): "
            "%.3f ms new (%.0f tok/s if nothing else ran; llama.cpp's whole step: 8,168 tok/s on an H200), "
            "%.3f ms dequant+cuBLAS, floor %.3f ms\n",
-           n, step_new, step_new > 0 ? n / (step_new * 1e-3) : 0, step_old, step_floor);
+           step_new, step_new > 0 ? 32 / (step_new * 1e-3) : 0, step_old, step_floor);
 }
 
 static void check_matmul_multi(chk *c, int n)
