@@ -51,6 +51,7 @@
 #include "cm_log.h"
 #include "cm_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -524,6 +525,71 @@ static void recover(agent_runner *r, struct agent_job *j, int64_t settle_until)
     }
 }
 
+/* Parses "<prefix><id>-<attempt>[-s<spawn>]<suffix>", the instance names of
+ * exit files, scripts and cgroup folders; false for any other name. */
+static bool parse_instance_name(const char *name, const char *prefix, const char *suffix,
+                                int64_t *id, int *attempt, int64_t *sid)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl) != 0) return false;
+    long long i, s = 0;
+    int a, n = 0, m = 0;
+    if (sscanf(name + pl, "%lld-%d%n", &i, &a, &n) != 2 || i < 0 || a < 0) return false;
+    const char *rest = name + pl + n;
+    if (sscanf(rest, "-s%lld%n", &s, &m) == 1 && m > 0) {
+        if (s <= 0) return false;
+        rest += m;
+    }
+    if (strcmp(rest, suffix) != 0) return false;
+    *id = i;
+    *attempt = a;
+    *sid = s;
+    return true;
+}
+
+/* Removes, in folder dir, every entry named for an instance (prefix, suffix)
+ * that no known job is: rm(path) is unlink or rmdir. */
+static void sweep_folder(agent_runner *r, const char *dir, const char *prefix,
+                         const char *suffix, int (*rm)(const char *))
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int64_t id, sid;
+        int attempt;
+        if (!parse_instance_name(e->d_name, prefix, suffix, &id, &attempt, &sid) ||
+            find_sp(r, id, attempt, sid))
+            continue;
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (rm(path) == 0)
+            cm_info("removed %s, left by a launch that a crash cut before its record", path);
+        else if (errno != ENOENT)
+            cm_warn("cannot remove %s (left by a launch cut by a crash): %s", path,
+                    strerror(errno));
+    }
+    closedir(d);
+}
+
+/* After recovery: what a launch cut by a crash before its record was written
+ * left behind (its keeper killed the unreleased job and wrote an exit file;
+ * its script and cgroup folder stay) is named by no record, so nothing else
+ * would ever remove it. A cgroup folder that still holds processes cannot be
+ * removed (EBUSY) and is left, so a live tree is never touched. */
+static void sweep_unrecorded(agent_runner *r)
+{
+    char dir[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/jobs", r->state_dir);
+    sweep_folder(r, dir, "", ".exit", unlink);
+    snprintf(dir, sizeof dir, "%s/scripts", r->state_dir);
+    sweep_folder(r, dir, "", ".sh", unlink);
+    if (r->contain.kind == AGENT_CONTAIN_CGROUP) {
+        sweep_folder(r, r->contain.base, "job-", "", rmdir);
+        rmdir(r->contain.base); /* fails harmlessly while it has jobs */
+    }
+}
+
 static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
 {
     if (mkdir(path, mode) != 0 && errno != EEXIST) {
@@ -619,6 +685,7 @@ int agent_runner_open(const struct agent_runner_opts *o, agent_runner **out, cha
         next = j->next; /* recover may forget (free) j */
         recover(r, j, settle_until);
     }
+    sweep_unrecorded(r);
     commit(r);
     *out = r;
     return 0;

@@ -999,6 +999,94 @@ START_TEST(test_unrecorded_job_never_runs)
 }
 END_TEST
 
+/* The cgroup folder of a running process, from /proc/PID/cgroup and the
+ * cgroup2 mount (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). */
+static void cgroup_dir_of(pid_t pid, char *out, size_t len)
+{
+    char p[64], line[PATH_MAX];
+    snprintf(p, sizeof p, "/proc/%d/cgroup", (int)pid);
+    FILE *f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    out[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "0::", 3) != 0) continue;
+        line[strcspn(line, "\n")] = '\0';
+        const char *mounts[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
+        for (int i = 0; i < 2 && !out[0]; i++) {
+            struct stat sb;
+            snprintf(out, len, "%s%s", mounts[i], line + 3);
+            if (stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode)) out[0] = '\0';
+        }
+    }
+    fclose(f);
+    ck_assert_msg(out[0], "no cgroup v2 folder found for pid %d", (int)pid);
+}
+
+static void put_file(const char *dir, const char *name)
+{
+    char p[PATH_MAX + 64], err[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    ck_assert_msg(cm_write_file_atomic(p, "-1\n", 3, 0600, err, sizeof err) == 0, "%s", err);
+}
+
+static bool exists_in(const char *dir, const char *name)
+{
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+/* A launch cut by a crash before its record was written leaves its keeper's
+ * exit file, its script and (cgroup mode) an empty cgroup folder that no
+ * record names: a restarted agent removes them, and nothing of a known job. */
+START_TEST(test_restart_sweeps_unrecorded_leftovers)
+{
+    agent_runner *a = open_runner();
+    launch(a, launch_sh(40, "sleep 60"));
+    struct agent_job_status st;
+    agent_runner_status(a, 40, 0, &st);
+    pid_t pid = st.pid;
+    ck_assert_int_gt(pid, 0);
+    char cg[PATH_MAX] = "", base[PATH_MAX] = "";
+    if (g_contain == AGENT_CONTAIN_CGROUP) {
+        cgroup_dir_of(pid, cg, sizeof cg);
+        ck_assert_msg(strstr(cg, "/job-40-0"), "job 40 runs in %s", cg);
+        snprintf(base, sizeof base, "%.*s", (int)(strrchr(cg, '/') - cg), cg);
+    }
+    agent_runner_close(a);
+
+    char jobs[PATH_MAX + 16], scripts[PATH_MAX + 16];
+    snprintf(jobs, sizeof jobs, "%s/jobs", g_state);
+    snprintf(scripts, sizeof scripts, "%s/scripts", g_state);
+    put_file(jobs, "41-0.exit");
+    put_file(jobs, "41-1-s2.exit");
+    put_file(jobs, "40-0.exit.note"); /* not an instance's name: never touched */
+    put_file(scripts, "41-0.sh");
+    char stale[PATH_MAX + 32];
+    if (base[0]) {
+        snprintf(stale, sizeof stale, "%s/job-41-0", base);
+        ck_assert_int_eq(mkdir(stale, 0755), 0);
+    }
+
+    agent_runner *b = open_runner();
+    ck_assert(!exists_in(jobs, "41-0.exit"));
+    ck_assert(!exists_in(jobs, "41-1-s2.exit"));
+    ck_assert(!exists_in(scripts, "41-0.sh"));
+    ck_assert(exists_in(jobs, "40-0.exit.note"));
+    if (base[0]) {
+        ck_assert_msg(access(stale, F_OK) != 0, "%s was left", stale);
+        ck_assert_msg(access(cg, F_OK) == 0, "the running job's cgroup %s was removed", cg);
+    }
+    agent_runner_status(b, 40, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_RUNNING);
+    ck_assert_int_eq(st.pid, pid);
+    ck_assert(!proc_gone(pid));
+    ck_assert_int_eq(agent_runner_kill(b, 40, 0, "cancel"), 0);
+    wait_end(b, 40, 10000);
+    agent_runner_close(b);
+}
+END_TEST
+
 /* /proc/PID/stat of a process whose name holds ") " and spaces still parses,
  * and a record whose content does not match its file name is set aside. */
 START_TEST(test_procinfo_and_records_resist_odd_input)
@@ -1076,6 +1164,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_state_dir_guarded);
     tcase_add_test(tc, test_attempts_are_instances);
     tcase_add_test(tc, test_unrecorded_job_never_runs);
+    tcase_add_test(tc, test_restart_sweeps_unrecorded_leftovers);
     tcase_add_test(tc, test_procinfo_and_records_resist_odd_input);
     suite_add_tcase(s, tc);
     return s;
