@@ -54,9 +54,11 @@ int infer_layer_qkv(const infer_model *m, kern_ctx *kc, int il, int n, const int
         .freq_factors = gemma ? NULL : m->rope_freqs,
     };
     INFER_K(il, kern_rmsnorm(kc, h, x, ly->attn_norm, n, E, hp->eps));
-    INFER_K(il, kern_matmul(kc, q, h, ly->wq, ly->wq_t, n, H * D, E));
-    INFER_K(il, kern_matmul(kc, k, h, ly->wk, ly->wk_t, n, HKV * D, E));
-    INFER_K(il, kern_matmul(kc, v, h, ly->wv, ly->wv_t, n, HKV * D, E));
+    /* one call: h is converted once (quantized on the CPU, bf16 on CUDA) for all three */
+    const kern_matmul_op qkv[3] = {
+        {q, ly->wq, ly->wq_t, H * D}, {k, ly->wk, ly->wk_t, HKV * D}, {v, ly->wv, ly->wv_t, HKV * D},
+    };
+    INFER_K(il, kern_matmul_multi(kc, h, n, E, qkv, 3));
     if (gemma) {
         INFER_K(il, kern_rmsnorm(kc, q, q, ly->q_norm, n * H, D, hp->eps));
         INFER_K(il, kern_rmsnorm(kc, k, k, ly->k_norm, n * HKV, D, hp->eps));
@@ -84,8 +86,8 @@ int infer_layer_out(const infer_model *m, kern_ctx *kc, int il, int n, float *x,
     INFER_K(il, kern_add(kc, x, x, o, (size_t)n * E));
 
     INFER_K(il, kern_rmsnorm(kc, h, x, ly->ffn_norm, n, E, hp->eps));
-    INFER_K(il, kern_matmul(kc, gate, h, ly->w_gate, ly->w_gate_t, n, F, E));
-    INFER_K(il, kern_matmul(kc, up, h, ly->w_up, ly->w_up_t, n, F, E));
+    const kern_matmul_op gate_up[2] = {{gate, ly->w_gate, ly->w_gate_t, F}, {up, ly->w_up, ly->w_up_t, F}};
+    INFER_K(il, kern_matmul_multi(kc, h, n, E, gate_up, 2));
     INFER_K(il, kern_gated(kc, gate, gate, up, (size_t)n * F,
                            gemma ? KERN_ACT_GELU : KERN_ACT_SILU));
     INFER_K(il, kern_matmul(kc, o, gate, ly->w_down, ly->w_down_t, n, E, F));
