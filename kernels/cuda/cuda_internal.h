@@ -38,7 +38,7 @@ typedef struct kern_cuda {
     struct { const void *host; const void *dev; size_t bytes; } binds[KCU_MAX_BINDS];
     int n_binds;
     /* grown on demand, freed with the ctx (never during capture) */
-    void *tile; size_t tile_bytes;  /* weights dequantized to bf16 for cuBLAS */
+    void *tile; size_t tile_bytes;  /* weights dequantized to bf16 for cuBLAS; cuda_mmq.cu's split-K partial sums */
     void *xs; size_t xs_bytes;      /* activations converted to bf16 */
     void *part; size_t part_bytes;  /* flash-decoding partial results */
     void *blas_ws;                  /* cuBLAS workspace, KCU_BLAS_WS bytes */

@@ -128,6 +128,9 @@ run dequant_host 60 "$B/test_kernels_cuda_dequant"
 run copy_gather 60 "$B/test_kernels_copy_gather"
 run gpu_refused 60 sh "$ROOT/tests/gpu/run_refused.sh" "$RUNNER"
 gpu kernels_vs_cpu 180 "$B/check_gpu_ops" --threads "$JOBS"
+# its closing timing lines (quantized batched matmul vs dequantize + cuBLAS vs the floor) go
+# into the results section
+grep '^timing (not a check)' "$WORK/.out" > "$WORK/mmq-timing.txt" 2>/dev/null
 if [ "$DRY" = 0 ] && [ "$rc" = 2 ]; then say "no usable CUDA device: nothing else can run"; finish; fi
 
 # ---- 3. synthetic models and whole-model logits
@@ -218,6 +221,14 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
             echo "Kernel-level decode step (bench_step_gpu: the same kernels issued one by one vs replayed as a CUDA graph):"
             echo
             cat "$WORK/step.md"
+        fi
+        if [ -s "$WORK/mmq-timing.txt" ]; then
+            echo
+            echo "Quantized matmul alone (check_gpu_ops; mmq = kernels/cuda/cuda_mmq.cu, old = dequantize to bf16 + cuBLAS):"
+            echo
+            echo '```'
+            cat "$WORK/mmq-timing.txt"
+            echo '```'
         fi
     } > "$WORK/results-section.md"
     if [ "$DRY" = 1 ]; then
