@@ -45,6 +45,7 @@
 #include <stdlib.h>
 
 #include "model_internal.h"
+#include "sampler.h"
 
 #include <string.h>
 
@@ -72,6 +73,12 @@ struct infer_batch {
     kern_paged_seq *pseq;  /* paged: [max_tokens] the step's sequences */
     float *logits;         /* [max_logits][n_vocab] */
     int n_logits;
+    /* Candidates instead of logits (infer_batch_set_top; CUDA, not distributed):
+     * top_dev [max_logits * INFER_SAMPLER_TOP_MAX] floats then as many int32 ids,
+     * top the pinned host copy in the same layout for the step's n rows x top_n. */
+    float *top_dev, *top;
+    int top_want;          /* k asked for the next steps (0: logits) */
+    int top_n;             /* k of the last step's candidates; 0: it gave logits */
     infer_batch_stats stats;   /* CUDA decode steps only */
     /* Decode-only steps (decode), on CUDA or with paged_kernels on host memory; NULL
      * elsewhere. The step descriptor (host, pinned on CUDA) and its twin in backend
@@ -101,6 +108,8 @@ void infer_batch_free(infer_batch *b)
 #endif
     kern_free(b->kc, b->desc_dev);
     kern_host_free(b->kc, b->desc);
+    kern_free(b->kc, b->top_dev);
+    kern_host_free(b->kc, b->top);
     void *dev[] = { b->x, b->h, b->q, b->k, b->v, b->attn, b->o, b->gate, b->up, b->xl, b->hl,
                     b->gk, b->gv, b->logits_dev };
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
@@ -203,8 +212,68 @@ void infer_batch_get_stats(const infer_batch *b, infer_batch_stats *out)
 const float *infer_batch_logits(const infer_batch *b, int *n_rows)
 {
     if (n_rows)
-        *n_rows = b->n_logits;
-    return b->logits;
+        *n_rows = b->top_n ? 0 : b->n_logits;
+    return b->top_n ? NULL : b->logits;
+}
+
+int infer_batch_set_top(infer_batch *b, int k, char *err, size_t errlen)
+{
+    if (k < 0 || k > INFER_SAMPLER_TOP_MAX)
+        FAIL(INFER_EINVAL, "batch: %d candidates per row asked, at most %d", k,
+             INFER_SAMPLER_TOP_MAX);
+    b->top_want = 0;
+#ifdef KERN_HAVE_CUDA
+    /* a distributed model's logits are gathered by its own hooks, on the host */
+    if (k == 0 || !kern_cuda_is(b->kc) || b->m->dist)
+        return INFER_OK;
+    if (!b->top_dev) {   /* once, for the largest k: never inside a capture */
+        size_t pairs = (size_t)b->p.max_logits * INFER_SAMPLER_TOP_MAX;
+        b->top_dev = kern_alloc(b->kc, pairs * 8);
+        b->top = b->top_dev ? kern_host_alloc(b->kc, pairs * 8) : NULL;
+        if (!b->top) {
+            kern_free(b->kc, b->top_dev);
+            b->top_dev = NULL;
+            FAIL(INFER_ENOMEM, "batch: no memory for %zu candidates: %s", pairs,
+                 kern_ctx_error(b->kc));
+        }
+    }
+    b->top_want = k;
+#endif
+    return INFER_OK;
+}
+
+const float *infer_batch_top(const infer_batch *b, const int32_t **ids, int *n_rows, int *k)
+{
+    *n_rows = b->top_n ? b->n_logits : 0;
+    *k = b->top_n;
+    *ids = b->top_n ? (const int32_t *)(b->top + (size_t)b->n_logits * b->top_n) : NULL;
+    return b->top_n ? b->top : NULL;
+}
+
+/* The step's n rows of logits (in backend memory) to the host: whole rows, or on CUDA
+ * with infer_batch_set_top their best top_want (value, id) pairs selected on the
+ * device, n x k x 8 bytes instead of n x n_vocab x 4. */
+static int fetch_rows(infer_batch *b, int n, char *err, size_t errlen)
+{
+    kern_ctx *kc = b->kc;
+    const int V = b->m->hp.n_vocab;
+    b->n_logits = n;
+    b->top_n = 0;
+    if (!b->logits_dev || n == 0)
+        return INFER_OK;
+#ifdef KERN_HAVE_CUDA
+    if (b->top_want) {
+        const int k = b->top_want < V ? b->top_want : V;
+        float *vals = b->top_dev;
+        int32_t *ids = (int32_t *)(b->top_dev + (size_t)n * k);
+        INFER_K(-1, kern_cuda_topk(kc, vals, ids, b->logits_dev, n, V, k));
+        INFER_K(-1, kern_download(kc, b->top, b->top_dev, (size_t)n * k * 8));
+        b->top_n = k;
+        return INFER_OK;
+    }
+#endif
+    INFER_K(-1, kern_download(kc, b->logits, b->logits_dev, (size_t)n * V * sizeof(float)));
+    return INFER_OK;
 }
 
 static int check_step(const infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
@@ -410,11 +479,9 @@ static int decode(infer_batch *b, const infer_batch_seq *seqs, int n, char *err,
     }
     if (rc)
         return rc;
-    if (b->logits_dev)
-        INFER_K(-1, kern_download(kc, b->logits, b->logits_dev,
-                                  (size_t)n * b->m->hp.n_vocab * sizeof(float)));
+    if ((rc = fetch_rows(b, n, err, errlen)))
+        return rc;
     b->desc_pending = false;
-    b->n_logits = n;
     return INFER_OK;
 }
 
@@ -508,9 +575,5 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
     float *lg = b->logits_dev ? b->logits_dev : b->logits;
     if (n_out && (rc = infer_head(m, kc, n_out, b->xl, b->hl, lg, err, errlen)))
         return rc;
-    if (n_out && b->logits_dev)
-        INFER_K(-1, kern_download(kc, b->logits, b->logits_dev,
-                                  (size_t)n_out * hp->n_vocab * sizeof(float)));
-    b->n_logits = n_out;
-    return INFER_OK;
+    return fetch_rows(b, n_out, err, errlen);
 }

@@ -63,8 +63,23 @@ int infer_batch_step(infer_batch *b, const infer_batch_seq *seqs, int n_seqs,
                      char *err, size_t errlen);
 
 /* Logits of the last step: row i ([n_vocab] floats) belongs to the i-th sequence,
- * in step order, that asked for logits. */
+ * in step order, that asked for logits. NULL (*n_rows 0) when the step gave
+ * candidates instead (infer_batch_set_top). */
 const float *infer_batch_logits(const infer_batch *b, int *n_rows);
+
+/* Candidates instead of whole rows of logits (commons-serve on a GPU): with k > 0, each
+ * later step's rows are reduced on the device to their k best (value, id) pairs,
+ * sorted descending (ties: lower id first), and only those are downloaded (n x k x 8
+ * bytes instead of n x n_vocab x 4); the step then has no logits (infer_batch_logits
+ * gives NULL) but infer_batch_top. k 0 turns it off. Only on CUDA and for a model that
+ * is not distributed: elsewhere this succeeds and steps keep giving logits (the
+ * caller learns which from infer_batch_top after each step). INFER_EINVAL for k outside
+ * [0, INFER_SAMPLER_TOP_MAX]; INFER_ENOMEM when the device has no room for the
+ * candidates (allocated once). Not during a step. */
+int infer_batch_set_top(infer_batch *b, int k, char *err, size_t errlen);
+/* The last step's candidates: row i's k values at [i * k, i * k + k), its ids likewise
+ * in *ids; NULL (and *n_rows = *k = 0) when the last step gave logits instead. */
+const float *infer_batch_top(const infer_batch *b, const int32_t **ids, int *n_rows, int *k);
 
 /* How b's decode-only steps ran on CUDA (every sequence one token, all wanting logits;
  * see batch.c): replayed from a captured CUDA graph, run eagerly (the first step of a

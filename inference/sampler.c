@@ -228,6 +228,42 @@ static int select_top(infer_sampler *s, const float *logits, int k, cand *c)
     return m;
 }
 
+/* Steps 3 (top_p, min_p) and 4 over the sorted candidates c[0..n), whose best logit
+ * is mx; sum = the sum of exp(l - mx) top_p weighs against. */
+static int32_t draw(infer_sampler *s, cand *c, int n, double mx, double sum)
+{
+    const infer_sampler_params *p = &s->p;
+    if (p->top_p < 1) {
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += exp((double)c[i].logit - mx) / sum;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0) {   /* p_i / p_max = exp(l_i - l_max) */
+        double cut = log((double)p->min_p);
+        int keep = 1;
+        while (keep < n && (double)c[keep].logit - mx >= cut)
+            keep++;
+        n = keep;
+    }
+    sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += exp(((double)c[i].logit - mx) / p->temp);
+    double r = uniform01(s) * sum, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - mx) / p->temp);
+        if (r < acc)
+            return c[i].id;
+    }
+    return c[n - 1].id;
+}
+
 int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
 {
     const infer_sampler_params *p = &s->p;
@@ -269,35 +305,35 @@ int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
                 c[n++] = (cand){ l[j], j };
         qsort(c, (size_t)n, sizeof *c, cand_cmp);
     }
-    if (p->top_p < 1) {
-        double cum = 0;
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - mx) / sum;
-            if (cum >= p->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-        n = keep;
+    return draw(s, c, n, mx, sum);
+}
+
+int infer_sampler_top_need(const infer_sampler *s)
+{
+    const infer_sampler_params *p = &s->p;
+    if (penalties_on(s))   /* the penalized order may bring in any token of the window */
+        return 0;
+    if (p->temp <= 0)
+        return 1;
+    return p->top_k > 0 && p->top_k < s->n_vocab && p->top_k <= INFER_SAMPLER_TOP_MAX
+               ? p->top_k : 0;
+}
+
+int32_t infer_sampler_sample_top(infer_sampler *s, const float *vals, const int32_t *ids, int n)
+{
+    const infer_sampler_params *p = &s->p;
+    if (p->temp <= 0)
+        return ids[0];
+    /* the top-k path of infer_sampler_sample from select_top on: the same k candidates
+     * in the same order, so the same sums and the same draw */
+    int k = p->top_k < n ? p->top_k : n;
+    cand *c = s->cands;
+    double mx = vals[0], sum = 0;
+    for (int i = 0; i < k; i++) {
+        c[i] = (cand){ vals[i], ids[i] };
+        sum += exp((double)c[i].logit - mx);
     }
-    if (p->min_p > 0) {   /* p_i / p_max = exp(l_i - l_max) */
-        double cut = log((double)p->min_p);
-        int keep = 1;
-        while (keep < n && (double)c[keep].logit - mx >= cut)
-            keep++;
-        n = keep;
-    }
-    sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += exp(((double)c[i].logit - mx) / p->temp);
-    double r = uniform01(s) * sum, acc = 0;
-    for (int i = 0; i < n; i++) {
-        acc += exp(((double)c[i].logit - mx) / p->temp);
-        if (r < acc)
-            return c[i].id;
-    }
-    return c[n - 1].id;
+    return draw(s, c, k, mx, sum);
 }
 
 struct infer_sample_pool {

@@ -49,6 +49,20 @@ void infer_sampler_accept(infer_sampler *s, int32_t token);
 /* Choose a token from n_vocab logits (not modified). */
 int32_t infer_sampler_sample(infer_sampler *s, const float *logits);
 
+/* Drawing from the best logits of a row alone (commons-serve on a GPU: the device
+ * selects them, and n_vocab floats per row need not cross the bus).
+ * infer_sampler_top_need: how many of the row's best logits infer_sampler_sample_top
+ * needs to draw exactly the token infer_sampler_sample would draw from the whole row
+ * now: 1 when greedy, top_k when 1 <= top_k <= INFER_SAMPLER_TOP_MAX (and < n_vocab);
+ * 0 when it needs the whole row (top_k off or larger, or penalties with a history,
+ * which may lift any token of the window into the best).
+ * infer_sampler_sample_top: vals[0..n) the n best logits of the row, descending, ties
+ * to the lower id, ids[] their tokens, n >= infer_sampler_top_need(s) > 0. Accepts
+ * nothing (call infer_sampler_accept as after infer_sampler_sample). */
+#define INFER_SAMPLER_TOP_MAX 256
+int infer_sampler_top_need(const infer_sampler *s);
+int32_t infer_sampler_sample_top(infer_sampler *s, const float *vals, const int32_t *ids, int n);
+
 /* The draws of many sequences at once (commons-serve: one per row of a batched step),
  * spread over threads: the caller and n_threads - 1 helpers. Each sampler is used by
  * one thread at a time, so every draw is the one infer_sampler_sample then

@@ -249,6 +249,7 @@ static void *engine_main(void *arg)
     if (infer_sample_pool_new(kern_ctx_threads(s->kc), &pool, err, sizeof err))
         cm_warn("engine: sampling on one thread (%s)", err);
     int64_t gather_since = -1;
+    bool top_warned = false;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         reap(s);
@@ -264,6 +265,22 @@ static void *engine_main(void *arg)
         }
         pthread_mutex_unlock(&s->mu);
 
+        /* On a GPU, rows whose draw needs only their best logits (greedy, top_k <= 256,
+         * no penalties) come back as (value, id) candidates selected on the device;
+         * one row that needs its whole distribution makes the step download logits. */
+        int need = 0;
+        for (int i = 0; i < p.n && need >= 0; i++)
+            if (p.bs[i].logits) {
+                int k = infer_sampler_top_need(p.seq[i]->smp);
+                need = k == 0 ? -1 : k > need ? k : need;
+            }
+        if (infer_batch_set_top(s->batch, need > 0 ? need : 0, err, sizeof err)) {
+            if (!top_warned)
+                cm_warn("engine: sampling on the host from whole rows of logits: %s", err);
+            top_warned = true;
+            infer_batch_set_top(s->batch, 0, err, sizeof err);
+        }
+
         int64_t t0 = serve_now_ms();
         int rc = infer_dist_batch_step(infer_model_dist(s->model), s->batch, p.bs, p.n, err,
                                        sizeof err);
@@ -275,11 +292,22 @@ static void *engine_main(void *arg)
         for (int i = 0; !rc && i < p.n; i++)
             if (p.bs[i].logits) {
                 smp[r] = p.seq[i]->smp;
-                rowl[r] = lg + (size_t)r * V;
+                rowl[r] = lg ? lg + (size_t)r * V : NULL;   /* NULL: candidates instead */
                 r++;
             }
+        const int32_t *top_ids = NULL;
+        int top_rows = 0, top_k = 0;
+        const float *top = rc ? NULL : infer_batch_top(s->batch, &top_ids, &top_rows, &top_k);
         /* the prompt's tokens were accepted at admission; generated ones here */
-        infer_sample_many(pool, smp, rowl, r, drawn);
+        if (top) {   /* a few candidates per row: no pool needed; top_rows == r */
+            for (int j = 0; j < top_rows; j++) {
+                drawn[j] = infer_sampler_sample_top(smp[j], top + (size_t)j * top_k,
+                                                    top_ids + (size_t)j * top_k, top_k);
+                infer_sampler_accept(smp[j], drawn[j]);
+            }
+        } else {
+            infer_sample_many(pool, smp, rowl, r, drawn);
+        }
         for (int i = 0, j = 0; !rc && i < p.n; i++) {
             if (!p.bs[i].logits)
                 continue;

@@ -328,6 +328,83 @@ static void test_penalties_match_brute_force(void)
 /* A pool's draws equal one thread's, sampler for sampler, step after step (the
  * samplers' histories and generators advance the same way), with 1, 2 and 3 threads
  * and without a pool. */
+/* Drawing from the best logits alone (infer_sampler_sample_top) is the draw from the
+ * whole row, seed for seed, whenever infer_sampler_top_need says it may be used: with
+ * ties in the row, with more candidates than needed, for greedy, top_k 1..256 with
+ * top_p / min_p; and the need is 0 where the whole row is required. */
+static void test_sample_top_matches_full_row(void)
+{
+    enum { N = 2000, STEPS = 200 };
+    static float l[N], vals[INFER_SAMPLER_TOP_MAX];
+    static int ord[N];
+    int32_t ids[INFER_SAMPLER_TOP_MAX];
+    const struct { float temp; int top_k; float top_p, min_p; } cases[] = {
+        { 0, 0, 1, 0 }, { 0.8f, 40, 0.95f, 0.05f }, { 1.5f, 1, 1, 0 }, { 1, 7, 1, 0 },
+        { 0.7f, 256, 0.9f, 0 }, { 2, 100, 1, 0.2f },
+    };
+    unsigned x = 4242;
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        infer_sampler_params p = { .temp = cases[ci].temp, .top_k = cases[ci].top_k,
+                                   .top_p = cases[ci].top_p, .min_p = cases[ci].min_p,
+                                   .repeat_penalty = 1, .repeat_last_n = 64,
+                                   .seed = 11 + ci };
+        infer_sampler *full, *top;
+        char err[256];
+        if (infer_sampler_new(&p, N, &full, err, sizeof err) ||
+            infer_sampler_new(&p, N, &top, err, sizeof err)) {
+            CHECK(0, "sampler_new: %s", err);
+            return;
+        }
+        int need = infer_sampler_top_need(top);
+        CHECK(need == (p.temp <= 0 ? 1 : p.top_k), "case %zu: need %d", ci, need);
+        int mismatches = 0;
+        for (int step = 0; step < STEPS && need > 0; step++) {
+            for (int i = 0; i < N; i++) {   /* coarse values: many ties */
+                x = x * 1103515245u + 12345u;
+                l[i] = (float)((x >> 16) % 64) / 8.0f;
+            }
+            for (int i = 0; i < N; i++)
+                ord[i] = i;
+            sort_logits = l;
+            qsort(ord, N, sizeof *ord, by_logit);
+            int n = need + step % 3;   /* the caller may pass more than needed */
+            if (n > INFER_SAMPLER_TOP_MAX)
+                n = INFER_SAMPLER_TOP_MAX;
+            for (int i = 0; i < n; i++)
+                vals[i] = l[ord[i]], ids[i] = ord[i];
+            int32_t a = infer_sampler_sample(full, l), b = infer_sampler_sample_top(top, vals, ids, n);
+            mismatches += a != b;
+            infer_sampler_accept(full, a);
+            infer_sampler_accept(top, a);
+        }
+        CHECK(mismatches == 0, "case %zu: %d of %d draws differ", ci, mismatches, STEPS);
+        infer_sampler_free(full);
+        infer_sampler_free(top);
+    }
+    /* the whole row is needed: top_k off, beyond the limit, or not below n_vocab;
+     * penalties once there is a history (not before) */
+    const struct { int top_k; float rep, freq; int accept; int want; } need0[] = {
+        { 0, 1, 0, 0, 0 }, { 257, 1, 0, 0, 0 }, { N, 1, 0, 0, 0 }, { 40, 1.1f, 0, 1, 0 },
+        { 40, 1, 0.5f, 1, 0 }, { 40, 1.1f, 0, 0, 40 },
+    };
+    for (size_t i = 0; i < sizeof need0 / sizeof *need0; i++) {
+        infer_sampler_params p = { .temp = 1, .top_k = need0[i].top_k, .top_p = 1,
+                                   .repeat_penalty = need0[i].rep, .repeat_last_n = 64,
+                                   .freq_penalty = need0[i].freq };
+        infer_sampler *s;
+        char err[256];
+        if (infer_sampler_new(&p, N, &s, err, sizeof err)) {
+            CHECK(0, "sampler_new: %s", err);
+            continue;
+        }
+        if (need0[i].accept)
+            infer_sampler_accept(s, 5);
+        CHECK(infer_sampler_top_need(s) == need0[i].want, "need case %zu: %d, want %d", i,
+              infer_sampler_top_need(s), need0[i].want);
+        infer_sampler_free(s);
+    }
+}
+
 static void test_sample_pool(void)
 {
     enum { R = 9, N = 20000, STEPS = 40 };
@@ -498,6 +575,7 @@ int main(int argc, char **argv)
     test_penalties();
     test_top_k_ties();
     test_penalties_match_brute_force();
+    test_sample_top_matches_full_row();
     test_sample_pool();
     test_bad_params();
     test_stop_strings();

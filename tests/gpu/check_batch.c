@@ -24,7 +24,8 @@
  * max|c| over the row); graph and eager logits equal bit for bit; the host buffers
  * the GPU steps download into are poisoned with NaN before each step and no
  * non-finite logit passes; graph replayed every decode step but the first of each n
- * (2 captures) and eager never replayed.
+ * (2 captures) and eager never replayed; then candidates (infer_batch_set_top) are
+ * exactly each row's best logits (check_top).
  * Usage: check_gpu_batch MODEL.gguf [--kv f16] [--threads N] [--bound B] [--long N]
  * Exit status: 0 all passed, 1 a failure, 2 usage or no CUDA device. */
 #include <math.h>
@@ -36,6 +37,7 @@
 #include "check_common.h"
 #include "model.h"
 #include "paged_kv.h"
+#include "sampler.h"
 
 #define NSEQ 10
 #define BT 16
@@ -129,6 +131,72 @@ static int step(plan *pl, side *sd, const int *n, const char *what)
     }
     for (int i = 0; i < NSEQ; i++) pl->past[i] += n[i];
     return 0;
+}
+
+static const float *sort_ref;
+
+/* Descending value, then ascending id: the order infer_batch_top promises. */
+static int by_value(const void *a, const void *b)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    if (sort_ref[i] != sort_ref[j]) return sort_ref[i] > sort_ref[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* Candidates (infer_batch_set_top) on the graph side: the decode step of every sequence
+ * at its current position is run once for its logits and again (same tokens, same
+ * positions: the same K/V rewritten to the same slots, so the same logits) for k
+ * candidates per row, which must be exactly the row's k best by (value descending,
+ * id ascending), values bit for bit; the step then gives no logits. Also the limits
+ * of set_top. Does not advance the plan. */
+static void check_top(plan *pl, side *sd)
+{
+    infer_batch *b = sd[GRAPH].b;
+    infer_batch_seq seqs[NSEQ];
+    char err[512];
+    int ns = 0;
+    for (int i = 0; i < NSEQ; i++)
+        seqs[ns++] = (infer_batch_seq){&sd[GRAPH].bt[i], pl->past[i], pl->toks[i] + pl->past[i], 1, true};
+    size_t LV = (size_t)ns * pl->V;
+    float *ref = malloc(LV * sizeof *ref);
+    int *ord = malloc((size_t)pl->V * sizeof *ord);
+    if (!ref || !ord) { FAILF(pl, "top: out of memory"); free(ref); free(ord); return; }
+    if (infer_batch_set_top(b, INFER_SAMPLER_TOP_MAX + 1, err, sizeof err) != INFER_EINVAL)
+        FAILF(pl, "top: set_top(%d) was not refused", INFER_SAMPLER_TOP_MAX + 1);
+    static const int ks[] = {1, 40, INFER_SAMPLER_TOP_MAX};
+    for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
+        int k = ks[t], rows = 0, tk = 0;
+        const int32_t *ids = NULL;
+        if (infer_batch_set_top(b, 0, err, sizeof err) || infer_batch_step(b, seqs, ns, err, sizeof err)) {
+            FAILF(pl, "top k=%d: logits step: %s", k, err);
+            break;
+        }
+        memcpy(ref, infer_batch_logits(b, &rows), LV * sizeof *ref);
+        if (infer_batch_set_top(b, k, err, sizeof err) || infer_batch_step(b, seqs, ns, err, sizeof err)) {
+            FAILF(pl, "top k=%d: candidates step: %s", k, err);
+            break;
+        }
+        const float *vals = infer_batch_top(b, &ids, &rows, &tk);
+        if (!vals || rows != ns || tk != k || infer_batch_logits(b, &rows)) {
+            FAILF(pl, "top k=%d: the step gave %s (%d rows of %d)", k, vals ? "candidates and logits" : "no candidates",
+                  rows, tk);
+            continue;
+        }
+        int bad = 0;
+        for (int r = 0; r < ns; r++) {
+            sort_ref = ref + (size_t)r * pl->V;
+            for (int j = 0; j < pl->V; j++) ord[j] = j;
+            qsort(ord, (size_t)pl->V, sizeof *ord, by_value);
+            for (int j = 0; j < k; j++)
+                bad += ids[r * k + j] != ord[j] ||
+                       memcmp(&vals[r * k + j], &sort_ref[ord[j]], sizeof(float)) != 0;
+        }
+        if (bad)
+            FAILF(pl, "top k=%d: %d of %d candidates differ from the row's best", k, bad, ns * k);
+    }
+    infer_batch_set_top(b, 0, err, sizeof err);
+    free(ref);
+    free(ord);
 }
 
 /* kern_cuda_attention_paged_dev vs kern_attention_paged (CPU) on rows of positions
@@ -299,6 +367,7 @@ int main(int argc, char **argv)
             FAILF(&pl, "eager side: %ld replayed, %ld eager, %ld captured; want 0, %d, 0", st[EAGER].replayed,
                   st[EAGER].eager, st[EAGER].captured, decode_steps);
         if (st[CPU].replayed || st[CPU].eager || st[CPU].captured) FAILF(&pl, "cpu side counted CUDA steps");
+        check_top(&pl, sd);
     }
     int fail = rc || pl.fails;
     printf("%s %s: %s L=%d window %d, kv %s, %d sequences (longest %d), %d decode steps (n = 10, 3, 10): "

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "sampler.h"
 #include "model.h"
 #include "paged_kv.h"
 
@@ -118,6 +119,22 @@ static void check_model(const char *path, kern_ctx *kc)
         infer_batch_get_stats(r->sd[k].b, &st);
         CHECK(!st.replayed && !st.eager && !st.captured, "%s: a CPU batch counted CUDA decode steps (%ld/%ld/%ld)",
               path, st.replayed, st.eager, st.captured);
+    }
+    /* candidates are a CUDA road: on the CPU set_top is accepted and steps keep giving
+     * logits (commons-serve's engine then samples from whole rows); bad k refused */
+    for (int k = 0; k < 2 && ok; k++) {
+        CHECK(infer_batch_set_top(r->sd[k].b, -1, err, sizeof err) == INFER_EINVAL &&
+                  infer_batch_set_top(r->sd[k].b, INFER_SAMPLER_TOP_MAX + 1, err, sizeof err) == INFER_EINVAL,
+              "%s: set_top accepted a k outside [0, %d]", path, INFER_SAMPLER_TOP_MAX);
+        CHECK(infer_batch_set_top(r->sd[k].b, 40, err, sizeof err) == INFER_OK, "%s: set_top(40): %s", path, err);
+    }
+    static const int last[NSEQ] = {1, 1, 1};
+    ok = ok && !step(r, last, (int)(sizeof plan / sizeof *plan));
+    for (int k = 0; k < 2 && ok; k++) {
+        const int32_t *ids;
+        int rows, tk;
+        CHECK(!infer_batch_top(r->sd[k].b, &ids, &rows, &tk) && rows == 0 && tk == 0,
+              "%s: a CPU batch gave candidates", path);
     }
     printf("%s %s: %s, window %d, %d steps, worst relative difference %.3g\n",
            ok && fails == fails0 ? "ok  " : "FAIL", path,
