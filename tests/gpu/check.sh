@@ -213,7 +213,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
         echo
         echo "## infer-gpu $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ "$DRY" = 1 ] && echo ', DRY RUN on the CPU backend (no GPU): not GPU numbers')"
         echo
-        echo "tests/gpu/check.sh; synthetic models with random weights made on the machine by commons-mkmodel; batch 32 = 32 sequences on the paged KV cache (inference/batch.c), one token each per step replayed as a CUDA graph (op by op: COMMONS_CUDA_GRAPH=0), all logits downloaded. Floor = weight bytes / measured copy bandwidth (read + write). Issue 6 targets: batch 1 BF16 within 1.5x of the floor; batch 32 >= 20,000 tok/s. llama.cpp on an H200 (issue 6): 1.33 ms/token BF16 batch 1, 12,005 tok/s BF16 batch 32."
+        echo "tests/gpu/check.sh; synthetic models with random weights made on the machine by commons-mkmodel; batch 32 = 32 sequences on the paged KV cache (inference/batch.c), one token each per step replayed as a CUDA graph (op by op: COMMONS_CUDA_GRAPH=0), all logits downloaded (top-40: only each row's 40 best pairs, selected on the device, as commons-serve samples by default). Floor = weight bytes / measured copy bandwidth (read + write). Issue 6 targets: batch 1 BF16 within 1.5x of the floor; batch 32 >= 20,000 tok/s. llama.cpp on an H200 (issue 6): 1.33 ms/token BF16 batch 1, 12,005 tok/s BF16 batch 32."
         echo
         cat "$WORK/bench.md"
         if [ -s "$WORK/step.md" ]; then
