@@ -107,10 +107,11 @@ int store_open(struct store *s, const char *state_dir, enum store_sync sync, cha
                 " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 &s->ins_job) ||
         prepare(s,
-                "UPDATE jobs SET state=?2, reason=?3, start_time=?4, end_time=?5, exit_code=?6,"
-                " signal=?7, error=?8, alloc=?9, released=?10, launched=?11, kill_pending=?12,"
-                " hold=?13, requeues=?14, submit_time=?15, placement=?16, step_key=?17, preempted_by=?18,"
-                " note=?19 WHERE id=?1",
+                /* Numbered as in the INSERT above, so bind_job_changes() binds both. */
+                "UPDATE jobs SET state=?8, reason=?9, submit_time=?10, start_time=?11, end_time=?12,"
+                " exit_code=?13, signal=?14, error=?15, alloc=?16, released=?17, launched=?18,"
+                " kill_pending=?19, hold=?20, requeues=?21, placement=?22, step_key=?23,"
+                " preempted_by=?24, note=?25 WHERE id=?1",
                 &s->upd_job) ||
         prepare(s, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", &s->set_meta))
         goto bad;
@@ -191,19 +192,14 @@ static char *placement_text(const struct job *j)
     return text;
 }
 
-int store_job_insert(struct store *s, const struct job *j)
+/* Resets st and binds what both job statements share, numbered as in the INSERT: the id (?1)
+ * and every column a job's life changes (?8..?25); the INSERT alone also binds ?2..?7.
+ * alloc (alloclen bytes) and *place (the caller frees it) hold texts until st has run. */
+static void bind_job_changes(sqlite3_stmt *st, const struct job *j, char *alloc, size_t alloclen,
+                             char **place)
 {
-    sqlite3_stmt *st = s->ins_job;
-    char *spec = json_dumps(j->spec, JSON_COMPACT);
-    char alloc[8192];
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_int64(st, 2, j->array_job_id);
-    sqlite3_bind_int(st, 3, j->array_task_id);
-    sqlite3_bind_int(st, 4, j->array_throttle);
-    sqlite3_bind_text(st, 5, j->user, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 6, j->account, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, spec, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 8, j->state);
     sqlite3_bind_text(st, 9, j->reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 10, j->submit_time);
@@ -212,17 +208,31 @@ int store_job_insert(struct store *s, const struct job *j)
     sqlite3_bind_int(st, 13, j->exit_code);
     sqlite3_bind_int(st, 14, j->signal);
     sqlite3_bind_text(st, 15, j->error, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 16, alloc_text(j, alloc, sizeof alloc), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 16, alloc_text(j, alloc, alloclen), -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 17, j->released);
     sqlite3_bind_int(st, 18, j->launched);
     sqlite3_bind_int(st, 19, j->kill_pending);
     sqlite3_bind_int(st, 20, j->hold);
     sqlite3_bind_int(st, 21, j->requeues);
-    char *place = placement_text(j);
-    sqlite3_bind_text(st, 22, place, -1, SQLITE_STATIC);
+    *place = placement_text(j);
+    sqlite3_bind_text(st, 22, *place, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 23, j->step_key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 24, j->preempted_by);
     sqlite3_bind_text(st, 25, j->note, -1, SQLITE_STATIC);
+}
+
+int store_job_insert(struct store *s, const struct job *j)
+{
+    sqlite3_stmt *st = s->ins_job;
+    char *spec = json_dumps(j->spec, JSON_COMPACT), *place;
+    char alloc[8192];
+    bind_job_changes(st, j, alloc, sizeof alloc, &place);
+    sqlite3_bind_int64(st, 2, j->array_job_id);
+    sqlite3_bind_int(st, 3, j->array_task_id);
+    sqlite3_bind_int(st, 4, j->array_throttle);
+    sqlite3_bind_text(st, 5, j->user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, j->account, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, spec, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     free(place);
@@ -233,28 +243,8 @@ int store_job_insert(struct store *s, const struct job *j)
 int store_job_update(struct store *s, const struct job *j)
 {
     sqlite3_stmt *st = s->upd_job;
-    char alloc[8192];
-    sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_int(st, 2, j->state);
-    sqlite3_bind_text(st, 3, j->reason, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, j->start_time);
-    sqlite3_bind_int64(st, 5, j->end_time);
-    sqlite3_bind_int(st, 6, j->exit_code);
-    sqlite3_bind_int(st, 7, j->signal);
-    sqlite3_bind_text(st, 8, j->error, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, alloc_text(j, alloc, sizeof alloc), -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 10, j->released);
-    sqlite3_bind_int(st, 11, j->launched);
-    sqlite3_bind_int(st, 12, j->kill_pending);
-    sqlite3_bind_int(st, 13, j->hold);
-    sqlite3_bind_int(st, 14, j->requeues);
-    sqlite3_bind_int64(st, 15, j->submit_time);
-    char *place = placement_text(j);
-    sqlite3_bind_text(st, 16, place, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 17, j->step_key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 18, j->preempted_by);
-    sqlite3_bind_text(st, 19, j->note, -1, SQLITE_STATIC);
+    char alloc[8192], *place;
+    bind_job_changes(st, j, alloc, sizeof alloc, &place);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     free(place);
