@@ -2,6 +2,7 @@
  * device memory, host<->device copies, the staging ring for host arrays,
  * CUDA graph capture and the kern_cuda.h entry points that only forward. */
 #include "cuda_internal.h"
+#include "cuda_mmq.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +191,7 @@ extern "C" int kern_cuda_init(kern_ctx *ctx, int device)
             goto fail;
         }
     }
+    kcu_mmq_prepare(ctx);
     if ((e = cudaMalloc(&c->blas_ws, KCU_BLAS_WS)) != cudaSuccess) {
         kern_fail(ctx, KERN_EBACKEND, "kern_ctx_create: cuBLAS workspace: %s", cudaGetErrorString(e));
         goto fail;

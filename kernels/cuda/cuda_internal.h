@@ -24,6 +24,7 @@ typedef struct kern_cuda {
     cublasHandle_t blas;
     int capturing;
     int n_sm;
+    int mmq_ok;      /* cuda_mmq.cu's kernels usable here (kcu_mmq_prepare, at creation) */
     /* host arrays (pos, ids) cross through a ring: copied into pinned memory,
      * then cudaMemcpyAsync to the same offset of the device ring. A wrap
      * waits for the stream, so a slot is never rewritten while in flight. */

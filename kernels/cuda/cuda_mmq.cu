@@ -107,32 +107,15 @@ bool kcu_mmq_takes(int wt, int n, int k, const void *w)
 
 bool kcu_mmq_device_ok(kern_ctx *ctx)
 {
-    static std::atomic<int> major[64]; /* compute capability per device ordinal, 0: not asked yet */
-    int dev = kcu(ctx)->device, mj;
-    if (dev < 0 || dev >= 64) return false;
-    if (!(mj = major[dev].load(std::memory_order_relaxed))) {
-        if (cudaDeviceGetAttribute(&mj, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-            (void)cudaGetLastError(); /* not sticky: clear it, take the other path */
-            return false;
-        }
-        major[dev].store(mj, std::memory_order_relaxed);
-    }
-    return mj >= 8;
+    return kcu(ctx)->mmq_ok;
 }
 
-/* dynamic shared memory beyond 48 KB must be allowed per kernel and device
- * (once; the flag is per instantiation, a bit per device ordinal < 64) */
+/* Dynamic shared memory beyond 48 KB must be allowed per kernel and device. */
 template <int T>
-static int allow_smem(kern_ctx *ctx)
+static cudaError_t allow_smem()
 {
-    static std::atomic<unsigned long long> done{0};
-    int dev = kcu(ctx)->device;
-    unsigned long long bit = dev >= 0 && dev < 64 ? 1ull << dev : 0;
-    if (bit && (done.load(std::memory_order_relaxed) & bit)) return KERN_OK;
-    KCU_CHECK(cudaFuncSetAttribute(k_mmq<T, kcu_nat_align(T)>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)kcu_mmq_smem(T, KCU_MMQ_MAX_N)));
-    done.fetch_or(bit, std::memory_order_relaxed);
-    return KERN_OK;
+    return cudaFuncSetAttribute(k_mmq<T, kcu_nat_align(T)>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)kcu_mmq_smem(T, KCU_MMQ_MAX_N));
 }
 
 /* Blocks of k_mmq<T> resident per multiprocessor for n_pad activation rows
@@ -158,9 +141,7 @@ template <int T>
 static int launch(kern_ctx *ctx, const __nv_bfloat16 *xs, int n, int k, const kern_matmul_op *op)
 {
     kern_cuda *c = kcu(ctx);
-    int rc = allow_smem<T>(ctx); /* before the occupancy query, which depends on it */
-    if (rc) return rc;
-    int n_pad = (n + 15) & ~15;
+    int rc, n_pad = (n + 15) & ~15;
     kcu_mmq_plan p = kcu_mmq_plan_for(n, op->m, k, c->n_sm * blocks_per_sm<T>(n_pad));
     float *ws = NULL;
     if (p.splits > 1) { /* partial sums in the dequantization tile buffer (unused on this path) */
@@ -178,6 +159,31 @@ static int launch(kern_ctx *ctx, const __nv_bfloat16 *xs, int n, int k, const ke
         KCU_LAUNCHED();
     }
     return KERN_OK;
+}
+
+/* Everything launch needs from the CUDA API beyond the launch itself, for one type:
+ * asked here, at context creation, so that no first use can fall inside a graph
+ * capture (where such calls may be refused) and a shape always gets the same plan. */
+template <int T>
+static bool prepare_type()
+{
+    if (allow_smem<T>() != cudaSuccess) /* before the occupancy query, which depends on it */
+        return false;
+    for (int n_pad = 16; n_pad <= KCU_MMQ_MAX_N; n_pad += 16)
+        blocks_per_sm<T>(n_pad);
+    return true;
+}
+
+void kcu_mmq_prepare(kern_ctx *ctx)
+{
+    kern_cuda *c = kcu(ctx);
+    int major = 0;
+    c->mmq_ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device) == cudaSuccess &&
+                major >= 8 && prepare_type<KERN_TYPE_Q4_0>() && prepare_type<KERN_TYPE_Q4_1>() &&
+                prepare_type<KERN_TYPE_Q5_0>() && prepare_type<KERN_TYPE_Q5_1>() &&
+                prepare_type<KERN_TYPE_Q8_0>() && prepare_type<KERN_TYPE_Q4_K>() &&
+                prepare_type<KERN_TYPE_Q5_K>() && prepare_type<KERN_TYPE_Q6_K>();
+    (void)cudaGetLastError(); /* a refusal is not sticky: the context keeps the cuBLAS path */
 }
 
 int kcu_mmq(kern_ctx *ctx, const __nv_bfloat16 *xs, int n, int k, const kern_matmul_op *op)

@@ -255,7 +255,12 @@ __host__ __device__ __forceinline__ void kcu_mmq_write(float *out, const float *
  * multiple of 32 (of the block size), weights at the type's natural alignment
  * with rows a multiple of it. Else the caller keeps the cuBLAS path. */
 bool kcu_mmq_takes(int wt, int n, int k, const void *w);
-/* 1 if ctx's device can run it (compute capability 8.0+: bf16 tensor cores). */
+/* At context creation: asks the CUDA API what launches will need (shared memory
+ * beyond 48 KB allowed, blocks per multiprocessor for every type and padded n), so
+ * nothing of it happens inside a graph capture; sets the context's mmq_ok. */
+void kcu_mmq_prepare(kern_ctx *ctx);
+/* 1 if ctx's device can run it (compute capability 8.0+: bf16 tensor cores) and
+ * kcu_mmq_prepare succeeded. */
 bool kcu_mmq_device_ok(kern_ctx *ctx);
 /* y = x . W^T for one weight, xs = x as bf16 [n][k] (16-byte aligned); status. */
 int kcu_mmq(kern_ctx *ctx, const __nv_bfloat16 *xs, int n, int k, const kern_matmul_op *op);
