@@ -10,7 +10,8 @@
  *   eager: CUDA with COMMONS_CUDA_GRAPH=0, the same kernels launched one by one.
  * The plan: two prefill steps (the second mixes a prompt's tail with a decoding
  * sequence: the eager paged path), then decode-only steps of all NSEQ sequences
- * (n = 10: the cuBLAS path of the matmuls), of 3 of them (n = 3: the matvec path), and
+ * (n = 10: the quantized batched matmul (cuda_mmq.cu) for quantized weights, cuBLAS for
+ * BF16), of 3 of them (n = 3: the matvec path), and
  * of all again (the first graph replayed at new positions). Each sequence's next
  * token is the CPU's greedy pick, fed to all sides.
  * First, at kernel level, kern_cuda_kv_store_paged_kv + kern_cuda_attention_paged_dev
@@ -155,8 +156,13 @@ static void check_top(plan *pl, side *sd)
     infer_batch_seq seqs[NSEQ];
     char err[512];
     int ns = 0;
-    for (int i = 0; i < NSEQ; i++)
+    for (int i = 0; i < NSEQ; i++) {   /* a sequence at a block boundary needs one more block */
+        if (infer_pkv_reserve(&sd[GRAPH].kv, &sd[GRAPH].bt[i], pl->past[i] + 1)) {
+            FAILF(pl, "top: the KV pool is too small");
+            return;
+        }
         seqs[ns++] = (infer_batch_seq){&sd[GRAPH].bt[i], pl->past[i], pl->toks[i] + pl->past[i], 1, true};
+    }
     size_t LV = (size_t)ns * pl->V;
     float *ref = malloc(LV * sizeof *ref);
     int *ord = malloc((size_t)pl->V * sizeof *ord);
