@@ -84,8 +84,9 @@ struct infer_batch {
      * elsewhere. The step descriptor (host, pinned on CUDA) and its twin in backend
      * memory, one layout for every n (in int32s; S = desc_rows, MB = desc_blocks, the
      * blocks of an n_ctx-long table): tok [0, S), pos [S, 2S), slot [2S, 3S),
-     * meta [3S, 6S) (per row: position, table offset row * MB, blocks used),
-     * tables [6S, 6S + S * MB) (row r's block table at 6S + r * MB). */
+     * meta [3S, 6S) (per row: position, table offset, blocks used),
+     * tables [6S, 6S + S * MB) (the step's block tables packed one after another,
+     * row r's at 6S + its table offset; room for S full-width ones). */
     int32_t *desc, *desc_dev;
     int desc_rows, desc_blocks;
     bool desc_pending;     /* an upload of desc may still be reading it */
@@ -445,23 +446,27 @@ static int decode_cuda(infer_batch *b, int n, char *err, size_t errlen)
 static int decode(infer_batch *b, const infer_batch_seq *seqs, int n, char *err, size_t errlen)
 {
     kern_ctx *kc = b->kc;
-    const int S = b->desc_rows, MB = b->desc_blocks, BT = b->kv->block_tokens;
+    const int S = b->desc_rows, BT = b->kv->block_tokens;
     if (b->desc_pending)   /* a failed step left its upload in flight: let it finish */
         INFER_K(-1, kern_sync(kc));
     int32_t *tok = b->desc, *pos = tok + S, *slot = tok + 2 * S, *meta = tok + 3 * S;
     int32_t *tab = tok + 6 * S;
+    size_t off = 0;   /* tables packed: each row's offset is in its meta */
     for (int s = 0; s < n; s++) {
         const infer_batch_seq *q = &seqs[s];
-        /* check_step: p < n_ctx and the table covers p, so nb <= MB and <= bt->n */
+        /* check_step: p < n_ctx and the table covers p, so nb <= MB and <= bt->n, and
+         * the packed tables end by n * MB <= S * MB */
         int p = q->n_past, nb = p / BT + 1;
         tok[s] = q->tokens[0];
         pos[s] = p;
         slot[s] = q->bt->ids[p / BT] * BT + p % BT;
-        meta[3 * s] = p, meta[3 * s + 1] = s * MB, meta[3 * s + 2] = nb;
-        memcpy(tab + (size_t)s * MB, q->bt->ids, (size_t)nb * sizeof *tab);
+        meta[3 * s] = p, meta[3 * s + 1] = (int32_t)off, meta[3 * s + 2] = nb;
+        memcpy(tab + off, q->bt->ids, (size_t)nb * sizeof *tab);
+        off += (size_t)nb;
     }
-    /* rows n..S-1 of tok..meta are stale and never read (every kernel takes n rows) */
-    INFER_K(-1, kern_upload(kc, b->desc_dev, b->desc, ((size_t)6 * S + (size_t)n * MB) * sizeof *tab));
+    /* rows n..S-1 of tok..meta are stale and never read (every kernel takes n rows);
+     * only the blocks in use cross, not n_ctx-wide tables */
+    INFER_K(-1, kern_upload(kc, b->desc_dev, b->desc, ((size_t)6 * S + off) * sizeof *tab));
     b->desc_pending = true;
     b->step_n = n;
     int rc;
