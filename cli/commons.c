@@ -52,6 +52,7 @@ static const char usage_text[] =
     "Services (inference replicas as jobs):\n"
     "  service deploy NAME --model M.gguf --replicas MIN..MAX [--account A] [--qos Q]\n"
     "          [--cpus-per-replica N] [--gpus-per-replica N] [--mem SIZE] [--serve-bin PATH]\n"
+    "          [--tp N | --pp N] [--nodes N] [--ntasks-per-node N]   each replica N MPI ranks\n"
     "  service list [NAME]   service scale NAME N   service remove NAME\n"
     "Policy:\n"
     "  policy check FILE                 validate a policy file (no server needed)\n"
@@ -523,6 +524,35 @@ static int default_serve_bin(char *out, size_t len)
     return realpath(guess, out) && access(out, X_OK) == 0 && len >= 2 ? 0 : -1;
 }
 
+/* --tp N / --pp N (ranks of a split model; one of the two) and the ranks'
+ * placement --nodes N / --ntasks-per-node N, each a number from 1 (2 for the
+ * split) to SERVICE_MAX_RANKS; commonsd checks that they agree. */
+#define SERVICE_MAX_RANKS 64
+static int service_rank_flag(json_t *replica, const char *flag, const char *v, const char **split)
+{
+    int is_split = !strcmp(flag, "--tp") || !strcmp(flag, "--pp");
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    long lo = is_split ? 2 : 1;
+    if (errno || end == v || *end || n < lo || n > SERVICE_MAX_RANKS) {
+        fprintf(stderr, "commons service deploy: %s %s: expected %s from %ld to %d\n", flag, v,
+                is_split ? "the number of MPI ranks to split the model over" : "a number", lo, SERVICE_MAX_RANKS);
+        return -1;
+    }
+    if (is_split) {
+        if (*split) {
+            fprintf(stderr, "commons service deploy: %s with --%s: give one of --tp and --pp (a model is split one "
+                    "way)\n", flag, *split);
+            return -1;
+        }
+        *split = flag + 2;
+    }
+    json_object_set_new(replica, is_split ? flag + 2 : !strcmp(flag, "--nodes") ? "nodes" : "tasks_per_node",
+                        json_integer(n));
+    return 0;
+}
+
 static int cmd_service(int argc, char **argv)
 {
     int rc;
@@ -535,21 +565,27 @@ static int cmd_service(int argc, char **argv)
         if (!reply) return rc;
         if (g.json) print_json(json_object_get(reply, "services"));
         else {
-            static const char *const h[] = {"SERVICE", "OWNER", "REPLICAS(T/MIN..MAX)", "JOB", "STATE", "ENDPOINT(REASON)"};
-            struct table *t = table_new(6, h);
+            static const char *const h[] = {"SERVICE", "OWNER", "REPLICAS(T/MIN..MAX)", "SPLIT", "JOB", "STATE",
+                                            "ENDPOINT(REASON)"};
+            struct table *t = table_new(7, h);
             size_t i, k;
             json_t *s, *r;
             json_array_foreach(json_object_get(reply, "services"), i, s) {
-                char reps[64];
+                char reps[64], split[96] = "-";
                 snprintf(reps, sizeof reps, "%lld/%lld..%lld", num(s, "target"), num(s, "min"), num(s, "max"));
+                json_t *sp = json_object_get(s, "split");
+                /* "tp 2 (1x2)": the mode, its ranks, and nodes x ranks per node. */
+                if (json_is_object(sp))
+                    snprintf(split, sizeof split, "%s %lld (%lldx%lld)", str(sp, "mode"), num(sp, "ranks"),
+                             num(sp, "nodes"), num(sp, "ranks_per_node"));
                 if (json_array_size(json_object_get(s, "replicas")) == 0)
-                    table_addf(t, "%s\t%s\t%s\t-\t-\t-", str(s, "name"), str(s, "owner"), reps);
+                    table_addf(t, "%s\t%s\t%s\t%s\t-\t-\t-", str(s, "name"), str(s, "owner"), reps, split);
                 json_array_foreach(json_object_get(s, "replicas"), k, r) {
                     char where[600];
                     if (*str(r, "endpoint")) snprintf(where, sizeof where, "%s", str(r, "endpoint"));
                     else snprintf(where, sizeof where, "(%s)", str(r, "reason"));
-                    table_addf(t, "%s\t%s\t%s\t%lld\t%s%s\t%s", k ? "" : str(s, "name"), k ? "" : str(s, "owner"),
-                               k ? "" : reps, num(r, "job"), str(r, "state"),
+                    table_addf(t, "%s\t%s\t%s\t%s\t%lld\t%s%s\t%s", k ? "" : str(s, "name"), k ? "" : str(s, "owner"),
+                               k ? "" : reps, k ? "" : split, num(r, "job"), str(r, "state"),
                                json_is_true(json_object_get(r, "stopping")) ? "+STOPPING" : "", where);
                 }
             }
@@ -575,6 +611,7 @@ static int cmd_service(int argc, char **argv)
     json_t *replica = json_object();
     char err[1024], path[4096], bin[4096] = "";
     long lo = -1, hi = -1;
+    const char *split = NULL; /* "tp" or "pp" */
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -591,6 +628,12 @@ static int cmd_service(int argc, char **argv)
             json_object_set_new(replica, "model", json_string(path));
         } else if (!strcmp(a, "--serve-bin")) {
             if (!realpath(v, bin)) bin[0] = '\0';
+        } else if (!strcmp(a, "--tp") || !strcmp(a, "--pp") || !strcmp(a, "--nodes") ||
+                   !strcmp(a, "--ntasks-per-node")) {
+            if (service_rank_flag(replica, a, v, &split) != 0) {
+                json_decref(replica);
+                return EXIT_USAGE;
+            }
         } else if (!strcmp(a, "--replicas")) {
             if (sscanf(v, "%ld..%ld", &lo, &hi) != 2) {
                 json_decref(replica);
@@ -616,6 +659,11 @@ static int cmd_service(int argc, char **argv)
         json_decref(replica);
         return usage_error("service deploy: --model M.gguf and --replicas MIN..MAX are required%s", "");
     }
+    if (!split && (json_object_get(replica, "nodes") || json_object_get(replica, "tasks_per_node"))) {
+        json_decref(replica);
+        return usage_error("service deploy: --nodes and --ntasks-per-node place the ranks of a split model; "
+                           "give --tp N or --pp N too%s", "");
+    }
     char cwd[4096];
     json_object_set_new(replica, "serve_bin", json_string(bin));
     json_object_set_new(replica, "workdir", json_string(getcwd(cwd, sizeof cwd) ? cwd : "/"));
@@ -623,10 +671,15 @@ static int cmd_service(int argc, char **argv)
     json_object_set_new(replica, "stdout", json_string("service-%j.log"));
     if (!json_object_get(replica, "cpus_per_task")) json_object_set_new(replica, "cpus_per_task", json_integer(1));
     if (!json_object_get(replica, "time_limit_s")) json_object_set_new(replica, "time_limit_s", json_integer(30 * 86400));
+    int ranks = split ? (int)json_integer_value(json_object_get(replica, split)) : 1;
     rc = simple("service.deploy", json_pack("{s:s, s:o, s:i, s:i}", "name", name, "replica", replica, "min", (int)lo, "max",
                                             (int)hi),
                 NULL);
-    if (!rc && !g.json) printf("Service %s deployed: %ld..%ld replicas of %s\n", name, lo, hi, bin);
+    if (!rc && !g.json) {
+        printf("Service %s deployed: %ld..%ld replicas of %s", name, lo, hi, bin);
+        if (split) printf(", each --%s %d under mpirun (commons service list shows the placement)", split, ranks);
+        printf("\n");
+    }
     return rc;
 }
 

@@ -8,6 +8,13 @@
  * replica jobs that are pending or running and not being stopped equals its
  * target; replicas that end are replaced. A replica of job id J listens on
  * port SERVICE_PORT_BASE + J % SERVICE_PORT_SPAN of its node.
+ *
+ * A split model (spec "tp" or "pp": N ranks, docs/distributed.md) makes each
+ * replica an mpi job of N tasks (nodes x tasks_per_node = N, all on one node
+ * unless the deploy says otherwise) running `commons-serve --tp|--pp N`; only
+ * rank 0 listens, and rank 0 runs on the job's first node, whose endpoint the
+ * service lists. The split lives in the spec, so the services table (a JSON
+ * document per service) keeps it across restarts without a schema change.
  */
 #include "cluster.h"
 
@@ -20,6 +27,9 @@
 
 #define SERVICE_PORT_BASE 20000
 #define SERVICE_PORT_SPAN 20000
+/* Most ranks of one split replica: far beyond what a model's head count allows
+ * (tp) or a sane pipeline (pp), small enough that a typo is refused. */
+#define SERVICE_MAX_RANKS 64
 
 int service_port(int64_t job_id) { return SERVICE_PORT_BASE + (int)(job_id % SERVICE_PORT_SPAN); }
 
@@ -74,6 +84,88 @@ int cluster_services_load(struct cluster *c)
     return store_each(&c->store, "SELECT name, user, spec, min, max, target FROM services ORDER BY name", load_service, c);
 }
 
+/* The split of a service's spec: "tp" or "pp" and its rank count, or NULL. */
+static const char *service_split(const json_t *spec, int *ranks)
+{
+    const char *mode = json_object_get(spec, "tp") ? "tp" : json_object_get(spec, "pp") ? "pp" : NULL;
+    *ranks = mode ? (int)json_integer_value(json_object_get(spec, mode)) : 1;
+    return mode;
+}
+
+static int spec_int(json_t *spec, const char *key, long dflt, long *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(spec, key);
+    *out = v ? (long)json_integer_value(v) : dflt;
+    if (v && (!json_is_integer(v) || *out < 1 || *out > SERVICE_MAX_RANKS)) {
+        snprintf(err, errlen, "field '%s': expected an integer from 1 to %d", key, SERVICE_MAX_RANKS);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks the split fields of a deploy's spec and completes them: a split of N
+ * ranks becomes an mpi job with nodes x tasks_per_node = N (default: one node
+ * with all N); without a split, a replica is one process (no mpi, one task). */
+static int split_normalize(json_t *spec, char *err, size_t errlen)
+{
+    json_t *tp = json_object_get(spec, "tp"), *pp = json_object_get(spec, "pp");
+    if (tp && pp) {
+        snprintf(err, errlen, "fields 'tp' and 'pp': give one of them (a model is split one way)");
+        return -1;
+    }
+    const char *mode = tp ? "tp" : pp ? "pp" : NULL;
+    json_t *v = tp ? tp : pp;
+    long nodes, tpn, tasks;
+    if (spec_int(spec, "nodes", 1, &nodes, err, errlen) || spec_int(spec, "tasks_per_node", 0, &tpn, err, errlen) ||
+        spec_int(spec, "tasks", 0, &tasks, err, errlen))
+        return -1;
+    json_t *mpi = json_object_get(spec, "mpi");
+    if (!mode) {
+        if (nodes > 1 || tpn > 1 || tasks > 1 || json_is_true(mpi)) {
+            snprintf(err, errlen, "fields 'nodes', 'tasks', 'tasks_per_node', 'mpi': only a split model "
+                                  "('tp' or 'pp') runs as several ranks; a replica is one process");
+            return -1;
+        }
+        return 0;
+    }
+    long n = json_is_integer(v) ? (long)json_integer_value(v) : 0;
+    if (n < 2 || n > SERVICE_MAX_RANKS) {
+        snprintf(err, errlen, "field '%s': expected the number of ranks as an integer from 2 to %d", mode,
+                 SERVICE_MAX_RANKS);
+        return -1;
+    }
+    if (mpi && !json_is_true(mpi)) {
+        snprintf(err, errlen, "field 'mpi': a split replica ('%s') runs under mpirun; leave 'mpi' out or true", mode);
+        return -1;
+    }
+    if (tasks && tasks != n) {
+        snprintf(err, errlen, "field 'tasks': %ld tasks, but %s %ld runs %ld ranks", tasks, mode, n, n);
+        return -1;
+    }
+    if (!tpn) tpn = n / nodes;
+    if (nodes * tpn != n) {
+        snprintf(err, errlen, "fields 'nodes' and 'tasks_per_node': %ld nodes x %ld ranks per node is not the %ld "
+                              "ranks of %s %ld",
+                 nodes, tpn, n, mode, n);
+        return -1;
+    }
+    json_object_set_new(spec, "mpi", json_true());
+    json_object_set_new(spec, "nodes", json_integer(nodes));
+    json_object_set_new(spec, "tasks_per_node", json_integer(tpn));
+    json_object_del(spec, "tasks");
+    return 0;
+}
+
+/* A replica's job spec: the service's spec less the fields only the service
+ * reads (the replica's command carries them). */
+static json_t *replica_job(const json_t *spec)
+{
+    json_t *job = json_deep_copy(spec);
+    static const char *const service_only[] = {"model", "serve_bin", "tp", "pp"};
+    for (size_t i = 0; i < sizeof service_only / sizeof service_only[0]; i++) json_object_del(job, service_only[i]);
+    return job;
+}
+
 int cluster_service_deploy(struct cluster *c, const struct user *u, const char *name, json_t *spec, int min, int max,
                            char *err, size_t errlen)
 {
@@ -85,21 +177,27 @@ int cluster_service_deploy(struct cluster *c, const struct user *u, const char *
         snprintf(err, errlen, "replicas %d..%d: expected 0 <= MIN <= MAX, 1 <= MAX <= 1024", min, max);
         return -1;
     }
+    json_t *own = json_deep_copy(spec);
+    if (split_normalize(own, err, errlen) != 0) {
+        json_decref(own);
+        return -1;
+    }
     /* The replica's job spec must validate like any job, with a placeholder command. */
-    json_t *probe = json_deep_copy(spec);
-    json_object_del(probe, "model");
-    json_object_del(probe, "serve_bin");
+    json_t *probe = replica_job(own);
     json_object_set_new(probe, "command", json_pack("[s]", "commons-serve"));
     struct job_spec js;
     int rc = job_spec_validate(probe, &js, err, errlen);
     json_decref(probe);
-    if (rc != 0) return -1;
+    if (rc != 0) {
+        json_decref(own);
+        return -1;
+    }
     job_spec_free(&js);
     c->services = realloc(c->services, sizeof *c->services * (size_t)(c->nservices + 1));
     struct service *s = &c->services[c->nservices++];
     s->name = strdup(name);
     s->user = strdup(u->name);
-    s->spec = json_incref(spec);
+    s->spec = own;
     s->min = min;
     s->max = max;
     s->target = min > 0 ? min : 1;
@@ -143,19 +241,28 @@ static void submit_replica(struct cluster *c, struct service *s)
         cm_warn("service %s: its owner %s no longer exists; no replica started", s->name, s->user);
         return;
     }
-    json_t *spec = json_deep_copy(s->spec);
+    json_t *spec = replica_job(s->spec);
     const char *bin = json_string_value(json_object_get(s->spec, "serve_bin"));
     const char *model = json_string_value(json_object_get(s->spec, "model"));
-    json_object_del(spec, "serve_bin");
-    json_object_del(spec, "model");
     json_object_set_new(spec, "service", json_string(s->name));
     json_object_set_new(spec, "requeue", json_true());
     /* The port follows the job id, which the submit assigns: next_id now. */
     char listen[64], threads[16];
     snprintf(listen, sizeof listen, "tcp://0.0.0.0:%d", service_port(c->next_id));
     snprintf(threads, sizeof threads, "%lld", (long long)json_integer_value(json_object_get(spec, "cpus_per_task")));
-    json_object_set_new(spec, "command", json_pack("[s, s, s, s, s, s, s, s, s]", bin, "--model", model, "--listen",
-                                                   listen, "--threads", threads, "--name", s->name, "--foreground"));
+    json_t *cmd = json_pack("[s, s, s, s, s, s, s, s, s]", bin, "--model", model, "--listen", listen, "--threads",
+                            threads, "--name", s->name, "--foreground");
+    int ranks;
+    const char *split = service_split(s->spec, &ranks);
+    if (split) {
+        /* Every rank gets the same flags (mpirun runs the command as each); --threads is per rank. */
+        char flag[8], n[16];
+        snprintf(flag, sizeof flag, "--%s", split);
+        snprintf(n, sizeof n, "%d", ranks);
+        json_array_append_new(cmd, json_string(flag));
+        json_array_append_new(cmd, json_string(n));
+    }
+    json_object_set_new(spec, "command", cmd);
     struct job_spec js;
     char err[512];
     const char *code;
@@ -216,6 +323,15 @@ json_t *cluster_service_json(struct cluster *c, const struct service *s)
         }
         json_array_append_new(reps, r);
     }
-    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:O, s:o}", "name", s->name, "owner", s->user, "min", s->min, "max",
-                     s->max, "target", s->target, "spec", s->spec, "replicas", reps);
+    int ranks;
+    const char *split = service_split(s->spec, &ranks);
+    json_t *out = json_pack("{s:s, s:s, s:i, s:i, s:i, s:O, s:o}", "name", s->name, "owner", s->user, "min", s->min,
+                            "max", s->max, "target", s->target, "spec", s->spec, "replicas", reps);
+    /* split: how each replica is cut, null for one process per replica. */
+    json_object_set_new(out, "split",
+                        split ? json_pack("{s:s, s:i, s:I, s:I}", "mode", split, "ranks", ranks, "nodes",
+                                          json_integer_value(json_object_get(s->spec, "nodes")), "ranks_per_node",
+                                          json_integer_value(json_object_get(s->spec, "tasks_per_node")))
+                              : json_null());
+    return out;
 }

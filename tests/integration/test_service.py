@@ -22,6 +22,26 @@ def rawsend(addr, req):
     return json.loads(p.stdout) if p.returncode == 0 else None
 
 
+def start_with_alice(c):
+    """commonsd, a 4-CPU agent n1 and user alice (running jobs as this Unix user): her
+    token and a file holding it (for a gateway's --token-file)."""
+    c.start_scheduler()
+    c.start_agent("n1", cpus=4)
+    alice = c.add_user("alice", "physics", unix_user=ME)
+    token_file = os.path.join(c.dir, "alice.token")
+    with open(token_file, "w") as f:
+        f.write(alice + "\n")
+    return alice, token_file
+
+
+def gateway_model(gw, key):
+    """The model name of the gateway's first replica, once it has learnt one."""
+    def models():
+        status, _, body = gw.request("GET", "/v1/models", key=key)
+        return status == 200 and json.loads(body)["data"]
+    return wait_until(models, timeout=60, what="the gateway to learn the replica")[0]["id"]
+
+
 class Service(ClusterTest):
     def running(self, name, want):
         def ready():
@@ -84,12 +104,7 @@ class Service(ClusterTest):
         c = self.c
         model = make_model(os.path.join(c.dir, "tiny.gguf"), "--arch", "llama", "--embd", "64", "--layers", "2",
                            "--heads", "4", "--kv-heads", "2", "--ff", "128", "--ctx", "512", "--type", "q8_0")
-        c.start_scheduler()
-        c.start_agent("n1", cpus=4)
-        alice = c.add_user("alice", "physics", unix_user=ME)
-        token_file = os.path.join(c.dir, "alice.token")
-        with open(token_file, "w") as f:
-            f.write(alice + "\n")
+        alice, token_file = start_with_alice(c)
         c.cli("service", "deploy", "chat", "--model", model, "--replicas", "1..2", token=alice)
         self.running("chat", 1)
         gw = Gateway(c.dir, [], extra=["--service", "chat", "--commonsd", c.addr, "--token-file", token_file,
@@ -97,11 +112,7 @@ class Service(ClusterTest):
                                        "--replica-slots", "1", "--queue-timeout", "120"])
         self.addCleanup(gw.stop)
         key = gw.new_key("ada")
-
-        def models():
-            status, _, body = gw.request("GET", "/v1/models", key=key)
-            return status == 200 and json.loads(body)["data"]
-        name = wait_until(models, timeout=60, what="the gateway to learn the replica")[0]["id"]
+        name = gateway_model(gw, key)
         status, _, r = gw.post("/v1/completions", {"model": name, "prompt": "hello", "max_tokens": 8}, key=key)
         self.assertEqual(status, 200, r)
         self.assertEqual(r["usage"]["completion_tokens"], 8)
