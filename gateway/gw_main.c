@@ -12,11 +12,11 @@
 
 #include "gw_discover.h"
 #include "gw_keys_cli.h"
+#include "cm_daemon.h"
 #include "cm_log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -103,27 +103,6 @@ static int64_t load_tokens(void *ctx, const char *principal, int64_t day)
                           sizeof err) != GW_KEYS_OK)
         cm_error("reading usage of %s: %s", principal, err);
     return tokens;
-}
-
-static void daemonize(const char *state_dir)
-{
-    char logpath[4200];
-    snprintf(logpath, sizeof logpath, "%s/gateway.log", state_dir);
-    if (daemon(1, 1) != 0) {
-        cm_error("cannot daemonize: %s", strerror(errno));
-        exit(1);
-    }
-    int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) {
-        dup2(fd, 2);
-        close(fd);
-    }
-    int nul = open("/dev/null", O_RDWR);
-    if (nul >= 0) {
-        dup2(nul, 0);
-        dup2(nul, 1);
-        close(nul);
-    }
 }
 
 int main(int argc, char **argv)
@@ -242,7 +221,10 @@ int main(int argc, char **argv)
     }
     /* Threads (nng's, MHD's) must start after daemon(), and with these signals
      * blocked: they inherit the mask, so only main's sigwait() takes them. */
-    if (!foreground) daemonize(state);
+    if (!foreground && cm_daemonize(state, "gateway.log", err, sizeof err) != 0) {
+        cm_error("%s", err);
+        return 1;
+    }
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);

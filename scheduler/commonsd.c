@@ -8,12 +8,11 @@
  */
 #include "api.h"
 #include "cm_crypto.h"
+#include "cm_daemon.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <pwd.h>
 #include <signal.h>
@@ -234,24 +233,9 @@ int main(int argc, char **argv)
         cm_error("%s", err);
         return 1;
     }
-    if (!foreground) {
-        char logpath[4200];
-        snprintf(logpath, sizeof logpath, "%s/commonsd.log", state_dir);
-        if (daemon(1, 1) != 0) {
-            cm_error("cannot daemonize: %s", strerror(errno));
-            return 1;
-        }
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-        int nul = open("/dev/null", O_RDWR);
-        if (nul >= 0) {
-            dup2(nul, 0);
-            dup2(nul, 1);
-            close(nul);
-        }
+    if (!foreground && cm_daemonize(state_dir, "commonsd.log", err, sizeof err) != 0) {
+        cm_error("%s", err);
+        return 1;
     }
     char pidpath[4200], pidtext[32];
     snprintf(pidpath, sizeof pidpath, "%s/commonsd.pid", state_dir);

@@ -1,11 +1,16 @@
-/* Unit tests for common/: parsing, crypto, signed frames. */
+/* Unit tests for common/: parsing, crypto, signed frames, daemonizing. */
 #include "cm_crypto.h"
+#include "cm_daemon.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 START_TEST(durations)
 {
@@ -80,6 +85,50 @@ START_TEST(constant_time_eq)
 }
 END_TEST
 
+/* 1 if fd is open on /dev/null. */
+static int is_devnull(int fd)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat("/dev/null", &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+START_TEST(daemonize_redirects)
+{
+    char dir[] = "/tmp/cm_daemon_XXXXXX", log[64], err[256] = "";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(log, sizeof log, "%s/d.log", dir);
+    FILE *f = fopen(log, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("before\n", f);
+    fclose(f);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        /* daemon(3) ends this process with status 0 and goes on in a detached grandchild. */
+        if (cm_daemonize(dir, "d.log", err, sizeof err) != 0) _exit(3);
+        fprintf(stderr, "detached %d, stdin null %d, stdout null %d\n", getsid(0) == getpid(),
+                is_devnull(0), is_devnull(1));
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char *text = NULL;
+    for (int i = 0; i < 500; i++) { /* the grandchild runs on its own: wait up to 5 s */
+        free(text);
+        text = cm_read_file(log, NULL, err, sizeof err);
+        if (text && strchr(text + 7, '\n')) break;
+        usleep(10000);
+    }
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, "before\ndetached 1, stdin null 1, stdout null 1\n");
+    free(text);
+    unlink(log);
+    rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("common");
@@ -89,6 +138,7 @@ int main(void)
     tcase_add_test(tc, sha256_known);
     tcase_add_test(tc, signed_frames);
     tcase_add_test(tc, constant_time_eq);
+    tcase_add_test(tc, daemonize_redirects);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
