@@ -229,11 +229,13 @@ int main(int argc, char **argv)
         return 1;
     }
     if (policy_path && apply_policy_file(&d, policy_path, "commonsd --policy") != 0) return 1;
-    if (server_open(&d.srv, listen, tls_cert, err, sizeof err) != 0) {
+    /* Detach before server_open(): nng must not be started before a fork (it panics "nng is
+     * not fork-reentrant safe" in the child), so a listen error is in commonsd.log. */
+    if (!foreground && cm_daemonize(state_dir, "commonsd.log", err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;
     }
-    if (!foreground && cm_daemonize(state_dir, "commonsd.log", err, sizeof err) != 0) {
+    if (server_open(&d.srv, listen, tls_cert, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;
     }
