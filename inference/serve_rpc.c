@@ -8,7 +8,6 @@
  * with what is there. The sleep has its own aio so that a wake that races with the
  * timer can never cancel the reply being sent. */
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 
 #include "chat.h"
 #include "cm_log.h"
+#include "cm_rpc.h"
 #include "serve.h"
 
 #define MAX_MSG (1024 * 1024)
@@ -38,18 +38,6 @@ struct serve_worker {
 
 serve_worker *serve_worker_next(serve_worker *w) { return w->next_waiter; }
 void serve_worker_wake(serve_worker *w) { nng_aio_abort(w->sleep, NNG_ECANCELED); }
-
-static json_t *err_reply(const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static json_t *err_reply(const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return json_pack("{s:b, s:{s:s, s:s}}", "ok", 0, "error", "code", code, "message", msg);
-}
 
 static void send_reply(serve_worker *w, json_t *reply)
 {
@@ -86,8 +74,8 @@ static json_t *get_int(json_t *req, const char *key, long long lo, long long hi,
     if (!v || json_is_null(v))
         return NULL;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return err_reply("bad_request", "field '%s': expected an integer in [%lld, %lld]",
-                         key, lo, hi);
+        return cm_reply_err("bad_request", "field '%s': expected an integer in [%lld, %lld]",
+                            key, lo, hi);
     *out = json_integer_value(v);
     return NULL;
 }
@@ -98,7 +86,8 @@ static json_t *get_num(json_t *req, const char *key, double lo, double hi, float
     if (!v || json_is_null(v))
         return NULL;
     if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi)
-        return err_reply("bad_request", "field '%s': expected a number in [%g, %g]", key, lo, hi);
+        return cm_reply_err("bad_request", "field '%s': expected a number in [%g, %g]", key, lo,
+                            hi);
     *out = (float)json_number_value(v);
     return NULL;
 }
@@ -107,8 +96,8 @@ static json_t *get_id(json_t *req, const char **id)
 {
     json_t *v = json_object_get(req, "id");
     if (!json_is_string(v) || json_string_length(v) < 1 || json_string_length(v) >= SERVE_ID_MAX)
-        return err_reply("bad_request", "field 'id': expected a string of 1 to %d bytes",
-                         SERVE_ID_MAX - 1);
+        return cm_reply_err("bad_request", "field 'id': expected a string of 1 to %d bytes",
+                            SERVE_ID_MAX - 1);
     *id = json_string_value(v);
     return NULL;
 }
@@ -139,30 +128,30 @@ static json_t *prompt_text(serve_server *s, json_t *req, char **out, int *fmt_us
     json_t *p = json_object_get(req, "prompt"), *m = json_object_get(req, "messages");
     *fmt_used = INFER_CHAT_NONE;
     if ((p != NULL) == (m != NULL))
-        return err_reply("bad_request", "give exactly one of 'prompt' (string) and 'messages'");
+        return cm_reply_err("bad_request", "give exactly one of 'prompt' (string) and 'messages'");
     if (p) {
         if (!json_is_string(p))
-            return err_reply("bad_request", "field 'prompt': expected a string");
+            return cm_reply_err("bad_request", "field 'prompt': expected a string");
         *out = strndup(json_string_value(p), json_string_length(p));
-        return *out ? NULL : err_reply("error", "out of memory");
+        return *out ? NULL : cm_reply_err("error", "out of memory");
     }
     if (!json_is_array(m) || json_array_size(m) < 1 || json_array_size(m) > 1024)
-        return err_reply("bad_request", "field 'messages': expected an array of 1 to 1024 "
-                         "{role, content} objects");
+        return cm_reply_err("bad_request", "field 'messages': expected an array of 1 to 1024 "
+                            "{role, content} objects");
     if (s->chat_fmt == INFER_CHAT_NONE)
-        return err_reply("bad_request", "model %s has no chat format commons-serve knows; "
-                         "send 'prompt' instead of 'messages'", s->name);
+        return cm_reply_err("bad_request", "model %s has no chat format commons-serve knows; "
+                            "send 'prompt' instead of 'messages'", s->name);
     size_t n = json_array_size(m);
     infer_chat_msg *msgs = calloc(n, sizeof *msgs);
     if (!msgs)
-        return err_reply("error", "out of memory");
+        return cm_reply_err("error", "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(m, i);
         json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
         if (!json_is_string(role) || !json_is_string(content)) {
             free(msgs);
-            return err_reply("bad_request", "messages[%zu]: expected {\"role\": string, "
-                             "\"content\": string}", i);
+            return cm_reply_err("bad_request", "messages[%zu]: expected {\"role\": string, "
+                                "\"content\": string}", i);
         }
         msgs[i] = (infer_chat_msg){ json_string_value(role), json_string_value(content) };
     }
@@ -170,9 +159,9 @@ static json_t *prompt_text(serve_server *s, json_t *req, char **out, int *fmt_us
     long need = infer_chat_render(s->chat_fmt, msgs, (int)n, true, NULL, 0, cerr, sizeof cerr);
     json_t *r = NULL;
     if (need < 0)
-        r = err_reply("bad_request", "messages: %s", cerr);
+        r = cm_reply_err("bad_request", "messages: %s", cerr);
     else if (!(*out = malloc((size_t)need + 1)))
-        r = err_reply("error", "out of memory");
+        r = cm_reply_err("error", "out of memory");
     else
         infer_chat_render(s->chat_fmt, msgs, (int)n, true, *out, (size_t)need + 1, cerr,
                           sizeof cerr);
@@ -192,16 +181,16 @@ static json_t *parse_stops(json_t *req, serve_seq *q)
     json_t *arr = one ? one : v;
     json_t *r = NULL;
     if (!json_is_array(arr) || json_array_size(arr) > SERVE_MAX_STOPS - 1)
-        r = err_reply("bad_request", "field 'stop': expected at most %d strings",
-                      SERVE_MAX_STOPS - 1);
+        r = cm_reply_err("bad_request", "field 'stop': expected at most %d strings",
+                         SERVE_MAX_STOPS - 1);
     for (size_t i = 0; !r && i < json_array_size(arr); i++) {
         json_t *e = json_array_get(arr, i);
         if (!json_is_string(e) || json_string_length(e) > SERVE_MAX_STOP_LEN)
-            r = err_reply("bad_request", "stop[%zu]: expected a string of at most %d bytes",
-                          i, SERVE_MAX_STOP_LEN);
+            r = cm_reply_err("bad_request", "stop[%zu]: expected a string of at most %d bytes",
+                             i, SERVE_MAX_STOP_LEN);
         else if (json_string_length(e) > 0 &&
                  !(q->stops[q->n_stops++] = strndup(json_string_value(e), json_string_length(e))))
-            r = err_reply("error", "out of memory");
+            r = cm_reply_err("error", "out of memory");
     }
     json_decref(one);
     return r;
@@ -238,7 +227,7 @@ static json_t *gen_start(serve_server *s, json_t *req)
         return r;
     serve_seq *q = calloc(1, sizeof *q);
     if (!q)
-        return err_reply("error", "out of memory");
+        return cm_reply_err("error", "out of memory");
     snprintf(q->id, sizeof q->id, "%s", id);
     long long max_tokens = -1, top_k = -1, seed = 0;
     infer_sampler_params sp;
@@ -266,7 +255,7 @@ static json_t *gen_start(serve_server *s, json_t *req)
     if (eot && !(q->stops[q->n_stops++] = strdup(eot))) {
         free(prompt);
         seq_discard(q);
-        return err_reply("error", "out of memory");
+        return cm_reply_err("error", "out of memory");
     }
     size_t n_prompt = 0;
     int room = max_tokens > 0 ? (int)max_tokens : s->n_ctx;
@@ -274,18 +263,18 @@ static json_t *gen_start(serve_server *s, json_t *req)
     free(prompt);
     if (!q->toks) {
         seq_discard(q);
-        return err_reply("error", "tokenizing the prompt failed (out of memory)");
+        return cm_reply_err("error", "tokenizing the prompt failed (out of memory)");
     }
     char serr[256];
     if (n_prompt == 0)
-        r = err_reply("bad_request", "the prompt is empty (no tokens)");
+        r = cm_reply_err("bad_request", "the prompt is empty (no tokens)");
     else if ((long long)n_prompt >= s->n_ctx || (max_tokens > 0 &&
              (long long)n_prompt + max_tokens > s->n_ctx))
-        r = err_reply("too_long", "prompt of %zu tokens plus max_tokens %lld exceeds the "
-                      "context of %d", n_prompt, max_tokens > 0 ? max_tokens : 1, s->n_ctx);
+        r = cm_reply_err("too_long", "prompt of %zu tokens plus max_tokens %lld exceeds the "
+                         "context of %d", n_prompt, max_tokens > 0 ? max_tokens : 1, s->n_ctx);
     else if (infer_sampler_new(&sp, infer_model_hparams(s->model)->n_vocab, &q->smp, serr,
                                sizeof serr))
-        r = err_reply("bad_request", "sampling parameters: %s", serr);
+        r = cm_reply_err("bad_request", "sampling parameters: %s", serr);
     if (r) {
         seq_discard(q);
         return r;
@@ -301,16 +290,16 @@ static json_t *gen_start(serve_server *s, json_t *req)
     pthread_mutex_lock(&s->mu);
     s->n_requests++;
     if (s->draining)
-        r = err_reply("busy", "commons-serve is draining (shutting down)");
+        r = cm_reply_err("busy", "commons-serve is draining (shutting down)");
     else if (serve_seq_find(s, q->id))
-        r = err_reply("bad_request", "id '%s' is already in use", q->id);
+        r = cm_reply_err("bad_request", "id '%s' is already in use", q->id);
     else if (need > s->kv.n_blocks)
-        r = err_reply("too_long", "prompt %d + max_tokens %d tokens need %d KV blocks, the "
-                      "pool has %d in all", q->n_prompt, q->max_tokens, need, s->kv.n_blocks);
+        r = cm_reply_err("too_long", "prompt %d + max_tokens %d tokens need %d KV blocks, the "
+                         "pool has %d in all", q->n_prompt, q->max_tokens, need, s->kv.n_blocks);
     else if (serve_n_running(s) >= s->cfg.max_batch)
-        r = err_reply("busy", "all %d batch slots are taken", s->cfg.max_batch);
+        r = cm_reply_err("busy", "all %d batch slots are taken", s->cfg.max_batch);
     else if (infer_pkv_reserve(&s->kv, &q->bt, q->n_prompt + q->max_tokens))
-        r = err_reply("busy", "KV cache full: %d blocks needed, %d free", need, s->kv.n_free);
+        r = cm_reply_err("busy", "KV cache full: %d blocks needed, %d free", need, s->kv.n_free);
     if (r) {
         if (!strcmp(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
                     "busy"))
@@ -356,7 +345,7 @@ static json_t *poll_answer(serve_seq *q, size_t offset)
         q->delivered = true;
     }
     q->t_last_poll_ms = serve_now_ms();
-    return r ? r : err_reply("error", "out of memory");
+    return r ? r : cm_reply_err("error", "out of memory");
 }
 
 /* NULL: the poll is held (worker parked and sleeping). */
@@ -374,12 +363,12 @@ static json_t *gen_poll(serve_worker *w, json_t *req)
     pthread_mutex_lock(&s->mu);
     serve_seq *q = serve_seq_find(s, id);
     if (!q)
-        r = err_reply("not_found", "no sequence '%s' (never started, or finished more than "
-                      "%d s ago)", id, SERVE_KEEP_MS / 1000);
+        r = cm_reply_err("not_found", "no sequence '%s' (never started, or finished more than "
+                         "%d s ago)", id, SERVE_KEEP_MS / 1000);
     else if ((size_t)offset > q->text.vis_len ||
              ((size_t)offset < q->text.vis_len && (q->text.vis[offset] & 0xC0) == 0x80))
-        r = err_reply("bad_request", "offset %lld: the text has %zu bytes and offsets fall "
-                      "between UTF-8 characters", offset, q->text.vis_len);
+        r = cm_reply_err("bad_request", "offset %lld: the text has %zu bytes and offsets fall "
+                         "between UTF-8 characters", offset, q->text.vis_len);
     else if (q->text.vis_len > (size_t)offset || q->state == SEQ_DONE || wait_ms == 0)
         r = poll_answer(q, (size_t)offset);
     else {
@@ -404,7 +393,7 @@ static json_t *gen_cancel(serve_server *s, json_t *req)
     pthread_mutex_lock(&s->mu);
     serve_seq *q = serve_seq_find(s, id);
     if (!q)
-        r = err_reply("not_found", "no sequence '%s'", id);
+        r = cm_reply_err("not_found", "no sequence '%s'", id);
     else {
         serve_seq_end(s, q, "cancelled");
         /* Blocks read by the running step are freed when it ends (milliseconds): wait
@@ -429,7 +418,7 @@ static json_t *serve_info(serve_server *s)
                           "tokens_generated", (json_int_t)s->n_tokens_generated,
                           "busy_answers", (json_int_t)s->n_busy);
     pthread_mutex_unlock(&s->mu);
-    return r ? r : err_reply("error", "out of memory");
+    return r ? r : cm_reply_err("error", "out of memory");
 }
 
 /* Prometheus text exposition of the same numbers (DESIGN: every daemon has metrics). */
@@ -465,7 +454,7 @@ static json_t *serve_metrics(serve_server *s)
     pthread_mutex_unlock(&s->mu);
     json_t *r = n > 0 && (size_t)n < sizeof buf ?
                 json_pack("{s:b, s:s}", "ok", 1, "metrics", buf) : NULL;
-    return r ? r : err_reply("error", "metrics do not fit");
+    return r ? r : cm_reply_err("error", "metrics do not fit");
 }
 
 /* NULL: the request is a held poll. */
@@ -474,15 +463,15 @@ static json_t *handle(serve_worker *w, const char *body, size_t len)
     json_error_t je;
     json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!req)
-        return err_reply("bad_request", "malformed JSON at line %d, column %d: %s", je.line,
-                         je.column, je.text);
+        return cm_reply_err("bad_request", "malformed JSON at line %d, column %d: %s", je.line,
+                            je.column, je.text);
     json_t *r = NULL;
     json_t *type = json_object_get(req, "type"), *v = json_object_get(req, "v");
     const char *t = json_string_value(type);
     if (!json_is_object(req) || !t)
-        r = err_reply("bad_request", "expected a JSON object with a string 'type'");
+        r = cm_reply_err("bad_request", "expected a JSON object with a string 'type'");
     else if (v && (!json_is_integer(v) || json_integer_value(v) != 1))
-        r = err_reply("bad_request", "field 'v': this server speaks version 1");
+        r = cm_reply_err("bad_request", "field 'v': this server speaks version 1");
     else if (!strcmp(t, "serve.info"))
         r = serve_info(w->s);
     else if (!strcmp(t, "gen.start"))
@@ -494,8 +483,8 @@ static json_t *handle(serve_worker *w, const char *body, size_t len)
     else if (!strcmp(t, "serve.metrics"))
         r = serve_metrics(w->s);
     else
-        r = err_reply("bad_request", "unknown type '%s' (serve.info, gen.start, gen.poll, "
-                      "gen.cancel, serve.metrics)", t);
+        r = cm_reply_err("bad_request", "unknown type '%s' (serve.info, gen.start, gen.poll, "
+                         "gen.cancel, serve.metrics)", t);
     json_decref(req);
     return r;
 }
@@ -535,7 +524,7 @@ static void sleep_cb(void *arg)
     serve_seq *q = serve_seq_find(s, w->poll_id);
     json_t *r;
     if (!q)
-        r = err_reply("not_found", "sequence '%s' was forgotten", w->poll_id);
+        r = cm_reply_err("not_found", "sequence '%s' was forgotten", w->poll_id);
     else {
         for (serve_worker **pp = &q->waiters; *pp; pp = &(*pp)->next_waiter)
             if (*pp == w) {   /* timed out: still parked */
