@@ -1,7 +1,7 @@
 """A service whose replicas are split models (docs/scheduler.md, "Services"):
 `commons service deploy NAME --model M --replicas 1..2 --tp 2` on a real local cluster
 (commonsd and an agent on 127.0.0.1) makes each replica an mpi job whose agent runs
-`mpirun -np 2 commons-serve --tp 2`. The replica runs 2 ranks, the gateway finds rank 0's
+`mpirun -np 2 commons-serve --tp 2` (and `--pp 2`). The replica runs 2 ranks, the gateway finds rank 0's
 endpoint and answers a greedy completion with commons-run's single-process text, the split
 survives a restart of commonsd (it is in the service's stored record), and `service remove`
 ends every rank. Bad input is refused naming the flag and the limit; a replica whose node
@@ -15,7 +15,7 @@ import unittest
 
 from gw_harness import Gateway
 from harness import ClusterTest, binary, wait_until
-from serve_harness import make_model, run_greedy
+from serve_harness import Serve, make_model, run_greedy
 from test_mpi import alive
 from test_mpi_infer import ranks_of  # functions only: importing a TestCase here would run its tests too
 from test_service import gateway_model, rawsend, start_with_alice
@@ -36,6 +36,13 @@ def skip_job_ids(c, token):
     n = random.randint(500, 15000)
     job = c.json("submit", "--hold", "--array", f"1-{n}", "--", "true", token=token)["job_id"]
     c.cli("cancel", str(job), token=token)
+
+
+class Rank0(Serve):
+    """A replica's rank 0, driven like a commons-serve of serve_harness (not started here)."""
+
+    def __init__(self, addr):
+        self.addr = addr
 
 
 class ServiceMpi(ClusterTest):
@@ -98,6 +105,26 @@ class ServiceMpi(ClusterTest):
         wait_until(lambda: c.job(after["job"])["state"] in ("CANCELLED", "COMPLETED"), timeout=30,
                    what="the replica job to end")
         self.assertEqual(ranks_of(f"tcp://0.0.0.0:{port}"), {})
+
+    def test_pp2_replica_generates_greedy_text(self):
+        c = self.c
+        model = make_model(os.path.join(c.dir, "gemma3.gguf"), "--arch", "gemma3", "--embd", "64", "--heads", "4",
+                           "--kv-heads", "1", "--head-dim", "32", "--ff", "128", "--layers", "4", "--window", "8",
+                           "--ctx", "512", "--type", "q8_0", "--seed", "3")
+        alice, _ = start_with_alice(c)
+        skip_job_ids(c, alice)
+        c.cli("service", "deploy", "pipe", "--model", model, "--replicas", "1..1", "--pp", "2", "--ntasks-per-node",
+              "2", token=alice)
+        self.assertEqual(c.json("service", "list", "pipe")[0]["split"],
+                         {"mode": "pp", "ranks": 2, "nodes": 1, "ranks_per_node": 2})
+        rep, port, ranks = self.serving("pipe", "a pp 2 replica, rank 0 answering")
+        with open(f"/proc/{ranks[1]}/cmdline", "rb") as f:
+            self.assertEqual(f.read().split(b"\0")[-3:-1], [b"--pp", b"2"])
+        text, last, _ = Rank0(f"tcp://127.0.0.1:{port}").generate("p", prompt=PROMPT, max_tokens=16, temperature=0)
+        self.assertEqual(text, run_greedy(model, PROMPT, 16, "--temp", "0"), last)
+        c.cli("service", "remove", "pipe", token=alice)
+        wait_until(lambda: not any(alive(pid) for pid in ranks.values()), timeout=30,
+                   what="every rank of the replica to end")
 
     def test_bad_split_input_and_a_replica_that_waits(self):
         c = self.c
