@@ -4,7 +4,10 @@
  * shell would) on node HOST of the same job (`job.spawn`, authenticated by
  * the job's COMMONS_STEP_KEY), then polls `job.spawn_wait` every 150 ms and
  * exits with the remote exit status (docs/protocol.md, "Spawning on the
- * job's other nodes"; docs/agent.md, "MPI jobs").
+ * job's other nodes"; docs/agent.md, "MPI jobs"). Through a restart of
+ * commonsd it keeps asking: first commonsd cannot be reached, then it does not
+ * know the spawn until the node's agent has reported it again (scheduler/spawn.c
+ * adopts it); both for at most OUTAGE_MAX_MS.
  *
  * Exit status: the remote command's (128 + signal when it was killed), 255
  * when it could not be started or its status is unknown (as ssh), 2 for bad
@@ -122,6 +125,16 @@ int main(int argc, char **argv)
         json_decref(req);
         if (!reply) {
             if ((outage_ms += POLL_MS + CALL_TIMEOUT_MS) > OUTAGE_MAX_MS) break;
+            continue;
+        }
+        const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+        if (code && strcmp(code, "not_found") == 0) {   /* a restarted commonsd, before the agent */
+            json_decref(reply);
+            if ((outage_ms += POLL_MS) > OUTAGE_MAX_MS) {
+                fprintf(stderr, "commons-rsh: job.spawn_wait: commonsd has not known spawn %lld on %s "
+                        "for %d s\n", (long long)sid, host, OUTAGE_MAX_MS / 1000);
+                break;
+            }
             continue;
         }
         outage_ms = 0;

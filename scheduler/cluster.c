@@ -814,7 +814,7 @@ int cluster_job_event(struct cluster *c, struct node *n, json_t *ev)
 {
     const char *kind = json_string_value(json_object_get(ev, "event"));
     if (kind && strncmp(kind, "spawn_", 6) == 0) {
-        cluster_spawn_event(c, ev);
+        cluster_spawn_event(c, n, ev);
         return 0;
     }
     struct job *j = cluster_job(c, json_integer_value(json_object_get(ev, "id")));

@@ -225,7 +225,7 @@ int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node,
 struct spawn *cluster_spawn_find(struct cluster *c, int64_t spawn_id);
 /* Appends spawn and kill_spawns commands for node n to cmds. */
 void cluster_spawn_commands(struct cluster *c, struct node *n, json_t *running, json_t *cmds);
-void cluster_spawn_event(struct cluster *c, json_t *ev);
+void cluster_spawn_event(struct cluster *c, struct node *n, json_t *ev);
 const char *spawn_state_name(const struct spawn *s);
 /* Adds cpu_list, gpu_list and numa of the job's k-th node to obj. */
 void cluster_place_fields(struct cluster *c, const struct job *j, int k, json_t *obj);

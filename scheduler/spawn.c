@@ -2,17 +2,25 @@
  * the same job (Open MPI's remote launch, through commons-rsh) to that node's
  * agent, and the job's view of the result (docs/protocol.md, "Spawning").
  *
- * Spawns live in memory only: a restart of commonsd fails the launches in
- * flight (commons-rsh then reports an error to mpirun), and live spawns of
- * ended jobs are still killed because agents list them in `running`.
+ * Spawns live in memory only. After a restart of commonsd they are rebuilt from
+ * the agents: a spawn an agent lists in `running`, or reports ended, for a job
+ * still running that attempt on that node is adopted (spawn_adopt), so the
+ * commons-rsh waiting for it (which keeps asking through a restart) gets its
+ * end and mpirun keeps its daemon; live spawns of ended jobs are killed because
+ * agents list them in `running`. Only a launch in flight (created, not yet
+ * started by its agent) is lost: its commons-rsh gives up and mpirun fails.
+ * Spawn ids start at the wall clock in ms when commonsd starts, above every id
+ * of an earlier run (unless the clock went back), and above every adopted one.
  * Invariant: a spawn belongs to one attempt of one job and to one of that
  * attempt's nodes; it is started at most once (the agent keys it by spawn id).
  */
 #include "cluster.h"
 
 #include "cm_crypto.h"
+#include "cm_log.h"
 #include "cm_util.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +57,50 @@ static void spawn_gc(struct cluster *c)
     }
 }
 
+/* A new record, zeroed but for its identity, or NULL at the limit. */
+static struct spawn *spawn_add(struct cluster *c, int64_t id, const struct job *j, int node)
+{
+    if (c->nspawns >= CLUSTER_MAX_SPAWNS) return NULL;
+    struct spawn *more = realloc(c->spawns, sizeof *c->spawns * (size_t)(c->nspawns + 1));
+    if (!more) return NULL;
+    c->spawns = more;
+    struct spawn *s = &c->spawns[c->nspawns++];
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    s->job = j->id;
+    s->attempt = j->requeues;
+    s->node = node;
+    return s;
+}
+
+/* Whether node index idx is one of job j's nodes. */
+static bool job_on_node(const struct job *j, int idx)
+{
+    for (int i = 0; i < j->nalloc; i++)
+        if (j->alloc[i] == idx) return true;
+    return false;
+}
+
+/* A spawn that node idx runs (or ran) and this commonsd does not know, started by
+ * an earlier run of it: adopted when it belongs to a job running this attempt
+ * there (its command is not known again, and need not be: it is never resent). */
+static struct spawn *spawn_adopt(struct cluster *c, int idx, int64_t job, int attempt, int64_t sid)
+{
+    struct job *j = cluster_job(c, job);
+    if (sid <= 0 || cluster_spawn_find(c, sid) || !j || j->state != JOB_RUNNING || j->kill_pending ||
+        j->requeues != attempt || !job_on_node(j, idx))
+        return NULL;
+    struct spawn *s = spawn_add(c, sid, j, idx);
+    if (!s) return NULL;
+    s->argv = json_array();
+    s->env = json_object();
+    s->state = SPAWN_RUNNING;
+    if (sid > c->next_spawn_id) c->next_spawn_id = sid;
+    cm_info("spawn %lld of job %lld on %s adopted after a restart", (long long)sid, (long long)job,
+            c->nodes[idx].name);
+    return s;
+}
+
 int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node, json_t *argv, json_t *env,
                              char *err, size_t errlen)
 {
@@ -60,17 +112,13 @@ int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node,
         snprintf(err, errlen, "node '%s' is not one of job %lld's nodes", node, (long long)j->id);
         return -1;
     }
-    if (c->nspawns >= CLUSTER_MAX_SPAWNS) {
+    if (c->next_spawn_id == 0) c->next_spawn_id = cm_now_ms(); /* see the top of the file */
+    struct spawn *s = spawn_add(c, c->next_spawn_id + 1, j, where);
+    if (!s) {
         snprintf(err, errlen, "too many spawns in flight (%d)", CLUSTER_MAX_SPAWNS);
         return -1;
     }
-    c->spawns = realloc(c->spawns, sizeof *c->spawns * (size_t)(c->nspawns + 1));
-    struct spawn *s = &c->spawns[c->nspawns++];
-    memset(s, 0, sizeof *s);
-    s->id = ++c->next_spawn_id;
-    s->job = j->id;
-    s->attempt = j->requeues;
-    s->node = where;
+    c->next_spawn_id++;
     s->argv = json_incref(argv);
     s->env = env ? json_incref(env) : json_object();
     s->state = SPAWN_PENDING;
@@ -110,7 +158,8 @@ void cluster_spawn_commands(struct cluster *c, struct node *n, json_t *running, 
         json_array_append_new(cmds, spawn_command(c, s, j));
         s->sent_ms = now;
     }
-    /* Live spawns of jobs that are over, or not this attempt, are ended. */
+    /* Live spawns of jobs that are over, or not this attempt, are ended; those of
+     * running jobs that a restart made us forget are adopted. */
     size_t k;
     json_t *r;
     json_array_foreach(running, k, r) {
@@ -118,7 +167,10 @@ void cluster_spawn_commands(struct cluster *c, struct node *n, json_t *running, 
         int64_t id = json_integer_value(json_array_get(r, 0));
         int attempt = (int)json_integer_value(json_array_get(r, 1));
         struct job *j = cluster_job(c, id);
-        if (j && j->state == JOB_RUNNING && !j->kill_pending && j->requeues == attempt) continue;
+        if (j && j->state == JOB_RUNNING && !j->kill_pending && j->requeues == attempt) {
+            spawn_adopt(c, idx, id, attempt, json_integer_value(json_array_get(r, 2)));
+            continue;
+        }
         int dup = 0; /* one kill_spawns per job and attempt in a reply */
         size_t q;
         json_t *x;
@@ -132,11 +184,15 @@ void cluster_spawn_commands(struct cluster *c, struct node *n, json_t *running, 
     }
 }
 
-void cluster_spawn_event(struct cluster *c, json_t *ev)
+void cluster_spawn_event(struct cluster *c, struct node *n, json_t *ev)
 {
-    struct spawn *s = cluster_spawn_find(c, json_integer_value(json_object_get(ev, "spawn_id")));
+    int64_t sid = json_integer_value(json_object_get(ev, "spawn_id"));
+    struct spawn *s = cluster_spawn_find(c, sid);
     const char *what = json_string_value(json_object_get(ev, "event"));
-    if (!s || !what || s->state == SPAWN_ENDED) return;
+    if (!s && what)   /* the end (or start) of a spawn of an earlier run of commonsd */
+        s = spawn_adopt(c, cluster_node_index(c, n), json_integer_value(json_object_get(ev, "id")),
+                        (int)json_integer_value(json_object_get(ev, "attempt")), sid);
+    if (!s || !what || s->state == SPAWN_ENDED || s->node != cluster_node_index(c, n)) return;
     if (strcmp(what, "spawn_started") == 0) {
         s->state = SPAWN_RUNNING;
         return;

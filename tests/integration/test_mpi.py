@@ -146,6 +146,21 @@ class MpiJobs(MpiBase):
                        timeout=30, what=f"the spawn on {name} to end")
 
 
+    def test_commonsd_restart_keeps_running_job(self):
+        """kill -9 of commonsd while the job runs: its commons-rsh processes keep asking,
+        the restarted commonsd adopts the daemons' spawns from the agents, and the job
+        still ends COMPLETED with every rank (before, mpirun lost its daemons: exit 255)."""
+        jid, ranks = self.launch("8")
+        self.assertEqual(len(ranks), 4)
+        self.c.kill_scheduler()
+        self.c.start_scheduler()
+        job = self.c.wait_state(jid, ("COMPLETED", "FAILED", "CANCELLED"), timeout=90)
+        self.assertEqual((job["state"], job["exit_code"]), ("COMPLETED", 0), job)
+        self.assertRegex(self.c.log("commonsd.log"), rf"spawn \d+ of job {jid} on n[12] adopted after a restart")
+        for name in ("n1", "n2"):
+            self.assertRegex(self.c.log(f"agent-{name}.log"), rf"job {jid}\.0 \(spawn\) ended: exit 0")
+
+
 class MpiJobsSubreaper(MpiJobs):
     """The same with subreaper containment (process trees found by process group and
     environment instead of cgroups)."""
