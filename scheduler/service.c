@@ -166,6 +166,8 @@ static json_t *replica_job(const json_t *spec)
     return job;
 }
 
+static int submit_replica(struct cluster *c, struct service *s, const char **code, char *err, size_t errlen);
+
 int cluster_service_deploy(struct cluster *c, const struct user *u, const char *name, json_t *spec, int min, int max,
                            char *err, size_t errlen)
 {
@@ -207,6 +209,20 @@ int cluster_service_deploy(struct cluster *c, const struct user *u, const char *
         snprintf(err, errlen, "%s", c->store.err);
         return -1;
     }
+    /* The first replica now, so that one that can never run (larger than every
+     * node, say N ranks x C CPUs on one node) or that the policy forbids is
+     * refused here, saying why, as a job would be at submit. A queue limit is
+     * not permanent: that replica is submitted again by later passes. */
+    const char *code;
+    if (c->nnodes > 0 && submit_replica(c, s, &code, err, errlen) != 0 && strcmp(code, "limit") != 0) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "a replica of service '%s' cannot run: %s", name, why);
+        if (store_service_delete(&c->store, name) != 0) cm_warn("service %s: %s", name, c->store.err);
+        service_free(s);
+        c->nservices--;
+        return -1;
+    }
     return 0;
 }
 
@@ -234,12 +250,13 @@ static int live_replicas(struct cluster *c, const struct service *s, struct job 
     return n;
 }
 
-static void submit_replica(struct cluster *c, struct service *s)
+static int submit_replica(struct cluster *c, struct service *s, const char **code, char *err, size_t errlen)
 {
     struct user *u = cluster_user(c, s->user);
     if (!u) {
-        cm_warn("service %s: its owner %s no longer exists; no replica started", s->name, s->user);
-        return;
+        *code = "forbidden";
+        snprintf(err, errlen, "its owner %s no longer exists", s->user);
+        return -1;
     }
     json_t *spec = replica_job(s->spec);
     const char *bin = json_string_value(json_object_get(s->spec, "serve_bin"));
@@ -264,12 +281,11 @@ static void submit_replica(struct cluster *c, struct service *s)
     }
     json_object_set_new(spec, "command", cmd);
     struct job_spec js;
-    char err[512];
-    const char *code;
-    if (job_spec_validate(spec, &js, err, sizeof err) != 0 || cluster_submit(c, u, &js, &code, err, sizeof err) < 0)
-        cm_warn("service %s: cannot submit a replica: %s", s->name, err);
+    *code = "invalid_job";
+    int rc = job_spec_validate(spec, &js, err, errlen) != 0 || cluster_submit(c, u, &js, code, err, errlen) < 0 ? -1 : 0;
     job_spec_free(&js);
     json_decref(spec);
+    return rc;
 }
 
 void cluster_services_reconcile(struct cluster *c)
@@ -278,7 +294,11 @@ void cluster_services_reconcile(struct cluster *c)
         struct service *s = &c->services[i];
         struct job *reps[1024];
         int n = live_replicas(c, s, reps, 1024);
-        for (; n < s->target; n++) submit_replica(c, s);
+        char err[512];
+        const char *code;
+        for (; n < s->target; n++)
+            if (submit_replica(c, s, &code, err, sizeof err) != 0)
+                cm_warn("service %s: cannot submit a replica: %s", s->name, err);
         /* Too many: stop the youngest first (pending before running). */
         while (n > s->target) {
             struct job *victim = reps[--n];

@@ -3,9 +3,10 @@
 (commonsd and an agent on 127.0.0.1) makes each replica an mpi job whose agent runs
 `mpirun -np 2 commons-serve --tp 2` (and `--pp 2`). The replica runs 2 ranks, the gateway finds rank 0's
 endpoint and answers a greedy completion with commons-run's single-process text, the split
-survives a restart of commonsd (it is in the service's stored record), and `service remove`
-ends every rank. Bad input is refused naming the flag and the limit; a replica whose node
-is busy stays pending with a reason, like any job."""
+survives a restart of commonsd (it is in the service's stored record) and so does the
+running replica, and `service remove` ends every rank. Bad input is refused naming the flag and the limit; a replica that no
+node could ever hold is refused at deploy, and one whose node is busy stays pending with a
+reason, like any job."""
 import json
 import os
 import random
@@ -84,25 +85,26 @@ class ServiceMpi(ClusterTest):
         status, _, r = gw.post("/v1/completions", {"model": name, "prompt": PROMPT, "max_tokens": 12,
                                                    "temperature": 0}, key=key, timeout=120)
         self.assertEqual(status, 200, r)
-        self.assertEqual(r["choices"][0]["text"], run_greedy(model, PROMPT, 12, "--temp", "0"))
+        greedy = run_greedy(model, PROMPT, 12, "--temp", "0")
+        self.assertEqual(r["choices"][0]["text"], greedy)
 
-        # The split is in the stored record: a restarted commonsd keeps running the service as tp 2.
-        # (The replica itself may be replaced: commonsd keeps MPI spawns in memory only, so
-        # mpirun's daemon on the node can lose its relay across the restart and the job end.)
+        # The split is in the stored record, and the running replica (mpirun, its daemon through
+        # commons-rsh, both ranks) goes on across a restart of commonsd.
         c.kill_scheduler()
         c.start_scheduler()
         self.assertEqual(c.json("service", "list", "chat")[0]["split"]["ranks"], 2)
-        after, port, ranks = self.serving("chat", "a replica of 2 ranks after the restart")
-        if after["job"] != rep["job"]:
-            print(f"\nreplica job {rep['job']} ended across the commonsd restart; job {after['job']} replaced it",
-                  flush=True)
+        after, port_after, ranks_after = self.serving("chat", "the replica after the restart")
+        self.assertEqual((after["job"], port_after, ranks_after), (rep["job"], port, ranks))
         with open(f"/proc/{ranks[0]}/cmdline", "rb") as f:
             self.assertEqual(f.read().split(b"\0")[-3:-1], [b"--tp", b"2"])
+        status, _, r = gw.post("/v1/completions", {"model": name, "prompt": PROMPT, "max_tokens": 12,
+                                                   "temperature": 0}, key=key, timeout=120)
+        self.assertEqual((status, r["choices"][0]["text"]), (200, greedy))
 
         c.cli("service", "remove", "chat", token=alice)
         wait_until(lambda: not any(alive(pid) for pid in ranks.values()), timeout=30,
                    what="every rank of the replica to end")
-        wait_until(lambda: c.job(after["job"])["state"] in ("CANCELLED", "COMPLETED"), timeout=30,
+        wait_until(lambda: c.job(rep["job"])["state"] in ("CANCELLED", "COMPLETED"), timeout=30,
                    what="the replica job to end")
         self.assertEqual(ranks_of(f"tcp://0.0.0.0:{port}"), {})
 
@@ -126,7 +128,7 @@ class ServiceMpi(ClusterTest):
         wait_until(lambda: not any(alive(pid) for pid in ranks.values()), timeout=30,
                    what="every rank of the replica to end")
 
-    def test_bad_split_input_and_a_replica_that_waits(self):
+    def test_bad_split_input_a_replica_too_large_and_one_that_waits(self):
         c = self.c
         model = os.path.join(c.dir, "m.gguf")  # never loaded here: no replica runs
         open(model, "w").close()
@@ -165,6 +167,17 @@ class ServiceMpi(ClusterTest):
         self.assertIn("only a split model", raw({"nodes": 2}))
         self.assertIn("field 'mpi'", raw({"tp": 2, "mpi": False}))
         self.assertIn("field 'tasks'", raw({"tp": 2, "tasks": 3}))
+
+        # Like a job larger than every node, a replica that could never run is refused at once:
+        # 4 ranks of 2 CPUs on one node need 8 CPUs, and n1 has 4.
+        p = deploy("--tp", "4", "--cpus-per-replica", "2")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("a replica of service 'x' cannot run: no 1 node(s) could ever run this job: it needs 8 CPUs",
+                      p.stderr)
+        self.assertEqual(c.json("service", "list"), [])
+        # Spread over 2 nodes it needs 4 CPUs on each, and this cluster has one node.
+        p = deploy("--tp", "4", "--cpus-per-replica", "2", "--nodes", "2")
+        self.assertIn("no 2 node(s) could ever run this job: it needs 4 CPUs", p.stderr)
 
         # Like any job, a replica waits while its node is busy: 2 ranks of 1 CPU beside a job holding 3 of n1's 4.
         blocker = c.json("submit", "-c", "3", "--", "sleep", "120", token=alice)["job_id"]
