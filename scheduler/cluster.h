@@ -77,7 +77,7 @@ struct spawn {
 /* An inference service: replicas of commons-serve kept running as jobs (service.c). */
 struct service {
     char *name, *user; /* user: the owner, whose jobs the replicas are */
-    json_t *spec;      /* job fields of a replica plus "model" and "serve_bin" */
+    json_t *spec;      /* job fields of a replica plus "model", "serve_bin" and, split, "tp" or "pp" */
     int min, max, target;
 };
 
