@@ -264,12 +264,17 @@ int agent_script_write(const char *path, const char *text, const struct agent_ac
                        char *err, size_t errlen);
 
 /* ---- contain.c ---- */
+#define AGENT_SUSPECTS_MAX 64
 struct agent_contain {
     enum agent_containment kind;  /* CGROUP or SUBREAPER once chosen */
     char base[PATH_MAX];          /* cgroup folder holding job-<id> folders */
     char node[128];
     bool limits;                  /* memory (and cpu, cpuset when there) controllers enabled */
     bool cpu_ctl, cpuset_ctl;
+    /* Subreaper mode: orphans whose job could not be read at the last sweep (killed
+     * only if still so at the next: see agent_contain_sweep_orphans) */
+    struct { pid_t pid; unsigned long long start; } suspects[AGENT_SUSPECTS_MAX];
+    int nsuspects;
 };
 /* Picks the containment (AUTO tries the cgroup first). instance tells this
  * agent's cgroup folder apart from other agents' of the same node name. */
@@ -295,7 +300,9 @@ bool agent_contain_alive(struct agent_contain *c, const struct agent_job *j);
 void agent_contain_cleanup(struct agent_contain *c, const struct agent_job *j);
 /* Subreaper mode: kills children of this process that belong to no running
  * job (orphans re-parented to the agent). is_running(id, attempt) says if a
- * job instance is running; pid_is_main(pid) if pid is a job's main process. */
+ * job instance is running; pid_is_main(pid) if pid is a job's main process.
+ * One whose environment names no job (unreadable for a moment during an exec)
+ * is killed only when two consecutive sweeps find it so. */
 void agent_contain_sweep_orphans(struct agent_contain *c,
                                  bool (*is_running)(void *, int64_t, int),
                                  bool (*pid_is_main)(void *, pid_t), void *arg);

@@ -319,9 +319,18 @@ struct orphans {
     bool (*is_running)(void *, int64_t, int);
     bool (*pid_is_main)(void *, pid_t);
     void *arg;
-    const char *node;
+    struct agent_contain *c;      /* its suspects: those of the previous sweep */
     pid_t self;
+    struct { pid_t pid; unsigned long long start; } next[AGENT_SUSPECTS_MAX];
+    int nnext;                    /* suspects of this sweep */
 };
+
+static bool was_suspect(const struct agent_contain *c, pid_t pid, unsigned long long start)
+{
+    for (int i = 0; i < c->nsuspects; i++)
+        if (c->suspects[i].pid == pid && c->suspects[i].start == start) return true;
+    return false;
+}
 
 static int orphan_one(void *arg, pid_t pid)
 {
@@ -331,8 +340,19 @@ static int orphan_one(void *arg, pid_t pid)
     if (o->pid_is_main(o->arg, pid)) return 0;
     int attempt;
     int64_t sid;
-    int64_t id = agent_proc_job_id(pid, o->node, &attempt, &sid);
+    int64_t id = agent_proc_job_id(pid, o->c->node, &attempt, &sid);
     if (id >= 0 && o->is_running(o->arg, id, attempt)) return 0;
+    /* No job in its environment: a process in the middle of an exec reads as empty
+     * for a moment, so it is killed only if the previous sweep found it so too (same
+     * pid and start time); until then it is a suspect. */
+    if (id < 0 && !was_suspect(o->c, pid, st.starttime)) {
+        if (o->nnext < AGENT_SUSPECTS_MAX) {
+            o->next[o->nnext].pid = pid;
+            o->next[o->nnext].start = st.starttime;
+            o->nnext++;
+        }
+        return 0;
+    }
     cm_info("killing orphan process %d (job %lld, no longer running)", (int)pid, (long long)id);
     kill(pid, SIGKILL);
     return 0;
@@ -343,6 +363,12 @@ void agent_contain_sweep_orphans(struct agent_contain *c,
                                  bool (*pid_is_main)(void *, pid_t), void *arg)
 {
     if (c->kind != AGENT_CONTAIN_SUBREAPER) return;
-    struct orphans o = {is_running, pid_is_main, arg, c->node, getpid()};
+    struct orphans o = {.is_running = is_running, .pid_is_main = pid_is_main, .arg = arg, .c = c,
+                        .self = getpid()};
     agent_proc_each(orphan_one, &o);
+    for (int i = 0; i < o.nnext; i++) {
+        c->suspects[i].pid = o.next[i].pid;
+        c->suspects[i].start = o.next[i].start;
+    }
+    c->nsuspects = o.nnext;
 }

@@ -95,8 +95,8 @@ static char *job_out(int64_t id, const char *what)
     return slurp(p);
 }
 
-/* Waits until path exists and holds a number; returns it. */
-static long wait_number_file(agent_runner *r, const char *path, int timeout_ms)
+/* Waits until path, written by job id, exists and holds a number; returns it. */
+static long wait_number_file(agent_runner *r, int64_t id, const char *path, int timeout_ms)
 {
     int64_t until = cm_mono_ms() + timeout_ms;
     for (;;) {
@@ -108,7 +108,13 @@ static long wait_number_file(agent_runner *r, const char *path, int timeout_ms)
             fclose(f);
         }
         if (v > 0) return v;
-        ck_assert_msg(cm_mono_ms() < until, "%s never appeared", path);
+        if (cm_mono_ms() >= until) {   /* say what became of the job that should write it */
+            struct agent_job_status st;
+            agent_runner_status(r, id, 0, &st);
+            ck_abort_msg("%s never appeared in %d ms: job %lld phase %d pid %d exit %d signal %d "
+                         "error '%s'", path, timeout_ms, (long long)id, (int)st.phase, (int)st.pid,
+                         st.exit_code, st.signal, st.error);
+        }
         usleep(20 * 1000);
     }
 }
@@ -334,7 +340,8 @@ static pid_t launch_escapee(agent_runner *r, int64_t id, const char *fmt)
     snprintf(pidfile, sizeof pidfile, "%s/escapee-%lld.pid", g_work, (long long)id);
     snprintf(cmd, sizeof cmd, fmt, pidfile);
     launch(r, launch_sh(id, cmd));
-    return (pid_t)wait_number_file(r, pidfile, 5000);
+    /* generous: under a parallel test run the shell may take seconds to start */
+    return (pid_t)wait_number_file(r, id, pidfile, 30000);
 }
 
 START_TEST(test_cancel_kills_double_forked_tree)
@@ -1087,6 +1094,36 @@ START_TEST(test_restart_sweeps_unrecorded_leftovers)
 }
 END_TEST
 
+/* Subreaper mode: a child of the agent whose environment names no job is an orphan
+ * and is killed, but only once two sweeps (SWEEP_EVERY_MS apart) found it so: a job
+ * process in the middle of an exec reads as such for a moment. */
+START_TEST(test_orphan_killed_at_second_sweep)
+{
+    if (g_contain != AGENT_CONTAIN_SUBREAPER) return; /* cgroup mode has no orphan sweep */
+    agent_runner *r = open_runner();
+    pid_t orphan = fork();
+    ck_assert_int_ge(orphan, 0);
+    if (orphan == 0) {
+        char *argv[] = {"sleep", "30", NULL}, *envp[] = {"PATH=/usr/bin:/bin", NULL};
+        execve("/bin/sleep", argv, envp);
+        _exit(127);
+    }
+    usleep(100 * 1000); /* exec'd: its environment now names no job */
+    agent_runner_tick(r); /* the first sweep only marks it */
+    ck_assert_msg(!proc_gone(orphan), "an orphan was killed at the first sweep that saw it");
+    int64_t until = cm_mono_ms() + 5000;
+    while (!proc_gone(orphan) && cm_mono_ms() < until) {
+        agent_runner_tick(r);
+        usleep(20 * 1000);
+    }
+    bool gone = proc_gone(orphan);
+    if (!gone) kill(orphan, SIGKILL);
+    waitpid(orphan, NULL, 0);
+    ck_assert_msg(gone, "an orphan outlived two sweeps");
+    agent_runner_close(r);
+}
+END_TEST
+
 /* /proc/PID/stat of a process whose name holds ") " and spaces still parses,
  * and a record whose content does not match its file name is set aside. */
 START_TEST(test_procinfo_and_records_resist_odd_input)
@@ -1165,6 +1202,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_attempts_are_instances);
     tcase_add_test(tc, test_unrecorded_job_never_runs);
     tcase_add_test(tc, test_restart_sweeps_unrecorded_leftovers);
+    tcase_add_test(tc, test_orphan_killed_at_second_sweep);
     tcase_add_test(tc, test_procinfo_and_records_resist_odd_input);
     suite_add_tcase(s, tc);
     return s;
