@@ -73,6 +73,14 @@ static struct spawn *spawn_add(struct cluster *c, int64_t id, const struct job *
     return s;
 }
 
+/* Spawn ids of this run start above the wall clock in ms (see the top of the file):
+ * set on the first create or adoption, so that adopting an earlier run's spawn
+ * first does not make later ids run into that run's others. */
+static void spawn_ids_start(struct cluster *c)
+{
+    if (c->next_spawn_id == 0) c->next_spawn_id = cm_now_ms();
+}
+
 /* Whether node index idx is one of job j's nodes. */
 static bool job_on_node(const struct job *j, int idx)
 {
@@ -95,6 +103,7 @@ static struct spawn *spawn_adopt(struct cluster *c, int idx, int64_t job, int at
     s->argv = json_array();
     s->env = json_object();
     s->state = SPAWN_RUNNING;
+    spawn_ids_start(c);
     if (sid > c->next_spawn_id) c->next_spawn_id = sid;
     cm_info("spawn %lld of job %lld on %s adopted after a restart", (long long)sid, (long long)job,
             c->nodes[idx].name);
@@ -112,7 +121,7 @@ int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node,
         snprintf(err, errlen, "node '%s' is not one of job %lld's nodes", node, (long long)j->id);
         return -1;
     }
-    if (c->next_spawn_id == 0) c->next_spawn_id = cm_now_ms(); /* see the top of the file */
+    spawn_ids_start(c);
     struct spawn *s = spawn_add(c, c->next_spawn_id + 1, j, where);
     if (!s) {
         snprintf(err, errlen, "too many spawns in flight (%d)", CLUSTER_MAX_SPAWNS);

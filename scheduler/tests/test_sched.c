@@ -2,6 +2,7 @@
  * store round trip, and FIFO placement. */
 #include "cluster.h"
 #include "job.h"
+#include "cm_util.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -122,16 +123,31 @@ static int64_t submit(struct cluster *c, struct user *u, const char *text)
     return id;
 }
 
-START_TEST(fifo_and_persistence)
+/* A cluster in a new tmpdir, a transaction open, with account phys and its user
+ * alice (whose token fills token[80]). */
+static void open_new_cluster(struct cluster *c, char *token)
 {
+    char err[512];
     strcpy(tmpdir, "/tmp/commons-test-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    open_cluster(c);
+    ck_assert_int_eq(store_begin(&c->store), 0);
+    ck_assert_int_eq(cluster_account_add(c, "phys", "", err, sizeof err), 0);
+    ck_assert_int_eq(cluster_user_add(c, "alice", "phys", NULL, 0, "alice", token, err, sizeof err), 0);
+}
+
+static void remove_tmpdir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(fifo_and_persistence)
+{
     struct cluster c;
     char err[512], token[80];
-    open_cluster(&c);
-    ck_assert_int_eq(store_begin(&c.store), 0);
-    ck_assert_int_eq(cluster_account_add(&c, "phys", "", err, sizeof err), 0);
-    ck_assert_int_eq(cluster_user_add(&c, "alice", "phys", NULL, 0, "alice", token, err, sizeof err), 0);
+    open_new_cluster(&c, token);
     ck_assert_int_eq(cluster_user_add(&c, "alice", "phys", NULL, 0, "alice", token, err, sizeof err), -1);
     struct user *u = cluster_user(&c, "alice");
     /* No node yet: rejected with the reason. */
@@ -189,9 +205,44 @@ START_TEST(fifo_and_persistence)
     ck_assert_int_eq(cluster_cancel(&c, cluster_job(&c, b), err, sizeof err), -1);
     ck_assert_int_eq(store_commit(&c.store), 0);
     cluster_free(&c);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
+    remove_tmpdir();
+}
+END_TEST
+
+/* After a restart of commonsd, spawns its agents still run are adopted; a new
+ * spawn's id then stays above every id of the earlier run, adopted yet or not
+ * (docs/protocol.md, "Spawning"). */
+START_TEST(spawn_ids_after_adoption)
+{
+    struct cluster c;
+    char err[512], token[80];
+    open_new_cluster(&c, token);
+    struct node *n = cluster_node_register(&c, "n1", "n1", 4, 1000, 0, NULL, err, sizeof err);
+    ck_assert_ptr_nonnull(n);
+    int64_t a = submit(&c, cluster_user(&c, "alice"), "{\"command\":[\"x\"],\"workdir\":\"/tmp\"}");
+    ck_assert_int_eq(cluster_schedule(&c), 1);
+    /* The agent lists spawn 1000 of job a, started by an earlier run (whose spawn 1001,
+     * on the same node, it has not listed yet). */
+    json_t *running = json_pack("[[I, i, I]]", (json_int_t)a, 0, (json_int_t)1000), *cmds = json_array();
+    cluster_spawn_commands(&c, n, running, cmds);
+    ck_assert_int_eq(json_array_size(cmds), 0);
+    ck_assert_ptr_nonnull(cluster_spawn_find(&c, 1000));
+    int64_t before = cm_now_ms();
+    json_t *argv = json_pack("[s]", "orted");
+    int64_t sid = cluster_spawn_create(&c, cluster_job(&c, a), "n1", argv, NULL, err, sizeof err);
+    ck_assert_msg(sid > 0, "%s", err);
+    ck_assert_int_gt(sid, before); /* not 1001: that one is the earlier run's */
+    /* The earlier run's 1001 is adopted in turn, beside the new one. */
+    json_array_set_new(json_array_get(running, 0), 2, json_integer(1001));
+    cluster_spawn_commands(&c, n, running, cmds);
+    ck_assert_int_eq(cluster_spawn_find(&c, 1001)->state, SPAWN_RUNNING);
+    ck_assert_int_eq(cluster_spawn_find(&c, sid)->state, SPAWN_PENDING);
+    json_decref(argv);
+    json_decref(running);
+    json_decref(cmds);
+    ck_assert_int_eq(store_commit(&c.store), 0);
+    cluster_free(&c);
+    remove_tmpdir();
 }
 END_TEST
 
@@ -254,6 +305,7 @@ int main(void)
     tcase_add_test(tc, arrays_and_deps);
     tcase_add_test(tc, fifo_and_persistence);
     tcase_add_test(tc, placement_follows_locality);
+    tcase_add_test(tc, spawn_ids_after_adoption);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
