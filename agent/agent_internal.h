@@ -119,6 +119,12 @@ int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job
 int agent_store_load_one(const char *state_dir, int64_t id, int attempt, int64_t spawn_id,
                          struct agent_job *j, char *err, size_t errlen);
 const char *agent_phase_name(enum agent_phase p);
+/* Parses "<prefix><id>-<attempt>[-s<spawn_id>]<suffix>" (decimal digits, no
+ * sign; spawn_id > 0, 0 when absent), the name of an instance's record
+ * ("", ".json"), exit file ("", ".exit"), script ("", ".sh") or cgroup
+ * folder ("job-", ""); false for any other name. */
+bool agent_instance_name_parse(const char *name, const char *prefix, const char *suffix,
+                               int64_t *id, int *attempt, int64_t *spawn_id);
 
 /* ---- spawn.c ---- */
 /* What is needed to start one job, parsed from a LAUNCH object. */

@@ -12,6 +12,7 @@
 #include "cm_log.h"
 #include "cm_util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -297,22 +298,40 @@ static int from_json(json_t *o, struct agent_job *j, char *err, size_t errlen)
     return 0;
 }
 
-/* Record files are "<id>-<attempt>[-s<spawn_id>].json"; temp files of
- * interrupted writes and set aside ".bad" files are not. */
-static bool is_record_name(const char *n)
+/* Reads the decimal digits at *s (at least one, no sign) as a value <= max
+ * and moves *s past them; false when there are none or the value is over. */
+static bool read_number(const char **s, long long max, long long *v)
 {
-    size_t d = strspn(n, "0123456789");
-    if (d == 0 || n[d] != '-') return false;
-    n += d + 1;
-    size_t a = strspn(n, "0123456789");
-    if (a == 0) return false;
-    n += a;
-    if (n[0] == '-' && n[1] == 's') {
-        size_t s = strspn(n + 2, "0123456789");
-        if (s == 0) return false;
-        n += 2 + s;
+    const char *p = *s;
+    long long x = 0;
+    if (!isdigit((unsigned char)*p)) return false;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (x > (max - (*p - '0')) / 10) return false;
+        x = x * 10 + (*p - '0');
     }
-    return strcmp(n, ".json") == 0;
+    *s = p;
+    *v = x;
+    return true;
+}
+
+bool agent_instance_name_parse(const char *name, const char *prefix, const char *suffix,
+                               int64_t *id, int *attempt, int64_t *spawn_id)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl) != 0) return false;
+    const char *n = name + pl;
+    long long i, a, s = 0;
+    if (!read_number(&n, LLONG_MAX, &i) || *n++ != '-' || !read_number(&n, INT_MAX, &a))
+        return false;
+    if (n[0] == '-' && n[1] == 's') {
+        n += 2;
+        if (!read_number(&n, LLONG_MAX, &s) || s == 0) return false;
+    }
+    if (strcmp(n, suffix) != 0) return false;
+    *id = i;
+    *attempt = (int)a;
+    *spawn_id = s;
+    return true;
 }
 
 /* Reads one record file; name is its file name, checked against the record. */
@@ -360,25 +379,17 @@ int agent_store_load_one(const char *state_dir, int64_t id, int attempt, int64_t
  * empty or cut. Its instance must stay known (else a launch sent again
  * would start it twice, or it would never be reported): it becomes
  * running and released with no pids (its processes, if any, are found by
- * their environment) and status unknown. 0, or -1 when the name does not
- * hold a usable id. */
-static int lost_record(const char *name, struct agent_job *j)
+ * their environment) and status unknown. */
+static void lost_record(int64_t id, int attempt, int64_t spawn_id, struct agent_job *j)
 {
-    char *end;
-    errno = 0;
-    long long id = strtoll(name, &end, 10);
-    long long attempt = *end == '-' ? strtoll(end + 1, &end, 10) : -1;
-    long long sid = end[0] == '-' && end[1] == 's' ? strtoll(end + 2, &end, 10) : 0;
-    if (errno || id < 0 || attempt < 0 || attempt > INT_MAX || sid < 0) return -1;
     memset(j, 0, sizeof *j);
     j->id = id;
-    j->attempt = (int)attempt;
-    j->spawn_id = sid;
+    j->attempt = attempt;
+    j->spawn_id = spawn_id;
     j->phase = AJ_RUNNING;
     j->released = true;
     j->exit_code = -1;
     j->record_lost = true;
-    return 0;
 }
 
 int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job *), void *arg,
@@ -400,7 +411,10 @@ int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job
             unlink(path); /* an atomic write that never completed */
             continue;
         }
-        if (!is_record_name(e->d_name)) continue;
+        /* Temp files of interrupted writes and set aside ".bad" files are not records. */
+        int64_t id, sid;
+        int attempt;
+        if (!agent_instance_name_parse(e->d_name, "", ".json", &id, &attempt, &sid)) continue;
         struct agent_job *j = calloc(1, sizeof *j);
         if (!j) {
             snprintf(err, errlen, "out of memory loading %s", dir);
@@ -411,14 +425,10 @@ int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job
         if (load_path(path, e->d_name, j, why, sizeof why) != 0) {
             char bad[PATH_MAX + 310];
             snprintf(bad, sizeof bad, "%s.bad", path);
-            bool known = lost_record(e->d_name, j) == 0;
-            cm_error("job record %s is unreadable (%s); moved to %s%s", path, why, bad,
-                     known ? "; the instance is ended as \"record lost\"" : "");
+            cm_error("job record %s is unreadable (%s); moved to %s; the instance is ended "
+                     "as \"record lost\"", path, why, bad);
             rename(path, bad);
-            if (!known) {
-                free(j);
-                continue;
-            }
+            lost_record(id, attempt, sid, j);
         }
         if ((rc = take(arg, j)) != 0) snprintf(err, errlen, "out of memory loading %s", dir);
     }

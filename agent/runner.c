@@ -525,28 +525,6 @@ static void recover(agent_runner *r, struct agent_job *j, int64_t settle_until)
     }
 }
 
-/* Parses "<prefix><id>-<attempt>[-s<spawn>]<suffix>", the instance names of
- * exit files, scripts and cgroup folders; false for any other name. */
-static bool parse_instance_name(const char *name, const char *prefix, const char *suffix,
-                                int64_t *id, int *attempt, int64_t *sid)
-{
-    size_t pl = strlen(prefix);
-    if (strncmp(name, prefix, pl) != 0) return false;
-    long long i, s = 0;
-    int a, n = 0, m = 0;
-    if (sscanf(name + pl, "%lld-%d%n", &i, &a, &n) != 2 || i < 0 || a < 0) return false;
-    const char *rest = name + pl + n;
-    if (sscanf(rest, "-s%lld%n", &s, &m) == 1 && m > 0) {
-        if (s <= 0) return false;
-        rest += m;
-    }
-    if (strcmp(rest, suffix) != 0) return false;
-    *id = i;
-    *attempt = a;
-    *sid = s;
-    return true;
-}
-
 /* Removes, in folder dir, every entry named for an instance (prefix, suffix)
  * that no known job is: rm(path) is unlink or rmdir. */
 static void sweep_folder(agent_runner *r, const char *dir, const char *prefix,
@@ -558,7 +536,7 @@ static void sweep_folder(agent_runner *r, const char *dir, const char *prefix,
     while ((e = readdir(d))) {
         int64_t id, sid;
         int attempt;
-        if (!parse_instance_name(e->d_name, prefix, suffix, &id, &attempt, &sid) ||
+        if (!agent_instance_name_parse(e->d_name, prefix, suffix, &id, &attempt, &sid) ||
             find_sp(r, id, attempt, sid))
             continue;
         char path[PATH_MAX + 300];
