@@ -113,12 +113,6 @@ static void mm_rows(const mm_job *j, int o, const kern_matmul_op *op, int64_t r0
     }
 }
 
-/* rows [r0, r1) of a repacked op (KERN_TYPE_Q4_0_R4; m is a multiple of
- * 4). Decode of whole 4-row groups takes the ISA's kernel for the layout;
- * everything else (n > 1: the tiled/4-row kernels; rows not in whole
- * groups; ISAs without the kernel) unpacks up to KERN_GEMM_ROWS rows back
- * to Q4_0 and runs the Q4_0 path on them: the same kernels, so the same
- * numbers as on the weights as stored in the file. */
 /* rows [r0, r1) of repacked op o unpacked back to Q4_0 and run through
  * mm_rows KERN_GEMM_ROWS at a time from r0, as mm_rows runs Q4_0 weights
  * (tiles, then groups of 4, then single rows from r0), so each row takes the
@@ -197,14 +191,16 @@ int kern_cpu_matmul(kern_ctx *ctx, const float *x, int n, int k, const kern_matm
         tiles_off = total + 2 * gsz;
         total = tiles_off + (size_t)ctx->n_threads * j.tile_bytes;
     }
+    /* repacked weights: rows unpacked back to Q4_0 (mm_rows_r4_unpacked) */
+    int repacked = 0;
+    for (int o = 0; o < n_ops; o++) repacked |= ops[o].wt == KERN_TYPE_Q4_0_R4;
     size_t unpacked_off = 0;
-    for (int o = 0; o < n_ops; o++)
-        if (ops[o].wt == KERN_TYPE_Q4_0_R4 && !j.unpacked_bytes) {
-            total = (total + 63) & ~(size_t)63;
-            unpacked_off = total;
-            j.unpacked_bytes = (KERN_GEMM_ROWS + 4) * kern_row_bytes(KERN_TYPE_Q4_0, k);
-            total += (size_t)ctx->n_threads * j.unpacked_bytes;
-        }
+    if (repacked) {
+        total = (total + 63) & ~(size_t)63;
+        unpacked_off = total;
+        j.unpacked_bytes = (KERN_GEMM_ROWS + 4) * kern_row_bytes(KERN_TYPE_Q4_0, k);
+        total += (size_t)ctx->n_threads * j.unpacked_bytes;
+    }
     uint8_t *buf = NULL;
     if (total && !(buf = kern_scratch(ctx, total))) return KERN_ENOMEM;
     if (j.unpacked_bytes) j.unpacked = buf + unpacked_off;
