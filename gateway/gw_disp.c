@@ -65,23 +65,13 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
     if (!d || !(d->reps = calloc(GW_DISP_MAX_REPLICAS, sizeof *d->reps)) ||
         !(d->health = calloc(GW_DISP_MAX_REPLICAS, sizeof *d->health)) ||
         !(d->hargs = calloc(GW_DISP_MAX_REPLICAS, sizeof *d->hargs))) {
-        if (d) {
-            free(d->reps);
-            free(d->health);
-            free(d->hargs);
-        }
-        free(d);
         snprintf(err, errlen, "out of memory");
-        return -1;
+        goto fail;
     }
     int rc = gw_cond_init_mono(&d->stop_cv); /* the health period waits on it */
     if (rc != 0) {
-        free(d->reps);
-        free(d->health);
-        free(d->hargs);
-        free(d);
         snprintf(err, errlen, "cannot make a condition variable: %s", strerror(rc));
-        return -1;
+        goto fail;
     }
     pthread_mutex_init(&d->mu, NULL);
     if (opts) d->opts = *opts;
@@ -97,6 +87,14 @@ int gw_disp_new(const char *const *urls, int n, const gw_disp_opts *opts, gw_dis
     }
     *out = d;
     return 0;
+fail:
+    if (d) {
+        free(d->reps);
+        free(d->health);
+        free(d->hargs);
+    }
+    free(d);
+    return -1;
 }
 
 static model_q *find_mq(gw_disp *d, const char *model, bool create)
