@@ -221,6 +221,12 @@ static void exit_path(agent_runner *r, const struct agent_job *j, char *out, siz
         snprintf(out, len, "%s/jobs/%lld-%d.exit", r->state_dir, (long long)j->id, j->attempt);
 }
 
+/* A job's script (spawns run none); the sweep of leftovers reads these names. */
+static void script_path(agent_runner *r, int64_t id, int attempt, char *out, size_t len)
+{
+    snprintf(out, len, "%s/scripts/%lld-%d.sh", r->state_dir, (long long)id, attempt);
+}
+
 static void remove_exit_file(agent_runner *r, struct agent_job *j)
 {
     char ep[PATH_MAX];
@@ -506,9 +512,7 @@ static void recover(agent_runner *r, struct agent_job *j, int64_t settle_until)
         if (j->record_lost) { /* what the record named, so that cleanup removes it */
             agent_contain_job_path(&r->contain, j->id, j->attempt, j->spawn_id, j->cgroup,
                                    sizeof j->cgroup);
-            if (j->spawn_id == 0)
-                snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
-                         (long long)j->id, j->attempt);
+            if (j->spawn_id == 0) script_path(r, j->id, j->attempt, j->script, sizeof j->script);
         }
         j->adopted = true;
         if (agent_proc_same(j->pid, j->proc_start))
@@ -807,9 +811,7 @@ static void prepare(agent_runner *r, struct pending *p)
         return;
     }
     j->binding = json_incref(p->bind.report);
-    if (l->script)
-        snprintf(j->script, sizeof j->script, "%s/scripts/%lld-%d.sh", r->state_dir,
-                 (long long)l->id, l->attempt);
+    if (l->script) script_path(r, l->id, l->attempt, j->script, sizeof j->script);
     /* No record yet: nothing runs before the batch's commit has saved one,
      * and a job the agent never released runs nothing (see recover). */
     j->phase = AJ_LAUNCHING;
