@@ -150,8 +150,8 @@ int job_deps_parse(const char *s, struct job_dep *deps, int max, char *err, size
     return n;
 }
 
-static int get_int(json_t *spec, const char *key, long lo, long hi, long def, long *out,
-                   char *err, size_t errlen)
+int job_spec_int(json_t *spec, const char *key, long lo, long hi, long def, long *out, char *err,
+                 size_t errlen)
 {
     json_t *v = json_object_get(spec, key);
     if (!v) {
@@ -227,11 +227,11 @@ int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t e
     json_t *spec = json_deep_copy(spec_in);
     long nodes, tasks, cpt, gpus, mem;
     const char *name, *account, *script, *workdir, *out_path, *err_path, *qos, *dep, *array;
-    if (get_int(spec, "nodes", 1, JOB_MAX_ALLOC_NODES, 1, &nodes, err, errlen) ||
-        get_int(spec, "tasks", 1, 1 << 20, nodes, &tasks, err, errlen) ||
-        get_int(spec, "cpus_per_task", 1, 4096, 1, &cpt, err, errlen) ||
-        get_int(spec, "gpus", 0, 64, 0, &gpus, err, errlen) ||
-        get_int(spec, "mem_mb", 0, 1L << 40, 0, &mem, err, errlen) ||
+    if (job_spec_int(spec, "nodes", 1, JOB_MAX_ALLOC_NODES, 1, &nodes, err, errlen) ||
+        job_spec_int(spec, "tasks", 1, 1 << 20, nodes, &tasks, err, errlen) ||
+        job_spec_int(spec, "cpus_per_task", 1, 4096, 1, &cpt, err, errlen) ||
+        job_spec_int(spec, "gpus", 0, 64, 0, &gpus, err, errlen) ||
+        job_spec_int(spec, "mem_mb", 0, 1L << 40, 0, &mem, err, errlen) ||
         get_str(spec, "name", 256, &name, err, errlen) ||
         get_str(spec, "account", 128, &account, err, errlen) ||
         get_str(spec, "script", JOB_SCRIPT_MAX, &script, err, errlen) ||

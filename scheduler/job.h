@@ -59,6 +59,10 @@ struct job_spec {
  * returns -1. On success out owns a reference to a normalized copy. */
 int job_spec_validate(json_t *spec, struct job_spec *out, char *err, size_t errlen);
 void job_spec_free(struct job_spec *s);
+/* Field key of spec as an integer from lo to hi, def when absent; -1 with err filled
+ * ("field 'KEY': expected an integer from LO to HI") when it is not. */
+int job_spec_int(json_t *spec, const char *key, long lo, long hi, long def, long *out, char *err,
+                 size_t errlen);
 
 /* Parses "1-100%10", "1,3,5", "0-15:4". Returns count, or -1 with err. */
 int job_array_parse(const char *s, int **idx, int *throttle, char *err, size_t errlen);

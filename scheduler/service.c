@@ -92,17 +92,6 @@ static const char *service_split(const json_t *spec, int *ranks)
     return mode;
 }
 
-static int spec_int(json_t *spec, const char *key, long dflt, long *out, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(spec, key);
-    *out = v ? (long)json_integer_value(v) : dflt;
-    if (v && (!json_is_integer(v) || *out < 1 || *out > SERVICE_MAX_RANKS)) {
-        snprintf(err, errlen, "field '%s': expected an integer from 1 to %d", key, SERVICE_MAX_RANKS);
-        return -1;
-    }
-    return 0;
-}
-
 /* Checks the split fields of a deploy's spec and completes them: a split of N
  * ranks becomes an mpi job with nodes x tasks_per_node = N (default: one node
  * with all N); without a split, a replica is one process (no mpi, one task). */
@@ -116,8 +105,9 @@ static int split_normalize(json_t *spec, char *err, size_t errlen)
     const char *mode = tp ? "tp" : pp ? "pp" : NULL;
     json_t *v = tp ? tp : pp;
     long nodes, tpn, tasks;
-    if (spec_int(spec, "nodes", 1, &nodes, err, errlen) || spec_int(spec, "tasks_per_node", 0, &tpn, err, errlen) ||
-        spec_int(spec, "tasks", 0, &tasks, err, errlen))
+    if (job_spec_int(spec, "nodes", 1, SERVICE_MAX_RANKS, 1, &nodes, err, errlen) ||
+        job_spec_int(spec, "tasks_per_node", 1, SERVICE_MAX_RANKS, 0, &tpn, err, errlen) ||
+        job_spec_int(spec, "tasks", 1, SERVICE_MAX_RANKS, 0, &tasks, err, errlen))
         return -1;
     json_t *mpi = json_object_get(spec, "mpi");
     if (!mode) {
