@@ -264,6 +264,16 @@ static int32_t draw(infer_sampler *s, cand *c, int n, double mx, double sum)
     return c[n - 1].id;
 }
 
+/* The top-k path's draw over its k sorted candidates c[0..k): the probabilities are
+ * over these k alone. */
+static int32_t draw_top(infer_sampler *s, cand *c, int k)
+{
+    double mx = c[0].logit, sum = 0;
+    for (int i = 0; i < k; i++)
+        sum += exp((double)c[i].logit - mx);
+    return draw(s, c, k, mx, sum);
+}
+
 int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
 {
     const infer_sampler_params *p = &s->p;
@@ -273,38 +283,31 @@ int32_t infer_sampler_sample(infer_sampler *s, const float *logits)
         select_top(s, logits, 1, c);
         return c[0].id;
     }
-    int n = 0;
-    double sum = 0, mx;
-    if (p->top_k > 0 && p->top_k < V) {
-        n = select_top(s, logits, p->top_k, c);
-        mx = c[0].logit;
-        for (int i = 0; i < n; i++)   /* probabilities over the top k */
-            sum += exp((double)c[i].logit - mx);
-    } else {
-        /* All tokens are candidates. Sorting a large vocabulary for every token is
-         * avoided without changing the result: a token with probability below
-         * (1 - top_p) / V can never be inside the top-p prefix (the tokens from it on
-         * would weigh less than 1 - top_p in all), nor one below min_p * p_max in the
-         * min-p set; so only tokens above both bounds are sorted, and the
-         * probabilities keep the sum over the whole vocabulary, which only top-p
-         * needs. */
-        const float *l = penalize_all(s, logits);
-        mx = l[0];
-        for (int j = 1; j < V; j++)
-            mx = l[j] > mx ? l[j] : mx;
-        double cut = -INFINITY;
-        if (p->top_p < 1) {
-            for (int j = 0; j < V; j++)
-                sum += exp((double)l[j] - mx);
-            cut = mx + log(sum * (1.0 - p->top_p) / V);
-        }
-        if (p->min_p > 0 && mx + log((double)p->min_p) > cut)
-            cut = mx + log((double)p->min_p);
+    if (p->top_k > 0 && p->top_k < V)
+        return draw_top(s, c, select_top(s, logits, p->top_k, c));
+    /* All tokens are candidates. Sorting a large vocabulary for every token is avoided
+     * without changing the result: a token with probability below (1 - top_p) / V can
+     * never be inside the top-p prefix (the tokens from it on would weigh less than
+     * 1 - top_p in all), nor one below min_p * p_max in the min-p set; so only tokens
+     * above both bounds are sorted, and the probabilities keep the sum over the whole
+     * vocabulary, which only top-p needs. */
+    const float *l = penalize_all(s, logits);
+    double mx = l[0], sum = 0;
+    for (int j = 1; j < V; j++)
+        mx = l[j] > mx ? l[j] : mx;
+    double cut = -INFINITY;
+    if (p->top_p < 1) {
         for (int j = 0; j < V; j++)
-            if ((double)l[j] >= cut)
-                c[n++] = (cand){ l[j], j };
-        qsort(c, (size_t)n, sizeof *c, cand_cmp);
+            sum += exp((double)l[j] - mx);
+        cut = mx + log(sum * (1.0 - p->top_p) / V);
     }
+    if (p->min_p > 0 && mx + log((double)p->min_p) > cut)
+        cut = mx + log((double)p->min_p);
+    int n = 0;
+    for (int j = 0; j < V; j++)
+        if ((double)l[j] >= cut)
+            c[n++] = (cand){ l[j], j };
+    qsort(c, (size_t)n, sizeof *c, cand_cmp);
     return draw(s, c, n, mx, sum);
 }
 
@@ -328,12 +331,9 @@ int32_t infer_sampler_sample_top(infer_sampler *s, const float *vals, const int3
      * in the same order, so the same sums and the same draw */
     int k = p->top_k < n ? p->top_k : n;
     cand *c = s->cands;
-    double mx = vals[0], sum = 0;
-    for (int i = 0; i < k; i++) {
+    for (int i = 0; i < k; i++)
         c[i] = (cand){ vals[i], ids[i] };
-        sum += exp((double)c[i].logit - mx);
-    }
-    return draw(s, c, k, mx, sum);
+    return draw_top(s, c, k);
 }
 
 struct infer_sample_pool {

@@ -325,9 +325,6 @@ static void test_penalties_match_brute_force(void)
     }
 }
 
-/* A pool's draws equal one thread's, sampler for sampler, step after step (the
- * samplers' histories and generators advance the same way), with 1, 2 and 3 threads
- * and without a pool. */
 /* Drawing from the best logits alone (infer_sampler_sample_top) is the draw from the
  * whole row, seed for seed, whenever infer_sampler_top_need says it may be used: with
  * ties in the row, with more candidates than needed, for greedy, top_k 1..256 with
@@ -405,6 +402,9 @@ static void test_sample_top_matches_full_row(void)
     }
 }
 
+/* A pool's draws equal one thread's, sampler for sampler, step after step (the
+ * samplers' histories and generators advance the same way), with 1, 2 and 3 threads
+ * and without a pool. */
 static void test_sample_pool(void)
 {
     enum { R = 9, N = 20000, STEPS = 40 };
