@@ -184,8 +184,9 @@ static void model_name(serve_server *s)
         s->name[n - 5] = 0;
 }
 
-/* Model (this rank's slice of it), tokenizer (rank 0), KV pool, batch. Ranks > 0 take
- * rank 0's number of KV blocks, so that rank 0's block ids are valid everywhere. */
+/* Model (this rank's slice of it), tokenizer (rank 0), KV pool, batch. All ranks take
+ * the smallest number of KV blocks any rank's budget holds, so that rank 0's block ids
+ * are valid everywhere. */
 static int load(serve_server *s, infer_dist *d, const extra_opt *xo, char *err, size_t errlen)
 {
     kern_config kcfg = { .backend = xo->gpu ? KERN_BACKEND_CUDA : KERN_BACKEND_CPU,
@@ -203,8 +204,7 @@ static int load(serve_server *s, infer_dist *d, const extra_opt *xo, char *err, 
         }
         return -1;
     }
-    if (
-        (d ? infer_dist_load(d, s->cfg.model_path, s->kc, &s->model, err, errlen) :
+    if ((d ? infer_dist_load(d, s->cfg.model_path, s->kc, &s->model, err, errlen) :
              infer_model_load(s->cfg.model_path, s->kc, NULL, NULL, &s->model, err, errlen)) ||
         (!worker && infer_tokenizer_load(infer_model_gguf(s->model), &s->tok, err, errlen)))
         return -1;
