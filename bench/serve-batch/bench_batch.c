@@ -110,7 +110,7 @@ int main(int argc, char **argv)
             for (int i = 0; i < PROMPT; i++)
                 infer_sampler_accept(smp[s], toks[s * len + i]);
         }
-        double t_fwd = 0, t_arg = 0;
+        double t_fwd = 0, t_smp = 0;
         for (int step = 0; step <= DECODE; step++) {
             double t0 = now();
             if (infer_batch_step(b, bs, B, err, sizeof err)) {
@@ -130,12 +130,12 @@ int main(int argc, char **argv)
             }
             if (step > 0) {   /* step 0 is the prefill */
                 t_fwd += t1 - t0;
-                t_arg += now() - t1;
+                t_smp += now() - t1;
             }
         }
-        double step_ms = (t_fwd + t_arg) * 1e3 / DECODE;
+        double step_ms = (t_fwd + t_smp) * 1e3 / DECODE;
         printf("| %d | %.1f | %.1f | %.2f | %.1f |\n", B, step_ms, t_fwd * 1e3 / DECODE,
-               t_arg * 1e3 / DECODE, B * 1e3 / step_ms);
+               t_smp * 1e3 / DECODE, B * 1e3 / step_ms);
         fflush(stdout);
         for (int s = 0; s < B; s++)
             infer_pkv_release(&kv, &bt[s]);
