@@ -97,12 +97,14 @@ __global__ void k_mmq_reduce(const float *__restrict__ ws, float *__restrict__ y
 
 bool kcu_mmq_takes(int wt, int n, int k, const void *w)
 {
-    const char *e = getenv("COMMONS_CUDA_MMQ"); /* "0": the cuBLAS path (A/B timing) */
-    if (e && !strcmp(e, "0")) return false;
     if (!kcu_mmq_type(wt) || n <= 8 || n > KCU_MMQ_MAX_N || k <= 0 || k % 32) return false;
     size_t rb = kern_row_bytes(wt, k);
     int nat = kcu_nat_align(wt);
-    return rb && (uintptr_t)w % nat == 0 && rb % nat == 0;
+    if (!rb || (uintptr_t)w % nat || rb % nat) return false;
+    /* "0": the cuBLAS path (A/B timing; tests toggle it, so read per call, but only
+     * for the calls it can change: not every prompt-sized or float matmul) */
+    const char *e = getenv("COMMONS_CUDA_MMQ");
+    return !(e && !strcmp(e, "0"));
 }
 
 bool kcu_mmq_device_ok(kern_ctx *ctx)
