@@ -134,7 +134,7 @@ int infer_gpu_decode(infer_ctx *c, int32_t token, char *err, size_t errlen)
     if (!c->graph)
         rc = run_and_capture(c, err, errlen);   /* its eager run computes this token */
     else
-        INFER_K(-1, kern_cuda_graph_launch(kc, (kern_cuda_graph *)c->graph));
+        INFER_K(-1, kern_cuda_graph_launch(kc, c->graph));
     if (rc)
         return rc;
     INFER_K(-1, kern_download(kc, c->logits, c->logits_dev,
@@ -144,7 +144,7 @@ int infer_gpu_decode(infer_ctx *c, int32_t token, char *err, size_t errlen)
 
 void infer_gpu_free(infer_ctx *c)
 {
-    kern_cuda_graph_free((kern_cuda_graph *)c->graph);
+    kern_cuda_graph_free(c->graph);
     kern_free(c->kc, c->graph_dev);
     c->graph = NULL;
     c->graph_dev = NULL;

@@ -62,10 +62,10 @@ struct infer_ctx {
     int n_logits, cap_logits;
     int32_t *pos;          /* host, n_batch */
     /* CUDA graph decode (model_gpu.c): the token (host), token and position on the
-     * device, the captured step (a kern_cuda_graph *); unused on other backends */
+     * device, the captured step; unused on other backends */
     int32_t graph_tok;
     int32_t *graph_dev;
-    void *graph;
+    struct kern_cuda_graph *graph;   /* kern_cuda.h's kern_cuda_graph */
     bool graph_failed;     /* capture failed once: the step runs eagerly */
 };
 
