@@ -249,7 +249,9 @@ static void *engine_main(void *arg)
     if (infer_sample_pool_new(kern_ctx_threads(s->kc), &pool, err, sizeof err))
         cm_warn("engine: sampling on one thread (%s)", err);
     int64_t gather_since = -1;
-    bool top_warned = false;
+    /* infer_batch_set_top failed (no device memory for the candidates): whole rows of
+     * logits from then on, without asking again every step */
+    bool top_off = false;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         reap(s);
@@ -274,10 +276,9 @@ static void *engine_main(void *arg)
                 int k = infer_sampler_top_need(p.seq[i]->smp);
                 need = k == 0 ? -1 : k > need ? k : need;
             }
-        if (infer_batch_set_top(s->batch, need > 0 ? need : 0, err, sizeof err)) {
-            if (!top_warned)
-                cm_warn("engine: sampling on the host from whole rows of logits: %s", err);
-            top_warned = true;
+        if (!top_off && infer_batch_set_top(s->batch, need > 0 ? need : 0, err, sizeof err)) {
+            cm_warn("engine: sampling on the host from whole rows of logits: %s", err);
+            top_off = true;
             infer_batch_set_top(s->batch, 0, err, sizeof err);
         }
 
