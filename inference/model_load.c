@@ -239,7 +239,9 @@ static int repack(infer_model *m, const char *name, const infer_gguf_tensor *t, 
     return INFER_OK;
 }
 
-enum use { USE_VEC, USE_MAT };
+/* USE_ROWS: a matrix kern_get_rows reads (the embeddings, and a tied head with them),
+ * so kept in the file's layout (never repacked). */
+enum use { USE_VEC, USE_MAT, USE_ROWS };
 
 typedef struct loader {
     infer_model *m;
@@ -312,7 +314,7 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
     }
     if (L->unused) {   /* validated; this shard never reads it */
         *ptr = NULL;
-        if (use == USE_MAT) {
+        if (use != USE_VEC) {
             if (!kern_type_supported(t->type))
                 return unsupported(m, name, t, err, errlen);
             *type = t->type;
@@ -345,8 +347,7 @@ static int get_tensor(loader *L, const char *name, enum use use, int64_t ne0, in
         *type = t->type;
         if (!L->lazy)
             m->weight_bytes += t->nbytes;
-        /* never the embeddings: kern_get_rows reads them (so does a tied head) */
-        int rt = L->lazy || !strcmp(name, "token_embd.weight") ? t->type
+        int rt = L->lazy || use == USE_ROWS ? t->type
                  : kern_repack_type(m->kc, t->type, ne1, ne0);
         if (rt != t->type)
             return repack(m, name, t, ne1, ne0, rt, ptr, type, err, errlen);
@@ -509,7 +510,7 @@ static int load_tensors(loader *L, char *err, size_t errlen)
     const void *p;
     L->unused = !sp.embd && !(tied && sp.head);
     L->lazy = shard;
-    if ((rc = get_tensor(L, "token_embd.weight", USE_MAT, E, hp->n_vocab,
+    if ((rc = get_tensor(L, "token_embd.weight", USE_ROWS, E, hp->n_vocab,
                          "embedding_length x vocabulary", &m->tok_embd, &m->tok_embd_t, NULL,
                          err, errlen)))
         return rc;
