@@ -356,8 +356,7 @@ int main(int argc, char **argv)
     for (int ph = 0; ph < 3 && !rc; ph++)
         for (int s = 0; s < phase_steps[ph] && !rc; s++) {
             char what[64];
-            for (int i = 0; i < NSEQ; i++) n[i] = ph != 1 || i % 2 == 0 ? 1 : 0;
-            if (ph == 1) n[6] = n[8] = 0; /* sequences 0, 2, 4 */
+            for (int i = 0; i < NSEQ; i++) n[i] = ph != 1 || (i % 2 == 0 && i <= 4); /* phase 1: 0, 2, 4 */
             snprintf(what, sizeof what, "decode phase %d step %d", ph, s);
             rc = step(&pl, sd, n, what);
             decode_steps++;
