@@ -271,6 +271,11 @@ int agent_script_write(const char *path, const char *text, const struct agent_ac
 
 /* ---- contain.c ---- */
 #define AGENT_SUSPECTS_MAX 64
+/* A process as agent_proc_same tells it apart from a later one of the same pid. */
+struct agent_pid_start {
+    pid_t pid;
+    unsigned long long start;
+};
 struct agent_contain {
     enum agent_containment kind;  /* CGROUP or SUBREAPER once chosen */
     char base[PATH_MAX];          /* cgroup folder holding job-<id> folders */
@@ -279,7 +284,7 @@ struct agent_contain {
     bool cpu_ctl, cpuset_ctl;
     /* Subreaper mode: orphans whose job could not be read at the last sweep (killed
      * only if still so at the next: see agent_contain_sweep_orphans) */
-    struct { pid_t pid; unsigned long long start; } suspects[AGENT_SUSPECTS_MAX];
+    struct agent_pid_start suspects[AGENT_SUSPECTS_MAX];
     int nsuspects;
 };
 /* Picks the containment (AUTO tries the cgroup first). instance tells this

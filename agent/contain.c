@@ -321,7 +321,7 @@ struct orphans {
     void *arg;
     struct agent_contain *c;      /* its suspects: those of the previous sweep */
     pid_t self;
-    struct { pid_t pid; unsigned long long start; } next[AGENT_SUSPECTS_MAX];
+    struct agent_pid_start next[AGENT_SUSPECTS_MAX];
     int nnext;                    /* suspects of this sweep */
 };
 
@@ -346,11 +346,8 @@ static int orphan_one(void *arg, pid_t pid)
      * for a moment, so it is killed only if the previous sweep found it so too (same
      * pid and start time); until then it is a suspect. */
     if (id < 0 && !was_suspect(o->c, pid, st.starttime)) {
-        if (o->nnext < AGENT_SUSPECTS_MAX) {
-            o->next[o->nnext].pid = pid;
-            o->next[o->nnext].start = st.starttime;
-            o->nnext++;
-        }
+        if (o->nnext < AGENT_SUSPECTS_MAX)
+            o->next[o->nnext++] = (struct agent_pid_start){pid, st.starttime};
         return 0;
     }
     cm_info("killing orphan process %d (job %lld, no longer running)", (int)pid, (long long)id);
@@ -366,9 +363,6 @@ void agent_contain_sweep_orphans(struct agent_contain *c,
     struct orphans o = {.is_running = is_running, .pid_is_main = pid_is_main, .arg = arg, .c = c,
                         .self = getpid()};
     agent_proc_each(orphan_one, &o);
-    for (int i = 0; i < o.nnext; i++) {
-        c->suspects[i].pid = o.next[i].pid;
-        c->suspects[i].start = o.next[i].start;
-    }
+    memcpy(c->suspects, o.next, (size_t)o.nnext * sizeof o.next[0]);
     c->nsuspects = o.nnext;
 }
