@@ -147,10 +147,11 @@ class Cluster:
         return os.path.join(base, f"commons-{name}-{hashlib.sha256(state.encode()).hexdigest()[:8]}")
 
     def remove_cgroups(self):
-        """Removes the cgroup folders this cluster's agents made, and fails if one remains.
-        An agent killed in the middle of a launch leaves the job's folder behind (no record
-        names it yet, so --kill-jobs does not know it); a folder that still holds processes
-        after --kill-jobs is a job that outlived it: killed here, and reported."""
+        """Removes the cgroup folders of this cluster's agents that --kill-jobs left. It opens
+        the state dir as a restart does, so it already removes the empty folder that an agent
+        killed in the middle of a launch leaves (named by no record). Fails when a folder still
+        holds processes after --kill-jobs (a job that outlived it: killed here, and reported)
+        or cannot be removed."""
         outlived, left = [], []
         for name in self.agents:
             base = self.agent_cgroup(name)
