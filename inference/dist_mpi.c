@@ -399,11 +399,15 @@ static int pp_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, i
     return rc;
 }
 
+/* A pipeline of two or more stages: micro-batches, x passed between stages, logits
+ * gathered by rank 0. One stage is the whole model: the batched step as it is. */
+static bool pipelined(const infer_dist *d) { return d->kind == INFER_SHARD_PP && d->size > 1; }
+
 /* Every rank: the same step. */
 static int run_step(infer_dist *d, infer_batch *b, const infer_batch_seq *seqs, int n,
                     char *err, size_t errlen)
 {
-    if (d->kind == INFER_SHARD_PP && d->size > 1)
+    if (pipelined(d))
         return pp_step(d, b, seqs, n, err, errlen);
     return infer_batch_step(b, seqs, n, err, errlen);
 }
@@ -462,7 +466,7 @@ int infer_dist_batch_step(infer_dist *d, infer_batch *b, const infer_batch_seq *
 
 const float *infer_dist_batch_logits(const infer_dist *d, const infer_batch *b, int *n_rows)
 {
-    if (!d || d->kind != INFER_SHARD_PP || d->size == 1)
+    if (!d || !pipelined(d))
         return infer_batch_logits(b, n_rows);
     if (n_rows)
         *n_rows = d->rank == 0 ? d->lg_rows : 0;
