@@ -357,6 +357,7 @@ int cluster_load(struct cluster *c, char *err, size_t errlen)
     if (next > c->next_id) c->next_id = next;
     if (c->next_id < 1) c->next_id = 1;
     ensure_job_slot(c, c->next_id);
+    c->next_spawn_id = cm_now_ms(); /* spawns are not stored: ids of this run start here (spawn.c) */
     if (cluster_policy_restore(c, err, errlen) != 0) return -1;
     if (cluster_services_load(c) != 0) {
         snprintf(err, errlen, "%s", c->store.err);

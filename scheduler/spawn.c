@@ -9,8 +9,9 @@
  * end and mpirun keeps its daemon; live spawns of ended jobs are killed because
  * agents list them in `running`. Only a launch in flight (created, not yet
  * started by its agent) is lost: its commons-rsh gives up and mpirun fails.
- * Spawn ids start at the wall clock in ms when commonsd starts, above every id
- * of an earlier run (unless the clock went back), and above every adopted one.
+ * Spawn ids start at the wall clock in ms when commonsd starts (cluster_load),
+ * above every id of an earlier run (unless the clock went back), and go on
+ * above every adopted one.
  * Invariant: a spawn belongs to one attempt of one job and to one of that
  * attempt's nodes; it is started at most once (the agent keys it by spawn id).
  */
@@ -73,14 +74,6 @@ static struct spawn *spawn_add(struct cluster *c, int64_t id, const struct job *
     return s;
 }
 
-/* Spawn ids of this run start above the wall clock in ms (see the top of the file):
- * set on the first create or adoption, so that adopting an earlier run's spawn
- * first does not make later ids run into that run's others. */
-static void spawn_ids_start(struct cluster *c)
-{
-    if (c->next_spawn_id == 0) c->next_spawn_id = cm_now_ms();
-}
-
 /* Whether node index idx is one of job j's nodes. */
 static bool job_on_node(const struct job *j, int idx)
 {
@@ -103,7 +96,6 @@ static struct spawn *spawn_adopt(struct cluster *c, int idx, int64_t job, int at
     s->argv = json_array();
     s->env = json_object();
     s->state = SPAWN_RUNNING;
-    spawn_ids_start(c);
     if (sid > c->next_spawn_id) c->next_spawn_id = sid;
     cm_info("spawn %lld of job %lld on %s adopted after a restart", (long long)sid, (long long)job,
             c->nodes[idx].name);
@@ -121,7 +113,6 @@ int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node,
         snprintf(err, errlen, "node '%s' is not one of job %lld's nodes", node, (long long)j->id);
         return -1;
     }
-    spawn_ids_start(c);
     struct spawn *s = spawn_add(c, c->next_spawn_id + 1, j, where);
     if (!s) {
         snprintf(err, errlen, "too many spawns in flight (%d)", CLUSTER_MAX_SPAWNS);
@@ -198,10 +189,11 @@ void cluster_spawn_event(struct cluster *c, struct node *n, json_t *ev)
     int64_t sid = json_integer_value(json_object_get(ev, "spawn_id"));
     struct spawn *s = cluster_spawn_find(c, sid);
     const char *what = json_string_value(json_object_get(ev, "event"));
+    int idx = cluster_node_index(c, n);
     if (!s && what)   /* the end (or start) of a spawn of an earlier run of commonsd */
-        s = spawn_adopt(c, cluster_node_index(c, n), json_integer_value(json_object_get(ev, "id")),
+        s = spawn_adopt(c, idx, json_integer_value(json_object_get(ev, "id")),
                         (int)json_integer_value(json_object_get(ev, "attempt")), sid);
-    if (!s || !what || s->state == SPAWN_ENDED || s->node != cluster_node_index(c, n)) return;
+    if (!s || !what || s->state == SPAWN_ENDED || s->node != idx) return;
     if (strcmp(what, "spawn_started") == 0) {
         s->state = SPAWN_RUNNING;
         return;

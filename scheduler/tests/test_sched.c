@@ -214,6 +214,7 @@ END_TEST
  * (docs/protocol.md, "Spawning"). */
 START_TEST(spawn_ids_after_adoption)
 {
+    int64_t started = cm_now_ms(); /* this run of commonsd starts */
     struct cluster c;
     char err[512], token[80];
     open_new_cluster(&c, token);
@@ -227,11 +228,10 @@ START_TEST(spawn_ids_after_adoption)
     cluster_spawn_commands(&c, n, running, cmds);
     ck_assert_int_eq(json_array_size(cmds), 0);
     ck_assert_ptr_nonnull(cluster_spawn_find(&c, 1000));
-    int64_t before = cm_now_ms();
     json_t *argv = json_pack("[s]", "orted");
     int64_t sid = cluster_spawn_create(&c, cluster_job(&c, a), "n1", argv, NULL, err, sizeof err);
     ck_assert_msg(sid > 0, "%s", err);
-    ck_assert_int_gt(sid, before); /* not 1001: that one is the earlier run's */
+    ck_assert_int_gt(sid, started); /* not 1001: that one is the earlier run's */
     /* The earlier run's 1001 is adopted in turn, beside the new one. */
     json_array_set_new(json_array_get(running, 0), 2, json_integer(1001));
     cluster_spawn_commands(&c, n, running, cmds);
