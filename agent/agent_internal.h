@@ -119,6 +119,11 @@ int agent_store_load(const char *state_dir, int (*take)(void *, struct agent_job
 int agent_store_load_one(const char *state_dir, int64_t id, int attempt, int64_t spawn_id,
                          struct agent_job *j, char *err, size_t errlen);
 const char *agent_phase_name(enum agent_phase p);
+/* Writes "<id>-<attempt>" (a job) or "<id>-<attempt>-s<spawn_id>" (a spawn of
+ * it), the part of its file and cgroup names that tells an instance apart. */
+#define AGENT_INSTANCE_NAME_MAX 64
+void agent_instance_name(int64_t id, int attempt, int64_t spawn_id,
+                         char out[AGENT_INSTANCE_NAME_MAX]);
 /* Parses "<prefix><id>-<attempt>[-s<spawn_id>]<suffix>" (decimal digits, no
  * sign; spawn_id > 0, 0 when absent), the name of an instance's record
  * ("", ".json"), exit file ("", ".exit"), script ("", ".sh") or cgroup

@@ -198,11 +198,9 @@ int agent_contain_job_path(const struct agent_contain *c, int64_t id, int attemp
 {
     path[0] = '\0';
     if (c->kind != AGENT_CONTAIN_CGROUP) return 0;
-    char sp[32] = "";
-    if (spawn_id > 0) snprintf(sp, sizeof sp, "-s%lld", (long long)spawn_id);
-    if ((size_t)snprintf(path, len, "%s/job-%lld-%d%s", c->base, (long long)id, attempt, sp) <
-        len)
-        return 0;
+    char n[AGENT_INSTANCE_NAME_MAX];
+    agent_instance_name(id, attempt, spawn_id, n);
+    if ((size_t)snprintf(path, len, "%s/job-%s", c->base, n) < len) return 0;
     path[0] = '\0';
     return -1;
 }

@@ -30,13 +30,22 @@ const char *agent_phase_name(enum agent_phase p)
     return p <= AJ_ENDED ? phase_names[p] : "?";
 }
 
-/* "<id>-<attempt>.json" for a job, "<id>-<attempt>-s<spawn_id>.json" for a spawn of it. */
-static void record_name(int64_t id, int attempt, int64_t spawn_id, char *out, size_t len)
+void agent_instance_name(int64_t id, int attempt, int64_t spawn_id,
+                         char out[AGENT_INSTANCE_NAME_MAX])
 {
     if (spawn_id > 0)
-        snprintf(out, len, "%lld-%d-s%lld.json", (long long)id, attempt, (long long)spawn_id);
+        snprintf(out, AGENT_INSTANCE_NAME_MAX, "%lld-%d-s%lld", (long long)id, attempt,
+                 (long long)spawn_id);
     else
-        snprintf(out, len, "%lld-%d.json", (long long)id, attempt);
+        snprintf(out, AGENT_INSTANCE_NAME_MAX, "%lld-%d", (long long)id, attempt);
+}
+
+/* "<instance name>.json". */
+static void record_name(int64_t id, int attempt, int64_t spawn_id, char *out, size_t len)
+{
+    char n[AGENT_INSTANCE_NAME_MAX];
+    agent_instance_name(id, attempt, spawn_id, n);
+    snprintf(out, len, "%s.json", n);
 }
 
 static void record_path(const char *state_dir, int64_t id, int attempt, int64_t spawn_id,

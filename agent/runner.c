@@ -214,11 +214,9 @@ static struct agent_job *revive(agent_runner *r, struct agent_done *d)
 
 static void exit_path(agent_runner *r, const struct agent_job *j, char *out, size_t len)
 {
-    if (j->spawn_id > 0)
-        snprintf(out, len, "%s/jobs/%lld-%d-s%lld.exit", r->state_dir, (long long)j->id,
-                 j->attempt, (long long)j->spawn_id);
-    else
-        snprintf(out, len, "%s/jobs/%lld-%d.exit", r->state_dir, (long long)j->id, j->attempt);
+    char n[AGENT_INSTANCE_NAME_MAX];
+    agent_instance_name(j->id, j->attempt, j->spawn_id, n);
+    snprintf(out, len, "%s/jobs/%s.exit", r->state_dir, n);
 }
 
 /* A job's script (spawns run none); the sweep of leftovers reads these names. */
