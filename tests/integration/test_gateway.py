@@ -15,6 +15,7 @@ import unittest
 import openai
 
 from gw_harness import FakeServe, Gateway, expected_words, make_workdir, policy_text, remove_workdir
+from harness import binary, free_port, wait_until
 
 CHAT = "/v1/chat/completions"
 COMPL = "/v1/completions"
@@ -407,9 +408,7 @@ class TestGatewayApi(GatewayBase):
         r.readline()
         c.sock.shutdown(socket.SHUT_RDWR)
         c.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.serve.stats()["cancels"] == before:
-            time.sleep(0.1)
+        wait_until(lambda: self.serve.stats()["cancels"] != before, step=0.1, what="the replica's cancel")
         self.assertEqual(self.serve.stats()["cancels"], before + 1)
 
 
@@ -496,9 +495,7 @@ class TestReplicaFailure(unittest.TestCase):
         # The openai client raises on the error event.
         self.serve.stop()
         self.serve.start()
-        wait = time.monotonic() + 10
-        while time.monotonic() < wait and self.gw.request("GET", "/health")[0] != 200:
-            time.sleep(0.1)
+        wait_until(lambda: self.gw.request("GET", "/health")[0] == 200, step=0.1, what="/health 200")
         c = openai.OpenAI(base_url=self.gw.base + "/v1", api_key=self.key, max_retries=0)
         with self.assertRaises(openai.APIError):
             for _ in c.chat.completions.create(model="fake-model", messages=user("boom [crash=2]"),
@@ -510,9 +507,7 @@ class TestReplicaFailure(unittest.TestCase):
         self.assertIn(status, (500, 503), reply)
         self.assertIn("error", reply)
         self.serve.start()
-        wait = time.monotonic() + 10
-        while time.monotonic() < wait and self.gw.request("GET", "/health")[0] != 200:
-            time.sleep(0.1)
+        wait_until(lambda: self.gw.request("GET", "/health")[0] == 200, step=0.1, what="/health 200")
         status, _, reply = self.gw.post(CHAT, chat_body(max_tokens=2), key=self.key)
         self.assertEqual(status, 200, reply)
         self.assertEqual(self.gw.proc.poll(), None)
@@ -553,9 +548,7 @@ class TestReplicaFailure(unittest.TestCase):
 
     def test_no_replica_is_503(self):
         self.serve.stop()
-        wait = time.monotonic() + 10
-        while time.monotonic() < wait and self.gw.request("GET", "/health")[0] == 200:
-            time.sleep(0.1)
+        wait_until(lambda: self.gw.request("GET", "/health")[0] != 200, step=0.1, what="/health not 200")
         status, _, body = self.gw.request("GET", "/health")
         self.assertEqual(status, 503)
         status, headers, reply = self.gw.post(CHAT, chat_body(max_tokens=2), key=self.key)
@@ -571,7 +564,6 @@ class TestRealServe(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         from serve_harness import VOCAB, make_model
-        from harness import binary, free_port, wait_until
         cls.dir = make_workdir()
         model = make_model(os.path.join(cls.dir, "tiny.gguf"), "--arch", "llama", "--embd", "128",
                            "--heads", "4", "--kv-heads", "2", "--ff", "256", "--layers", "2",
