@@ -47,6 +47,13 @@ static void service_free(struct service *s)
     json_decref(s->spec);
 }
 
+/* Forgets s (its record in memory only); the last service takes its place. */
+static void service_drop(struct cluster *c, struct service *s)
+{
+    service_free(s);
+    *s = c->services[--c->nservices];
+}
+
 void cluster_services_free(struct cluster *c)
 {
     for (int i = 0; i < c->nservices; i++) service_free(&c->services[i]);
@@ -197,6 +204,7 @@ int cluster_service_deploy(struct cluster *c, const struct user *u, const char *
     c->dirty = 1;
     if (service_save(c, s) != 0) {
         snprintf(err, errlen, "%s", c->store.err);
+        service_drop(c, s); /* not kept in memory when it is not stored */
         return -1;
     }
     /* The first replica now, so that one that can never run (larger than every
@@ -209,8 +217,7 @@ int cluster_service_deploy(struct cluster *c, const struct user *u, const char *
         snprintf(why, sizeof why, "%s", err);
         snprintf(err, errlen, "a replica of service '%s' cannot run: %s", name, why);
         if (store_service_delete(&c->store, name) != 0) cm_warn("service %s: %s", name, c->store.err);
-        service_free(s);
-        c->nservices--;
+        service_drop(c, s);
         return -1;
     }
     return 0;
@@ -307,8 +314,7 @@ int cluster_service_remove(struct cluster *c, struct service *s, char *err, size
         snprintf(err, errlen, "%s", c->store.err);
         return -1;
     }
-    service_free(s);
-    *s = c->services[--c->nservices];
+    service_drop(c, s);
     return 0;
 }
 
