@@ -58,21 +58,11 @@ __host__ __device__ constexpr bool kcu_mmq_type(int t)
     return t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q4_1 || t == KERN_TYPE_Q5_0 || t == KERN_TYPE_Q5_1 ||
            t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q5_K || t == KERN_TYPE_Q6_K;
 }
-/* elements and bytes per block */
-__host__ __device__ constexpr int kcu_mmq_be(int t)
-{
-    return t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q5_K || t == KERN_TYPE_Q6_K ? 256 : 32;
-}
-__host__ __device__ constexpr int kcu_mmq_bb(int t)
-{
-    return t == KERN_TYPE_Q4_0 ? 18 : t == KERN_TYPE_Q4_1 ? 20 : t == KERN_TYPE_Q5_0 ? 22 : t == KERN_TYPE_Q5_1 ? 24
-         : t == KERN_TYPE_Q8_0 ? 34 : t == KERN_TYPE_Q4_K ? 144 : t == KERN_TYPE_Q5_K ? 176 : 210;
-}
 /* Granules (16 bytes) a row's stage slice can span: the slice is at most
  * BK/BE blocks and starts up to 15 bytes into its first granule. */
 __host__ __device__ constexpr int kcu_mmq_gpr(int t)
 {
-    return ((KCU_MMQ_BK / kcu_mmq_be(t)) * kcu_mmq_bb(t) + 15 + 15) / 16;
+    return ((KCU_MMQ_BK / kcu_block_elems(t)) * kcu_block_bytes(t) + 15 + 15) / 16;
 }
 /* raw row pitch in bytes: an odd number of granules (bank spread, see LDW) */
 __host__ __device__ constexpr int kcu_mmq_rawp(int t) { return 16 * (kcu_mmq_gpr(t) | 1); }
@@ -143,7 +133,7 @@ __host__ __device__ __forceinline__ uint4 kcu_mmq_granule(uintptr_t a, uintptr_t
 template <int T>
 __host__ __device__ __forceinline__ uintptr_t kcu_mmq_slice(const uint8_t *w, size_t rb, int64_t row, int k0)
 {
-    return (uintptr_t)(w + (size_t)row * rb + (size_t)(k0 / kcu_mmq_be(T)) * kcu_mmq_bb(T));
+    return (uintptr_t)(w + (size_t)row * rb + (size_t)(k0 / kcu_block_elems(T)) * kcu_block_bytes(T));
 }
 
 /* Phase 1a: the stage's granules into buf (granule g = tid + THREADS*p is
@@ -155,7 +145,7 @@ __host__ __device__ __forceinline__ void kcu_mmq_load_raw(uint4 *buf, const uint
 {
     constexpr int G = kcu_mmq_gpr(T);
     uintptr_t lo = (uintptr_t)w, hi = (uintptr_t)(w + (size_t)m * rb);
-    size_t len = (size_t)(kl / kcu_mmq_be(T)) * kcu_mmq_bb(T);
+    size_t len = (size_t)(kl / kcu_block_elems(T)) * kcu_block_bytes(T);
 #pragma unroll
     for (int p = 0; p < kcu_mmq_ng(T); p++) {
         int g = tid + KCU_MMQ_THREADS * p, i = g / G, j = g % G;

@@ -12,6 +12,17 @@
 
 #include "cuda_internal.h"
 
+/* Elements and bytes of one block of a block type (Q4_0 .. Q8_0, Q4_K, Q5_K, Q6_K). */
+__host__ __device__ constexpr int kcu_block_elems(int t)
+{
+    return t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q5_K || t == KERN_TYPE_Q6_K ? 256 : 32;
+}
+__host__ __device__ constexpr int kcu_block_bytes(int t)
+{
+    return t == KERN_TYPE_Q4_0 ? 18 : t == KERN_TYPE_Q4_1 ? 20 : t == KERN_TYPE_Q5_0 ? 22 : t == KERN_TYPE_Q5_1 ? 24
+         : t == KERN_TYPE_Q8_0 ? 34 : t == KERN_TYPE_Q4_K ? 144 : t == KERN_TYPE_Q5_K ? 176 : 210;
+}
+
 /* Natural load alignment of a type's chunk data (see above). */
 __host__ __device__ constexpr int kcu_nat_align(int t)
 {
@@ -112,7 +123,7 @@ __host__ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, fl
             w[2 * i + 1] = T == KERN_TYPE_F16 ? kcu_h2f(hi) : kcu_b2f(hi);
         }
     } else if constexpr (T == KERN_TYPE_Q8_0) {
-        const uint8_t *b = row + 34 * (size_t)c;
+        const uint8_t *b = row + kcu_block_bytes(T) * (size_t)c;
         float d = kcu_h2f(kcu_ld16<A, G>(b));
         uint32_t q[8];
         kcu_ld<A, 32, G>(q, b + 2);
@@ -121,7 +132,7 @@ __host__ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, fl
     } else if constexpr (T == KERN_TYPE_Q4_0 || T == KERN_TYPE_Q4_1 || T == KERN_TYPE_Q5_0 || T == KERN_TYPE_Q5_1) {
         constexpr bool affine = T == KERN_TYPE_Q4_1 || T == KERN_TYPE_Q5_1;
         constexpr bool five = T == KERN_TYPE_Q5_0 || T == KERN_TYPE_Q5_1;
-        constexpr int bb = T == KERN_TYPE_Q4_0 ? 18 : T == KERN_TYPE_Q4_1 ? 20 : T == KERN_TYPE_Q5_0 ? 22 : 24;
+        constexpr int bb = kcu_block_bytes(T);
         constexpr int qs_off = (affine ? 4 : 2) + (five ? 4 : 0);
         const uint8_t *b = row + bb * (size_t)c;
         float d = kcu_h2f(kcu_ld16<A, G>(b));
@@ -148,8 +159,7 @@ __host__ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, fl
         }
     } else if constexpr (T == KERN_TYPE_Q4_K || T == KERN_TYPE_Q5_K) {
         constexpr bool five = T == KERN_TYPE_Q5_K;
-        constexpr int bb = five ? 176 : 144;
-        const uint8_t *b = row + bb * (size_t)(c >> 3);
+        const uint8_t *b = row + kcu_block_bytes(T) * (size_t)(c >> 3);
         int j = c & 7;
         uint32_t hd[4]; /* d, dmin, scales[12] */
         kcu_ld<A, 16, G>(hd, b);
@@ -169,7 +179,7 @@ __host__ __device__ __forceinline__ void kcu_deq32(const uint8_t *row, int c, fl
             w[l] = dd * kcu_u2f<0>((uint32_t)v) - mm;
         }
     } else if constexpr (T == KERN_TYPE_Q6_K) {
-        const uint8_t *b = row + 210 * (size_t)(c >> 3);
+        const uint8_t *b = row + kcu_block_bytes(T) * (size_t)(c >> 3);
         int j = c & 7, hf = j >> 2, s = j & 3;
         uint32_t ql[8], qh[8];
         kcu_ld<A, 32, G>(ql, b + 64 * hf + 32 * (s & 1));

@@ -210,7 +210,7 @@ template <int T>
 static void check_type(void)
 {
     check_smem<T>();
-    const bool kq = kcu_mmq_be(T) == 256;
+    const bool kq = kcu_block_elems(T) == 256;
     const int k1 = kq ? 768 : 640, k2 = kq ? 256 : 96; /* 2.5 / 3 stages, and one partial stage */
     const int nat = kcu_nat_align(T), shift = nat == 16 ? 0 : nat; /* shift: w % 16 != 0 where allowed */
     const int ns[] = {9, 16, 31, 32, 33, 64};
