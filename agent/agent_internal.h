@@ -155,6 +155,9 @@ struct agent_launch {
 /* Checks the fields of a LAUNCH object; borrowed pointers into launch (and
  * into *out itself for the default stdout: do not copy the struct). */
 int agent_launch_parse(json_t *launch, struct agent_launch *out, char *err, size_t errlen);
+/* The instance a LAUNCH object names, checked as agent_launch_parse checks it:
+ * 0 with *id and *attempt (0 when absent), or -1 with err. */
+int agent_launch_instance(json_t *launch, int64_t *id, int *attempt, char *err, size_t errlen);
 /* The same for a "spawn" command ({"op": "spawn", "id", "attempt", "spawn_id", "argv", ...}):
  * argv becomes command; output goes to /dev/null. */
 int agent_spawn_cmd_parse(json_t *cmd, struct agent_launch *out, char *err, size_t errlen);

@@ -118,6 +118,24 @@ static int parse_placement(json_t *o, struct agent_launch *l, char *err, size_t 
     return 0;
 }
 
+int agent_launch_instance(json_t *launch, int64_t *id, int *attempt, char *err, size_t errlen)
+{
+    json_t *i = json_object_get(launch, "id");
+    if (!json_is_integer(i) || json_integer_value(i) < 0) {
+        snprintf(err, errlen, "field \"id\": expected a non-negative integer");
+        return -1;
+    }
+    json_t *att = json_object_get(launch, "attempt");
+    if (att && (!json_is_integer(att) || json_integer_value(att) < 0 ||
+                json_integer_value(att) > 1000000)) {
+        snprintf(err, errlen, "field \"attempt\": expected a non-negative integer");
+        return -1;
+    }
+    *id = json_integer_value(i);
+    *attempt = att ? (int)json_integer_value(att) : 0;
+    return 0;
+}
+
 static int parse(json_t *launch, const char *cmd_key, struct agent_launch *l, char *err,
                  size_t errlen)
 {
@@ -127,20 +145,8 @@ static int parse(json_t *launch, const char *cmd_key, struct agent_launch *l, ch
         snprintf(err, errlen, "launch: expected a JSON object");
         return -1;
     }
-    json_t *id = json_object_get(launch, "id");
-    if (!json_is_integer(id) || json_integer_value(id) < 0) {
-        snprintf(err, errlen, "field \"id\": expected a non-negative integer");
-        return -1;
-    }
-    l->id = json_integer_value(id);
-    json_t *att = json_object_get(launch, "attempt");
-    if (att && (!json_is_integer(att) || json_integer_value(att) < 0 ||
-                json_integer_value(att) > 1000000)) {
-        snprintf(err, errlen, "field \"attempt\": expected a non-negative integer");
-        l->id = -1; /* no instance to report on without its attempt */
-        return -1;
-    }
-    l->attempt = att ? (int)json_integer_value(att) : 0;
+    /* On failure l->id stays -1: no instance to report on without its attempt. */
+    if (agent_launch_instance(launch, &l->id, &l->attempt, err, errlen) != 0) return -1;
     if (opt_string(launch, "unix_user", &l->unix_user, err, errlen) ||
         opt_string(launch, "workdir", &l->workdir, err, errlen) ||
         opt_string(launch, "stdout", &l->stdout_path, err, errlen) ||

@@ -1044,14 +1044,13 @@ size_t agent_runner_kill_waiting(agent_runner *r, json_t *launches, int64_t id,
 {
     size_t removed = 0;
     for (size_t i = json_array_size(launches); i-- > 0;) {
-        json_t *l = json_array_get(launches, i), *att = json_object_get(l, "attempt");
-        json_t *lid = json_object_get(l, "id");
-        /* An absent attempt is 0, as agent_launch_parse reads it. */
-        if (!json_is_integer(lid) || json_integer_value(lid) != id ||
-            (att && (!json_is_integer(att) || json_integer_value(att) < 0 ||
-                     json_integer_value(att) > INT_MAX)))
+        int64_t lid;
+        int attempt;
+        char why[128];
+        if (agent_launch_instance(json_array_get(launches, i), &lid, &attempt, why,
+                                  sizeof why) != 0 || lid != id)
             continue;
-        kill_instance(r, id, att ? (int)json_integer_value(att) : 0, reason);
+        kill_instance(r, id, attempt, reason);
         json_array_remove(launches, i);
         removed++;
     }
