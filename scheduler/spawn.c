@@ -58,7 +58,7 @@ static void spawn_gc(struct cluster *c)
     }
 }
 
-/* A new record, zeroed but for its identity, or NULL at the limit. */
+/* A new record, zeroed but for its identity, or NULL at the limit or out of memory. */
 static struct spawn *spawn_add(struct cluster *c, int64_t id, const struct job *j, int node)
 {
     if (c->nspawns >= CLUSTER_MAX_SPAWNS) return NULL;
@@ -115,7 +115,10 @@ int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node,
     }
     struct spawn *s = spawn_add(c, c->next_spawn_id + 1, j, where);
     if (!s) {
-        snprintf(err, errlen, "too many spawns in flight (%d)", CLUSTER_MAX_SPAWNS);
+        if (c->nspawns >= CLUSTER_MAX_SPAWNS)
+            snprintf(err, errlen, "too many spawns in flight (%d)", CLUSTER_MAX_SPAWNS);
+        else
+            snprintf(err, errlen, "out of memory");
         return -1;
     }
     c->next_spawn_id++;
