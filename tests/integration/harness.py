@@ -31,11 +31,15 @@ def free_port():
 def own_cgroup2_dir():
     """This process's folder in the cgroup v2 hierarchy, under which an agent it
     starts makes its own (agent/contain.c, own_cgroup_dir); None without cgroup v2."""
+    mount = path = None
     try:
         with open("/proc/self/mountinfo") as f:
-            mount = next(((fields[3], fields[4]) for line in f
-                          for left, sep, right in [line.partition(" - ")]
-                          if sep and right.startswith("cgroup2 ") for fields in [left.split()]), None)
+            for line in f:
+                # "<id> <parent> <dev> <root> <mount point> ... - <fs type> ..."
+                fields, sep, fs = line.partition(" - ")
+                if sep and fs.startswith("cgroup2 "):
+                    mount = tuple(fields.split()[3:5])
+                    break
         with open("/proc/self/cgroup") as f:
             path = next((line[3:].strip() for line in f if line.startswith("0::")), None)
     except OSError:
