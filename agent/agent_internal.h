@@ -1,7 +1,8 @@
 /* agent_internal.h: the pieces behind the runner (agent.h), shared by the
  * agent's own files and its tests; not a public contract.
  *
- *  jobstore.c  one durable record per job instance (STATE/jobs/<id>-<attempt>.json)
+ *  jobstore.c  one durable record per job instance (STATE/jobs/<id>-<attempt>.json);
+ *              the instance names of its files and cgroup folders
  *  spawn.c     fork/exec of a job under its Unix account, via its keeper
  *  contain.c   finding and ending a job's whole process tree
  *  procinfo.c  /proc readers (start time, state, parent, environment)

@@ -7,7 +7,9 @@
  * about the price of one); runner.c says which change is written how, and when.
  * A write without fsync is atomic against a crash of the agent, not against
  * a power loss (the rename may reach the disk before the data): a record
- * found empty or cut is rebuilt from its file name (agent_store_load). */
+ * found empty or cut is rebuilt from its file name (agent_store_load).
+ * The instance names that records, exit files, scripts and cgroup folders
+ * share are written and read here too (agent_instance_name, _parse). */
 #include "agent_internal.h"
 #include "cm_log.h"
 #include "cm_util.h"
