@@ -1126,6 +1126,36 @@ END_TEST
 
 /* /proc/PID/stat of a process whose name holds ") " and spaces still parses,
  * and a record whose content does not match its file name is set aside. */
+/* The instance names of records, exit files, scripts and cgroup folders: what
+ * agent_instance_name writes is read back; anything else is no instance's. */
+START_TEST(test_instance_names)
+{
+    char n[AGENT_INSTANCE_NAME_MAX], f[AGENT_INSTANCE_NAME_MAX + 16];
+    int64_t id, sid;
+    int attempt;
+    const struct { int64_t id; int attempt; int64_t sid; } cases[] = {
+        {0, 0, 0}, {7, 3, 0}, {42, 1, 5}, {INT64_MAX, INT_MAX, INT64_MAX}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        agent_instance_name(cases[i].id, cases[i].attempt, cases[i].sid, n);
+        snprintf(f, sizeof f, "job-%s.exit", n);
+        ck_assert_msg(agent_instance_name_parse(f, "job-", ".exit", &id, &attempt, &sid), "%s", f);
+        ck_assert(id == cases[i].id && attempt == cases[i].attempt && sid == cases[i].sid);
+        ck_assert(!agent_instance_name_parse(f, "", ".exit", &id, &attempt, &sid));
+        ck_assert(!agent_instance_name_parse(f, "job-", ".sh", &id, &attempt, &sid));
+    }
+    ck_assert(agent_instance_name_parse("12-0-s3.json", "", ".json", &id, &attempt, &sid));
+    ck_assert(id == 12 && attempt == 0 && sid == 3);
+    const char *bad[] = {"", ".json", "12.json", "12-.json", "-1-0.json", "+1-0.json",
+                         " 1-0.json", "1--1.json", "1-+1.json", "1-0-s0.json", "1-0-s.json",
+                         "1-0-s-2.json", "1-0-x2.json", "1-0.json.bad", "1-0.json.tmp.9",
+                         "1-2147483648.json", "9223372036854775808-0.json",
+                         "1-0-s9223372036854775808.json"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!agent_instance_name_parse(bad[i], "", ".json", &id, &attempt, &sid),
+                      "\"%s\" read as an instance's name", bad[i]);
+}
+END_TEST
+
 START_TEST(test_procinfo_and_records_resist_odd_input)
 {
     char link[PATH_MAX + 32];
@@ -1203,6 +1233,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_unrecorded_job_never_runs);
     tcase_add_test(tc, test_restart_sweeps_unrecorded_leftovers);
     tcase_add_test(tc, test_orphan_killed_at_second_sweep);
+    tcase_add_test(tc, test_instance_names);
     tcase_add_test(tc, test_procinfo_and_records_resist_odd_input);
     suite_add_tcase(s, tc);
     return s;
