@@ -544,10 +544,9 @@ static void sweep_folder(agent_runner *r, const char *dir, const char *prefix,
         char path[PATH_MAX + 300];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         if (rm(path) == 0)
-            cm_info("removed %s, left by a launch that a crash cut before its record", path);
+            cm_info("removed %s, which no job here names (left by a crash)", path);
         else if (errno != ENOENT)
-            cm_warn("cannot remove %s (left by a launch cut by a crash): %s", path,
-                    strerror(errno));
+            cm_warn("cannot remove %s (no job here names it): %s", path, strerror(errno));
     }
     closedir(d);
 }
@@ -555,8 +554,10 @@ static void sweep_folder(agent_runner *r, const char *dir, const char *prefix,
 /* After recovery: what a launch cut by a crash before its record was written
  * left behind (its keeper killed the unreleased job and wrote an exit file;
  * its script and cgroup folder stay) is named by no record, so nothing else
- * would ever remove it. A cgroup folder that still holds processes cannot be
- * removed (EBUSY) and is left, so a live tree is never touched. */
+ * would ever remove it; nor the exit file of a retired instance (its end
+ * acknowledged) that a crash kept from going. A cgroup folder that still
+ * holds processes cannot be removed (EBUSY) and is left, so a live tree is
+ * never touched. */
 static void sweep_unrecorded(agent_runner *r)
 {
     char dir[PATH_MAX + 32];
@@ -584,10 +585,10 @@ static int take_record(void *arg, struct agent_job *j)
     agent_runner *r = arg;
     j->on_disk = true;
     /* An exit file is kept until its job's ENDED record is durable or
-     * acknowledged: one left by a crash in between goes now or then. */
+     * acknowledged: one left by a crash in between goes then, or (the end
+     * acknowledged: retired, known to no job) with sweep_unrecorded. */
     j->exit_file_due = j->phase == AJ_ENDED;
     if (j->phase == AJ_ENDED && !j->ended_pending) {
-        remove_exit_file(r, j);
         int rc = add_done(r, j);
         free_job(j);
         return rc;

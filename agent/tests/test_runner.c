@@ -1094,6 +1094,34 @@ START_TEST(test_restart_sweeps_unrecorded_leftovers)
 }
 END_TEST
 
+/* The exit file of a retired instance (its end acknowledged) that a crash kept
+ * from going is removed at restart too; the instance stays known. */
+START_TEST(test_restart_removes_retired_exit_file)
+{
+    agent_runner *a = open_runner();
+    launch(a, launch_sh(43, "exit 4"));
+    wait_end(a, 43, 5000);
+    json_t *sent = agent_runner_events(a), *acked = json_pack("[I]", (json_int_t)43);
+    agent_runner_ack(a, sent, acked);
+    json_decref(acked);
+    json_decref(sent);
+    agent_runner_close(a);
+    char jobs[PATH_MAX + 16];
+    snprintf(jobs, sizeof jobs, "%s/jobs", g_state);
+    put_file(jobs, "43-0.exit");
+    agent_runner *b = open_runner();
+    ck_assert_msg(!exists_in(jobs, "43-0.exit"), "a retired instance's exit file was left");
+    struct agent_job_status st;
+    agent_runner_status(b, 43, 0, &st);
+    ck_assert_int_eq(st.phase, AGENT_JOB_ENDED);
+    ck_assert_int_eq(st.exit_code, 4);
+    json_t *ev = agent_runner_events(b);
+    ck_assert_ptr_null(find_event(ev, 43, "ended"));
+    json_decref(ev);
+    agent_runner_close(b);
+}
+END_TEST
+
 /* Subreaper mode: a child of the agent whose environment names no job is an orphan
  * and is killed, but only once two sweeps (SWEEP_EVERY_MS apart) found it so: a job
  * process in the middle of an exec reads as such for a moment. */
@@ -1232,6 +1260,7 @@ static Suite *runner_suite(void)
     tcase_add_test(tc, test_attempts_are_instances);
     tcase_add_test(tc, test_unrecorded_job_never_runs);
     tcase_add_test(tc, test_restart_sweeps_unrecorded_leftovers);
+    tcase_add_test(tc, test_restart_removes_retired_exit_file);
     tcase_add_test(tc, test_orphan_killed_at_second_sweep);
     tcase_add_test(tc, test_instance_names);
     tcase_add_test(tc, test_procinfo_and_records_resist_odd_input);
