@@ -128,7 +128,7 @@ void agent_instance_name(int64_t id, int attempt, int64_t spawn_id,
 /* Parses "<prefix><id>-<attempt>[-s<spawn_id>]<suffix>" (decimal digits, no
  * sign; spawn_id > 0, 0 when absent), the name of an instance's record
  * ("", ".json"), exit file ("", ".exit"), script ("", ".sh") or cgroup
- * folder ("job-", ""); false for any other name. */
+ * folder (AGENT_CGROUP_PREFIX, ""); false for any other name. */
 bool agent_instance_name_parse(const char *name, const char *prefix, const char *suffix,
                                int64_t *id, int *attempt, int64_t *spawn_id);
 
@@ -302,8 +302,9 @@ int agent_contain_init(struct agent_contain *c, enum agent_containment want, con
                        const char *instance, const char *cgroup_base, char *err, size_t errlen);
 /* Whether cgroup v2 with cgroup.kill is usable here for `node`. */
 bool agent_contain_cgroup_available(const char *node);
-/* The path of a job instance's cgroup (cgroup mode; "" otherwise); 0, or
- * -1 when it does not fit in len. */
+/* The path of a job instance's cgroup (cgroup mode; "" otherwise):
+ * base/AGENT_CGROUP_PREFIX<instance name>; 0, or -1 when it does not fit in len. */
+#define AGENT_CGROUP_PREFIX "job-"
 int agent_contain_job_path(const struct agent_contain *c, int64_t id, int attempt,
                            int64_t spawn_id, char *path, size_t len);
 /* Creates the job instance's cgroup (cgroup mode; spawn_id > 0 for a spawn),

@@ -200,7 +200,7 @@ int agent_contain_job_path(const struct agent_contain *c, int64_t id, int attemp
     if (c->kind != AGENT_CONTAIN_CGROUP) return 0;
     char n[AGENT_INSTANCE_NAME_MAX];
     agent_instance_name(id, attempt, spawn_id, n);
-    if ((size_t)snprintf(path, len, "%s/job-%s", c->base, n) < len) return 0;
+    if ((size_t)snprintf(path, len, "%s/" AGENT_CGROUP_PREFIX "%s", c->base, n) < len) return 0;
     path[0] = '\0';
     return -1;
 }

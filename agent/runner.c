@@ -566,7 +566,7 @@ static void sweep_unrecorded(agent_runner *r)
     snprintf(dir, sizeof dir, "%s/scripts", r->state_dir);
     sweep_folder(r, dir, "", ".sh", unlink);
     if (r->contain.kind == AGENT_CONTAIN_CGROUP) {
-        sweep_folder(r, r->contain.base, "job-", "", rmdir);
+        sweep_folder(r, r->contain.base, AGENT_CGROUP_PREFIX, "", rmdir);
         rmdir(r->contain.base); /* fails harmlessly while it has jobs */
     }
 }
