@@ -86,8 +86,8 @@ static int read_hparams(infer_model *m, char *err, size_t errlen)
     else
         FAIL(INFER_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama, "
              "gemma3)", m->path, arch);
-    snprintf(hp->arch_name, sizeof hp->arch_name, "%s", arch);
     bool gemma = hp->arch == INFER_ARCH_GEMMA3;
+    snprintf(hp->arch_name, sizeof hp->arch_name, "%s", gemma ? "gemma3" : "llama");
 
     if ((rc = key_int(m, "context_length", -1, true, &hp->n_ctx_train, err, errlen)) ||
         (rc = key_int(m, "embedding_length", -1, true, &hp->n_embd, err, errlen)) ||

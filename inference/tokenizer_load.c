@@ -262,7 +262,7 @@ static bool read_flag(const infer_gguf *g, const char *key, bool def)
 /* End-of-turn markers of the chat formats we know, in priority order. */
 static const char *const EOT_TEXTS[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
-    "<|eom_id|>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+    "<|eom_id|>", "<\xef\xbd\234end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
 };
 
 static void load_specials_ids(infer_tokenizer *t, const infer_gguf *g)
