@@ -131,8 +131,10 @@ static json_t *handle_submit(struct cluster *c, const struct user *u, json_t *re
 {
     struct job_spec spec;
     char err[1024];
-    if (json_object_get(json_object_get(req, "job"), "service"))
-        return cm_reply_err("invalid_job", "field 'service' is set by commonsd for service replicas (commons service deploy)");
+    for (const char *const *f = (const char *const[]){"service", "service_port", NULL}; *f; f++)
+        if (json_object_get(json_object_get(req, "job"), *f))
+            return cm_reply_err("invalid_job", "field '%s' is set by commonsd for service replicas (commons service deploy)",
+                                *f);
     if (job_spec_validate(json_object_get(req, "job"), &spec, err, sizeof err) != 0) {
         c->stats.rejected++;
         return cm_reply_err("invalid_job", "%s", err);

@@ -79,6 +79,7 @@ struct service {
     char *name, *user; /* user: the owner, whose jobs the replicas are */
     json_t *spec;      /* job fields of a replica plus "model", "serve_bin" and, split, "tp" or "pp" */
     int min, max, target;
+    int submit_failing; /* the last replica submission failed and was logged: quiet until one succeeds */
 };
 
 struct cluster_stats {
@@ -122,6 +123,10 @@ struct cluster {
     size_t npending, pending_cap;
     sched_order_fn order;
     int64_t node_timeout_ms;
+    /* Ports service replicas listen on (commonsd --service-ports); 0, 0 means
+     * SERVICE_PORTS_LO..SERVICE_PORTS_HI. No two live replicas hold the same one. */
+    int service_ports_lo, service_ports_hi;
+    int service_port_next; /* where the next search for a free port starts */
     int dirty; /* something changed that a scheduling pass should see */
     struct cluster_stats stats;
 };
@@ -217,7 +222,10 @@ int cluster_service_remove(struct cluster *c, struct service *s, char *err, size
 /* Starts or stops replicas so each service has its target (each scheduling pass). */
 void cluster_services_reconcile(struct cluster *c);
 json_t *cluster_service_json(struct cluster *c, const struct service *s);
-int service_port(int64_t job_id);
+#define SERVICE_PORTS_LO 20000
+#define SERVICE_PORTS_HI 32767 /* below Linux's ephemeral ports (32768-60999) */
+/* Parses "LO-HI" (1024 <= LO <= HI <= 65535) for --service-ports. */
+int service_ports_parse(const char *text, int *lo, int *hi, char *err, size_t errlen);
 
 /* Spawns (spawn.c). */
 int64_t cluster_spawn_create(struct cluster *c, struct job *j, const char *node, json_t *argv, json_t *env,

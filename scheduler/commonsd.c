@@ -39,7 +39,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: commonsd --state DIR [--listen URL] [--foreground] [--node-timeout SECONDS]\n"
             "                [--policy FILE] [--backfill easy|none] [--tls-cert FILE] [--sync full|normal]\n"
-            "                [--log-level debug|info|warn|error]\n"
+            "                [--service-ports LO-HI] [--log-level debug|info|warn|error]\n"
             "  --state DIR          state directory (SQLite database, keys); created if missing\n"
             "  --listen URL         where clients and agents connect (default %s)\n"
             "  --foreground         stay in the foreground and log to stderr\n"
@@ -50,8 +50,10 @@ static void usage(FILE *f)
             "  --tls-cert FILE      PEM with the certificate chain and key; listen on tls+tcp://...\n"
             "                       (clients set COMMONS_TLS_CA to the CA's PEM file)\n"
             "  --sync full|normal   SQLite synchronous mode (default full: survives power loss;\n"
-            "                       normal survives a crash of commonsd but not of the machine)\n",
-            CM_RPC_DEFAULT_ADDR);
+            "                       normal survives a crash of commonsd but not of the machine)\n"
+            "  --service-ports LO-HI  ports service replicas listen on, one per live replica\n"
+            "                       (default %d-%d)\n",
+            CM_RPC_DEFAULT_ADDR, SERVICE_PORTS_LO, SERVICE_PORTS_HI);
 }
 
 /* First start: the cluster key for agents, and an admin user with a token. */
@@ -144,9 +146,12 @@ static int reload(struct daemon *d, const char *state_dir, enum store_sync sync)
 {
     char err[1024];
     int64_t timeout = d->c.node_timeout_ms;
+    int ports_lo = d->c.service_ports_lo, ports_hi = d->c.service_ports_hi;
     api_flush_parked(d, 1);
     cluster_free(&d->c);
     d->c.node_timeout_ms = timeout;
+    d->c.service_ports_lo = ports_lo;
+    d->c.service_ports_hi = ports_hi;
     if (store_open(&d->c.store, state_dir, sync, err, sizeof err) != 0 || cluster_load(&d->c, err, sizeof err) != 0) {
         cm_error("cannot reload state: %s", err);
         return -1;
@@ -158,7 +163,7 @@ int main(int argc, char **argv)
 {
     const char *state_dir = NULL, *listen = CM_RPC_DEFAULT_ADDR, *policy_path = NULL, *tls_cert = NULL;
     quota_backfill backfill = QUOTA_BACKFILL_EASY;
-    int foreground = 0, level = CM_LOG_INFO;
+    int foreground = 0, level = CM_LOG_INFO, ports_lo = SERVICE_PORTS_LO, ports_hi = SERVICE_PORTS_HI;
     double node_timeout = 30;
     enum store_sync sync = STORE_SYNC_FULL;
     static const struct option opts[] = {
@@ -166,7 +171,7 @@ int main(int argc, char **argv)
         {"foreground", no_argument, 0, 'f'}, {"node-timeout", required_argument, 0, 't'},
         {"sync", required_argument, 0, 'y'}, {"log-level", required_argument, 0, 'v'},
         {"policy", required_argument, 0, 'p'}, {"backfill", required_argument, 0, 'b'},
-        {"tls-cert", required_argument, 0, 'c'},
+        {"tls-cert", required_argument, 0, 'c'}, {"service-ports", required_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -207,6 +212,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'P': {
+            char perr[200];
+            if (service_ports_parse(optarg, &ports_lo, &ports_hi, perr, sizeof perr) != 0) {
+                fprintf(stderr, "commonsd: --service-ports: %s\n", perr);
+                return 2;
+            }
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -223,6 +236,8 @@ int main(int argc, char **argv)
         return 1;
     }
     d.c.node_timeout_ms = (int64_t)(node_timeout * 1000);
+    d.c.service_ports_lo = ports_lo;
+    d.c.service_ports_hi = ports_hi;
     d.c.backfill = backfill_mode = backfill;
     if (cluster_load(&d.c, err, sizeof err) != 0 || bootstrap(&d, state_dir, err, sizeof err) != 0) {
         cm_error("%s", err);

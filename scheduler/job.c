@@ -205,7 +205,7 @@ static int valid_name_chars(const char *s)
 static const char *const known_fields[] = {
     "name", "account", "command", "script", "workdir", "env", "stdout", "stderr", "nodes",
     "tasks", "cpus_per_task", "gpus", "mem_mb", "time_limit_s", "qos", "dependency",
-    "array", "hold", "requeue", "mpi", "tasks_per_node", "service", NULL};
+    "array", "hold", "requeue", "mpi", "tasks_per_node", "service", "service_port", NULL};
 
 int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t errlen)
 {
@@ -225,13 +225,14 @@ int job_spec_validate(json_t *spec_in, struct job_spec *out, char *err, size_t e
         }
     }
     json_t *spec = json_deep_copy(spec_in);
-    long nodes, tasks, cpt, gpus, mem;
+    long nodes, tasks, cpt, gpus, mem, port;
     const char *name, *account, *script, *workdir, *out_path, *err_path, *qos, *dep, *array;
     if (job_spec_int(spec, "nodes", 1, JOB_MAX_ALLOC_NODES, 1, &nodes, err, errlen) ||
         job_spec_int(spec, "tasks", 1, 1 << 20, nodes, &tasks, err, errlen) ||
         job_spec_int(spec, "cpus_per_task", 1, 4096, 1, &cpt, err, errlen) ||
         job_spec_int(spec, "gpus", 0, 64, 0, &gpus, err, errlen) ||
         job_spec_int(spec, "mem_mb", 0, 1L << 40, 0, &mem, err, errlen) ||
+        job_spec_int(spec, "service_port", 1, 65535, 0, &port, err, errlen) ||
         get_str(spec, "name", 256, &name, err, errlen) ||
         get_str(spec, "account", 128, &account, err, errlen) ||
         get_str(spec, "script", JOB_SCRIPT_MAX, &script, err, errlen) ||

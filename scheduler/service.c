@@ -6,8 +6,10 @@
  *
  * Invariant after each pass (service_reconcile): the number of the service's
  * replica jobs that are pending or running and not being stopped equals its
- * target; replicas that end are replaced. A replica of job id J listens on
- * port SERVICE_PORT_BASE + J % SERVICE_PORT_SPAN of its node.
+ * target; replicas that end are replaced. Each replica is given a port of
+ * the cluster's service range at submit (its spec's "service_port", kept for
+ * the job's life, requeues included), and no two jobs that have not ended
+ * hold the same port, so replicas that land on one node never collide.
  *
  * A split model (spec "tp" or "pp": N ranks, docs/distributed.md) makes each
  * replica an mpi job of N tasks (nodes x tasks_per_node = N, all on one node
@@ -21,17 +23,58 @@
 #include "cm_log.h"
 #include "cm_util.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SERVICE_PORT_BASE 20000
-#define SERVICE_PORT_SPAN 20000
 /* Most ranks of one split replica: far beyond what a model's head count allows
  * (tp) or a sane pipeline (pp), small enough that a typo is refused. */
 #define SERVICE_MAX_RANKS 64
 
-int service_port(int64_t job_id) { return SERVICE_PORT_BASE + (int)(job_id % SERVICE_PORT_SPAN); }
+int service_ports_parse(const char *text, int *lo, int *hi, char *err, size_t errlen)
+{
+    char *end, *end2;
+    long a = strtol(text, &end, 10);
+    long b = *end == '-' ? strtol(end + 1, &end2, 10) : -1;
+    if (!isdigit((unsigned char)text[0]) || *end != '-' || !isdigit((unsigned char)end[1]) || *end2 || a < 1024 ||
+        b < a || b > 65535) {
+        snprintf(err, errlen, "expected LO-HI with 1024 <= LO <= HI <= 65535, got '%s'", text);
+        return -1;
+    }
+    *lo = (int)a;
+    *hi = (int)b;
+    return 0;
+}
+
+static int replica_port(const struct job *j)
+{
+    return (int)json_integer_value(json_object_get(j->spec, "service_port"));
+}
+
+/* A port of the service range that no job that has not ended holds, searching
+ * round-robin from where the last search stopped (a replacement does not take
+ * the port its predecessor just gave up); 0 when every one is held. */
+static int free_service_port(struct cluster *c)
+{
+    int lo = c->service_ports_lo ? c->service_ports_lo : SERVICE_PORTS_LO;
+    int hi = c->service_ports_hi ? c->service_ports_hi : SERVICE_PORTS_HI;
+    int span = hi - lo + 1;
+    unsigned char *held = calloc((size_t)span, 1);
+    if (!held) return 0;
+    for (int64_t id = 1; id < c->next_id; id++) {
+        struct job *j = c->jobs[id];
+        int p = j && !job_state_is_final(j->state) ? replica_port(j) : 0;
+        if (p >= lo && p <= hi) held[p - lo] = 1;
+    }
+    int port = 0;
+    int start = c->service_port_next >= lo && c->service_port_next <= hi ? c->service_port_next - lo : 0;
+    for (int k = 0; k < span && !port; k++)
+        if (!held[(start + k) % span]) port = lo + (start + k) % span;
+    free(held);
+    if (port) c->service_port_next = port < hi ? port + 1 : lo;
+    return port;
+}
 
 struct service *cluster_service(struct cluster *c, const char *name)
 {
@@ -77,6 +120,7 @@ static int load_service(void *ctx, sqlite3_stmt *st)
     if (!spec) return 0;
     c->services = realloc(c->services, sizeof *c->services * (size_t)(c->nservices + 1));
     struct service *s = &c->services[c->nservices++];
+    *s = (struct service){0};
     s->name = strdup((const char *)sqlite3_column_text(st, 0));
     s->user = strdup((const char *)sqlite3_column_text(st, 1));
     s->spec = spec;
@@ -194,6 +238,7 @@ int cluster_service_deploy(struct cluster *c, const struct user *u, const char *
     job_spec_free(&js);
     c->services = realloc(c->services, sizeof *c->services * (size_t)(c->nservices + 1));
     struct service *s = &c->services[c->nservices++];
+    *s = (struct service){0};
     s->name = strdup(name);
     s->user = strdup(u->name);
     s->spec = own;
@@ -260,9 +305,18 @@ static int submit_replica(struct cluster *c, struct service *s, const char **cod
     const char *model = json_string_value(json_object_get(s->spec, "model"));
     json_object_set_new(spec, "service", json_string(s->name));
     json_object_set_new(spec, "requeue", json_true());
-    /* The port follows the job id, which the submit assigns: next_id now. */
+    int port = free_service_port(c);
+    if (!port) {
+        json_decref(spec);
+        *code = "unavailable";
+        snprintf(err, errlen, "every port of the service range %d-%d is held by a replica (commonsd --service-ports)",
+                 c->service_ports_lo ? c->service_ports_lo : SERVICE_PORTS_LO,
+                 c->service_ports_hi ? c->service_ports_hi : SERVICE_PORTS_HI);
+        return -1;
+    }
+    json_object_set_new(spec, "service_port", json_integer(port));
     char listen[64], threads[16];
-    snprintf(listen, sizeof listen, "tcp://0.0.0.0:%d", service_port(c->next_id));
+    snprintf(listen, sizeof listen, "tcp://0.0.0.0:%d", port);
     snprintf(threads, sizeof threads, "%lld", (long long)json_integer_value(json_object_get(spec, "cpus_per_task")));
     json_t *cmd = json_pack("[s, s, s, s, s, s, s, s, s]", bin, "--model", model, "--listen", listen, "--threads",
                             threads, "--name", s->name, "--foreground");
@@ -293,9 +347,16 @@ void cluster_services_reconcile(struct cluster *c)
         int n = live_replicas(c, s, reps, 1024);
         char err[512];
         const char *code;
-        for (; n < s->target; n++)
-            if (submit_replica(c, s, &code, err, sizeof err) != 0)
-                cm_warn("service %s: cannot submit a replica: %s", s->name, err);
+        for (; n < s->target; n++) {
+            if (submit_replica(c, s, &code, err, sizeof err) == 0) {
+                s->submit_failing = 0;
+                continue;
+            }
+            /* Said once, not every pass, until a submission succeeds. */
+            if (!s->submit_failing) cm_warn("service %s: cannot submit a replica: %s", s->name, err);
+            s->submit_failing = 1;
+            break;
+        }
         /* Too many: stop the youngest first (pending before running). */
         while (n > s->target) {
             struct job *victim = reps[--n];
@@ -331,7 +392,7 @@ json_t *cluster_service_json(struct cluster *c, const struct service *s)
         if (j->state == JOB_RUNNING && j->nalloc) {
             const struct node *n = &c->nodes[j->alloc[0]];
             char ep[512];
-            snprintf(ep, sizeof ep, "tcp://%s:%d", n->hostname && *n->hostname ? n->hostname : n->name, service_port(j->id));
+            snprintf(ep, sizeof ep, "tcp://%s:%d", n->hostname && *n->hostname ? n->hostname : n->name, replica_port(j));
             json_object_set_new(r, "node", json_string(n->name));
             json_object_set_new(r, "endpoint", json_string(ep));
         } else {

@@ -246,6 +246,81 @@ START_TEST(spawn_ids_after_adoption)
 }
 END_TEST
 
+static int replica_port_of(struct cluster *c, int64_t id)
+{
+    return (int)json_integer_value(json_object_get(cluster_job(c, id)->spec, "service_port"));
+}
+
+/* Service replicas get ports of the cluster's range (commonsd --service-ports):
+ * never one a job that has not ended holds, a freed one again once the range
+ * is used up, and a full range refuses the replica, saying so. */
+START_TEST(service_ports_are_unique)
+{
+    struct cluster c;
+    char err[512], token[80];
+    open_new_cluster(&c, token);
+    c.service_ports_lo = 30000;
+    c.service_ports_hi = 30001;
+    ck_assert_ptr_nonnull(cluster_node_register(&c, "n1", "n1", 8, 1000, 0, NULL, err, sizeof err));
+    json_t *sp = spec("{\"workdir\":\"/tmp\",\"model\":\"/m.gguf\",\"serve_bin\":\"/bin/serve\"}");
+    ck_assert_msg(cluster_service_deploy(&c, cluster_user(&c, "alice"), "chat", sp, 3, 3, err, sizeof err) == 0,
+                  "%s", err);
+    cluster_services_reconcile(&c);
+    /* Jobs 1 and 2 hold the two ports; the third replica has none. */
+    ck_assert_int_eq(c.next_id, 3);
+    ck_assert_int_eq(replica_port_of(&c, 1), 30000);
+    ck_assert_int_eq(replica_port_of(&c, 2), 30001);
+    ck_assert_int_eq(cluster_service(&c, "chat")->submit_failing, 1);
+    /* The command says the same port. */
+    json_t *cmd = json_object_get(cluster_job(&c, 2)->spec, "command");
+    ck_assert_str_eq(json_string_value(json_array_get(cmd, 4)), "tcp://0.0.0.0:30001");
+    /* Job 1 ends: its port goes to the next replica. */
+    ck_assert_int_eq(cluster_cancel(&c, cluster_job(&c, 1), err, sizeof err), 0);
+    cluster_services_reconcile(&c);
+    ck_assert_int_eq(c.next_id, 4);
+    ck_assert_int_eq(replica_port_of(&c, 3), 30000);
+    ck_assert_int_eq(cluster_service(&c, "chat")->submit_failing, 1); /* the third still has none */
+    /* Another service cannot start in a full range: its deploy says why. */
+    ck_assert_int_eq(cluster_service_deploy(&c, cluster_user(&c, "alice"), "other", sp, 1, 1, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "30000-30001") && strstr(err, "--service-ports"), "%s", err);
+    ck_assert_ptr_null(cluster_service(&c, "other"));
+    /* Running replicas list their own port as the endpoint. */
+    ck_assert_int_eq(cluster_schedule(&c), 2);
+    json_t *list = cluster_service_json(&c, cluster_service(&c, "chat"));
+    json_t *reps = json_object_get(list, "replicas");
+    ck_assert_int_eq(json_array_size(reps), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *r = json_array_get(reps, i);
+        char want[64];
+        snprintf(want, sizeof want, "tcp://n1:%d", replica_port_of(&c, json_integer_value(json_object_get(r, "job"))));
+        ck_assert_str_eq(json_string_value(json_object_get(r, "endpoint")), want);
+    }
+    json_decref(list);
+    json_decref(sp);
+    ck_assert_int_eq(store_commit(&c.store), 0);
+    cluster_free(&c);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(service_ports_parse_limits)
+{
+    int lo, hi;
+    char err[256];
+    ck_assert_int_eq(service_ports_parse("20000-20099", &lo, &hi, err, sizeof err), 0);
+    ck_assert_int_eq(lo, 20000);
+    ck_assert_int_eq(hi, 20099);
+    ck_assert_int_eq(service_ports_parse("1024-1024", &lo, &hi, err, sizeof err), 0);
+    const char *bad[] = {"80-90", "3000-2000", "3000", "3000-70000", "a-b", "3000-3001x", "-3000-3001", "3000--1",
+                         "", "3000-"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        ck_assert_msg(service_ports_parse(bad[i], &lo, &hi, err, sizeof err) == -1, "accepted '%s'", bad[i]);
+        ck_assert_msg(strstr(err, "1024 <= LO <= HI <= 65535"), "'%s': %s", bad[i], err);
+    }
+}
+END_TEST
+
 /* A node of 2 NUMA nodes x 4 PUs with 2 GPUs on each NUMA node. */
 static json_t *two_socket_topology(void)
 {
@@ -306,6 +381,8 @@ int main(void)
     tcase_add_test(tc, fifo_and_persistence);
     tcase_add_test(tc, placement_follows_locality);
     tcase_add_test(tc, spawn_ids_after_adoption);
+    tcase_add_test(tc, service_ports_are_unique);
+    tcase_add_test(tc, service_ports_parse_limits);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

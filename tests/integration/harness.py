@@ -4,6 +4,7 @@ CLI, and stopped by PID. Standard library only."""
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -93,6 +94,10 @@ class Cluster:
         self.addr = f"tcp://127.0.0.1:{self.port}"
         self.node_timeout = node_timeout
         self.sync = sync
+        # Service replicas of this cluster listen in a window of its own, so a cluster
+        # of another test on this host is unlikely to hold the same ports.
+        base = 20000 + 100 * random.randrange(127)
+        self.service_ports = f"{base}-{base + 99}"
         self.sched = None
         self.agents = {}
         self.logs = []
@@ -103,7 +108,8 @@ class Cluster:
         self.logs.append(log)
         self.sched = subprocess.Popen(
             [binary("scheduler/commonsd"), "--state", self.state, "--listen", self.addr, "--foreground",
-             "--node-timeout", str(self.node_timeout), "--sync", self.sync, *extra],
+             "--node-timeout", str(self.node_timeout), "--sync", self.sync, "--service-ports", self.service_ports,
+             *extra],
             stdout=log, stderr=log)
         wait_until(lambda: os.path.exists(os.path.join(self.state, "admin.token")), what="commonsd start")
         wait_until(lambda: self.cli("whoami", check=False).returncode == 0, what="commonsd to answer")

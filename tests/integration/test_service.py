@@ -71,6 +71,11 @@ class Service(ClusterTest):
         # Scale within MIN..MAX; outside is refused; others may not touch it.
         c.cli("service", "scale", "chat", "2", token=alice)
         reps = self.running("chat", 2)
+        # Both replicas are on n1, each on a port of its own in this cluster's range.
+        lo, hi = map(int, c.service_ports.split("-"))
+        ports = {int(r["endpoint"].rsplit(":", 1)[1]) for r in reps}
+        self.assertEqual(len(ports), 2, reps)
+        self.assertTrue(all(lo <= p <= hi for p in ports), (ports, c.service_ports))
         p = c.cli("service", "scale", "chat", "5", token=alice, check=False)
         self.assertIn("1..3", p.stderr)
         p = c.cli("service", "scale", "chat", "1", token=bob, check=False)
@@ -89,15 +94,22 @@ class Service(ClusterTest):
         wait_until(lambda: not [j for j in c.json("queue") if j["name"] == "chat"], timeout=60,
                    what="the replicas to end")
         # Bad input.
+        for bad in ("80-90", "3000-2000", "3000", "3000-70000", "a-b"):
+            p = subprocess.run([binary("scheduler/commonsd"), "--state", os.path.join(c.dir, "unused"),
+                                "--foreground", "--service-ports", bad], capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn(f"--service-ports: expected LO-HI with 1024 <= LO <= HI <= 65535, got '{bad}'", p.stderr)
         p = c.cli("service", "deploy", "x", "--model", "/nonexistent.gguf", "--replicas", "1..2", token=alice,
                   check=False)
         self.assertEqual(p.returncode, 2)
         p = c.cli("service", "deploy", "x", "--model", model, "--replicas", "3..2", token=alice, check=False)
         self.assertIn("MIN <= MAX", p.stderr)
-        bad = json.dumps({"type": "job.submit", "v": 1, "token": alice,
-                          "job": {"command": ["x"], "workdir": "/tmp", "service": "chat"}}).encode()
-        r = json.loads(subprocess.run([binary("tests/rawsend"), c.addr, "-"], input=bad, capture_output=True).stdout)
-        self.assertIn("set by commonsd", r["error"]["message"])
+        for field, value in (("service", "chat"), ("service_port", 20001)):
+            bad = json.dumps({"type": "job.submit", "v": 1, "token": alice,
+                              "job": {"command": ["x"], "workdir": "/tmp", field: value}}).encode()
+            r = json.loads(subprocess.run([binary("tests/rawsend"), c.addr, "-"], input=bad,
+                                          capture_output=True).stdout)
+            self.assertIn(f"field '{field}' is set by commonsd", r["error"]["message"])
 
 
     def test_gateway_routes_to_and_scales_the_service(self):

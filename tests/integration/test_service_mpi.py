@@ -9,7 +9,6 @@ node could ever hold is refused at deploy, and one whose node is busy stays pend
 reason, like any job."""
 import json
 import os
-import random
 import shutil
 import subprocess
 import unittest
@@ -27,16 +26,6 @@ PROMPT = "The capital of France is"
 def setUpModule():
     if not shutil.which("mpirun"):  # a failure, never a skip counted as a pass
         raise RuntimeError("mpirun not found: install openmpi-bin and libopenmpi-dev (scripts/install-deps)")
-
-
-def skip_job_ids(c, token):
-    """A replica of job J listens on port 20000 + J mod 20000, and every test cluster starts
-    at job 1: a test running beside another cluster on this host (another checkout's CI)
-    could meet that cluster's replica on its port. Held array tasks, cancelled at once,
-    move this cluster's next job id (and so its replicas' ports) to a random place."""
-    n = random.randint(500, 15000)
-    job = c.json("submit", "--hold", "--array", f"1-{n}", "--", "true", token=token)["job_id"]
-    c.cli("cancel", str(job), token=token)
 
 
 class Rank0(Serve):
@@ -67,7 +56,6 @@ class ServiceMpi(ClusterTest):
                            "--kv-heads", "2", "--ff", "256", "--layers", "2", "--ctx", "512", "--type", "q8_0",
                            "--tied", "--seed", "7")
         alice, token_file = start_with_alice(c)
-        skip_job_ids(c, alice)
         p = c.cli("service", "deploy", "chat", "--model", model, "--replicas", "1..2", "--tp", "2", token=alice)
         self.assertIn("--tp 2 under mpirun", p.stdout)
         svc = c.json("service", "list", "chat")[0]
@@ -114,7 +102,6 @@ class ServiceMpi(ClusterTest):
                            "--kv-heads", "1", "--head-dim", "32", "--ff", "128", "--layers", "4", "--window", "8",
                            "--ctx", "512", "--type", "q8_0", "--seed", "3")
         alice, _ = start_with_alice(c)
-        skip_job_ids(c, alice)
         c.cli("service", "deploy", "pipe", "--model", model, "--replicas", "1..1", "--pp", "2", "--ntasks-per-node",
               "2", token=alice)
         self.assertEqual(c.json("service", "list", "pipe")[0]["split"],
