@@ -127,7 +127,7 @@ int main(int argc, char **argv)
             if ((outage_ms += POLL_MS + CALL_TIMEOUT_MS) > OUTAGE_MAX_MS) break;
             continue;
         }
-        const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+        const char *code = cm_reply_error_code(reply);
         if (code && strcmp(code, "not_found") == 0) {   /* a restarted commonsd, before the agent */
             json_decref(reply);
             if ((outage_ms += POLL_MS) > OUTAGE_MAX_MS) {

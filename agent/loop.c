@@ -132,7 +132,7 @@ static int call(struct loop *L, const char *type, json_t *payload, int timeout_m
 static void refused(struct loop *L, const char *type, json_t *reply)
 {
     char buf[512];
-    const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+    const char *code = cm_reply_error_code(reply);
     cm_reply_error_text(reply, buf, sizeof buf);
     /* The same refusal repeats every backoff period: say it once. */
     if (strcmp(buf, L->last_refusal) != 0) cm_warn("%s refused by commonsd: %s", type, buf);

@@ -169,6 +169,13 @@ json_t *cm_reply_err(const char *code, const char *fmt, ...)
     return json_pack("{s:b, s:{s:s, s:s}}", "ok", 0, "error", "code", code, "message", msg);
 }
 
+const char *cm_reply_error_code(json_t *reply)
+{
+    if (json_is_true(json_object_get(reply, "ok"))) return NULL;
+    const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+    return code ? code : "internal";
+}
+
 const char *cm_reply_error_text(json_t *reply, char *buf, size_t len)
 {
     json_t *e = json_object_get(reply, "error");

@@ -43,6 +43,9 @@ json_t *cm_reply_ok(void);
 json_t *cm_reply_err(const char *code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The error code of an "ok": false reply ("not_found", "busy", ...), "internal"
+ * for one that names none, NULL for an "ok": true reply. */
+const char *cm_reply_error_code(json_t *reply);
 /* Reads a reply's error as "code: message" into buf; returns buf. */
 const char *cm_reply_error_text(json_t *reply, char *buf, size_t len);
 

@@ -15,6 +15,7 @@
 #include "gw_api.h"
 #include "cm_crypto.h"
 #include "cm_log.h"
+#include "cm_rpc.h"
 #include "cm_util.h"
 
 #include <arpa/inet.h>
@@ -209,7 +210,7 @@ static int start_generation(gw_run *r, gw_api_err *e, int64_t *retry_after, cons
         }
         /* Copied: the reply is freed before the code is looked at. */
         char code[32];
-        const char *c = gw_serve_error_code(rep);
+        const char *c = cm_reply_error_code(rep);
         snprintf(code, sizeof code, "%s", c ? c : "");
         if (!c) {
             r->started = true;
@@ -258,7 +259,7 @@ static int poll_once(gw_run *r, int wait_ms, char **out, size_t *outlen, gw_api_
         return gw_api_fail(e, 500, "server_error", NULL, "replica_failed",
                            "the model server stopped answering mid-generation; retry the request");
     }
-    const char *code = gw_serve_error_code(rep);
+    const char *code = cm_reply_error_code(rep);
     if (code) {
         const char *m = json_string_value(json_object_get(json_object_get(rep, "error"), "message"));
         gw_api_fail(e, 500, "server_error", NULL, NULL, "the model server lost the request: %s: %s",

@@ -110,9 +110,3 @@ int gw_serve_call(gw_serve *s, json_t *req, json_t **reply, int timeout_ms, char
     return result;
 }
 
-const char *gw_serve_error_code(json_t *reply)
-{
-    if (json_is_true(json_object_get(reply, "ok"))) return NULL;
-    const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
-    return code ? code : "internal";
-}

@@ -24,7 +24,4 @@ const char *gw_serve_url(const gw_serve *s);
 int gw_serve_call(gw_serve *s, json_t *req, json_t **reply, int timeout_ms, char *err,
                   size_t errlen);
 
-/* The error code of an "ok": false reply ("busy", "too_long", ...) or NULL. */
-const char *gw_serve_error_code(json_t *reply);
-
 #endif

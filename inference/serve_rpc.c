@@ -301,8 +301,7 @@ static json_t *gen_start(serve_server *s, json_t *req)
     else if (infer_pkv_reserve(&s->kv, &q->bt, q->n_prompt + q->max_tokens))
         r = cm_reply_err("busy", "KV cache full: %d blocks needed, %d free", need, s->kv.n_free);
     if (r) {
-        if (!strcmp(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
-                    "busy"))
+        if (!strcmp(cm_reply_error_code(r), "busy"))
             s->n_busy++;
         pthread_mutex_unlock(&s->mu);
         seq_discard(q);
