@@ -2,6 +2,7 @@
 gateway on 127.0.0.1 in front of the fake serve test fixture (gw_fakeserve.py,
 deterministic words, one per --delay), driven with the official `openai`
 Python package, curl and plain http.client. Needs: pip openai; curl."""
+import http.client
 import json
 import os
 import shutil
@@ -308,11 +309,25 @@ class TestGatewayApi(GatewayBase):
     gateway_extra = ("--idle-timeout", "2", "--max-per-ip", "8")
 
     def test_connection_limit_per_address(self):
-        held = [socket.create_connection(("127.0.0.1", self.gw.port)) for _ in range(8)]
+        def hold():
+            """A kept-alive connection the gateway has answered on, so it is surely counted.
+            One refused because an earlier test's connection is still counted is tried again."""
+            for _ in range(50):
+                h = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=5)
+                try:
+                    h.request("GET", "/health")
+                    r = h.getresponse()
+                    r.read()
+                    if r.status == 200 and not r.will_close:
+                        return h
+                except OSError:
+                    pass
+                h.close()
+                time.sleep(0.1)
+            self.fail("the gateway refused a connection under its limit for 5 s")
+        # Eight in well under the gateway's 2 s idle timeout, which would close them.
+        held = [hold() for _ in range(8)]
         try:
-            # Let the gateway accept (and count) all eight, well before its 2 s idle timeout
-            # closes them.
-            time.sleep(0.3)
             with self.assertRaises(OSError):  # the 9th is closed without an answer
                 self.gw.request("GET", "/health", timeout=5)
         finally:
