@@ -364,6 +364,11 @@ int agent_loop_run(const struct agent_config *cfg)
     }
     cm_info("agent %s: state %s, containment %s, server %s", cfg->name, cfg->state_dir,
             agent_runner_containment(L.r), cfg->server);
+    /* Written while the runner holds the state dir's lock: it names this agent. */
+    char pidpath[4200], pidtext[32], err[512];
+    snprintf(pidpath, sizeof pidpath, "%s/agent.pid", cfg->state_dir);
+    int pn = snprintf(pidtext, sizeof pidtext, "%d\n", (int)getpid());
+    if (cm_write_file_atomic(pidpath, pidtext, (size_t)pn, 0644, err, sizeof err) != 0) cm_warn("%s", err);
     while (!L.stop) {
         read_signals(&L);
         agent_runner_tick(L.r);
@@ -379,6 +384,7 @@ int agent_loop_run(const struct agent_config *cfg)
             L.backoff_ms = L.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : L.backoff_ms * 2;
         }
     }
+    unlink(pidpath);
     json_t *running = L.r ? agent_runner_running(L.r) : NULL;
     cm_info("agent %s stopped; %zu job(s) left to a restarted agent", cfg->name,
             json_array_size(running));

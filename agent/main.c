@@ -1,6 +1,7 @@
 /* main.c: commons-agent, the node agent: options, daemonizing, then the
  * protocol loop (loop.c). See docs/agent.md. */
 #include "agent_internal.h"
+#include "cm_daemon.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -84,20 +86,6 @@ static int print_topology(const char *xml)
     json_decref(r);
     free(t);
     return 0;
-}
-
-static int daemonize(void)
-{
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid > 0) _exit(0);
-    if (setsid() < 0) return -1;
-    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        dup2(fd, 0);
-        close(fd);
-    }
-    return chdir("/");
 }
 
 int main(int argc, char **argv)
@@ -218,16 +206,23 @@ int main(int argc, char **argv)
     if (cfg.memory_mb <= 0) cfg.memory_mb = agent_detect_memory_mb();
     cm_log_init("commons-agent", (enum cm_log_level)level);
     /* Say what is wrong while the terminal is still attached. */
-    char err[512];
+    char err[512] = "";
     char *probe = cm_read_secret(cfg.key_file, err, sizeof err);
     if (!probe) {
         fprintf(stderr, "commons-agent: --key-file: %s\n", err);
         return 1;
     }
     free(probe);
-    if (!foreground && daemonize() != 0) {
-        fprintf(stderr, "commons-agent: cannot detach: %s\n", strerror(errno));
-        return 1;
+    if (!foreground) {
+        /* The log goes into the state dir (made here if new, as the runner would). */
+        if (mkdir(state_abs, 0711) != 0 && errno != EEXIST) {
+            fprintf(stderr, "commons-agent: --state %s: %s\n", state_abs, strerror(errno));
+            return 1;
+        }
+        if (cm_daemonize(state_abs, "agent.log", err, sizeof err) != 0 || chdir("/") != 0) {
+            fprintf(stderr, "commons-agent: %s\n", err[0] ? err : strerror(errno));
+            return 1;
+        }
     }
     int rc = agent_loop_run(&cfg);
     free(state_abs);

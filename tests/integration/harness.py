@@ -84,6 +84,30 @@ def rmdir_gone(path):
     return True
 
 
+class Daemon:
+    """A detached process (not our child) driven like a Popen: poll, send_signal, wait."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            alive = False
+        return None if alive else 0  # its exit status is its parent's to know, not ours
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout=None):
+        wait_until(lambda: self.poll() is not None, timeout=timeout or 60, what=f"pid {self.pid} to end")
+        return 0
+
+
 class Cluster:
     """A scheduler and any number of agents in one temporary directory."""
 
@@ -119,15 +143,24 @@ class Cluster:
         self.sched.send_signal(sig)
         self.sched.wait(timeout=10)
 
-    def start_agent(self, name, cpus=4, memory_mb=4096, gpus=0, extra=()):
+    def start_agent(self, name, cpus=4, memory_mb=4096, gpus=0, extra=(), detach=False):
+        """Starts agent `name` (state dir agent-NAME) and waits for it to register. Detached
+        (no --foreground), it logs to agent-NAME/agent.log and is followed by its pid file."""
         state = os.path.join(self.dir, f"agent-{name}")
-        log = open(os.path.join(self.dir, f"agent-{name}.log"), "ab")
-        self.logs.append(log)
-        p = subprocess.Popen(
-            [binary("agent/commons-agent"), "--server", self.addr, "--name", name, "--key-file",
-             os.path.join(self.state, "cluster.key"), "--state", state, "--cpus", str(cpus),
-             "--memory-mb", str(memory_mb), "--gpus", str(gpus), "--foreground", "--kill-grace", "1", *extra],
-            stdout=log, stderr=log)
+        argv = [binary("agent/commons-agent"), "--server", self.addr, "--name", name, "--key-file",
+                os.path.join(self.state, "cluster.key"), "--state", state, "--cpus", str(cpus),
+                "--memory-mb", str(memory_mb), "--gpus", str(gpus), "--kill-grace", "1", *extra]
+        if detach:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise AssertionError(f"commons-agent exited {r.returncode}: {r.stderr}")
+            pidfile = os.path.join(state, "agent.pid")
+            wait_until(lambda: os.path.exists(pidfile), what=f"{pidfile}")
+            p = Daemon(int(read_text(pidfile)))
+        else:
+            log = open(os.path.join(self.dir, f"agent-{name}.log"), "ab")
+            self.logs.append(log)
+            p = subprocess.Popen(argv + ["--foreground"], stdout=log, stderr=log)
         self.agents[name] = p
         wait_until(lambda: any(n["name"] == name and n["state"] in ("IDLE", "MIXED", "ALLOCATED")
                                for n in self.json("nodes")), what=f"agent {name} to register")

@@ -2,10 +2,11 @@
 import getpass
 import os
 import pwd
+import signal
 import time
 import unittest
 
-from harness import ClusterTest, wait_until
+from harness import ClusterTest, read_text, wait_until
 
 ME = getpass.getuser()
 
@@ -36,6 +37,23 @@ class ControlPlane(ClusterTest):
         self.assertEqual(self.read(f"out-{jid}.txt"), f"hello {jid}\n{self.work}\n")
         self.assertEqual(job["nodelist"], "n1")
         self.assertGreater(job["end_time"], 0)
+
+    def test_detached_agent_logs_to_its_state_dir(self):
+        # Without --foreground the agent detaches (the command returns), logs to
+        # STATE/agent.log, keeps its PID in STATE/agent.pid, and runs jobs from there.
+        p = self.c.start_agent("n2", cpus=8, detach=True)
+        state = os.path.join(self.c.dir, "agent-n2")
+        jid = self.submit("--cpus-per-task", "6", "--output", "big-%j.txt", "--", "sh", "-c", "pwd")
+        job = self.c.wait_state(jid, "COMPLETED")
+        self.assertEqual(job["nodelist"], "n2")  # n1 has 4 CPUs
+        self.assertEqual(self.read(f"big-{jid}.txt"), f"{self.work}\n")  # its workdir, not the daemon's /
+        log = os.path.join(state, "agent.log")
+        self.assertIn("registered as n2", read_text(log))
+        self.assertIn(f"job {jid}.0 started", read_text(log))
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        self.assertIn("agent n2 stopped", read_text(log))
+        self.assertFalse(os.path.exists(os.path.join(state, "agent.pid")))
 
     def test_failure_exit_code_and_signal(self):
         a = self.submit("--", "sh", "-c", "exit 3")
@@ -98,8 +116,9 @@ class ControlPlane(ClusterTest):
             self.assertEqual(self.read(f"arr-{first}_{i}.out"), f"{i}\n")
 
     def test_dependencies(self):
-        bad = self.submit("--", "sh", "-c", "sleep 0.3; exit 1")
-        good = self.submit("--", "sh", "-c", "sleep 0.3")
+        # Long enough to outlast the four submits and the check below on a loaded machine.
+        bad = self.submit("--", "sh", "-c", "sleep 2; exit 1")
+        good = self.submit("--", "sh", "-c", "sleep 2")
         after_bad = self.submit("-d", f"afterok:{bad}", "--", "true")
         any_bad = self.submit("-d", f"afterany:{bad}", "--", "true")
         after_good = self.submit("-d", f"afterok:{good}", "--", "true")
@@ -185,9 +204,9 @@ class ControlPlane(ClusterTest):
         p = self.c.cli("submit", "-A", "biology", "--", "true", token=self.alice, check=False)
         self.assertIn("may not charge account 'biology'", p.stderr)
         # A token past its expiry is refused as expired.
-        short = self.c.cli("admin", "token", "create", "bob", "--expires", "1s").stdout.strip()
+        short = self.c.cli("admin", "token", "create", "bob", "--expires", "2s").stdout.strip()
         self.assertEqual(self.c.cli("whoami", token=short).stdout.strip(), "bob")
-        time.sleep(2.1)
+        time.sleep(3.1)
         p = self.c.cli("whoami", token=short, check=False)
         self.assertIn("expired token", p.stderr)
         p = self.c.cli("admin", "token", "create", "bob", "--expires", "soon", check=False)
