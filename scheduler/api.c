@@ -452,7 +452,9 @@ static json_t *handle_user(struct daemon *d, struct user *u, const char *type, j
                 json_decref(r);
                 return cm_reply_err("bad_request", "field 'expires_s': expected a positive number of seconds");
             }
-            int64_t expires = exp ? cm_now_ms() / 1000 + json_integer_value(exp) : 0;
+            /* Rounded up to a whole second: the token lives at least the time asked
+             * (stored in Unix seconds, valid while now < expires). */
+            int64_t expires = exp ? (cm_now_ms() + json_integer_value(exp) * 1000 + 999) / 1000 : 0;
             if (cluster_token_create(c, name, expires, token, err, sizeof err) != 0) {
                 json_decref(r);
                 return cm_reply_err("unavailable", "%s", err);
