@@ -101,8 +101,12 @@ class CrashSuite(ClusterTest):
         self.assertEqual(sorted(lines), sorted(set(lines)), "a job ran twice")
         states = {j["id"]: j["state"] for j in c.json("queue", "--all")}
         completed = [j for j in runners if states[j] == "COMPLETED"]
-        self.assertEqual(sorted(set(lines)), sorted(completed))
         self.assertEqual(completed, runners, "a running job was lost")
+        # Every job that ran completed. Besides the acknowledged runners, that may be a
+        # submission whose reply never came (commonsd killed, or slower than the client's
+        # 2 s timeout, after it committed): the client sent it again as a new job.
+        self.assertLessEqual(set(runners), set(lines), "an acknowledged job never ran")
+        self.assertEqual([j for j in lines if states.get(j) != "COMPLETED"], [], "a job ran but did not complete")
         print(f"\n{TOTAL} acknowledged submissions from {CLIENTS} clients in {elapsed:.1f} s, "
               f"commonsd killed after {at_kill}")
 

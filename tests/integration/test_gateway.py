@@ -73,6 +73,12 @@ class GatewayBase(unittest.TestCase):
         if param is not None:
             self.assertEqual(err["param"], param, err)
 
+    def start_and_wait_for_serve(self, thread):
+        """Starts a thread that sends one generation and waits until it has reached serve."""
+        before = self.serve.stats()["starts"]
+        thread.start()
+        wait_until(lambda: self.serve.stats()["starts"] > before, what="the request to reach serve")
+
 
 class TestGatewayApi(GatewayBase):
     @classmethod
@@ -368,8 +374,11 @@ class TestGatewayApi(GatewayBase):
         for n in (3, 4):
             self.assertEqual(self.gw.post(CHAT, chat_body("a b", max_tokens=n), key=key)[0], 200)
         self.gw.stream_events(COMPL, dict(model="fake-model", prompt="q", max_tokens=2, stream=True), key=key)
-        (mine,) = [k for k in json.loads(self.gw.keys("list", "--json")) if k["name"] == "counter"]
-        self.assertEqual(mine["requests_today"], 3)
+        # Usage is written when the response has gone out, a moment after the client has it.
+        def counter():
+            (mine,) = [k for k in json.loads(self.gw.keys("list", "--json")) if k["name"] == "counter"]
+            return mine["requests_today"] == 3 and mine
+        mine = wait_until(counter, what="the third request's usage")
         # chat: 2 words + 3 = 5 prompt tokens; completion: 1 word + 1 = 2.
         self.assertEqual(mine["tokens_today"], (5 + 3) + (5 + 4) + (2 + 2))
 
@@ -403,8 +412,7 @@ class TestGatewayApi(GatewayBase):
         def slow():
             got["slow"] = self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=200), key=key)[0]
         t = threading.Thread(target=slow)
-        t.start()
-        time.sleep(0.3)
+        self.start_and_wait_for_serve(t)
         status, headers, reply = self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=1), key=key)
         t.join()
         self.assert_error(status, reply, 429, code="rate_limit_exceeded")
@@ -465,7 +473,8 @@ class TestQueueing(GatewayBase):
         key = self.gw.new_key("q")
         results = []
         def one():
-            results.append(self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=5), key=key)[0])
+            # 0.2 s each, so that the four overlap at serve even on a slow machine.
+            results.append(self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=20), key=key)[0])
         threads = [threading.Thread(target=one) for _ in range(4)]
         for t in threads:
             t.start()
@@ -479,8 +488,7 @@ class TestQueueing(GatewayBase):
         def hog():
             self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=400), key=key)
         t = threading.Thread(target=hog)
-        t.start()
-        time.sleep(0.3)
+        self.start_and_wait_for_serve(t)
         t0 = time.monotonic()
         status, headers, reply = self.gw.post(COMPL, dict(model="fake-model", prompt="p", max_tokens=1), key=key)
         waited = time.monotonic() - t0
@@ -673,7 +681,7 @@ class TestTwoReplicas(unittest.TestCase):
         return results
 
     def test_least_loaded_routing_and_failover(self):
-        self.assertEqual(self.burst(4), [200] * 4)
+        self.assertEqual(self.burst(4, tokens=100), [200] * 4)  # 1 s each: surely all four at once
         # Two slots each: four at once fill both replicas, never three on one.
         self.assertEqual(self.a.stats()["starts"], 2)
         self.assertEqual(self.b.stats()["starts"], 2)

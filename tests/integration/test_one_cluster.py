@@ -73,9 +73,10 @@ class OneCluster(ClusterTest):
         with open(svc_file, "w") as f:
             f.write(svc + "\n")
 
-        # Scavenger batch work fills all 8 GPUs.
+        # Scavenger batch work fills all 8 GPUs, long enough to still hold them when the
+        # second replica is asked for (after the deploy, the gateway and a scale-up).
         batch = [json.loads(c.cli("--json", "submit", "-q", "scavenger", "-G", "1", "-t", "10:00", "--", "sleep",
-                                  "6", token=alice).stdout)["job_id"] for _ in range(8)]
+                                  "12", token=alice).stdout)["job_id"] for _ in range(8)]
         for j in batch:
             c.wait_state(j, "RUNNING", token=alice)
         self.assertEqual([n for n in c.json("nodes") if n["name"] == "gpu8"][0]["gpus_used"], 8)

@@ -106,10 +106,12 @@ class Policy(ClusterTest):
         c.wait_state(g2, "COMPLETED", timeout=30)
         # physics has used the machine, biology has not: with the node busy, bob's
         # later job goes before alice's earlier one.
-        blocker = self.submit(alice, "-c", "2", "--", "sleep", "2")
+        # Long enough that the blocker outlasts the next submits and checks, and b runs while
+        # a is seen pending, on a loaded machine too.
+        blocker = self.submit(alice, "-c", "2", "--", "sleep", "5")
         c.wait_state(blocker, "RUNNING")
-        a = self.submit(alice, "-c", "2", "--", "sleep", "1")
-        b = self.submit(bob, "-c", "2", "--", "sleep", "1")
+        a = self.submit(alice, "-c", "2", "--", "sleep", "3")
+        b = self.submit(bob, "-c", "2", "--", "sleep", "3")
         prio = {j["id"]: j for j in c.json("prio")}
         self.assertGreater(prio[b]["fairshare"], prio[a]["fairshare"])
         self.assertEqual(c.job(a)["reason"], "Priority")

@@ -202,7 +202,8 @@ class Admission(ServeTest):
     def test_busy_when_batch_full(self):
         s = self.start(MODEL, "--max-batch", "2", "--kv-blocks", "600", "--threads", "1")
         for id_ in ("a", "b"):
-            self.assertTrue(s.call("gen.start", id=id_, prompt=PROMPTS[1], max_tokens=3000)["ok"])
+            # Greedy: a sampled end-of-text token would free a slot early.
+            self.assertTrue(s.call("gen.start", id=id_, prompt=PROMPTS[1], max_tokens=3000, temperature=0)["ok"])
         r = s.call("gen.start", id="c", prompt="x", max_tokens=4)
         self.assertEqual(r["error"]["code"], "busy")
         self.assertIn("batch slots", r["error"]["message"])
@@ -212,7 +213,7 @@ class Admission(ServeTest):
     def test_abandoned_sequence_is_cancelled(self):
         # 4000 tokens take this model several seconds; nobody polls after the start.
         s = self.start(MODEL, "--kv-blocks", "300", "--abandon-s", "1", "--threads", "1")
-        self.assertTrue(s.call("gen.start", id="lost", prompt=PROMPTS[2], max_tokens=4000)["ok"])
+        self.assertTrue(s.call("gen.start", id="lost", prompt=PROMPTS[2], max_tokens=4000, temperature=0)["ok"])
         wait_until(lambda: s.info()["kv_blocks_free"] == 300, timeout=20,
                    what="the abandoned sequence's blocks to be freed")
         p = s.call("gen.poll", id="lost")
@@ -241,7 +242,7 @@ class Drain(ServeTest):
 
     def test_drain_deadline_cancels(self):
         s = self.start(MODEL, "--kv-blocks", "300", "--threads", "1", "--drain-s", "1")
-        self.assertTrue(s.call("gen.start", id="slow", prompt=PROMPTS[4], max_tokens=4000)["ok"])
+        self.assertTrue(s.call("gen.start", id="slow", prompt=PROMPTS[4], max_tokens=4000, temperature=0)["ok"])
         s.proc.send_signal(signal.SIGTERM)
         text, p = "", {"done": False}
         while not p["done"]:
