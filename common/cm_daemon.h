@@ -1,4 +1,4 @@
-/* cm_daemon.h: detaching a daemon (commonsd, commons-gateway) from its terminal. */
+/* cm_daemon.h: detaching a daemon (commonsd, commons-gateway, commons-agent) from its terminal. */
 #ifndef CM_DAEMON_H
 #define CM_DAEMON_H
 
