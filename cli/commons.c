@@ -526,8 +526,7 @@ static int default_serve_bin(char *out, size_t len)
 
 /* --tp N / --pp N (ranks of a split model; one of the two) and the ranks'
  * placement --nodes N / --ntasks-per-node N, each a number from 1 (2 for the
- * split) to SERVICE_MAX_RANKS; commonsd checks that they agree. */
-#define SERVICE_MAX_RANKS 64
+ * split) to CM_SERVICE_MAX_RANKS; commonsd checks that they agree. */
 static int service_rank_flag(json_t *replica, const char *flag, const char *v, const char **split)
 {
     int is_split = !strcmp(flag, "--tp") || !strcmp(flag, "--pp");
@@ -535,9 +534,9 @@ static int service_rank_flag(json_t *replica, const char *flag, const char *v, c
     errno = 0;
     long n = strtol(v, &end, 10);
     long lo = is_split ? 2 : 1;
-    if (errno || end == v || *end || n < lo || n > SERVICE_MAX_RANKS) {
+    if (errno || end == v || *end || n < lo || n > CM_SERVICE_MAX_RANKS) {
         fprintf(stderr, "commons service deploy: %s %s: expected %s from %ld to %d\n", flag, v,
-                is_split ? "the number of MPI ranks to split the model over" : "a number", lo, SERVICE_MAX_RANKS);
+                is_split ? "the number of MPI ranks to split the model over" : "a number", lo, CM_SERVICE_MAX_RANKS);
         return -1;
     }
     if (is_split) {

@@ -14,6 +14,11 @@
 #define CM_RPC_MAX_MSG (1024 * 1024) /* bytes; larger requests are dropped */
 #define CM_RPC_MAX_REPLY (256 * 1024 * 1024) /* bytes; replies (job lists) may be large */
 #define CM_RPC_DEFAULT_ADDR "tcp://127.0.0.1:7600"
+/* Most ranks of one split service replica (service.deploy "tp"/"pp", "nodes",
+ * "tasks_per_node"): far beyond what a model's head count allows (tp) or a sane
+ * pipeline (pp), small enough that a typo is refused. The CLI checks its flags
+ * against it, commonsd the request. */
+#define CM_SERVICE_MAX_RANKS 64
 
 typedef struct cm_rpc_client cm_rpc_client;
 

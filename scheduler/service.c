@@ -21,16 +21,13 @@
 #include "cluster.h"
 
 #include "cm_log.h"
+#include "cm_rpc.h"
 #include "cm_util.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Most ranks of one split replica: far beyond what a model's head count allows
- * (tp) or a sane pipeline (pp), small enough that a typo is refused. */
-#define SERVICE_MAX_RANKS 64
 
 int service_ports_parse(const char *text, int *lo, int *hi, char *err, size_t errlen)
 {
@@ -156,9 +153,9 @@ static int split_normalize(json_t *spec, char *err, size_t errlen)
     const char *mode = tp ? "tp" : pp ? "pp" : NULL;
     json_t *v = tp ? tp : pp;
     long nodes, tpn, tasks;
-    if (job_spec_int(spec, "nodes", 1, SERVICE_MAX_RANKS, 1, &nodes, err, errlen) ||
-        job_spec_int(spec, "tasks_per_node", 1, SERVICE_MAX_RANKS, 0, &tpn, err, errlen) ||
-        job_spec_int(spec, "tasks", 1, SERVICE_MAX_RANKS, 0, &tasks, err, errlen))
+    if (job_spec_int(spec, "nodes", 1, CM_SERVICE_MAX_RANKS, 1, &nodes, err, errlen) ||
+        job_spec_int(spec, "tasks_per_node", 1, CM_SERVICE_MAX_RANKS, 0, &tpn, err, errlen) ||
+        job_spec_int(spec, "tasks", 1, CM_SERVICE_MAX_RANKS, 0, &tasks, err, errlen))
         return -1;
     json_t *mpi = json_object_get(spec, "mpi");
     if (!mode) {
@@ -170,9 +167,9 @@ static int split_normalize(json_t *spec, char *err, size_t errlen)
         return 0;
     }
     long n = json_is_integer(v) ? (long)json_integer_value(v) : 0;
-    if (n < 2 || n > SERVICE_MAX_RANKS) {
+    if (n < 2 || n > CM_SERVICE_MAX_RANKS) {
         snprintf(err, errlen, "field '%s': expected the number of ranks as an integer from 2 to %d", mode,
-                 SERVICE_MAX_RANKS);
+                 CM_SERVICE_MAX_RANKS);
         return -1;
     }
     if (mpi && !json_is_true(mpi)) {
