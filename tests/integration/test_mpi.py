@@ -124,10 +124,16 @@ class MpiJobs(MpiBase):
         self.check_placement(ranks)
         job = self.c.wait_state(jid, ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)
         self.assertEqual((job["state"], job["exit_code"]), ("COMPLETED", 0), job)
-        # The daemons ran as spawns on both nodes and ended with the job.
+        # The daemons ran as spawns on both nodes and ended with the job: by themselves, or,
+        # one still on its way out when mpirun has exited, ended by the job's end (as Slurm
+        # ends a finished job's steps).
         for name in ("n1", "n2"):
-            self.assertRegex(self.c.log(f"agent-{name}.log"), rf"job {jid}\.0 spawn started")
-            self.assertRegex(self.c.log(f"agent-{name}.log"), rf"job {jid}\.0 \(spawn\) ended: exit 0")
+            ended = re.compile(rf"job {jid}\.0 \(spawn\) ended: (exit 0 signal 0|.*\(cancelled\))")
+            log = wait_until(lambda: ended.search(self.c.log(f"agent-{name}.log")) and self.c.log(f"agent-{name}.log"),
+                             what=f"the spawn on {name} to end")
+            self.assertRegex(log, rf"job {jid}\.0 spawn started")
+            if "(cancelled)" in log:
+                self.assertRegex(log, rf"job {jid}\.0 spawn \d+: kill \(job_ended\)")
 
     def test_ranks_bound_to_allocated_pus_and_cancel_ends_all(self):
         jid, ranks = self.launch("120")
