@@ -567,7 +567,7 @@ static json_t *handle_agent(struct daemon *d, struct srv_req *sr, json_t *frame)
             goto out;
         }
         reply = commands_reply(cluster_node_commands(c, n, running));
-        json_object_set_new(reply, "heartbeat_ms", json_integer(c->node_timeout_ms / 3));
+        json_object_set_new(reply, "heartbeat_ms", json_integer(c->set.node_timeout_ms / 3));
         json_decref(running);
         goto out;
     }

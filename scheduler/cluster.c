@@ -423,7 +423,9 @@ void cluster_free(struct cluster *c)
     free(c->tokens);
     strmap_free(&c->account_by_name);
     store_close(&c->store);
+    struct cluster_settings set = c->set;
     memset(c, 0, sizeof *c);
+    c->set = set;
 }
 
 /* ---- users and accounts ----------------------------------------------- */
@@ -1091,7 +1093,7 @@ void cluster_check_nodes(struct cluster *c)
     int64_t now = cm_mono_ms();
     for (int i = 0; i < c->nnodes; i++) {
         struct node *n = &c->nodes[i];
-        if (n->state == NODE_DOWN || now - n->last_heard_ms < c->node_timeout_ms) continue;
+        if (n->state == NODE_DOWN || now - n->last_heard_ms < c->set.node_timeout_ms) continue;
         cm_warn("node %s: no heartbeat for %lld ms; marking it DOWN", n->name, (long long)(now - n->last_heard_ms));
         n->state = NODE_DOWN;
         snprintf(n->reason, sizeof n->reason, "Not responding");

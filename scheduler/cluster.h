@@ -82,6 +82,14 @@ struct service {
     int submit_failing; /* the last replica submission failed and was logged: quiet until one succeeds */
 };
 
+/* What commonsd's options set. cluster_free keeps it, so a reload of the state
+ * (cluster_free, then cluster_load) runs under the same settings. */
+struct cluster_settings {
+    int64_t node_timeout_ms;  /* a node unheard this long goes DOWN */
+    quota_backfill backfill;
+    int service_ports_lo, service_ports_hi; /* replicas' ports: no two live replicas hold the same one */
+};
+
 struct cluster_stats {
     uint64_t submitted, started, ended, batches, batch_requests, rejected;
     uint64_t commit_us_total;
@@ -100,7 +108,6 @@ struct cluster {
     int qstate_valid;
     quota_plan *plan;
     int plan_nodes;
-    quota_backfill backfill;
     struct service *services;
     int nservices;
     struct spawn *spawns;
@@ -122,16 +129,14 @@ struct cluster {
     int64_t *pending;
     size_t npending, pending_cap;
     sched_order_fn order;
-    int64_t node_timeout_ms;
-    /* Ports service replicas listen on (commonsd --service-ports); 0, 0 means
-     * SERVICE_PORTS_LO..SERVICE_PORTS_HI. No two live replicas hold the same one. */
-    int service_ports_lo, service_ports_hi;
+    struct cluster_settings set;
     int service_port_next; /* where the next search for a free port starts */
     int dirty; /* something changed that a scheduling pass should see */
     struct cluster_stats stats;
 };
 
 int cluster_load(struct cluster *c, char *err, size_t errlen);
+/* Releases everything but c->set. */
 void cluster_free(struct cluster *c);
 
 struct job *cluster_job(struct cluster *c, int64_t id);

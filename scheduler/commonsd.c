@@ -140,18 +140,11 @@ static void send_all(struct daemon *d, int failed)
     d->nout = 0;
 }
 
-static quota_backfill backfill_mode;
-
 static int reload(struct daemon *d, const char *state_dir, enum store_sync sync)
 {
     char err[1024];
-    int64_t timeout = d->c.node_timeout_ms;
-    int ports_lo = d->c.service_ports_lo, ports_hi = d->c.service_ports_hi;
     api_flush_parked(d, 1);
-    cluster_free(&d->c);
-    d->c.node_timeout_ms = timeout;
-    d->c.service_ports_lo = ports_lo;
-    d->c.service_ports_hi = ports_hi;
+    cluster_free(&d->c); /* keeps d->c.set */
     if (store_open(&d->c.store, state_dir, sync, err, sizeof err) != 0 || cluster_load(&d->c, err, sizeof err) != 0) {
         cm_error("cannot reload state: %s", err);
         return -1;
@@ -235,10 +228,8 @@ int main(int argc, char **argv)
         cm_error("%s", err);
         return 1;
     }
-    d.c.node_timeout_ms = (int64_t)(node_timeout * 1000);
-    d.c.service_ports_lo = ports_lo;
-    d.c.service_ports_hi = ports_hi;
-    d.c.backfill = backfill_mode = backfill;
+    d.c.set = (struct cluster_settings){.node_timeout_ms = (int64_t)(node_timeout * 1000), .backfill = backfill,
+                                        .service_ports_lo = ports_lo, .service_ports_hi = ports_hi};
     if (cluster_load(&d.c, err, sizeof err) != 0 || bootstrap(&d, state_dir, err, sizeof err) != 0) {
         cm_error("%s", err);
         return 1;

@@ -108,7 +108,7 @@ static int plan_begin(struct cluster *c, int64_t now)
         /* A node that reports no memory is not limited by memory. */
         free_now[i].mem = n->memory_mb ? n->memory_mb - n->used_mem : INT64_MAX / 4;
     }
-    int rc = quota_plan_begin(c->plan, now, c->backfill, free_now);
+    int rc = quota_plan_begin(c->plan, now, c->set.backfill, free_now);
     free(free_now);
     if (rc != QUOTA_OK) return -1;
     for (int64_t id = 1; id < c->next_id; id++) {

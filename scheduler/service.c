@@ -54,9 +54,7 @@ static int replica_port(const struct job *j)
  * the port its predecessor just gave up); 0 when every one is held. */
 static int free_service_port(struct cluster *c)
 {
-    int lo = c->service_ports_lo ? c->service_ports_lo : SERVICE_PORTS_LO;
-    int hi = c->service_ports_hi ? c->service_ports_hi : SERVICE_PORTS_HI;
-    int span = hi - lo + 1;
+    int lo = c->set.service_ports_lo, hi = c->set.service_ports_hi, span = hi - lo + 1;
     unsigned char *held = calloc((size_t)span, 1);
     if (!held) return 0;
     for (int64_t id = 1; id < c->next_id; id++) {
@@ -307,8 +305,7 @@ static int submit_replica(struct cluster *c, struct service *s, const char **cod
         json_decref(spec);
         *code = "unavailable";
         snprintf(err, errlen, "every port of the service range %d-%d is held by a replica (commonsd --service-ports)",
-                 c->service_ports_lo ? c->service_ports_lo : SERVICE_PORTS_LO,
-                 c->service_ports_hi ? c->service_ports_hi : SERVICE_PORTS_HI);
+                 c->set.service_ports_lo, c->set.service_ports_hi);
         return -1;
     }
     json_object_set_new(spec, "service_port", json_integer(port));

@@ -105,7 +105,8 @@ static void open_cluster(struct cluster *c)
 {
     char err[512];
     memset(c, 0, sizeof *c);
-    c->node_timeout_ms = 30000;
+    c->set = (struct cluster_settings){.node_timeout_ms = 30000, .backfill = QUOTA_BACKFILL_EASY,
+                                       .service_ports_lo = SERVICE_PORTS_LO, .service_ports_hi = SERVICE_PORTS_HI};
     ck_assert_msg(store_open(&c->store, tmpdir, STORE_SYNC_NORMAL, err, sizeof err) == 0, "%s", err);
     ck_assert_msg(cluster_load(c, err, sizeof err) == 0, "%s", err);
 }
@@ -259,8 +260,8 @@ START_TEST(service_ports_are_unique)
     struct cluster c;
     char err[512], token[80];
     open_new_cluster(&c, token);
-    c.service_ports_lo = 30000;
-    c.service_ports_hi = 30001;
+    c.set.service_ports_lo = 30000;
+    c.set.service_ports_hi = 30001;
     ck_assert_ptr_nonnull(cluster_node_register(&c, "n1", "n1", 8, 1000, 0, NULL, err, sizeof err));
     json_t *sp = spec("{\"workdir\":\"/tmp\",\"model\":\"/m.gguf\",\"serve_bin\":\"/bin/serve\"}");
     ck_assert_msg(cluster_service_deploy(&c, cluster_user(&c, "alice"), "chat", sp, 3, 3, err, sizeof err) == 0,
@@ -298,6 +299,29 @@ START_TEST(service_ports_are_unique)
     json_decref(list);
     json_decref(sp);
     ck_assert_int_eq(store_commit(&c.store), 0);
+    cluster_free(&c);
+    remove_tmpdir();
+}
+END_TEST
+
+/* commonsd reloads its state after a failed commit (cluster_free, cluster_load):
+ * the options it started with stay in force. */
+START_TEST(settings_survive_reload)
+{
+    struct cluster c;
+    char err[512], token[80];
+    open_new_cluster(&c, token);
+    c.set.service_ports_lo = 31000;
+    ck_assert_int_eq(store_commit(&c.store), 0);
+    cluster_free(&c);
+    /* The reload used to lose --backfill: EASY became NONE (0), strict priority order. */
+    ck_assert_int_eq(c.set.backfill, QUOTA_BACKFILL_EASY);
+    ck_assert_int_eq(c.set.node_timeout_ms, 30000);
+    ck_assert_int_eq(c.set.service_ports_lo, 31000);
+    ck_assert_int_eq(c.set.service_ports_hi, SERVICE_PORTS_HI);
+    ck_assert_msg(store_open(&c.store, tmpdir, STORE_SYNC_NORMAL, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(cluster_load(&c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.set.backfill, QUOTA_BACKFILL_EASY);
     cluster_free(&c);
     remove_tmpdir();
 }
@@ -383,6 +407,7 @@ int main(void)
     tcase_add_test(tc, spawn_ids_after_adoption);
     tcase_add_test(tc, service_ports_are_unique);
     tcase_add_test(tc, service_ports_parse_limits);
+    tcase_add_test(tc, settings_survive_reload);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -50,8 +50,8 @@ static void die(const char *what, const char *err)
 static void open_cluster(void)
 {
     char err[6000] = "";
-    d.c.node_timeout_ms = 30000;
-    d.c.backfill = QUOTA_BACKFILL_EASY;
+    d.c.set = (struct cluster_settings){.node_timeout_ms = 30000, .backfill = QUOTA_BACKFILL_EASY,
+                                        .service_ports_lo = SERVICE_PORTS_LO, .service_ports_hi = SERVICE_PORTS_HI};
     if (store_open(&d.c.store, state_dir, STORE_SYNC_NORMAL, err, sizeof err) != 0 ||
         cluster_load(&d.c, err, sizeof err) != 0)
         die("open", err);
