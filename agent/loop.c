@@ -13,6 +13,7 @@
  * outage once and the recovery once. SIGTERM stops polling and exits,
  * leaving the jobs running: a restarted agent re-attaches to them. */
 #include "agent_internal.h"
+#include "cm_daemon.h"
 #include "cm_log.h"
 #include "cm_rpc.h"
 #include "cm_util.h"
@@ -365,10 +366,8 @@ int agent_loop_run(const struct agent_config *cfg)
     cm_info("agent %s: state %s, containment %s, server %s", cfg->name, cfg->state_dir,
             agent_runner_containment(L.r), cfg->server);
     /* Written while the runner holds the state dir's lock: it names this agent. */
-    char pidpath[4200], pidtext[32], err[512];
-    snprintf(pidpath, sizeof pidpath, "%s/agent.pid", cfg->state_dir);
-    int pn = snprintf(pidtext, sizeof pidtext, "%d\n", (int)getpid());
-    if (cm_write_file_atomic(pidpath, pidtext, (size_t)pn, 0644, err, sizeof err) != 0) cm_warn("%s", err);
+    char pidpath[4200];
+    cm_pid_file_write(cfg->state_dir, "agent.pid", pidpath, sizeof pidpath);
     while (!L.stop) {
         read_signals(&L);
         agent_runner_tick(L.r);

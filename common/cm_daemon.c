@@ -1,5 +1,7 @@
 /* cm_daemon.c: detaching a daemon from its terminal (see cm_daemon.h). */
 #include "cm_daemon.h"
+#include "cm_log.h"
+#include "cm_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +27,18 @@ int cm_daemonize(const char *dir, const char *log_name, char *err, size_t errlen
         dup2(nul, 0);
         dup2(nul, 1);
         close(nul);
+    }
+    return 0;
+}
+
+int cm_pid_file_write(const char *dir, const char *name, char *path, size_t pathlen)
+{
+    char text[32], err[512];
+    snprintf(path, pathlen, "%s/%s", dir, name);
+    int n = snprintf(text, sizeof text, "%d\n", (int)getpid());
+    if (cm_write_file_atomic(path, text, (size_t)n, 0644, err, sizeof err) != 0) {
+        cm_warn("%s", err);
+        return -1;
     }
     return 0;
 }

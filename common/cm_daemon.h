@@ -11,4 +11,9 @@
  * could not detach, the caller still running in the foreground. */
 int cm_daemonize(const char *dir, const char *log_name, char *err, size_t errlen);
 
+/* Writes this process's PID and a newline to dir/name (atomically, mode 0644) and
+ * the file's path into path, for the caller to unlink when it stops. A failure is
+ * logged as a warning and returns -1: the daemon runs on without the file. */
+int cm_pid_file_write(const char *dir, const char *name, char *path, size_t pathlen);
+
 #endif

@@ -245,10 +245,8 @@ int main(int argc, char **argv)
         cm_error("%s", err);
         return 1;
     }
-    char pidpath[4200], pidtext[32];
-    snprintf(pidpath, sizeof pidpath, "%s/commonsd.pid", state_dir);
-    int pn = snprintf(pidtext, sizeof pidtext, "%d\n", (int)getpid());
-    cm_write_file_atomic(pidpath, pidtext, (size_t)pn, 0644, err, sizeof err);
+    char pidpath[4200];
+    cm_pid_file_write(state_dir, "commonsd.pid", pidpath, sizeof pidpath);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
